@@ -1,0 +1,79 @@
+"""The broker application: routers, error handling, and its lifetime (key, database, dispatcher)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import structlog
+from fastapi import FastAPI
+
+from trm_broker import __version__
+from trm_broker.api import broker_info, health
+from trm_broker.web import middleware, problems
+from trm_broker.api.deps import BrokerState
+from trm_broker.api.messages.endpoints import router as messages_router
+from trm_broker.api.participants.endpoints import router as participants_router
+from trm_broker.crypto.keys import load_or_create_signing_key
+from trm_broker.delivery.dispatcher import DeliveryDispatcher
+from trm_broker.settings import Settings
+from trm_broker.store.database import create_engine, session_factory
+from trm_broker.store.migrate import check_schema_current
+
+log = structlog.get_logger("trm_broker.app")
+
+
+def create_app(settings: Settings, *, run_dispatcher: bool = True) -> FastAPI:
+    """Build the broker app. Start-up refuses a database whose migrations are behind."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        try:
+            await check_schema_current(engine)
+            state = BrokerState(
+                settings=settings,
+                engine=engine,
+                sessions=session_factory(engine),
+                signing_key=load_or_create_signing_key(settings.broker_key_file),
+            )
+            app.state.broker = state
+            async with httpx.AsyncClient(follow_redirects=False) as http:
+                task = None
+                dispatcher = None
+                if run_dispatcher:
+                    dispatcher = DeliveryDispatcher(
+                        state.sessions,
+                        http,
+                        timeout=settings.delivery_timeout_seconds,
+                        poll_interval=settings.delivery_poll_seconds,
+                        backoff_cap=settings.delivery_backoff_max_seconds,
+                    )
+                    state.extras["wake_dispatcher"] = dispatcher.wake
+                    task = asyncio.create_task(dispatcher.run_forever(), name="dispatcher")
+                log.info("broker_started", kid=state.signing_key.kid, dispatcher=run_dispatcher)
+                try:
+                    yield
+                finally:
+                    if dispatcher is not None and task is not None:
+                        dispatcher.stop()
+                        await task
+                    log.info("broker_stopped")
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="trm-broker",
+        version=__version__,
+        description="Signed, sealed, consent-gated case transfers between NRMs (DESIGN.md).",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    middleware.install(app)
+    app.include_router(health.router)
+    app.include_router(broker_info.router)
+    app.include_router(participants_router)
+    app.include_router(messages_router)
+    return app

@@ -1,0 +1,79 @@
+"""`/v1/messages`: submit a signed envelope, follow its delivery."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from sqlalchemy.exc import IntegrityError
+
+from trm_broker.web.body import read_limited
+from trm_broker.api.deps import Session, State
+from trm_broker.api.messages import service
+from trm_broker.api.messages.schemas import MessageStatusOut, ReceiptOut
+from trm_broker.web.problems import Conflict
+
+router = APIRouter(prefix="/v1/messages", tags=["messages"])
+
+_ENVELOPE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "The envelope: a JWS (flattened JSON, alg EdDSA, typ trm-envelope+jws) "
+        "whose payload is the RFC 8785 JSON of the envelope (DESIGN.md §5).",
+        "content": {
+            "application/jose+json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["protected", "payload", "signature"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "protected": {"type": "string"},
+                        "payload": {"type": "string"},
+                        "signature": {"type": "string"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=ReceiptOut,
+    openapi_extra=_ENVELOPE_BODY,
+    responses={200: {"model": ReceiptOut, "description": "Already accepted: the original receipt."}},
+)
+async def submit_message(request: Request, response: Response, session: Session, state: State) -> ReceiptOut:
+    """Accept a signed envelope: verify it, store it with its delivery, answer a signed receipt.
+
+    The receipt is sent only after the transaction has committed (principle 4).
+    """
+    body = await read_limited(request, state.settings.max_envelope_bytes)
+    skew = timedelta(seconds=state.settings.clock_skew_seconds)
+    receipt, created = await service.accept(
+        session, body, state.signing_key, datetime.now(UTC), skew
+    )
+    if not created:
+        response.status_code = 200
+        return receipt
+    try:
+        await session.commit()
+    except IntegrityError:
+        # The same id was committed concurrently: answer as for a repeated envelope.
+        await session.rollback()
+        receipt, created = await service.accept(session, body, state.signing_key, datetime.now(UTC), skew)
+        if created:
+            raise Conflict("The message could not be stored; send it again.") from None
+        response.status_code = 200
+        return receipt
+    state.wake_dispatcher()
+    return receipt
+
+
+@router.get("/{message_id}", response_model=MessageStatusOut)
+async def message_status(message_id: str, session: Session) -> MessageStatusOut:
+    """A message's acceptance and delivery state, without any of its content."""
+    return await service.status(session, message_id)

@@ -1,0 +1,182 @@
+"""Accepting an envelope: every check of DESIGN.md §5, in order, before anything is stored."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from trm_broker.api.messages.schemas import DeliveryOut, MessageStatusOut, ReceiptOut, SignedObject
+from trm_broker.web.problems import (
+    BadSignature,
+    Conflict,
+    Forbidden,
+    InvalidEnvelope,
+    NotFound,
+    UnknownSender,
+)
+from trm_broker.crypto import jws
+from trm_broker.crypto.canonical import canonical_json
+from trm_broker.crypto.errors import MalformedError, VerificationError
+from trm_broker.crypto.keys import SigningKey, load_ed25519_public
+from trm_broker.domain.envelope import Envelope, is_fresh
+from trm_broker.domain.participants import MESSAGING_KINDS, ParticipantKind
+from trm_broker.store import deliveries as outbox
+from trm_broker.store import messages as store
+from trm_broker.store import participants as registry
+from trm_broker.store.models import Delivery, Message
+
+
+def _as_rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+async def accept(
+    session: AsyncSession,
+    body: bytes,
+    broker_key: SigningKey,
+    now: datetime,
+    clock_skew: timedelta,
+) -> tuple[ReceiptOut, bool]:
+    """Verify and store one envelope with its outbox row; return the receipt and whether
+    it is new (False: the same envelope was accepted before and its receipt is returned)."""
+    # 1. Structure and protected header (RFC 7515 §5.2): EdDSA only, typ envelope.
+    try:
+        obj = json.loads(body)
+        parsed = jws.parse(obj, jws.TYP_ENVELOPE)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise InvalidEnvelope("The body must be a JWS in flattened JSON serialisation.") from exc
+    except VerificationError as exc:
+        raise InvalidEnvelope(f"The JWS is not acceptable: {exc}.") from exc
+
+    # 2. The signing key, from the registry: known, a signing key, usable now.
+    key = await registry.key(session, parsed.kid)
+    if key is None or key.use != "sig":
+        raise UnknownSender(f"No registered signing key has kid {parsed.kid}.", kid=parsed.kid)
+    if not registry.is_usable(key, now):
+        raise UnknownSender(
+            f"Signing key {parsed.kid} is revoked or outside its validity.", kid=parsed.kid
+        )
+
+    # 3. The signature (RFC 7515 §5.2 step 8).
+    try:
+        jws.verify(parsed, load_ed25519_public(key.public_key))
+    except VerificationError as exc:
+        raise BadSignature(f"The envelope's signature does not verify with key {parsed.kid}.") from exc
+
+    # 4. The signed payload: canonical JSON of a well-formed envelope.
+    try:
+        envelope = Envelope.model_validate(parsed.claims())
+    except MalformedError as exc:
+        raise InvalidEnvelope(f"The signed payload is not acceptable: {exc}.") from exc
+    except ValidationError as exc:
+        fields = sorted({"/".join(str(p) for p in e["loc"]) or "envelope" for e in exc.errors()})
+        raise InvalidEnvelope(
+            "The envelope does not match the schema; fix: " + ", ".join(fields) + ".",
+            fields=fields,
+        ) from exc
+
+    # 5. The signer is the sender, and both parties may exchange case messages.
+    if envelope.sender != key.participant_id:
+        raise Forbidden(
+            f"Key {parsed.kid} belongs to {key.participant_id}, not to sender {envelope.sender}."
+        )
+    sender = await registry.get(session, envelope.sender)
+    recipient = await registry.get(session, envelope.recipient)
+    if sender is None or ParticipantKind(sender.kind) not in MESSAGING_KINDS:
+        raise Forbidden(f"Participant {envelope.sender} may not send case messages.")
+    if recipient is None:
+        raise InvalidEnvelope(f"Recipient {envelope.recipient} is not registered.")
+    if ParticipantKind(recipient.kind) not in MESSAGING_KINDS:
+        raise InvalidEnvelope(f"Recipient {envelope.recipient} does not receive case messages.")
+
+    # 6. Sealed to one of the recipient's usable encryption keys.
+    enc_key = await registry.key(session, envelope.sealed.kid)
+    if (
+        enc_key is None
+        or enc_key.use != "enc"
+        or enc_key.participant_id != envelope.recipient
+        or not registry.is_usable(enc_key, now)
+    ):
+        raise InvalidEnvelope(
+            f"The payload must be sealed to a current encryption key of {envelope.recipient}."
+        )
+
+    # 7. Idempotency: the same id with the same envelope returns the original receipt.
+    digest = jws.digest(obj)
+    existing = await store.get(session, envelope.id)
+    if existing is not None:
+        if existing.envelope_digest != digest:
+            raise Conflict(
+                f"Message id {envelope.id} was already accepted with different content; "
+                "use a new id for a new message."
+            )
+        return _receipt_out(existing), False
+
+    # 8. Freshness, checked after idempotency so a retried old envelope still gets its receipt.
+    if not is_fresh(envelope.created_at, now, clock_skew):
+        raise InvalidEnvelope(
+            f"created_at is more than {int(clock_skew.total_seconds())} s from the broker's "
+            "clock; check the sender's clock and send a new envelope."
+        )
+
+    # 9. Store the message and its outbox row; the caller commits, then we answer.
+    receipt = jws.sign(
+        {
+            "v": 1,
+            "message_id": envelope.id,
+            "envelope_digest": digest,
+            "accepted_at": _as_rfc3339(now),
+            "ledger_index": None,
+        },
+        broker_key,
+        jws.TYP_RECEIPT,
+    )
+    message = Message(
+        id=envelope.id,
+        type=envelope.type.value,
+        case_ref=envelope.case_ref,
+        sender_id=envelope.sender,
+        recipient_id=envelope.recipient,
+        sender_kid=parsed.kid,
+        created_at=envelope.created_at,
+        accepted_at=now,
+        envelope_digest=digest,
+        envelope=canonical_json(obj),
+        receipt=json.dumps(receipt),
+    )
+    delivery = Delivery(
+        message_id=envelope.id,
+        recipient_id=envelope.recipient,
+        status=outbox.PENDING,
+        attempts=0,
+        next_attempt_at=now,
+    )
+    await store.add(session, message, delivery)
+    return _receipt_out(message), True
+
+
+def _receipt_out(message: Message) -> ReceiptOut:
+    return ReceiptOut(message_id=message.id, receipt=SignedObject(**json.loads(message.receipt)))
+
+
+async def status(session: AsyncSession, message_id: str) -> MessageStatusOut:
+    message = await store.get(session, message_id)
+    delivery = await store.delivery_of(session, message_id) if message else None
+    if message is None or delivery is None:
+        raise NotFound(f"No message has id {message_id}.")
+    return MessageStatusOut(
+        message_id=message.id,
+        status="acknowledged" if delivery.status == outbox.ACKNOWLEDGED else "accepted",
+        accepted_at=message.accepted_at,
+        envelope_digest=message.envelope_digest,
+        delivery=DeliveryOut(
+            status=delivery.status,  # type: ignore[arg-type]
+            attempts=delivery.attempts,
+            last_attempt_at=delivery.last_attempt_at,
+            last_error=delivery.last_error,
+            acknowledged_at=delivery.acknowledged_at,
+        ),
+    )

@@ -1,0 +1,1 @@
+"""The registry of participants and their keys (DESIGN.md §4)."""

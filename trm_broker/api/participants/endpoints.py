@@ -1,0 +1,27 @@
+"""`/v1/participants`: the public registry, and registration by the operator."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter
+
+from trm_broker.api.deps import Operator, Session
+from trm_broker.api.participants import service
+from trm_broker.api.participants.schemas import ParticipantIn, ParticipantList, ParticipantOut
+
+router = APIRouter(prefix="/v1/participants", tags=["registry"])
+
+
+@router.post("", status_code=201, response_model=ParticipantOut)
+async def register_participant(body: ParticipantIn, session: Session, _: Operator) -> ParticipantOut:
+    """Register a participant with its public signing and encryption keys (operator only)."""
+    created = await service.register(session, body, datetime.now(UTC))
+    await session.commit()
+    return created
+
+
+@router.get("", response_model=ParticipantList)
+async def list_participants(session: Session) -> ParticipantList:
+    """The registry, like a phone book of keys: every participant with its keys."""
+    return ParticipantList(participants=await service.list_registry(session))

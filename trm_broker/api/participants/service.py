@@ -1,0 +1,95 @@
+"""Registering participants and reading the registry."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from trm_broker.api.participants.schemas import KeyOut, ParticipantIn, ParticipantOut
+from trm_broker.web.problems import Conflict, InvalidRequest
+from trm_broker.crypto.encoding import b64url_decode
+from trm_broker.crypto.errors import MalformedError
+from trm_broker.crypto.keys import key_id
+from trm_broker.store import participants as registry
+from trm_broker.store.models import Participant, ParticipantKey
+
+
+def _kid(alg: str, public: str, claimed: str | None) -> str:
+    try:
+        raw = b64url_decode(public)
+    except MalformedError as exc:
+        raise InvalidRequest(f"The {alg} public key is not unpadded base64url.") from exc
+    if len(raw) != 32:
+        raise InvalidRequest(f"An {alg} public key is 32 bytes; this one has {len(raw)}.")
+    kid = key_id(alg, raw)
+    if claimed is not None and claimed != kid:
+        raise InvalidRequest(f"The {alg} kid must be the key's RFC 7638 thumbprint, {kid}.")
+    return kid
+
+
+async def register(session: AsyncSession, new: ParticipantIn, now: datetime) -> ParticipantOut:
+    if await registry.get(session, new.id) is not None:
+        raise Conflict(f"Participant {new.id} is already registered.")
+    keys = [
+        ParticipantKey(
+            kid=_kid("Ed25519", new.keys.signing.public, new.keys.signing.kid),
+            participant_id=new.id,
+            use="sig",
+            alg="Ed25519",
+            public_key=new.keys.signing.public,
+            valid_from=now,
+        ),
+        ParticipantKey(
+            kid=_kid("X25519", new.keys.encryption.public, new.keys.encryption.kid),
+            participant_id=new.id,
+            use="enc",
+            alg="X25519",
+            public_key=new.keys.encryption.public,
+            valid_from=now,
+        ),
+    ]
+    for key in keys:
+        if await registry.key(session, key.kid) is not None:
+            raise Conflict(f"Key {key.kid} is already registered; every participant needs its own keys.")
+    participant = Participant(
+        id=new.id,
+        kind=new.kind.value,
+        country=new.country,
+        inbox_url=str(new.inbox_url) if new.inbox_url else None,
+        created_at=now,
+    )
+    registry.add(session, participant, keys)
+    await session.flush()
+    return _out(participant, keys)
+
+
+async def list_registry(session: AsyncSession) -> list[ParticipantOut]:
+    participants = await registry.list_all(session)
+    keys = await registry.keys_of(session, [p.id for p in participants])
+    by_owner: dict[str, list[ParticipantKey]] = {}
+    for key in keys:
+        by_owner.setdefault(key.participant_id, []).append(key)
+    return [_out(p, by_owner.get(p.id, [])) for p in participants]
+
+
+def _out(participant: Participant, keys: list[ParticipantKey]) -> ParticipantOut:
+    return ParticipantOut(
+        id=participant.id,
+        kind=participant.kind,  # type: ignore[arg-type]
+        country=participant.country,
+        delivery="push" if participant.inbox_url else "pull",
+        created_at=participant.created_at,
+        keys=[
+            KeyOut(
+                kid=k.kid,
+                use=k.use,  # type: ignore[arg-type]
+                alg=k.alg,
+                public=k.public_key,
+                valid_from=k.valid_from,
+                valid_until=k.valid_until,
+                revoked_at=k.revoked_at,
+            )
+            for k in keys
+        ],
+    )

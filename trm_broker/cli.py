@@ -1,0 +1,121 @@
+"""The `trm-broker` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from trm_broker.settings import get_settings
+
+app = typer.Typer(help="trm-broker: signed, sealed, consent-gated case transfers.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+keys_app = typer.Typer(help="Participant key sets.", no_args_is_help=True)
+node_app = typer.Typer(help="The reference NRM node.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+app.add_typer(node_app, name="node")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Overrides TRM_HOST.")] = None,
+    port: Annotated[int | None, typer.Option(help="Overrides TRM_PORT.")] = None,
+) -> None:
+    """Run the broker (API and delivery dispatcher)."""
+    from trm_broker.api.app import create_app
+    from trm_broker.logs import configure_logging
+    from trm_broker.store.database import create_engine
+    from trm_broker.store.migrate import SchemaNotCurrentError, check_schema_current
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+
+    async def _check() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            await check_schema_current(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(_check())
+    except SchemaNotCurrentError as exc:
+        typer.echo(f"trm-broker: refusing to start: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply the schema migrations (Alembic) to TRM_DATABASE_URL."""
+    from trm_broker.store.migrate import upgrade
+
+    upgrade(get_settings().database_url, revision)
+    typer.echo(f"database schema upgraded to {revision}")
+
+
+@keys_app.command("new")
+def keys_new(
+    participant: Annotated[str, typer.Argument(help="Participant id, e.g. ng.naptip.")],
+    out: Annotated[Path, typer.Option(help="Key file to create (mode 0600, never overwritten).")],
+) -> None:
+    """Create a participant's signing and encryption keys; print the public half to register."""
+    from trm_broker.crypto.keys import KeySet
+
+    if out.exists():
+        typer.echo(f"{out} exists; refusing to overwrite a key file.", err=True)
+        raise typer.Exit(1)
+    keyset = KeySet.generate(participant)
+    keyset.write(out)
+    json.dump({"participant": participant, "keys": keyset.public()}, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+@node_app.command("serve")
+def node_serve(
+    host: Annotated[str | None, typer.Option(help="Overrides TRM_NODE_HOST.")] = None,
+    port: Annotated[int | None, typer.Option(help="Overrides TRM_NODE_PORT.")] = None,
+) -> None:
+    """Run the reference NRM node (inbox and local case-worker API)."""
+    from trm_broker.logs import configure_logging
+    from trm_broker.node.app import create_node_app
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_node_app(settings),
+        host=host or settings.node_host,
+        port=port or settings.node_port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+
+
+@app.command()
+def demo() -> None:
+    """Start a broker and two nodes, send a referral end to end, print what happened."""
+    from trm_broker import demo as demo_module
+
+    try:
+        demo_module.run(typer.echo)
+    except Exception as exc:
+        typer.echo(f"demo failed: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,33 @@
+"""RFC 8785 JSON Canonicalization Scheme: the exact bytes that get signed and digested."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import rfc8785
+
+from trm_broker.crypto.errors import MalformedError
+
+
+def canonical_json(value: Any) -> bytes:
+    """Serialise ``value`` per RFC 8785 (sorted keys, no whitespace, ES6 number forms)."""
+    try:
+        return bytes(rfc8785.dumps(value))
+    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+        raise MalformedError(f"value cannot be canonicalised: {type(exc).__name__}") from exc
+
+
+def parse_canonical_json(data: bytes) -> Any:
+    """Parse JSON that must already be in RFC 8785 form; anything else is refused.
+
+    Requiring the canonical form means a signed payload has exactly one byte string, so
+    the envelope digest the broker receipts is the digest every party computes.
+    """
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise MalformedError("payload is not valid UTF-8 JSON") from exc
+    if canonical_json(value) != data:
+        raise MalformedError("payload is not in RFC 8785 canonical form")
+    return value

@@ -1,0 +1,203 @@
+"""Participant keys: Ed25519 for signatures, X25519 for HPKE, named by RFC 7638 thumbprints.
+
+A *key set* is what `trm-broker keys new` writes: one signing and one encryption key pair
+for a participant. Its public half is what the operator registers with the broker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+
+from trm_broker.crypto.canonical import canonical_json
+from trm_broker.crypto.encoding import b64url_decode, b64url_encode
+from trm_broker.crypto.errors import MalformedError
+
+SigningAlg = Literal["Ed25519"]
+EncryptionAlg = Literal["X25519"]
+
+
+def _raw_public(key: Ed25519PublicKey | X25519PublicKey) -> bytes:
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def key_id(crv: str, public_raw: bytes) -> str:
+    """RFC 7638 JWK thumbprint of an OKP key (RFC 8037): SHA-256 over its canonical JWK."""
+    jwk = {"crv": crv, "kty": "OKP", "x": b64url_encode(public_raw)}
+    return b64url_encode(hashlib.sha256(canonical_json(jwk)).digest())
+
+
+def load_ed25519_public(public_b64: str) -> Ed25519PublicKey:
+    try:
+        return Ed25519PublicKey.from_public_bytes(b64url_decode(public_b64))
+    except ValueError as exc:
+        raise MalformedError("not a 32-byte Ed25519 public key") from exc
+
+
+def load_x25519_public(public_b64: str) -> X25519PublicKey:
+    try:
+        return X25519PublicKey.from_public_bytes(b64url_decode(public_b64))
+    except ValueError as exc:
+        raise MalformedError("not a 32-byte X25519 public key") from exc
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """An Ed25519 private key with its key id."""
+
+    private: Ed25519PrivateKey
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_seed(cls, seed_b64: str) -> SigningKey:
+        try:
+            return cls(Ed25519PrivateKey.from_private_bytes(b64url_decode(seed_b64)))
+        except ValueError as exc:
+            raise MalformedError("not a 32-byte Ed25519 seed") from exc
+
+    @property
+    def public_b64(self) -> str:
+        return b64url_encode(_raw_public(self.private.public_key()))
+
+    @property
+    def kid(self) -> str:
+        return key_id("Ed25519", _raw_public(self.private.public_key()))
+
+    def seed_b64(self) -> str:
+        return b64url_encode(
+            self.private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        )
+
+    def sign(self, data: bytes) -> bytes:
+        return self.private.sign(data)
+
+
+@dataclass(frozen=True)
+class EncryptionKey:
+    """An X25519 private key for opening HPKE-sealed payloads, with its key id."""
+
+    private: X25519PrivateKey
+
+    @classmethod
+    def generate(cls) -> EncryptionKey:
+        return cls(X25519PrivateKey.generate())
+
+    @classmethod
+    def from_secret(cls, secret_b64: str) -> EncryptionKey:
+        try:
+            return cls(X25519PrivateKey.from_private_bytes(b64url_decode(secret_b64)))
+        except ValueError as exc:
+            raise MalformedError("not a 32-byte X25519 private key") from exc
+
+    @property
+    def public_b64(self) -> str:
+        return b64url_encode(_raw_public(self.private.public_key()))
+
+    @property
+    def kid(self) -> str:
+        return key_id("X25519", _raw_public(self.private.public_key()))
+
+    def secret_b64(self) -> str:
+        return b64url_encode(
+            self.private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+        )
+
+
+@dataclass(frozen=True)
+class KeySet:
+    """A participant's private keys, as stored in its key file."""
+
+    participant: str
+    signing: SigningKey
+    encryption: EncryptionKey
+
+    @classmethod
+    def generate(cls, participant: str) -> KeySet:
+        return cls(participant, SigningKey.generate(), EncryptionKey.generate())
+
+    def public(self) -> dict[str, Any]:
+        """The public half, in the form `POST /v1/participants` takes under ``keys``."""
+        return {
+            "signing": {"kid": self.signing.kid, "alg": "Ed25519", "public": self.signing.public_b64},
+            "encryption": {
+                "kid": self.encryption.kid,
+                "alg": "X25519",
+                "public": self.encryption.public_b64,
+            },
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        public = self.public()
+        public["signing"]["private"] = self.signing.seed_b64()
+        public["encryption"]["private"] = self.encryption.secret_b64()
+        return {"participant": self.participant, **public}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> KeySet:
+        try:
+            keyset = cls(
+                participant=str(data["participant"]),
+                signing=SigningKey.from_seed(data["signing"]["private"]),
+                encryption=EncryptionKey.from_secret(data["encryption"]["private"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise MalformedError("key file lacks participant, signing or encryption") from exc
+        if data["signing"].get("kid") not in (None, keyset.signing.kid) or data["encryption"].get(
+            "kid"
+        ) not in (None, keyset.encryption.kid):
+            raise MalformedError("key file's kid does not match its key")
+        return keyset
+
+    def write(self, path: Path) -> None:
+        """Write the key file readable by its owner only, never overwriting an existing one."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(self.to_json(), handle, indent=2)
+            handle.write("\n")
+
+    @classmethod
+    def read(cls, path: Path) -> KeySet:
+        with path.open(encoding="utf-8") as handle:
+            return cls.from_json(json.load(handle))
+
+
+def load_or_create_signing_key(path: Path) -> SigningKey:
+    """Load the broker's own Ed25519 key, creating it (mode 0600) on first start."""
+    if path.exists():
+        with path.open(encoding="utf-8") as handle:
+            data = json.load(handle)
+        try:
+            return SigningKey.from_seed(data["signing"]["private"])
+        except (KeyError, TypeError) as exc:
+            raise MalformedError(f"{path} is not a broker key file") from exc
+    key = SigningKey.generate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "signing": {"kid": key.kid, "alg": "Ed25519", "public": key.public_b64, "private": key.seed_b64()}
+    }
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        # Another process created it between our check and open: use theirs.
+        return load_or_create_signing_key(path)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(document, handle, indent=2)
+        handle.write("\n")
+    return key

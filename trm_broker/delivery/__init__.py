@@ -1,0 +1,1 @@
+"""The outbox dispatcher: push accepted messages to recipients' inboxes, verify their acks."""

@@ -1,0 +1,139 @@
+"""Push due deliveries to recipients' inboxes; only a verified signed ack counts as delivered.
+
+Each attempt runs in three steps so no network call happens inside a transaction
+(DESIGN.md §8): claim under a lease and commit; POST; record the outcome and commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from trm_broker.delivery.acknowledgement import AckRefused, verify_ack
+from trm_broker.store import deliveries as outbox
+from trm_broker.store.deliveries import ClaimedDelivery
+
+log = structlog.get_logger("trm_broker.delivery")
+_jitter = secrets.SystemRandom()
+
+
+def backoff_seconds(attempts: int, cap: float, base: float = 1.0) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempts)]."""
+    return _jitter.uniform(0, min(cap, base * (2 ** min(attempts, 30))))
+
+
+class DeliveryDispatcher:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        http: httpx.AsyncClient,
+        *,
+        timeout: float,
+        poll_interval: float,
+        backoff_cap: float,
+        batch_size: int = 20,
+    ) -> None:
+        self._sessions = sessions
+        self._http = http
+        self._timeout = timeout
+        self._poll = poll_interval
+        self._backoff_cap = backoff_cap
+        self._batch = batch_size
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look for due work now (called after a message is committed)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop claiming; the attempt in flight finishes (its lease covers it if not)."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def run_forever(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                worked = await self.run_once()
+            except Exception as exc:  # the database may be briefly away: keep going
+                log.warning("dispatcher_error", error_type=type(exc).__name__)
+                worked = 0
+            if worked == 0 and not self._stopping.is_set():
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
+                except TimeoutError:
+                    pass
+
+    async def run_once(self) -> int:
+        """Claim and attempt one batch of due deliveries; return how many were attempted."""
+        now = datetime.now(UTC)
+        lease_until = now + timedelta(seconds=self._timeout + 30)
+        async with self._sessions() as session:
+            claimed = await outbox.claim_due(session, now, lease_until, self._batch)
+            await session.commit()
+        for delivery in claimed:
+            if self._stopping.is_set():
+                break  # unattempted rows become due again when their lease ends
+            await self._attempt(delivery)
+        return len(claimed)
+
+    async def _attempt(self, delivery: ClaimedDelivery) -> None:
+        structlog.contextvars.bind_contextvars(message_id=delivery.message_id)
+        try:
+            ack, error = await self._push(delivery)
+            async with self._sessions() as session:
+                now = datetime.now(UTC)
+                if ack is not None:
+                    await outbox.record_acknowledged(session, delivery.delivery_id, now, ack)
+                    log.info("delivery_acknowledged", attempts=delivery.attempts + 1)
+                else:
+                    error = error or "unknown"
+                    retry = now + timedelta(seconds=backoff_seconds(delivery.attempts, self._backoff_cap))
+                    await outbox.record_failed(session, delivery.delivery_id, error, retry)
+                    log.info("delivery_failed", error=error, attempts=delivery.attempts + 1)
+                await session.commit()
+        finally:
+            structlog.contextvars.unbind_contextvars("message_id")
+
+    async def _push(self, delivery: ClaimedDelivery) -> tuple[str | None, str | None]:
+        """POST the envelope; return (the verified ack, None) or (None, an error code)."""
+        if delivery.inbox_url is None:
+            return None, "no_inbox_url"
+        try:
+            response = await self._http.post(
+                delivery.inbox_url,
+                content=delivery.envelope,
+                headers={"content-type": "application/jose+json"},
+                timeout=self._timeout,
+                follow_redirects=False,
+            )
+        except httpx.TimeoutException:
+            return None, "timeout"
+        except httpx.TransportError as exc:
+            return None, f"transport_{type(exc).__name__}"
+        if response.status_code != 200:
+            return None, f"http_{response.status_code}"
+        try:
+            ack = response.json().get("ack")
+        except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+            return None, "ack_malformed"
+        async with self._sessions() as session:
+            try:
+                await verify_ack(
+                    session,
+                    ack,
+                    delivery.message_id,
+                    delivery.recipient_id,
+                    delivery.envelope_digest,
+                    datetime.now(UTC),
+                )
+            except AckRefused as refused:
+                return None, refused.code
+        return json.dumps(ack), None

@@ -1,0 +1,147 @@
+"""`trm-broker demo`: a broker and two NRM nodes as real processes, and one real referral.
+
+Everything in it is fictional. It runs on SQLite files in a temporary folder and removes
+them when it ends.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from trm_broker.devcluster import LocalCluster, Node
+
+T = TypeVar("T")
+
+SENDER = "at.focal-point"  # Austria: country of exploitation, where the case is opened
+RECIPIENT = "ng.naptip"  # Nigeria: country of return (NAPTIP, the Nigerian NRM)
+
+DEMO_REFERRAL: dict[str, Any] = {
+    "identification_summary": "Fictional demo person identified during a labour inspection.",
+    "form_of_exploitation": "forced_labour",
+    "immediate_needs": ["shelter", "medical_check", "legal_counselling"],
+    "languages": ["en", "pcm"],
+    "interpreter_needed": True,
+    "is_child": False,
+}
+
+
+def _eventually(what: str, check: Callable[[], T | None], timeout: float = 30.0) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result is not None:
+            return result
+        time.sleep(0.2)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def register(cluster: LocalCluster, node: Node, country: str) -> None:
+    assert cluster.broker is not None
+    for keyset in node.keysets:
+        response = httpx.post(
+            cluster.broker.url + "/v1/participants",
+            json={
+                "id": keyset.participant,
+                "kind": "focal_point",
+                "country": country,
+                "inbox_url": node.inbox_url,
+                "keys": keyset.public(),
+            },
+            headers={"authorization": f"Bearer {cluster.operator_token}"},
+            timeout=10,
+        )
+        response.raise_for_status()
+
+
+def send_referral(sender: Node, case_ref: str, payload: dict[str, Any]) -> dict[str, Any]:
+    response = httpx.post(
+        sender.url + "/messages",
+        json={
+            "type": "referral",
+            "case_ref": case_ref,
+            "recipient": RECIPIENT,
+            "header": {"destination_country": "NG", "subject_is_minor": False},
+            "payload": payload,
+            "data_categories": ["identity", "health"],
+        },
+        headers={"authorization": f"Bearer {sender.api_token}"},
+        timeout=15,
+    )
+    if response.status_code != 201:
+        raise RuntimeError(f"the sending node refused: {response.status_code} {response.text}")
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def wait_acknowledged(cluster: LocalCluster, message_id: str) -> dict[str, Any]:
+    assert cluster.broker is not None
+    url = f"{cluster.broker.url}/v1/messages/{message_id}"
+
+    def check() -> dict[str, Any] | None:
+        status: dict[str, Any] = httpx.get(url, timeout=5).json()
+        return status if status.get("status") == "acknowledged" else None
+
+    return _eventually("the recipient's acknowledgement", check)
+
+
+def wait_received(node: Node, message_id: str) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        response = httpx.get(
+            node.url + "/messages",
+            headers={"authorization": f"Bearer {node.api_token}"},
+            timeout=5,
+        )
+        for message in response.json()["messages"]:
+            if message["message_id"] == message_id:
+                found: dict[str, Any] = message
+                return found
+        return None
+
+    return _eventually("the message at the destination node", check)
+
+
+def run(echo: Callable[[str], None] = print) -> None:
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="trm-demo-") as tmp, LocalCluster(Path(tmp)) as cluster:
+        echo("trm-broker demo: one referral from Austria to Nigeria, through real processes\n")
+        cluster.migrate()
+        broker = cluster.start_broker()
+        echo(f"  broker            {broker.url}  (SQLite, schema migrated)")
+        at = cluster.start_node("node-at", [SENDER])
+        ng = cluster.start_node("node-ng", [RECIPIENT])
+        echo(f"  node Austria      {at.url}  serves {SENDER}")
+        echo(f"  node Nigeria      {ng.url}  serves {RECIPIENT}")
+        register(cluster, at, "AT")
+        register(cluster, ng, "NG")
+        echo("  registry          both focal points registered with their Ed25519 and X25519 keys\n")
+
+        sent = send_referral(at, "AT-2026-DEMO-0001", DEMO_REFERRAL)
+        echo(f"1. {SENDER} sealed a referral to {RECIPIENT}'s X25519 key (HPKE), signed it")
+        echo("   (JWS, EdDSA) and sent it to the broker.")
+        echo(f"2. The broker verified the signature and answered a signed receipt:")
+        echo(f"     message id      {sent['message_id']}")
+        echo(f"     envelope digest {sent['envelope_digest']}")
+        echo(f"     accepted at     {sent['accepted_at']}")
+        echo(f"   ({SENDER}'s node checked the receipt's signature against the broker's key.)")
+        status = wait_acknowledged(cluster, sent["message_id"])
+        delivery = status["delivery"]
+        echo(f"3. The broker pushed it to {RECIPIENT}'s inbox: {delivery['status']} after "
+             f"{delivery['attempts']} attempt(s), at {delivery['acknowledged_at']}.")
+        received = wait_received(ng, sent["message_id"])
+        echo(f"4. The Nigerian node verified the sender's signature, opened the payload with its")
+        echo(f"   private key and signed an acknowledgement. Its case workers now see:")
+        echo(f"     type {received['type']}, case {received['case_ref']}, from {received['sender']}")
+        payload = received["payload"]
+        echo(f"     form of exploitation: {payload['form_of_exploitation']}; "
+             f"needs: {', '.join(payload['immediate_needs'])}; "
+             f"interpreter: {'yes' if payload['interpreter_needed'] else 'no'}")
+        if payload != DEMO_REFERRAL:
+            raise RuntimeError("the payload opened at the destination differs from what was sent")
+        echo("   The payload opened at the destination is exactly what was sent.")
+        echo(f"\nDone in {time.monotonic() - started:.1f} s; all processes stopped, files removed.")

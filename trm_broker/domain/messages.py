@@ -1,0 +1,113 @@
+"""The TRM message types and the clear header facts each carries (DESIGN.md §6).
+
+Headers hold no personal data: only the workflow facts the broker must enforce. Their
+models forbid extra members, so no free text can slip into the clear part of an envelope.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from trm_broker.domain.participants import COUNTRY_PATTERN, PARTICIPANT_ID_PATTERN
+
+
+class MessageType(StrEnum):
+    REFERRAL = "referral"
+    REFERRAL_RESPONSE = "referral_response"
+    RISK_ASSESSMENT = "risk_assessment"
+    RETURN_PREPARATION = "return_preparation"
+    RECEPTION_CONFIRMATION = "reception_confirmation"
+    CASE_MONITORING = "case_monitoring"
+    CASE_CLOSURE = "case_closure"
+    CONSENT_WITHDRAWAL = "consent_withdrawal"
+
+
+class DataCategory(StrEnum):
+    """Categories of personal data a sealed payload may carry (DESIGN.md §7)."""
+
+    IDENTITY = "identity"
+    CONTACT = "contact"
+    HEALTH = "health"
+    FAMILY = "family"
+    TRAVEL = "travel"
+    LEGAL = "legal"
+    OTHER = "other"
+
+
+class _Header(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReferralHeader(_Header):
+    destination_country: str = Field(pattern=COUNTRY_PATTERN)
+    subject_is_minor: bool
+
+
+class ReferralResponseHeader(_Header):
+    accepted: bool
+
+
+class RiskLevel(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class RiskAssessmentHeader(_Header):
+    risk_level: RiskLevel
+    return_recommended: bool
+    assessed_at: AwareDatetime
+
+
+class ReturnPreparationHeader(_Header):
+    receiving_org: str = Field(pattern=PARTICIPANT_ID_PATTERN)
+    planned_arrival: AwareDatetime
+    best_interests_ref: str | None = Field(None, pattern=r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class ReceptionOutcome(StrEnum):
+    RECEIVED = "received"
+    NOT_ARRIVED = "not_arrived"
+    DECLINED_ASSISTANCE = "declined_assistance"
+
+
+class ReceptionConfirmationHeader(_Header):
+    outcome: ReceptionOutcome
+    at: AwareDatetime
+
+
+class CaseMonitoringHeader(_Header):
+    period_start: date
+    period_end: date
+
+
+class ClosureReason(StrEnum):
+    REINTEGRATED = "reintegrated"
+    MONITORING_COMPLETED = "monitoring_completed"
+    CONSENT_WITHDRAWN = "consent_withdrawn"
+    LOST_CONTACT = "lost_contact"
+    REFERRAL_DECLINED = "referral_declined"
+    OTHER = "other"
+
+
+class CaseClosureHeader(_Header):
+    reason: ClosureReason
+
+
+class ConsentWithdrawalHeader(_Header):
+    pass
+
+
+HEADER_MODELS: dict[MessageType, type[_Header]] = {
+    MessageType.REFERRAL: ReferralHeader,
+    MessageType.REFERRAL_RESPONSE: ReferralResponseHeader,
+    MessageType.RISK_ASSESSMENT: RiskAssessmentHeader,
+    MessageType.RETURN_PREPARATION: ReturnPreparationHeader,
+    MessageType.RECEPTION_CONFIRMATION: ReceptionConfirmationHeader,
+    MessageType.CASE_MONITORING: CaseMonitoringHeader,
+    MessageType.CASE_CLOSURE: CaseClosureHeader,
+    MessageType.CONSENT_WITHDRAWAL: ConsentWithdrawalHeader,
+}

@@ -1,0 +1,19 @@
+"""Who takes part in the exchange (DESIGN.md §4)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+PARTICIPANT_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{1,63}$"
+COUNTRY_PATTERN = r"^[A-Z]{2}$"
+
+
+class ParticipantKind(StrEnum):
+    FOCAL_POINT = "focal_point"
+    RECEIVING_ORG = "receiving_org"
+    AUDITOR = "auditor"
+    OPERATOR = "operator"
+
+
+#: Kinds that exchange case messages; auditors and operators never send or receive them.
+MESSAGING_KINDS = frozenset({ParticipantKind.FOCAL_POINT, ParticipantKind.RECEIVING_ORG})

@@ -1,0 +1,201 @@
+"""The reference NRM node's HTTP app: the broker-facing inbox and the local case-worker API."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated
+
+import structlog
+from fastapi import Depends, FastAPI, Header, Query, Request
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from trm_broker import __version__
+from trm_broker.crypto.keys import KeySet
+from trm_broker.node import inbox, store
+from trm_broker.node.broker_client import BrokerClient, BrokerError
+from trm_broker.node.compose import compose_envelope
+from trm_broker.node.schemas import ReceivedList, ReceivedOut, SendRequest, SentOut
+from trm_broker.settings import Settings
+from trm_broker.store.database import create_engine, session_factory
+from trm_broker.web import middleware, problems
+from trm_broker.web.body import read_limited
+from trm_broker.web.problems import InvalidRequest, NotConfigured, Problem, Unauthenticated
+
+log = structlog.get_logger("trm_broker.node")
+
+
+class BrokerRefused(Problem):
+    status, slug, title = 502, "broker-refused", "The broker refused the message"
+
+
+@dataclass
+class NodeState:
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    keysets: dict[str, KeySet]
+    broker: BrokerClient
+
+
+def node_state(request: Request) -> NodeState:
+    state: NodeState = request.app.state.node
+    return state
+
+State = Annotated[NodeState, Depends(node_state)]
+
+async def db_session(state: State) -> AsyncIterator[AsyncSession]:
+    async with state.sessions() as session:
+        yield session
+
+Session = Annotated[AsyncSession, Depends(db_session)]
+
+def case_worker(state: State, authorization: Annotated[str | None, Header()] = None) -> None:
+    """The local API hands out decrypted case data: it needs TRM_NODE_API_TOKEN."""
+    configured = state.settings.node_api_token
+    if configured is None:
+        raise NotConfigured("The local API is disabled: set TRM_NODE_API_TOKEN on the node.")
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        token.encode(), configured.get_secret_value().encode()
+    ):
+        raise Unauthenticated("Send the node's API token as `Authorization: Bearer <token>`.")
+
+CaseWorker = Annotated[None, Depends(case_worker)]
+
+
+def load_keysets(settings: Settings) -> dict[str, KeySet]:
+    if not settings.node_key_files:
+        raise SystemExit("Set TRM_NODE_KEY_FILES to the key file(s) of the participants this node serves.")
+    keysets = [KeySet.read(path) for path in settings.node_key_files]
+    return {k.participant: k for k in keysets}
+
+
+def create_node_app(settings: Settings) -> FastAPI:
+    keysets = load_keysets(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.node_database_url)
+        await store.create_schema(engine)
+        broker = BrokerClient(settings.node_broker_url)
+        app.state.node = NodeState(settings, session_factory(engine), keysets, broker)
+        log.info("node_started", participants=sorted(keysets))
+        try:
+            yield
+        finally:
+            await broker.aclose()
+            await engine.dispose()
+
+    app = FastAPI(title="trm-broker NRM node", version=__version__, lifespan=lifespan)
+    problems.install(app)
+    middleware.install(app)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/inbox", tags=["inbox"])
+    async def receive(request: Request, state: State, session: Session) -> dict[str, dict[str, str]]:
+        """Called by the broker: verify, open, store once, answer a signed acknowledgement."""
+        body = await read_limited(request, state.settings.max_envelope_bytes)
+        result = await inbox.receive(session, body, state.keysets, state.broker)
+        try:
+            await session.commit()
+        except IntegrityError:
+            await session.rollback()  # delivered twice at once: answer with the stored ack
+            result = await inbox.receive(session, body, state.keysets, state.broker)
+        log.info("message_received")
+        return {"ack": result.ack}
+
+    @app.get("/messages", response_model=ReceivedList, tags=["case workers"])
+    async def received(
+        state: State,
+        session: Session,
+        _: CaseWorker,
+        after: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> ReceivedList:
+        """Messages received for this node's participants, decrypted, oldest first."""
+        rows = await store.list_received(session, limit, after)
+        return ReceivedList(
+            messages=[
+                ReceivedOut(
+                    message_id=r.id,
+                    type=r.type,  # type: ignore[arg-type]
+                    case_ref=r.case_ref,
+                    sender=r.sender,
+                    recipient=r.recipient,
+                    created_at=r.created_at,
+                    received_at=r.received_at,
+                    header=json.loads(r.header),
+                    payload=json.loads(r.payload),
+                )
+                for r in rows
+            ]
+        )
+
+    @app.post("/messages", response_model=SentOut, status_code=201, tags=["case workers"])
+    async def send(body: SendRequest, state: State, session: Session, _: CaseWorker) -> SentOut:
+        """Seal the payload to the recipient, sign the envelope, send it, check the receipt."""
+        sender = body.sender or (next(iter(state.keysets)) if len(state.keysets) == 1 else None)
+        if sender is None or sender not in state.keysets:
+            raise InvalidRequest(f"Name the sender: one of {', '.join(sorted(state.keysets))}.")
+        now = datetime.now(UTC)
+        registry = await state.broker.registry(refresh=True)
+        enc = registry.encryption_key(body.recipient, now)
+        if enc is None:
+            raise InvalidRequest(f"{body.recipient} has no current encryption key in the registry.")
+        try:
+            envelope, signed = compose_envelope(
+                signing_key=state.keysets[sender].signing,
+                sender=sender,
+                recipient=body.recipient,
+                recipient_enc_kid=enc.kid,
+                recipient_enc_public=enc.public,
+                type=body.type,
+                case_ref=body.case_ref,
+                header=body.header,
+                payload=body.payload,
+                data_categories=body.data_categories,
+                consent_ref=body.consent_ref,
+                in_reply_to=body.in_reply_to,
+                now=now,
+            )
+        except ValueError as exc:  # pydantic's ValidationError: the header does not fit the type
+            raise InvalidRequest(
+                f"The header does not fit a {body.type.value} message; see the envelope contract."
+            ) from exc
+        try:
+            receipt = await state.broker.submit(signed)
+        except BrokerError as exc:
+            raise BrokerRefused(
+                str(exc), broker_status=exc.status, broker_problem=exc.problem.get("type")
+            ) from exc
+        session.add(
+            store.SentMessage(
+                id=envelope.id,
+                type=envelope.type.value,
+                case_ref=envelope.case_ref,
+                sender=sender,
+                recipient=envelope.recipient,
+                sent_at=now,
+                envelope_digest=receipt.envelope_digest,
+                receipt=json.dumps(receipt.jws),
+            )
+        )
+        await session.commit()
+        structlog.contextvars.bind_contextvars(message_id=envelope.id)
+        log.info("message_sent", type=envelope.type.value)
+        return SentOut(
+            message_id=receipt.message_id,
+            envelope_digest=receipt.envelope_digest,
+            accepted_at=receipt.accepted_at,
+            receipt=receipt.jws,
+        )
+
+    return app

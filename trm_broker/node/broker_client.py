@@ -1,0 +1,193 @@
+"""A Python client of the broker's API: registry, submission with receipt checks, status."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from trm_broker.crypto import jws
+from trm_broker.crypto.errors import VerificationError
+from trm_broker.crypto.keys import load_ed25519_public
+
+
+class BrokerError(Exception):
+    """The broker refused a call or could not be reached; ``problem`` is its problem+json."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        super().__init__(problem.get("detail") or problem.get("title") or f"HTTP {status}")
+        self.status = status
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class RegisteredKey:
+    kid: str
+    participant: str
+    use: str
+    alg: str
+    public: str
+    valid_from: datetime
+    valid_until: datetime | None
+    revoked_at: datetime | None
+
+    def usable(self, now: datetime) -> bool:
+        if self.revoked_at is not None or self.valid_from > now:
+            return False
+        return self.valid_until is None or self.valid_until > now
+
+
+@dataclass(frozen=True)
+class Registry:
+    """A snapshot of `GET /v1/participants`."""
+
+    participants: dict[str, dict[str, Any]]
+    keys: dict[str, RegisteredKey]
+
+    def signing_key(self, kid: str, now: datetime) -> RegisteredKey | None:
+        key = self.keys.get(kid)
+        if key is None or key.use != "sig" or not key.usable(now):
+            return None
+        return key
+
+    def encryption_key(self, participant: str, now: datetime) -> RegisteredKey | None:
+        """The participant's current encryption key: usable, newest first (DESIGN.md §4)."""
+        usable = [
+            k for k in self.keys.values()
+            if k.participant == participant and k.use == "enc" and k.usable(now)
+        ]
+        return max(usable, key=lambda k: k.valid_from, default=None)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A verified broker receipt."""
+
+    message_id: str
+    envelope_digest: str
+    accepted_at: str
+    ledger_index: int | None
+    jws: dict[str, str]
+
+
+class BrokerClient:
+    def __init__(
+        self, base_url: str, http: httpx.AsyncClient | None = None, registry_ttl: float = 60.0
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self._http = http or httpx.AsyncClient(timeout=15.0, follow_redirects=False)
+        self._owns_http = http is None
+        self._ttl = registry_ttl
+        self._registry: Registry | None = None
+        self._registry_at = 0.0
+        self._broker_key: tuple[str, Ed25519PublicKey] | None = None
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._http.request(method, self._base + path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise BrokerError(503, {"title": "Broker unreachable", "detail": type(exc).__name__}) from exc
+        if response.status_code >= 400:
+            try:
+                problem = response.json()
+            except ValueError:
+                problem = {"title": f"HTTP {response.status_code}"}
+            raise BrokerError(response.status_code, problem if isinstance(problem, dict) else {})
+        return response
+
+    async def broker_key(self) -> tuple[str, Ed25519PublicKey]:
+        """The broker's receipt-signing key, fetched once (trust on first use)."""
+        if self._broker_key is None:
+            data = (await self._call("GET", "/v1/broker")).json()["signing_key"]
+            self._broker_key = (data["kid"], load_ed25519_public(data["public"]))
+        return self._broker_key
+
+    async def registry(self, *, refresh: bool = False) -> Registry:
+        fresh = time.monotonic() - self._registry_at < self._ttl
+        if self._registry is None or refresh or not fresh:
+            data = (await self._call("GET", "/v1/participants")).json()
+            participants = {p["id"]: p for p in data["participants"]}
+            keys = {
+                k["kid"]: RegisteredKey(
+                    kid=k["kid"],
+                    participant=p["id"],
+                    use=k["use"],
+                    alg=k["alg"],
+                    public=k["public"],
+                    valid_from=datetime.fromisoformat(k["valid_from"]),
+                    valid_until=_parse_time(k.get("valid_until")),
+                    revoked_at=_parse_time(k.get("revoked_at")),
+                )
+                for p in data["participants"]
+                for k in p["keys"]
+            }
+            self._registry = Registry(participants, keys)
+            self._registry_at = time.monotonic()
+        return self._registry
+
+    async def signing_key(self, kid: str) -> RegisteredKey | None:
+        """A usable signing key by kid, refreshing the registry once if it is not known yet."""
+        now = datetime.now(UTC)
+        key = (await self.registry()).signing_key(kid, now)
+        if key is None:
+            key = (await self.registry(refresh=True)).signing_key(kid, now)
+        return key
+
+    async def submit(self, envelope: dict[str, str]) -> Receipt:
+        """Send a signed envelope; return the receipt once its signature and claims check out."""
+        response = await self._call(
+            "POST",
+            "/v1/messages",
+            content=_json_bytes(envelope),
+            headers={"content-type": "application/jose+json"},
+        )
+        receipt_jws = response.json()["receipt"]
+        kid, public = await self.broker_key()
+        try:
+            parsed = jws.parse(receipt_jws, jws.TYP_RECEIPT)
+            if parsed.kid != kid:
+                raise VerificationError("receipt signed by another key than the broker's")
+            jws.verify(parsed, public)
+            claims = parsed.claims()
+        except VerificationError as exc:
+            raise BrokerError(502, {"title": "Invalid receipt", "detail": str(exc)}) from exc
+        if claims.get("envelope_digest") != jws.digest(envelope):
+            raise BrokerError(502, {"title": "Invalid receipt", "detail": "digest mismatch"})
+        return Receipt(
+            message_id=str(claims["message_id"]),
+            envelope_digest=str(claims["envelope_digest"]),
+            accepted_at=str(claims["accepted_at"]),
+            ledger_index=claims.get("ledger_index"),
+            jws=receipt_jws,
+        )
+
+    async def message_status(self, message_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = (await self._call("GET", f"/v1/messages/{message_id}")).json()
+        return result
+
+    async def register_participant(self, operator_token: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = await self._call(
+            "POST",
+            "/v1/participants",
+            json=body,
+            headers={"authorization": f"Bearer {operator_token}"},
+        )
+        result: dict[str, Any] = response.json()
+        return result
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _json_bytes(obj: dict[str, str]) -> bytes:
+    return json.dumps(obj).encode()

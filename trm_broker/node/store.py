@@ -1,0 +1,72 @@
+"""The node's own database: what its participants received (decrypted) and what they sent.
+
+This is the country's case system, not the broker: decrypted payloads belong here.
+The schema is created on start (``create_schema``); it has no history to migrate yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import MetaData, String, Text, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from trm_broker.store.models import NAMING, UTCDateTime
+
+
+class NodeBase(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class ReceivedMessage(NodeBase):
+    __tablename__ = "node_received"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))
+    case_ref: Mapped[str] = mapped_column(String(64))
+    sender: Mapped[str] = mapped_column(String(64))
+    recipient: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    envelope_digest: Mapped[str] = mapped_column(String(80))
+    header: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)
+    ack: Mapped[str] = mapped_column(Text)
+
+
+class SentMessage(NodeBase):
+    __tablename__ = "node_sent"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))
+    case_ref: Mapped[str] = mapped_column(String(64))
+    sender: Mapped[str] = mapped_column(String(64))
+    recipient: Mapped[str] = mapped_column(String(64))
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    envelope_digest: Mapped[str] = mapped_column(String(80))
+    receipt: Mapped[str] = mapped_column(Text)
+
+
+async def create_schema(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        await connection.run_sync(NodeBase.metadata.create_all)
+
+
+async def received(session: AsyncSession, message_id: str) -> ReceivedMessage | None:
+    return await session.get(ReceivedMessage, message_id)
+
+
+async def list_received(session: AsyncSession, limit: int, after: str | None) -> Sequence[ReceivedMessage]:
+    query = select(ReceivedMessage).order_by(ReceivedMessage.id).limit(limit)
+    if after:
+        query = query.where(ReceivedMessage.id > after)
+    return (await session.scalars(query)).all()
+
+
+async def list_sent(session: AsyncSession, limit: int, after: str | None) -> Sequence[SentMessage]:
+    query = select(SentMessage).order_by(SentMessage.id).limit(limit)
+    if after:
+        query = query.where(SentMessage.id > after)
+    return (await session.scalars(query)).all()

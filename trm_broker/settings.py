@@ -1,0 +1,84 @@
+"""All configuration, from environment variables prefixed ``TRM_`` (see README, Configuration)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import field_validator
+from typing import Annotated
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/trm-broker.db"
+DEFAULT_NODE_DATABASE_URL = "sqlite+aiosqlite:///./var/trm-node.db"
+
+
+class Settings(BaseSettings):
+    """One settings class for the broker, its dispatcher and the reference node."""
+
+    model_config = SettingsConfigDict(env_prefix="TRM_", extra="ignore")
+
+    # --- broker -------------------------------------------------------------------------
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description="SQLAlchemy async URL; SQLite file by default, postgresql+asyncpg://… "
+        "for production.",
+    )
+    host: str = Field("127.0.0.1", description="Address `trm-broker serve` listens on.")
+    port: int = Field(8400, description="Port `trm-broker serve` listens on.")
+    broker_key_file: Path = Field(
+        Path("./var/broker-key.json"),
+        description="The broker's own Ed25519 signing key (receipts); created on first start.",
+    )
+    operator_token: SecretStr | None = Field(
+        None,
+        description="Bearer token for operator calls (registry changes). Unset: refused.",
+    )
+    max_envelope_bytes: int = Field(
+        1024 * 1024, description="Largest accepted envelope, in bytes (413 above)."
+    )
+    clock_skew_seconds: int = Field(
+        300, description="How far an envelope's created_at may be from the broker's clock."
+    )
+    delivery_timeout_seconds: float = Field(
+        10.0, description="Timeout of one push to a recipient's inbox."
+    )
+    delivery_poll_seconds: float = Field(
+        1.0, description="How often the dispatcher looks for due deliveries when idle."
+    )
+    delivery_backoff_max_seconds: float = Field(
+        300.0, description="Upper bound of the wait between two delivery attempts."
+    )
+    log_level: str = Field("info", description="debug, info, warning or error.")
+
+    # --- reference NRM node -------------------------------------------------------------
+    node_database_url: str = Field(
+        DEFAULT_NODE_DATABASE_URL, description="The node's own database (SQLite by default)."
+    )
+    node_host: str = Field("127.0.0.1", description="Address `trm-broker node serve` listens on.")
+    node_port: int = Field(8500, description="Port `trm-broker node serve` listens on.")
+    node_broker_url: str = Field(
+        "http://127.0.0.1:8400", description="Base URL of the broker the node talks to."
+    )
+    node_key_files: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated key files (from `trm-broker keys new`) of the "
+        "participants this node serves.",
+    )
+    node_api_token: SecretStr | None = Field(
+        None,
+        description="Bearer token for the node's local case-worker API. Unset: refused.",
+    )
+
+    @field_validator("node_key_files", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [Path(part.strip()) for part in value.split(",") if part.strip()]
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

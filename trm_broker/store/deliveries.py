@@ -1,0 +1,96 @@
+"""Outbox queries: claim due deliveries under a lease, record each attempt's outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from trm_broker.store.models import Delivery, Message, Participant
+
+PENDING = "pending"
+ACKNOWLEDGED = "acknowledged"
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    """What the dispatcher needs to push one message, read inside the claiming transaction."""
+
+    delivery_id: int
+    message_id: str
+    recipient_id: str
+    inbox_url: str | None
+    envelope: bytes
+    envelope_digest: str
+    attempts: int
+
+
+async def claim_due(
+    session: AsyncSession, now: datetime, lease_until: datetime, limit: int
+) -> Sequence[ClaimedDelivery]:
+    """Lease up to ``limit`` due deliveries by moving their next attempt to ``lease_until``.
+
+    On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets dispatchers claim disjoint rows; SQLite
+    has one writer at a time and ignores the clause. A dispatcher that dies mid-attempt
+    loses nothing: when the lease runs out the row is due again.
+    """
+    query = (
+        select(Delivery.id)
+        .where(Delivery.status == PENDING, Delivery.next_attempt_at <= now)
+        .order_by(Delivery.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    ids = list((await session.scalars(query)).all())
+    if not ids:
+        return []
+    await session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(ids))
+        .values(next_attempt_at=lease_until, last_attempt_at=now)
+    )
+    rows = await session.execute(
+        select(
+            Delivery.id,
+            Delivery.message_id,
+            Delivery.recipient_id,
+            Participant.inbox_url,
+            Message.envelope,
+            Message.envelope_digest,
+            Delivery.attempts,
+        )
+        .join(Message, Message.id == Delivery.message_id)
+        .join(Participant, Participant.id == Delivery.recipient_id)
+        .where(Delivery.id.in_(ids))
+        .order_by(Delivery.id)
+    )
+    return [ClaimedDelivery(*row) for row in rows.all()]
+
+
+async def record_acknowledged(
+    session: AsyncSession, delivery_id: int, at: datetime, ack: str
+) -> None:
+    await session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery_id, Delivery.status == PENDING)
+        .values(
+            status=ACKNOWLEDGED,
+            attempts=Delivery.attempts + 1,
+            acknowledged_at=at,
+            ack=ack,
+            last_error=None,
+        )
+    )
+
+
+async def record_failed(
+    session: AsyncSession, delivery_id: int, error: str, retry_at: datetime
+) -> None:
+    await session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery_id, Delivery.status == PENDING)
+        .values(attempts=Delivery.attempts + 1, last_error=error[:200], next_attempt_at=retry_at)
+    )

@@ -1,0 +1,25 @@
+"""Queries on accepted messages and their outbox rows."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from trm_broker.store.models import Delivery, Message
+
+
+async def get(session: AsyncSession, message_id: str) -> Message | None:
+    return await session.get(Message, message_id)
+
+
+async def delivery_of(session: AsyncSession, message_id: str) -> Delivery | None:
+    query = select(Delivery).where(Delivery.message_id == message_id)
+    return (await session.scalars(query)).first()
+
+
+async def add(session: AsyncSession, message: Message, delivery: Delivery) -> None:
+    """Write the message and its outbox row in the caller's transaction (DESIGN.md §8)."""
+    session.add(message)
+    await session.flush()  # the outbox row references the message
+    session.add(delivery)
+    await session.flush()

@@ -1,0 +1,141 @@
+"""RFC 9457 problem details: one exception family, one handler, stable ``type`` URIs.
+
+A ``detail`` tells the caller what to fix. It never echoes request content, which may
+hold personal data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_BASE = "urn:trm-broker:problem:"
+MEDIA_TYPE = "application/problem+json"
+
+log = structlog.get_logger("trm_broker.problems")
+
+
+class Problem(Exception):
+    """Base of every error the API answers with a problem+json body."""
+
+    status = 400
+    slug = "bad-request"
+    title = "Bad request"
+
+    def __init__(self, detail: str, **extensions: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extensions = extensions
+
+    def body(self, instance: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": PROBLEM_BASE + self.slug,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance:
+            body["instance"] = instance
+        body.update(self.extensions)
+        return body
+
+
+class InvalidRequest(Problem):
+    status, slug, title = 400, "invalid-request", "The request is not valid"
+
+
+class InvalidEnvelope(Problem):
+    status, slug, title = 400, "invalid-envelope", "The envelope is not valid"
+
+
+class BadSignature(Problem):
+    status, slug, title = 401, "bad-signature", "The signature does not verify"
+
+
+class Unauthenticated(Problem):
+    status, slug, title = 401, "unauthenticated", "Authentication required"
+
+
+class Forbidden(Problem):
+    status, slug, title = 403, "forbidden", "Not allowed"
+
+
+class UnknownSender(Problem):
+    status, slug, title = 403, "unknown-sender", "The sender is not registered"
+
+
+class NotFound(Problem):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class Conflict(Problem):
+    status, slug, title = 409, "conflict", "Conflicts with the current state"
+
+
+class TooLarge(Problem):
+    status, slug, title = 413, "too-large", "The request body is too large"
+
+
+class UnsupportedMediaType(Problem):
+    status, slug, title = 415, "unsupported-media-type", "Unsupported media type"
+
+
+class Unavailable(Problem):
+    status, slug, title = 503, "unavailable", "Temporarily unavailable"
+
+
+class NotConfigured(Problem):
+    status, slug, title = 503, "not-configured", "Not configured"
+
+
+def problem_response(problem: Problem, request: Request) -> JSONResponse:
+    return JSONResponse(
+        problem.body(instance=request.url.path),
+        status_code=problem.status,
+        media_type=MEDIA_TYPE,
+    )
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Location and message only: pydantic's "input" member would echo what was sent.
+    return [
+        {"location": "/".join(str(part) for part in error.get("loc", ())), "error": error.get("msg", "")}
+        for error in exc.errors()
+    ]
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every error into problem+json."""
+
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        log.info("request_refused", problem=exc.slug, status=exc.status)
+        return problem_response(exc, request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problem = InvalidRequest(
+            "The request does not match the API's schema; fix the listed members.",
+            errors=_validation_errors(exc),
+        )
+        log.info("request_refused", problem=problem.slug, status=problem.status)
+        return problem_response(problem, request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        problem = Problem(str(exc.detail) if exc.status_code != 404 else "No such resource.")
+        problem.status = exc.status_code
+        problem.slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        problem.title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+        return problem_response(problem, request)
+
+
+def internal_error() -> Problem:
+    problem = Problem("The server failed; the request was not applied. Try again later.")
+    problem.status, problem.slug, problem.title = 500, "internal-error", "Internal error"
+    return problem
