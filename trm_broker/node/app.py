@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
+import httpx
 import structlog
 from fastapi import Depends, FastAPI, Header, Query, Request
 from sqlalchemy.exc import IntegrityError
@@ -75,14 +76,15 @@ def load_keysets(settings: Settings) -> dict[str, KeySet]:
     return {k.participant: k for k in keysets}
 
 
-def create_node_app(settings: Settings) -> FastAPI:
+def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None = None) -> FastAPI:
+    """Build the node app; ``broker_http`` replaces the HTTP client used to reach the broker."""
     keysets = load_keysets(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.node_database_url)
         await store.create_schema(engine)
-        broker = BrokerClient(settings.node_broker_url)
+        broker = BrokerClient(settings.node_broker_url, broker_http)
         app.state.node = NodeState(settings, session_factory(engine), keysets, broker)
         log.info("node_started", participants=sorted(keysets))
         try:

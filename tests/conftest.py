@@ -1,0 +1,104 @@
+"""Databases for the suite: every test that takes ``database_url`` runs on SQLite and on
+PostgreSQL, each in a fresh, fully migrated database of its own.
+
+PostgreSQL is found at TRM_TEST_POSTGRES_URL (default: the local server, user postgres).
+Where it is unreachable its tests are skipped, except in CI (CI=true), where they fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from trm_broker.store.migrate import upgrade
+
+POSTGRES_URL = os.environ.get(
+    "TRM_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+_TEMPLATE = f"trm_test_template_{os.getpid()}"
+
+
+def _dsn(database: str) -> str:
+    url = make_url(POSTGRES_URL).set(drivername="postgresql", database=database)
+    return url.render_as_string(hide_password=False)
+
+
+def _sa_url(database: str) -> str:
+    return make_url(POSTGRES_URL).set(database=database).render_as_string(hide_password=False)
+
+
+async def _admin(*statements: str) -> None:
+    connection = await asyncpg.connect(_dsn(make_url(POSTGRES_URL).database or "postgres"))
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def _postgres_reachable() -> bool:
+    try:
+        asyncio.run(_admin("SELECT 1"))
+    except (OSError, asyncpg.PostgresError):
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """A migrated template database; each test clones it (fast) and drops its clone."""
+    if not _postgres_reachable():
+        message = f"PostgreSQL unreachable at {make_url(POSTGRES_URL).render_as_string()}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " (CI requires it)")
+        pytest.skip(message)
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{_TEMPLATE}" WITH (FORCE)', f'CREATE DATABASE "{_TEMPLATE}"'))
+    upgrade(_sa_url(_TEMPLATE))
+    yield _TEMPLATE
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{_TEMPLATE}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def postgres_database(postgres_template: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for one test; its SQLAlchemy URL."""
+    name = f"trm_test_{secrets.token_hex(6)}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"'))
+    yield _sa_url(name)
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def empty_postgres_database(postgres_template: str) -> Iterator[str]:
+    """A fresh PostgreSQL database with no schema at all."""
+    name = f"trm_test_{secrets.token_hex(6)}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    yield _sa_url(name)
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def sqlite_database(tmp_path: Path) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    backend: str = request.param
+    return backend
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest) -> str:
+    """A fresh, migrated broker database on each backend."""
+    fixture = "sqlite_database" if backend == "sqlite" else "postgres_database"
+    url: str = request.getfixturevalue(fixture)
+    return url

@@ -1,0 +1,161 @@
+"""The dispatcher counts a message delivered only on the recipient's valid signed ack."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+from sqlalchemy import update
+
+from trm_broker.crypto import jws
+from trm_broker.crypto.keys import KeySet, SigningKey
+from trm_broker.delivery.dispatcher import DeliveryDispatcher
+from trm_broker.node.app import create_node_app
+from trm_broker.settings import Settings
+from trm_broker.store.database import create_engine, session_factory
+from trm_broker.store.models import Delivery
+from tests.support import Broker, broker_settings, referral, running_broker
+
+AT = KeySet.generate("at.focal-point")
+NG = KeySet.generate("ng.naptip")
+INBOX = "http://node-ng.test/inbox"
+
+
+@dataclass
+class World:
+    broker: Broker
+    dispatcher_for: Callable[[httpx.AsyncClient], DeliveryDispatcher]
+
+
+@pytest.fixture
+async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
+    async with running_broker(broker_settings(database_url, tmp_path)) as broker:
+        assert (await broker.register(AT, "AT", inbox_url="http://node-at.test/inbox")).status_code == 201
+        assert (await broker.register(NG, "NG", inbox_url=INBOX)).status_code == 201
+        sessions = broker.app.state.broker.sessions
+
+        def dispatcher_for(http: httpx.AsyncClient) -> DeliveryDispatcher:
+            return DeliveryDispatcher(sessions, http, timeout=5, poll_interval=0.1, backoff_cap=1)
+
+        yield World(broker, dispatcher_for)
+
+
+async def status_of(broker: Broker, message_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = (await broker.client.get(f"/v1/messages/{message_id}")).json()
+    return body
+
+
+async def make_due_now(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        async with session_factory(engine)() as session:
+            await session.execute(update(Delivery).values(next_attempt_at=datetime.now(UTC)))
+            await session.commit()
+    finally:
+        await engine.dispose()
+
+
+async def test_push_to_a_real_node_is_acknowledged_and_opened(world: World, tmp_path: Path) -> None:
+    key_file = tmp_path / "ng.keys.json"
+    NG.write(key_file)
+    node_settings = Settings(
+        node_database_url=f"sqlite+aiosqlite:///{tmp_path / 'node.db'}",
+        node_key_files=[key_file],
+        node_api_token="case-worker-token",
+        node_broker_url="http://broker",
+    )
+    node = create_node_app(node_settings, broker_http=world.broker.client)
+    async with node.router.lifespan_context(node), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=node), base_url="http://node-ng.test"
+    ) as to_node:
+        envelope = referral(AT, NG, payload={"languages": ["en"], "is_child": False})
+        message_id = (await world.broker.submit(envelope)).json()["message_id"]
+        assert await world.dispatcher_for(to_node).run_once() == 1
+
+        status = await status_of(world.broker, message_id)
+        assert status["status"] == "acknowledged"
+        assert status["delivery"]["attempts"] == 1
+        received = (await to_node.get("/messages", headers={"authorization": "Bearer case-worker-token"})).json()
+        assert [(m["message_id"], m["payload"]) for m in received["messages"]] == [
+            (message_id, {"languages": ["en"], "is_child": False})
+        ]
+        # A second push of the same message (e.g. after a lost ack) stores nothing new.
+        assert (await to_node.post("/inbox", content=httpx.Request("POST", "/", json=envelope).content)).status_code == 200
+        again = (await to_node.get("/messages", headers={"authorization": "Bearer case-worker-token"})).json()
+        assert len(again["messages"]) == 1
+
+
+def fake_inbox(answer: Callable[[dict[str, Any]], tuple[int, Any]]) -> httpx.AsyncClient:
+    app = FastAPI()
+
+    @app.post("/inbox")
+    async def inbox(request: Request) -> Any:
+        from fastapi.responses import JSONResponse
+
+        envelope = await request.json()
+        status, body = answer(envelope)
+        return JSONResponse(body, status_code=status)
+
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://node-ng.test")
+
+
+def ack_for(envelope: dict[str, Any], key: SigningKey, **overrides: Any) -> dict[str, Any]:
+    claims = jws.parse(envelope, jws.TYP_ENVELOPE).claims()
+    ack = {
+        "v": 1,
+        "message_id": claims["id"],
+        "envelope_digest": jws.digest(envelope),
+        "recipient": NG.participant,
+        "received_at": "2026-11-23T00:00:00.000Z",
+        "status": "received",
+        **overrides,
+    }
+    return {"ack": jws.sign(ack, key, jws.TYP_ACK)}
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (lambda env: (500, {"detail": "boom"}), "http_500"),
+        (lambda env: (200, {"no": "ack"}), "ack_malformed"),
+        (lambda env: (200, ack_for(env, SigningKey.generate())), "ack_unknown_key"),
+        (lambda env: (200, ack_for(env, AT.signing)), "ack_unknown_key"),
+        (lambda env: (200, ack_for(env, NG.signing, envelope_digest="sha-256:other")), "ack_mismatch"),
+        (lambda env: (200, ack_for(env, NG.signing, status="rejected")), "ack_mismatch"),
+    ],
+    ids=["500", "no-ack", "stranger-key", "sender-key", "other-digest", "not-received"],
+)
+async def test_anything_but_a_valid_ack_is_a_failed_attempt_and_retried(
+    world: World, database_url: str, answer: Callable[[dict[str, Any]], tuple[int, Any]], error: str
+) -> None:
+    message_id = (await world.broker.submit(referral(AT, NG))).json()["message_id"]
+    async with fake_inbox(answer) as bad_node:
+        assert await world.dispatcher_for(bad_node).run_once() == 1
+    status = await status_of(world.broker, message_id)
+    assert status["status"] == "accepted"
+    assert status["delivery"] | {"last_attempt_at": None} == {
+        "status": "pending", "attempts": 1, "last_error": error, "acknowledged_at": None, "last_attempt_at": None
+    }
+
+    # Once the node answers properly, the retry delivers it.
+    await make_due_now(database_url)
+    async with fake_inbox(lambda env: (200, ack_for(env, NG.signing))) as good_node:
+        assert await world.dispatcher_for(good_node).run_once() == 1
+    status = await status_of(world.broker, message_id)
+    assert (status["status"], status["delivery"]["attempts"]) == ("acknowledged", 2)
+
+
+async def test_unreachable_inbox_is_a_failed_attempt(world: World) -> None:
+    message_id = (await world.broker.submit(referral(AT, NG))).json()["message_id"]
+    async with httpx.AsyncClient(base_url="http://127.0.0.1:9") as unreachable:
+        assert await world.dispatcher_for(unreachable).run_once() == 1
+        status = await status_of(world.broker, message_id)
+    assert status["status"] == "accepted"
+    assert status["delivery"]["last_error"].startswith("transport_")
+    assert datetime.fromisoformat(status["delivery"]["last_attempt_at"]) <= datetime.now(UTC)

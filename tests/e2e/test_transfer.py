@@ -1,0 +1,87 @@
+"""The demo's transfer with real processes, on SQLite and PostgreSQL: the destination
+opens exactly what was sent, and the broker's database and every log hold none of it."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from trm_broker import demo
+from trm_broker.devcluster import LocalCluster
+
+pytestmark = pytest.mark.e2e
+
+
+def canary_payload() -> tuple[dict[str, object], list[str]]:
+    canaries = [f"CANARY{secrets.token_hex(8).upper()}" for _ in range(4)]
+    payload: dict[str, object] = {
+        "identification_summary": canaries[0],
+        "person": {"given_name": canaries[1], "family_name": canaries[2]},
+        "form_of_exploitation": "forced_labour",
+        "immediate_needs": [canaries[3], "shelter"],
+        "languages": ["en"],
+        "interpreter_needed": False,
+        "is_child": False,
+    }
+    return payload, canaries
+
+
+def broker_database_bytes(cluster: LocalCluster) -> bytes:
+    url = make_url(cluster.database_url)
+    if url.get_backend_name() == "sqlite":
+        files = [Path(str(url.database) + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+        return b"".join(f.read_bytes() for f in files if f.exists())
+    pg_dump = shutil.which("pg_dump")
+    assert pg_dump, "pg_dump is needed to inspect the PostgreSQL database"
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return subprocess.run([pg_dump, "--dbname", dsn], capture_output=True, check=True).stdout
+
+
+@pytest.fixture
+def broker_database(backend: str, request: pytest.FixtureRequest) -> str | None:
+    if backend == "sqlite":
+        return None  # the cluster's own SQLite file, migrated by `trm-broker db upgrade`
+    url: str = request.getfixturevalue("empty_postgres_database")
+    return url
+
+
+def test_referral_travels_sealed_end_to_end(tmp_path: Path, broker_database: str | None) -> None:
+    payload, canaries = canary_payload()
+    with LocalCluster(tmp_path, broker_database_url=broker_database) as cluster:
+        cluster.migrate()
+        cluster.start_broker()
+        at = cluster.start_node("node-at", [demo.SENDER])
+        ng = cluster.start_node("node-ng", [demo.RECIPIENT])
+        demo.register(cluster, at, "AT")
+        demo.register(cluster, ng, "NG")
+
+        sent = demo.send_referral(at, "AT-2026-E2E-0001", payload)
+        status = demo.wait_acknowledged(cluster, sent["message_id"])
+        received = demo.wait_received(ng, sent["message_id"])
+
+        assert status["delivery"]["attempts"] == 1
+        assert received["payload"] == payload
+        assert (received["sender"], received["case_ref"]) == (demo.SENDER, "AT-2026-E2E-0001")
+
+        stored = broker_database_bytes(cluster)
+        assert sent["message_id"].encode() in stored  # we are looking at the right database
+        cluster.stop()
+        logs = "".join(p.log_text() for p in cluster.processes)
+    assert "message_received" in logs and "delivery_acknowledged" in logs
+    for canary in canaries:
+        assert canary.encode() not in stored, "plaintext payload found in the broker's database"
+        assert canary not in logs, "plaintext payload found in a log"
+
+
+def test_demo_command_runs_and_exits_zero() -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "trm-broker"), "demo"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "The payload opened at the destination is exactly what was sent." in result.stdout
