@@ -27,6 +27,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check trm_broker tests migrations
+	$(VENV)/bin/ruff format --check trm_broker tests migrations
 	$(VENV)/bin/mypy
 
 clean:

@@ -59,7 +59,11 @@ def postgres_template() -> Iterator[str]:
         if os.environ.get("CI") == "true":
             pytest.fail(message + " (CI requires it)")
         pytest.skip(message)
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{_TEMPLATE}" WITH (FORCE)', f'CREATE DATABASE "{_TEMPLATE}"'))
+    asyncio.run(
+        _admin(
+            f'DROP DATABASE IF EXISTS "{_TEMPLATE}" WITH (FORCE)', f'CREATE DATABASE "{_TEMPLATE}"'
+        )
+    )
     upgrade(_sa_url(_TEMPLATE))
     yield _TEMPLATE
     asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{_TEMPLATE}" WITH (FORCE)'))

@@ -32,9 +32,19 @@ class Broker:
     settings: Settings
 
     async def register(
-        self, keyset: KeySet, country: str, *, kind: str = "focal_point", inbox_url: str | None = None
+        self,
+        keyset: KeySet,
+        country: str,
+        *,
+        kind: str = "focal_point",
+        inbox_url: str | None = None,
     ) -> httpx.Response:
-        body: dict[str, Any] = {"id": keyset.participant, "kind": kind, "country": country, "keys": keyset.public()}
+        body: dict[str, Any] = {
+            "id": keyset.participant,
+            "kind": kind,
+            "country": country,
+            "keys": keyset.public(),
+        }
         if inbox_url:
             body["inbox_url"] = inbox_url
         return await self.client.post(
@@ -42,7 +52,11 @@ class Broker:
         )
 
     async def submit(self, envelope: dict[str, str] | bytes) -> httpx.Response:
-        content = envelope if isinstance(envelope, bytes) else httpx.Request("POST", "/", json=envelope).content
+        content = (
+            envelope
+            if isinstance(envelope, bytes)
+            else httpx.Request("POST", "/", json=envelope).content
+        )
         return await self.client.post(
             "/v1/messages", content=content, headers={"content-type": "application/jose+json"}
         )
@@ -52,8 +66,12 @@ class Broker:
         engine = create_engine(self.settings.database_url)
         try:
             async with engine.connect() as connection:
-                messages = (await connection.execute(select(func.count()).select_from(Message))).scalar_one()
-                deliveries = (await connection.execute(select(func.count()).select_from(Delivery))).scalar_one()
+                messages = (
+                    await connection.execute(select(func.count()).select_from(Message))
+                ).scalar_one()
+                deliveries = (
+                    await connection.execute(select(func.count()).select_from(Delivery))
+                ).scalar_one()
         finally:
             await engine.dispose()
         return messages, deliveries
@@ -70,7 +88,9 @@ def broker_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Sett
 
 
 @asynccontextmanager
-async def running_broker(settings: Settings, *, run_dispatcher: bool = False) -> AsyncIterator[Broker]:
+async def running_broker(
+    settings: Settings, *, run_dispatcher: bool = False
+) -> AsyncIterator[Broker]:
     app = create_app(settings, run_dispatcher=run_dispatcher)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

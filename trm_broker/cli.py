@@ -13,7 +13,9 @@ import uvicorn
 
 from trm_broker.settings import get_settings
 
-app = typer.Typer(help="trm-broker: signed, sealed, consent-gated case transfers.", no_args_is_help=True)
+app = typer.Typer(
+    help="trm-broker: signed, sealed, consent-gated case transfers.", no_args_is_help=True
+)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 keys_app = typer.Typer(help="Participant key sets.", no_args_is_help=True)
 node_app = typer.Typer(help="The reference NRM node.", no_args_is_help=True)

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from trm_broker.devcluster import LocalCluster, Node
+from trm_broker.devcluster import LocalCluster, Node, Process
 
 T = TypeVar("T")
 
@@ -41,11 +41,17 @@ def _eventually(what: str, check: Callable[[], T | None], timeout: float = 30.0)
     raise TimeoutError(f"timed out waiting for {what}")
 
 
+def _broker_of(cluster: LocalCluster) -> Process:
+    if cluster.broker is None:
+        raise RuntimeError("start the broker first")
+    return cluster.broker
+
+
 def register(cluster: LocalCluster, node: Node, country: str) -> None:
-    assert cluster.broker is not None
+    broker = _broker_of(cluster)
     for keyset in node.keysets:
         response = httpx.post(
-            cluster.broker.url + "/v1/participants",
+            broker.url + "/v1/participants",
             json={
                 "id": keyset.participant,
                 "kind": "focal_point",
@@ -80,8 +86,8 @@ def send_referral(sender: Node, case_ref: str, payload: dict[str, Any]) -> dict[
 
 
 def wait_acknowledged(cluster: LocalCluster, message_id: str) -> dict[str, Any]:
-    assert cluster.broker is not None
-    url = f"{cluster.broker.url}/v1/messages/{message_id}"
+    broker = _broker_of(cluster)
+    url = f"{broker.url}/v1/messages/{message_id}"
 
     def check() -> dict[str, Any] | None:
         status: dict[str, Any] = httpx.get(url, timeout=5).json()
@@ -119,28 +125,36 @@ def run(echo: Callable[[str], None] = print) -> None:
         echo(f"  node Nigeria      {ng.url}  serves {RECIPIENT}")
         register(cluster, at, "AT")
         register(cluster, ng, "NG")
-        echo("  registry          both focal points registered with their Ed25519 and X25519 keys\n")
+        echo(
+            "  registry          both focal points registered with their Ed25519 and X25519 keys\n"
+        )
 
         sent = send_referral(at, "AT-2026-DEMO-0001", DEMO_REFERRAL)
         echo(f"1. {SENDER} sealed a referral to {RECIPIENT}'s X25519 key (HPKE), signed it")
         echo("   (JWS, EdDSA) and sent it to the broker.")
-        echo(f"2. The broker verified the signature and answered a signed receipt:")
+        echo("2. The broker verified the signature and answered a signed receipt:")
         echo(f"     message id      {sent['message_id']}")
         echo(f"     envelope digest {sent['envelope_digest']}")
         echo(f"     accepted at     {sent['accepted_at']}")
         echo(f"   ({SENDER}'s node checked the receipt's signature against the broker's key.)")
         status = wait_acknowledged(cluster, sent["message_id"])
         delivery = status["delivery"]
-        echo(f"3. The broker pushed it to {RECIPIENT}'s inbox: {delivery['status']} after "
-             f"{delivery['attempts']} attempt(s), at {delivery['acknowledged_at']}.")
+        echo(
+            f"3. The broker pushed it to {RECIPIENT}'s inbox: {delivery['status']} after "
+            f"{delivery['attempts']} attempt(s), at {delivery['acknowledged_at']}."
+        )
         received = wait_received(ng, sent["message_id"])
-        echo(f"4. The Nigerian node verified the sender's signature, opened the payload with its")
-        echo(f"   private key and signed an acknowledgement. Its case workers now see:")
-        echo(f"     type {received['type']}, case {received['case_ref']}, from {received['sender']}")
+        echo("4. The Nigerian node verified the sender's signature, opened the payload with its")
+        echo("   private key and signed an acknowledgement. Its case workers now see:")
+        echo(
+            f"     type {received['type']}, case {received['case_ref']}, from {received['sender']}"
+        )
         payload = received["payload"]
-        echo(f"     form of exploitation: {payload['form_of_exploitation']}; "
-             f"needs: {', '.join(payload['immediate_needs'])}; "
-             f"interpreter: {'yes' if payload['interpreter_needed'] else 'no'}")
+        echo(
+            f"     form of exploitation: {payload['form_of_exploitation']}; "
+            f"needs: {', '.join(payload['immediate_needs'])}; "
+            f"interpreter: {'yes' if payload['interpreter_needed'] else 'no'}"
+        )
         if payload != DEMO_REFERRAL:
             raise RuntimeError("the payload opened at the destination differs from what was sent")
         echo("   The payload opened at the destination is exactly what was sent.")

@@ -121,8 +121,13 @@ class LocalCluster:
         )
 
     def migrate(self) -> None:
-        subprocess.run(self._cli("db", "upgrade"), env=self.broker_env(), check=True, cwd=self.workdir,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            self._cli("db", "upgrade"),
+            env=self.broker_env(),
+            check=True,
+            cwd=self.workdir,
+            stdout=subprocess.DEVNULL,
+        )
 
     def start_broker(self) -> Process:
         port = free_port()
@@ -132,7 +137,8 @@ class LocalCluster:
         return self.broker
 
     def start_node(self, name: str, participants: list[str]) -> Node:
-        assert self.broker is not None, "start the broker first"
+        if self.broker is None:
+            raise RuntimeError("start the broker first")
         keysets = []
         for participant in participants:
             path = self.workdir / f"{participant}.keys.json"

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import PROBLEM, Broker, broker_settings, referral, running_broker
 from trm_broker.crypto import jws
 from trm_broker.crypto.canonical import canonical_json
 from trm_broker.crypto.encoding import b64url_decode, b64url_encode
 from trm_broker.crypto.keys import KeySet, SigningKey, load_ed25519_public
-from tests.support import PROBLEM, Broker, broker_settings, referral, running_broker
 
 AT = KeySet.generate("at.focal-point")
 NG = KeySet.generate("ng.naptip")
@@ -22,17 +22,26 @@ NG = KeySet.generate("ng.naptip")
 
 @pytest.fixture
 async def broker(database_url: str, tmp_path: Path) -> AsyncIterator[Broker]:
-    async with running_broker(broker_settings(database_url, tmp_path, max_envelope_bytes=64 * 1024)) as b:
-        assert (await b.register(AT, "AT", inbox_url="https://node-at.example/inbox")).status_code == 201
-        assert (await b.register(NG, "NG", inbox_url="https://node-ng.example/inbox")).status_code == 201
+    async with running_broker(
+        broker_settings(database_url, tmp_path, max_envelope_bytes=64 * 1024)
+    ) as b:
+        assert (
+            await b.register(AT, "AT", inbox_url="https://node-at.example/inbox")
+        ).status_code == 201
+        assert (
+            await b.register(NG, "NG", inbox_url="https://node-ng.example/inbox")
+        ).status_code == 201
         yield b
 
 
-async def assert_refused(broker: Broker, response_status: int, status: int, slug: str, body: dict[str, object]) -> None:
+async def assert_refused(
+    broker: Broker, response_status: int, status: int, slug: str, body: dict[str, object]
+) -> None:
     assert response_status == status, body
     assert body["type"] == f"urn:trm-broker:problem:{slug}"
     assert body["status"] == status
-    assert isinstance(body["detail"], str) and body["detail"]
+    assert isinstance(body["detail"], str)
+    assert body["detail"]
     assert await broker.stored_counts() == (0, 0)
 
 
@@ -104,7 +113,9 @@ async def test_signature_by_another_key_under_the_senders_kid_is_refused(broker:
 async def test_registered_participant_cannot_send_in_anothers_name(broker: Broker) -> None:
     # NG signs with its own key an envelope that claims AT as sender.
     impostor = KeySet(participant=AT.participant, signing=NG.signing, encryption=AT.encryption)
-    response = await broker.submit(referral(impostor, KeySet("ng.naptip", AT.signing, NG.encryption)))
+    response = await broker.submit(
+        referral(impostor, KeySet("ng.naptip", AT.signing, NG.encryption))
+    )
     await assert_refused(broker, response.status_code, 403, "forbidden", response.json())
 
 
@@ -137,7 +148,9 @@ async def test_payload_sealed_to_someone_else_is_refused(broker: Broker) -> None
     await assert_refused(broker, response.status_code, 400, "invalid-envelope", response.json())
 
 
-@pytest.mark.parametrize("body", [b"not json", b"[]", b'{"protected": 1}', "{\"a\": \"\xff\"}".encode("latin-1")])
+@pytest.mark.parametrize(
+    "body", [b"not json", b"[]", b'{"protected": 1}', '{"a": "\xff"}'.encode("latin-1")]
+)
 async def test_garbage_is_refused_with_a_problem(broker: Broker, body: bytes) -> None:
     response = await broker.submit(body)
     assert response.headers["content-type"] == PROBLEM

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from trm_broker.crypto.keys import KeySet
 from tests.support import PROBLEM, Broker, broker_settings, running_broker
+from trm_broker.crypto.keys import KeySet
 
 
 @pytest.fixture
@@ -18,29 +18,46 @@ async def broker(database_url: str, tmp_path: Path) -> AsyncIterator[Broker]:
 
 
 def body(keyset: KeySet, **overrides: object) -> dict[str, object]:
-    return {"id": keyset.participant, "kind": "focal_point", "country": "NG",
-            "inbox_url": "https://node.example/inbox", "keys": keyset.public(), **overrides}
+    return {
+        "id": keyset.participant,
+        "kind": "focal_point",
+        "country": "NG",
+        "inbox_url": "https://node.example/inbox",
+        "keys": keyset.public(),
+        **overrides,
+    }
 
 
 @pytest.mark.parametrize("authorization", [None, "Bearer wrong-token", "Basic dGVzdA=="])
-async def test_registration_needs_the_operator_token(broker: Broker, authorization: str | None) -> None:
+async def test_registration_needs_the_operator_token(
+    broker: Broker, authorization: str | None
+) -> None:
     headers = {"authorization": authorization} if authorization else {}
-    response = await broker.client.post("/v1/participants", json=body(KeySet.generate("ng.naptip")), headers=headers)
+    response = await broker.client.post(
+        "/v1/participants", json=body(KeySet.generate("ng.naptip")), headers=headers
+    )
     assert response.status_code == 401
     assert response.headers["content-type"] == PROBLEM
     assert (await broker.client.get("/v1/participants")).json() == {"participants": []}
 
 
-async def test_registration_is_refused_when_no_operator_token_is_configured(tmp_path: Path, sqlite_database: str) -> None:
+async def test_registration_is_refused_when_no_operator_token_is_configured(
+    tmp_path: Path, sqlite_database: str
+) -> None:
     settings = broker_settings(sqlite_database, tmp_path, operator_token=None)
     async with running_broker(settings) as broker:
-        response = await broker.client.post("/v1/participants", json=body(KeySet.generate("ng.naptip")),
-                                            headers={"authorization": "Bearer anything"})
+        response = await broker.client.post(
+            "/v1/participants",
+            json=body(KeySet.generate("ng.naptip")),
+            headers={"authorization": "Bearer anything"},
+        )
         assert response.status_code == 503
         assert "TRM_OPERATOR_TOKEN" in response.json()["detail"]
 
 
-async def test_registered_participant_is_listed_with_its_keys_and_no_inbox_url(broker: Broker) -> None:
+async def test_registered_participant_is_listed_with_its_keys_and_no_inbox_url(
+    broker: Broker,
+) -> None:
     keyset = KeySet.generate("ng.naptip")
     response = await broker.register(keyset, "NG", inbox_url="https://node.example/inbox")
     assert response.status_code == 201, response.text
@@ -58,7 +75,9 @@ async def test_registered_participant_is_listed_with_its_keys_and_no_inbox_url(b
 
 async def test_participant_without_inbox_is_in_pull_mode(broker: Broker) -> None:
     assert (await broker.register(KeySet.generate("ng.naptip"), "NG")).status_code == 201
-    assert (await broker.client.get("/v1/participants")).json()["participants"][0]["delivery"] == "pull"
+    assert (await broker.client.get("/v1/participants")).json()["participants"][0][
+        "delivery"
+    ] == "pull"
 
 
 async def test_duplicate_id_or_reused_key_conflicts(broker: Broker) -> None:
@@ -85,7 +104,8 @@ async def test_invalid_registration_names_the_member_to_fix(
     broker: Broker, overrides: dict[str, object], location: str
 ) -> None:
     response = await broker.client.post(
-        "/v1/participants", json=body(KeySet.generate("ng.naptip"), **overrides),
+        "/v1/participants",
+        json=body(KeySet.generate("ng.naptip"), **overrides),
         headers={"authorization": "Bearer test-operator-token"},
     )
     assert response.status_code == 400
@@ -99,7 +119,9 @@ async def test_a_kid_that_is_not_the_keys_thumbprint_is_refused(broker: Broker) 
     keys = keyset.public()
     keys["signing"]["kid"] = "not-the-thumbprint"
     response = await broker.client.post(
-        "/v1/participants", json=body(keyset, keys=keys), headers={"authorization": "Bearer test-operator-token"}
+        "/v1/participants",
+        json=body(keyset, keys=keys),
+        headers={"authorization": "Bearer test-operator-token"},
     )
     assert response.status_code == 400
     assert keyset.signing.kid in response.json()["detail"]

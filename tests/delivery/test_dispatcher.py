@@ -13,6 +13,7 @@ import pytest
 from fastapi import FastAPI, Request
 from sqlalchemy import update
 
+from tests.support import Broker, broker_settings, referral, running_broker
 from trm_broker.crypto import jws
 from trm_broker.crypto.keys import KeySet, SigningKey
 from trm_broker.delivery.dispatcher import DeliveryDispatcher
@@ -20,7 +21,6 @@ from trm_broker.node.app import create_node_app
 from trm_broker.settings import Settings
 from trm_broker.store.database import create_engine, session_factory
 from trm_broker.store.models import Delivery
-from tests.support import Broker, broker_settings, referral, running_broker
 
 AT = KeySet.generate("at.focal-point")
 NG = KeySet.generate("ng.naptip")
@@ -36,7 +36,9 @@ class World:
 @pytest.fixture
 async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
     async with running_broker(broker_settings(database_url, tmp_path)) as broker:
-        assert (await broker.register(AT, "AT", inbox_url="http://node-at.test/inbox")).status_code == 201
+        assert (
+            await broker.register(AT, "AT", inbox_url="http://node-at.test/inbox")
+        ).status_code == 201
         assert (await broker.register(NG, "NG", inbox_url=INBOX)).status_code == 201
         sessions = broker.app.state.broker.sessions
 
@@ -71,9 +73,12 @@ async def test_push_to_a_real_node_is_acknowledged_and_opened(world: World, tmp_
         node_broker_url="http://broker",
     )
     node = create_node_app(node_settings, broker_http=world.broker.client)
-    async with node.router.lifespan_context(node), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=node), base_url="http://node-ng.test"
-    ) as to_node:
+    async with (
+        node.router.lifespan_context(node),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=node), base_url="http://node-ng.test"
+        ) as to_node,
+    ):
         envelope = referral(AT, NG, payload={"languages": ["en"], "is_child": False})
         message_id = (await world.broker.submit(envelope)).json()["message_id"]
         assert await world.dispatcher_for(to_node).run_once() == 1
@@ -81,13 +86,19 @@ async def test_push_to_a_real_node_is_acknowledged_and_opened(world: World, tmp_
         status = await status_of(world.broker, message_id)
         assert status["status"] == "acknowledged"
         assert status["delivery"]["attempts"] == 1
-        received = (await to_node.get("/messages", headers={"authorization": "Bearer case-worker-token"})).json()
+        received = (
+            await to_node.get("/messages", headers={"authorization": "Bearer case-worker-token"})
+        ).json()
         assert [(m["message_id"], m["payload"]) for m in received["messages"]] == [
             (message_id, {"languages": ["en"], "is_child": False})
         ]
         # A second push of the same message (e.g. after a lost ack) stores nothing new.
-        assert (await to_node.post("/inbox", content=httpx.Request("POST", "/", json=envelope).content)).status_code == 200
-        again = (await to_node.get("/messages", headers={"authorization": "Bearer case-worker-token"})).json()
+        assert (
+            await to_node.post("/inbox", content=httpx.Request("POST", "/", json=envelope).content)
+        ).status_code == 200
+        again = (
+            await to_node.get("/messages", headers={"authorization": "Bearer case-worker-token"})
+        ).json()
         assert len(again["messages"]) == 1
 
 
@@ -126,7 +137,10 @@ def ack_for(envelope: dict[str, Any], key: SigningKey, **overrides: Any) -> dict
         (lambda env: (200, {"no": "ack"}), "ack_malformed"),
         (lambda env: (200, ack_for(env, SigningKey.generate())), "ack_unknown_key"),
         (lambda env: (200, ack_for(env, AT.signing)), "ack_unknown_key"),
-        (lambda env: (200, ack_for(env, NG.signing, envelope_digest="sha-256:other")), "ack_mismatch"),
+        (
+            lambda env: (200, ack_for(env, NG.signing, envelope_digest="sha-256:other")),
+            "ack_mismatch",
+        ),
         (lambda env: (200, ack_for(env, NG.signing, status="rejected")), "ack_mismatch"),
     ],
     ids=["500", "no-ack", "stranger-key", "sender-key", "other-digest", "not-received"],
@@ -140,7 +154,11 @@ async def test_anything_but_a_valid_ack_is_a_failed_attempt_and_retried(
     status = await status_of(world.broker, message_id)
     assert status["status"] == "accepted"
     assert status["delivery"] | {"last_attempt_at": None} == {
-        "status": "pending", "attempts": 1, "last_error": error, "acknowledged_at": None, "last_attempt_at": None
+        "status": "pending",
+        "attempts": 1,
+        "last_error": error,
+        "acknowledged_at": None,
+        "last_attempt_at": None,
     }
 
     # Once the node answers properly, the retry delivers it.

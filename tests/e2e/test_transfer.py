@@ -73,7 +73,8 @@ def test_referral_travels_sealed_end_to_end(tmp_path: Path, broker_database: str
         assert sent["message_id"].encode() in stored  # we are looking at the right database
         cluster.stop()
         logs = "".join(p.log_text() for p in cluster.processes)
-    assert "message_received" in logs and "delivery_acknowledged" in logs
+    assert "message_received" in logs
+    assert "delivery_acknowledged" in logs
     for canary in canaries:
         assert canary.encode() not in stored, "plaintext payload found in the broker's database"
         assert canary not in logs, "plaintext payload found in a log"
@@ -81,7 +82,11 @@ def test_referral_travels_sealed_end_to_end(tmp_path: Path, broker_database: str
 
 def test_demo_command_runs_and_exits_zero() -> None:
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "trm-broker"), "demo"], capture_output=True, text=True, timeout=120, check=False
+        [str(Path(sys.executable).parent / "trm-broker"), "demo"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "The payload opened at the destination is exactly what was sent." in result.stdout

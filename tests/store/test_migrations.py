@@ -13,6 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
+from tests.support import broker_settings, running_broker
 from trm_broker.store.database import create_engine
 from trm_broker.store.migrate import (
     SchemaNotCurrentError,
@@ -21,7 +22,6 @@ from trm_broker.store.migrate import (
     upgrade_async,
 )
 from trm_broker.store.models import Base
-from tests.support import broker_settings, running_broker
 
 
 def _differences(connection: Connection) -> list[Any]:
@@ -47,13 +47,17 @@ def empty_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path)
     return url
 
 
-async def test_broker_refuses_to_start_on_a_database_that_is_behind(empty_database: str, tmp_path: Path) -> None:
+async def test_broker_refuses_to_start_on_a_database_that_is_behind(
+    empty_database: str, tmp_path: Path
+) -> None:
     with pytest.raises(SchemaNotCurrentError, match="trm-broker db upgrade"):
         async with running_broker(broker_settings(empty_database, tmp_path)):
             pass
 
 
-async def test_upgrade_brings_an_empty_database_to_head_and_then_it_serves(empty_database: str, tmp_path: Path) -> None:
+async def test_upgrade_brings_an_empty_database_to_head_and_then_it_serves(
+    empty_database: str, tmp_path: Path
+) -> None:
     await upgrade_async(empty_database)
     async with running_broker(broker_settings(empty_database, tmp_path)) as broker:
         assert (await broker.client.get("/readyz")).status_code == 200
@@ -71,7 +75,11 @@ def test_serve_command_says_what_to_run(tmp_path: Path) -> None:
     env["TRM_BROKER_KEY_FILE"] = str(tmp_path / "key.json")
     result = subprocess.run(
         [sys.executable, "-m", "trm_broker.cli", "serve", "--port", "1"],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 2
     assert "run `trm-broker db upgrade` first" in result.stderr

@@ -12,7 +12,6 @@ from fastapi import FastAPI
 
 from trm_broker import __version__
 from trm_broker.api import broker_info, health
-from trm_broker.web import middleware, problems
 from trm_broker.api.deps import BrokerState
 from trm_broker.api.messages.endpoints import router as messages_router
 from trm_broker.api.participants.endpoints import router as participants_router
@@ -21,6 +20,7 @@ from trm_broker.delivery.dispatcher import DeliveryDispatcher
 from trm_broker.settings import Settings
 from trm_broker.store.database import create_engine, session_factory
 from trm_broker.store.migrate import check_schema_current
+from trm_broker.web import middleware, problems
 
 log = structlog.get_logger("trm_broker.app")
 

@@ -11,9 +11,9 @@ from fastapi import Depends, Header, Request
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from trm_broker.web.problems import NotConfigured, Unauthenticated, Unavailable
 from trm_broker.crypto.keys import SigningKey
 from trm_broker.settings import Settings
+from trm_broker.web.problems import NotConfigured, Unauthenticated, Unavailable
 
 
 @dataclass
@@ -45,7 +45,9 @@ async def db_session(state: State) -> AsyncIterator[AsyncSession]:
             yield session
         except (OperationalError, DBAPIError) as exc:
             await session.rollback()
-            raise Unavailable("The database is unreachable; nothing was applied. Retry later.") from exc
+            raise Unavailable(
+                "The database is unreachable; nothing was applied. Retry later."
+            ) from exc
 
 
 Session = Annotated[AsyncSession, Depends(db_session)]

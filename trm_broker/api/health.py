@@ -6,8 +6,8 @@ from fastapi import APIRouter
 from sqlalchemy import text
 
 from trm_broker.api.deps import State
-from trm_broker.web.problems import Unavailable
 from trm_broker.store.migrate import SchemaNotCurrentError, check_schema_current
+from trm_broker.web.problems import Unavailable
 
 router = APIRouter(tags=["health"])
 

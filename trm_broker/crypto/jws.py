@@ -50,7 +50,11 @@ def sign(claims: dict[str, Any], key: SigningKey, typ: str) -> dict[str, str]:
     protected = b64url_encode(canonical_json(header))
     payload = b64url_encode(canonical_json(claims))
     signing_input = f"{protected}.{payload}".encode("ascii")
-    return {"protected": protected, "payload": payload, "signature": b64url_encode(key.sign(signing_input))}
+    return {
+        "protected": protected,
+        "payload": payload,
+        "signature": b64url_encode(key.sign(signing_input)),
+    }
 
 
 def parse(obj: Any, expected_typ: str) -> ParsedJws:

@@ -134,7 +134,11 @@ class KeySet:
     def public(self) -> dict[str, Any]:
         """The public half, in the form `POST /v1/participants` takes under ``keys``."""
         return {
-            "signing": {"kid": self.signing.kid, "alg": "Ed25519", "public": self.signing.public_b64},
+            "signing": {
+                "kid": self.signing.kid,
+                "alg": "Ed25519",
+                "public": self.signing.public_b64,
+            },
             "encryption": {
                 "kid": self.encryption.kid,
                 "alg": "X25519",
@@ -190,7 +194,12 @@ def load_or_create_signing_key(path: Path) -> SigningKey:
     key = SigningKey.generate()
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
-        "signing": {"kid": key.kid, "alg": "Ed25519", "public": key.public_b64, "private": key.seed_b64()}
+        "signing": {
+            "kid": key.kid,
+            "alg": "Ed25519",
+            "public": key.public_b64,
+            "private": key.seed_b64(),
+        }
     }
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

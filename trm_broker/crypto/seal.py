@@ -46,7 +46,9 @@ class Binding:
         return _INFO_LABEL + canonical_json(fields)
 
 
-def seal(plaintext: bytes, recipient_kid: str, recipient_public_b64: str, binding: Binding) -> dict[str, str]:
+def seal(
+    plaintext: bytes, recipient_kid: str, recipient_public_b64: str, binding: Binding
+) -> dict[str, str]:
     """Seal ``plaintext`` to the recipient's X25519 key; returns the envelope's ``sealed``."""
     kem, kdf, aead = _SUITES[SUITE_X25519]
     suite = hpke.Suite(kem, kdf, aead)

@@ -7,6 +7,7 @@ Each attempt runs in three steps so no network call happens inside a transaction
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 from datetime import UTC, datetime, timedelta
@@ -66,10 +67,8 @@ class DeliveryDispatcher:
                 worked = 0
             if worked == 0 and not self._stopping.is_set():
                 self._wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
-                except TimeoutError:
-                    pass
 
     async def run_once(self) -> int:
         """Claim and attempt one batch of due deliveries; return how many were attempted."""
@@ -95,7 +94,9 @@ class DeliveryDispatcher:
                     log.info("delivery_acknowledged", attempts=delivery.attempts + 1)
                 else:
                     error = error or "unknown"
-                    retry = now + timedelta(seconds=backoff_seconds(delivery.attempts, self._backoff_cap))
+                    retry = now + timedelta(
+                        seconds=backoff_seconds(delivery.attempts, self._backoff_cap)
+                    )
                     await outbox.record_failed(session, delivery.delivery_id, error, retry)
                     log.info("delivery_failed", error=error, attempts=delivery.attempts + 1)
                 await session.commit()

@@ -1,1 +1,1 @@
-"""The reference NRM node: receives sealed messages at its inbox, sends its case workers' messages."""
+"""The reference NRM node: receives sealed messages at its inbox, sends case workers' ones."""

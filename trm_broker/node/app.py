@@ -47,13 +47,17 @@ def node_state(request: Request) -> NodeState:
     state: NodeState = request.app.state.node
     return state
 
+
 State = Annotated[NodeState, Depends(node_state)]
+
 
 async def db_session(state: State) -> AsyncIterator[AsyncSession]:
     async with state.sessions() as session:
         yield session
 
+
 Session = Annotated[AsyncSession, Depends(db_session)]
+
 
 def case_worker(state: State, authorization: Annotated[str | None, Header()] = None) -> None:
     """The local API hands out decrypted case data: it needs TRM_NODE_API_TOKEN."""
@@ -66,12 +70,15 @@ def case_worker(state: State, authorization: Annotated[str | None, Header()] = N
     ):
         raise Unauthenticated("Send the node's API token as `Authorization: Bearer <token>`.")
 
+
 CaseWorker = Annotated[None, Depends(case_worker)]
 
 
 def load_keysets(settings: Settings) -> dict[str, KeySet]:
     if not settings.node_key_files:
-        raise SystemExit("Set TRM_NODE_KEY_FILES to the key file(s) of the participants this node serves.")
+        raise SystemExit(
+            "Set TRM_NODE_KEY_FILES to the key file(s) of the participants this node serves."
+        )
     keysets = [KeySet.read(path) for path in settings.node_key_files]
     return {k.participant: k for k in keysets}
 
@@ -102,7 +109,9 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
         return {"status": "ok"}
 
     @app.post("/inbox", tags=["inbox"])
-    async def receive(request: Request, state: State, session: Session) -> dict[str, dict[str, str]]:
+    async def receive(
+        request: Request, state: State, session: Session
+    ) -> dict[str, dict[str, str]]:
         """Called by the broker: verify, open, store once, answer a signed acknowledgement."""
         body = await read_limited(request, state.settings.max_envelope_bytes)
         result = await inbox.receive(session, body, state.keysets, state.broker)
@@ -128,7 +137,7 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
             messages=[
                 ReceivedOut(
                     message_id=r.id,
-                    type=r.type,  # type: ignore[arg-type]
+                    type=r.type,
                     case_ref=r.case_ref,
                     sender=r.sender,
                     recipient=r.recipient,

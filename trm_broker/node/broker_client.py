@@ -58,7 +58,8 @@ class Registry:
     def encryption_key(self, participant: str, now: datetime) -> RegisteredKey | None:
         """The participant's current encryption key: usable, newest first (DESIGN.md §4)."""
         usable = [
-            k for k in self.keys.values()
+            k
+            for k in self.keys.values()
             if k.participant == participant and k.use == "enc" and k.usable(now)
         ]
         return max(usable, key=lambda k: k.valid_from, default=None)
@@ -95,7 +96,9 @@ class BrokerClient:
         try:
             response = await self._http.request(method, self._base + path, **kwargs)
         except httpx.HTTPError as exc:
-            raise BrokerError(503, {"title": "Broker unreachable", "detail": type(exc).__name__}) from exc
+            raise BrokerError(
+                503, {"title": "Broker unreachable", "detail": type(exc).__name__}
+            ) from exc
         if response.status_code >= 400:
             try:
                 problem = response.json()
@@ -174,7 +177,9 @@ class BrokerClient:
         result: dict[str, Any] = (await self._call("GET", f"/v1/messages/{message_id}")).json()
         return result
 
-    async def register_participant(self, operator_token: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def register_participant(
+        self, operator_token: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
         response = await self._call(
             "POST",
             "/v1/participants",

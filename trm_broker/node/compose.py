@@ -33,7 +33,9 @@ def compose_envelope(
 ) -> tuple[Envelope, dict[str, str]]:
     """Return the envelope and its JWS. The envelope model validates before anything is signed."""
     message_id = message_id or uuid7()
-    binding = Binding(id=message_id, type=type.value, case_ref=case_ref, sender=sender, recipient=recipient)
+    binding = Binding(
+        id=message_id, type=type.value, case_ref=case_ref, sender=sender, recipient=recipient
+    )
     sealed = seal(canonical_json(payload), recipient_enc_kid, recipient_enc_public, binding)
     envelope = Envelope.model_validate(
         {

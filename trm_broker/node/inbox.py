@@ -38,12 +38,16 @@ async def receive(
         raise InvalidEnvelope(f"The JWS is not acceptable: {exc}.") from exc
     key = await broker.signing_key(parsed.kid)
     if key is None:
-        raise UnknownSender(f"No usable registered signing key has kid {parsed.kid}.", kid=parsed.kid)
+        raise UnknownSender(
+            f"No usable registered signing key has kid {parsed.kid}.", kid=parsed.kid
+        )
     try:
         jws.verify(parsed, load_ed25519_public(key.public))
         envelope = Envelope.model_validate(parsed.claims())
     except VerificationError as exc:
-        raise BadSignature(f"The envelope's signature does not verify with key {parsed.kid}.") from exc
+        raise BadSignature(
+            f"The envelope's signature does not verify with key {parsed.kid}."
+        ) from exc
     except ValidationError as exc:
         raise InvalidEnvelope("The envelope does not match the schema.") from exc
     if envelope.sender != key.participant:

@@ -58,7 +58,9 @@ async def received(session: AsyncSession, message_id: str) -> ReceivedMessage | 
     return await session.get(ReceivedMessage, message_id)
 
 
-async def list_received(session: AsyncSession, limit: int, after: str | None) -> Sequence[ReceivedMessage]:
+async def list_received(
+    session: AsyncSession, limit: int, after: str | None
+) -> Sequence[ReceivedMessage]:
     query = select(ReceivedMessage).order_by(ReceivedMessage.id).limit(limit)
     if after:
         query = query.where(ReceivedMessage.id > after)

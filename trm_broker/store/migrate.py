@@ -28,7 +28,8 @@ def alembic_config(database_url: str) -> Config:
 
 def head_revision() -> str:
     head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
-    assert head is not None
+    if head is None:
+        raise RuntimeError(f"no migrations found in {MIGRATIONS_DIR}")
     return head
 
 

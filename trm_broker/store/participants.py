@@ -19,7 +19,9 @@ async def list_all(session: AsyncSession) -> Sequence[Participant]:
     return (await session.scalars(select(Participant).order_by(Participant.id))).all()
 
 
-async def keys_of(session: AsyncSession, participant_ids: Sequence[str]) -> Sequence[ParticipantKey]:
+async def keys_of(
+    session: AsyncSession, participant_ids: Sequence[str]
+) -> Sequence[ParticipantKey]:
     query = (
         select(ParticipantKey)
         .where(ParticipantKey.participant_id.in_(participant_ids))

@@ -17,6 +17,8 @@ async def read_limited(request: Request, limit: int) -> bytes:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise TooLarge(f"The body is larger than {limit} bytes; large files travel by reference.")
+            raise TooLarge(
+                f"The body is larger than {limit} bytes; large files travel by reference."
+            )
         chunks.append(chunk)
     return b"".join(chunks)

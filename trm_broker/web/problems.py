@@ -104,7 +104,10 @@ def problem_response(problem: Problem, request: Request) -> JSONResponse:
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Location and message only: pydantic's "input" member would echo what was sent.
     return [
-        {"location": "/".join(str(part) for part in error.get("loc", ())), "error": error.get("msg", "")}
+        {
+            "location": "/".join(str(part) for part in error.get("loc", ())),
+            "error": error.get("msg", ""),
+        }
         for error in exc.errors()
     ]
 
@@ -130,8 +133,12 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         problem = Problem(str(exc.detail) if exc.status_code != 404 else "No such resource.")
         problem.status = exc.status_code
-        problem.slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        problem.title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+        problem.slug = {404: "not-found", 405: "method-not-allowed"}.get(
+            exc.status_code, "http-error"
+        )
+        problem.title = {404: "Not found", 405: "Method not allowed"}.get(
+            exc.status_code, "HTTP error"
+        )
         return problem_response(problem, request)
 
 

@@ -8,10 +8,10 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from sqlalchemy.exc import IntegrityError
 
-from trm_broker.web.body import read_limited
 from trm_broker.api.deps import Session, State
 from trm_broker.api.messages import service
 from trm_broker.api.messages.schemas import MessageStatusOut, ReceiptOut
+from trm_broker.web.body import read_limited
 from trm_broker.web.problems import Conflict
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
@@ -44,9 +44,13 @@ _ENVELOPE_BODY: dict[str, Any] = {
     status_code=202,
     response_model=ReceiptOut,
     openapi_extra=_ENVELOPE_BODY,
-    responses={200: {"model": ReceiptOut, "description": "Already accepted: the original receipt."}},
+    responses={
+        200: {"model": ReceiptOut, "description": "Already accepted: the original receipt."}
+    },
 )
-async def submit_message(request: Request, response: Response, session: Session, state: State) -> ReceiptOut:
+async def submit_message(
+    request: Request, response: Response, session: Session, state: State
+) -> ReceiptOut:
     """Accept a signed envelope: verify it, store it with its delivery, answer a signed receipt.
 
     The receipt is sent only after the transaction has committed (principle 4).
@@ -64,7 +68,9 @@ async def submit_message(request: Request, response: Response, session: Session,
     except IntegrityError:
         # The same id was committed concurrently: answer as for a repeated envelope.
         await session.rollback()
-        receipt, created = await service.accept(session, body, state.signing_key, datetime.now(UTC), skew)
+        receipt, created = await service.accept(
+            session, body, state.signing_key, datetime.now(UTC), skew
+        )
         if created:
             raise Conflict("The message could not be stored; send it again.") from None
         response.status_code = 200

@@ -9,14 +9,6 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.api.messages.schemas import DeliveryOut, MessageStatusOut, ReceiptOut, SignedObject
-from trm_broker.web.problems import (
-    BadSignature,
-    Conflict,
-    Forbidden,
-    InvalidEnvelope,
-    NotFound,
-    UnknownSender,
-)
 from trm_broker.crypto import jws
 from trm_broker.crypto.canonical import canonical_json
 from trm_broker.crypto.errors import MalformedError, VerificationError
@@ -27,6 +19,14 @@ from trm_broker.store import deliveries as outbox
 from trm_broker.store import messages as store
 from trm_broker.store import participants as registry
 from trm_broker.store.models import Delivery, Message
+from trm_broker.web.problems import (
+    BadSignature,
+    Conflict,
+    Forbidden,
+    InvalidEnvelope,
+    NotFound,
+    UnknownSender,
+)
 
 
 def _as_rfc3339(moment: datetime) -> str:
@@ -64,7 +64,9 @@ async def accept(
     try:
         jws.verify(parsed, load_ed25519_public(key.public_key))
     except VerificationError as exc:
-        raise BadSignature(f"The envelope's signature does not verify with key {parsed.kid}.") from exc
+        raise BadSignature(
+            f"The envelope's signature does not verify with key {parsed.kid}."
+        ) from exc
 
     # 4. The signed payload: canonical JSON of a well-formed envelope.
     try:
@@ -173,7 +175,7 @@ async def status(session: AsyncSession, message_id: str) -> MessageStatusOut:
         accepted_at=message.accepted_at,
         envelope_digest=message.envelope_digest,
         delivery=DeliveryOut(
-            status=delivery.status,  # type: ignore[arg-type]
+            status=delivery.status,
             attempts=delivery.attempts,
             last_attempt_at=delivery.last_attempt_at,
             last_error=delivery.last_error,

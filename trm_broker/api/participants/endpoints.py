@@ -14,7 +14,9 @@ router = APIRouter(prefix="/v1/participants", tags=["registry"])
 
 
 @router.post("", status_code=201, response_model=ParticipantOut)
-async def register_participant(body: ParticipantIn, session: Session, _: Operator) -> ParticipantOut:
+async def register_participant(
+    body: ParticipantIn, session: Session, _: Operator
+) -> ParticipantOut:
     """Register a participant with its public signing and encryption keys (operator only)."""
     created = await service.register(session, body, datetime.now(UTC))
     await session.commit()

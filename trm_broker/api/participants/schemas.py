@@ -14,14 +14,18 @@ _B64URL = r"^[A-Za-z0-9_-]+$"
 
 class SigningKeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kid: str | None = Field(None, max_length=64, description="RFC 7638 thumbprint; checked if given.")
+    kid: str | None = Field(
+        None, max_length=64, description="RFC 7638 thumbprint; checked if given."
+    )
     alg: Literal["Ed25519"]
     public: str = Field(pattern=_B64URL, max_length=64)
 
 
 class EncryptionKeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kid: str | None = Field(None, max_length=64, description="RFC 7638 thumbprint; checked if given.")
+    kid: str | None = Field(
+        None, max_length=64, description="RFC 7638 thumbprint; checked if given."
+    )
     alg: Literal["X25519"]
     public: str = Field(pattern=_B64URL, max_length=64)
 

@@ -7,12 +7,12 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.api.participants.schemas import KeyOut, ParticipantIn, ParticipantOut
-from trm_broker.web.problems import Conflict, InvalidRequest
 from trm_broker.crypto.encoding import b64url_decode
 from trm_broker.crypto.errors import MalformedError
 from trm_broker.crypto.keys import key_id
 from trm_broker.store import participants as registry
 from trm_broker.store.models import Participant, ParticipantKey
+from trm_broker.web.problems import Conflict, InvalidRequest
 
 
 def _kid(alg: str, public: str, claimed: str | None) -> str:
@@ -51,7 +51,9 @@ async def register(session: AsyncSession, new: ParticipantIn, now: datetime) -> 
     ]
     for key in keys:
         if await registry.key(session, key.kid) is not None:
-            raise Conflict(f"Key {key.kid} is already registered; every participant needs its own keys.")
+            raise Conflict(
+                f"Key {key.kid} is already registered; every participant needs its own keys."
+            )
     participant = Participant(
         id=new.id,
         kind=new.kind.value,
@@ -76,14 +78,14 @@ async def list_registry(session: AsyncSession) -> list[ParticipantOut]:
 def _out(participant: Participant, keys: list[ParticipantKey]) -> ParticipantOut:
     return ParticipantOut(
         id=participant.id,
-        kind=participant.kind,  # type: ignore[arg-type]
+        kind=participant.kind,
         country=participant.country,
         delivery="push" if participant.inbox_url else "pull",
         created_at=participant.created_at,
         keys=[
             KeyOut(
                 kid=k.kid,
-                use=k.use,  # type: ignore[arg-type]
+                use=k.use,
                 alg=k.alg,
                 public=k.public_key,
                 valid_from=k.valid_from,
