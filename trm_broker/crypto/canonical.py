@@ -18,6 +18,19 @@ def canonical_json(value: Any) -> bytes:
         raise MalformedError(f"value cannot be canonicalised: {type(exc).__name__}") from exc
 
 
+_MAX_SAFE_INTEGER = 2**53 - 1
+
+
+def _i_json_number(text: str) -> int | float:
+    """Integers as I-JSON (RFC 7493 §2.2) reads them: beyond ±(2**53 - 1) they are doubles.
+
+    RFC 8785 writes a large integral double such as 1e16 as bare digits; reading those
+    digits back as a double keeps signer and verifier on the same canonical bytes.
+    """
+    number = int(text)
+    return number if abs(number) <= _MAX_SAFE_INTEGER else float(number)
+
+
 def parse_canonical_json(data: bytes) -> Any:
     """Parse JSON that must already be in RFC 8785 form; anything else is refused.
 
@@ -25,7 +38,7 @@ def parse_canonical_json(data: bytes) -> Any:
     the envelope digest the broker receipts is the digest every party computes.
     """
     try:
-        value = json.loads(data.decode("utf-8"))
+        value = json.loads(data.decode("utf-8"), parse_int=_i_json_number)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise MalformedError("payload is not valid UTF-8 JSON") from exc
     if canonical_json(value) != data:

@@ -24,4 +24,4 @@ def uuid7(now_ms: int | None = None) -> str:
 
 
 def is_uuid7(text: str) -> bool:
-    return bool(_UUID7.match(text))
+    return _UUID7.fullmatch(text) is not None
