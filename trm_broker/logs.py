@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import structlog
 
 
-def configure_logging(level: str = "info") -> None:
-    """JSON lines on stderr for our events and for uvicorn's, with bound context (request id)."""
+def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
+    """JSON lines on stderr (or ``stream``) for our events and uvicorn's, with bound context."""
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -29,8 +30,11 @@ def configure_logging(level: str = "info") -> None:
             structlog.processors.JSONRenderer(),
         ],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter)
+    # A failing handler would otherwise print a traceback with the exception being handled,
+    # whose text may quote personal data, to stderr.
+    logging.raiseExceptions = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

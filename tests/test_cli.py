@@ -1,0 +1,31 @@
+"""`trm-broker keys new`: a private key file for the node, the public half to register."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from trm_broker.cli import app
+from trm_broker.crypto.keys import KeySet
+
+
+def test_keys_new_writes_a_private_file_and_prints_the_public_half(tmp_path: Path) -> None:
+    out = tmp_path / "ng.keys.json"
+    result = CliRunner().invoke(app, ["keys", "new", "ng.naptip", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    keyset = KeySet.read(out)
+    printed = json.loads(result.stdout)
+    assert printed == {"participant": "ng.naptip", "keys": keyset.public()}
+    assert "private" not in result.stdout
+
+
+def test_keys_new_never_overwrites_a_key_file(tmp_path: Path) -> None:
+    out = tmp_path / "ng.keys.json"
+    out.write_text("precious")
+    result = CliRunner().invoke(app, ["keys", "new", "ng.naptip", "--out", str(out)])
+    assert result.exit_code == 1
+    assert out.read_text() == "precious"
