@@ -117,6 +117,7 @@ class LocalCluster:
             TRM_BROKER_KEY_FILE=str(self.workdir / "broker-key.json"),
             TRM_OPERATOR_TOKEN=self.operator_token,
             TRM_DELIVERY_POLL_SECONDS="0.5",
+            TRM_ALLOW_LOOPBACK_INBOXES="true",
             TRM_DELIVERY_BACKOFF_MAX_SECONDS="2",
         )
 

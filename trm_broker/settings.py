@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     delivery_backoff_max_seconds: float = Field(
         300.0, description="Upper bound of the wait between two delivery attempts."
     )
+    allow_loopback_inboxes: bool = Field(
+        False,
+        description="Let inbox URLs point at loopback (http allowed there): development only.",
+    )
+    allow_private_inboxes: bool = Field(
+        False, description="Let inbox URLs resolve to private or reserved (non-global) addresses."
+    )
     log_level: str = Field("info", description="debug, info, warning or error.")
 
     # --- reference NRM node -------------------------------------------------------------

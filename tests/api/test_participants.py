@@ -130,3 +130,19 @@ async def test_a_kid_that_is_not_the_keys_thumbprint_is_refused(broker: Broker) 
 async def test_health_and_readiness(broker: Broker) -> None:
     assert (await broker.client.get("/healthz")).json() == {"status": "ok"}
     assert (await broker.client.get("/readyz")).json() == {"status": "ready"}
+
+
+@pytest.mark.parametrize(
+    "inbox_url",
+    [
+        "http://node.naptip.example/inbox",
+        "https://169.254.169.254/latest/meta-data",
+        "https://10.0.0.7/inbox",
+        "https://localhost/inbox",
+    ],
+)
+async def test_inbox_urls_pointing_inside_are_refused(broker: Broker, inbox_url: str) -> None:
+    response = await broker.register(KeySet.generate("ng.naptip"), "NG", inbox_url=inbox_url)
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("inbox_url refused")
+    assert (await broker.client.get("/v1/participants")).json() == {"participants": []}

@@ -17,6 +17,7 @@ from tests.support import Broker, broker_settings, referral, running_broker
 from trm_broker.crypto import jws
 from trm_broker.crypto.keys import KeySet, SigningKey
 from trm_broker.delivery.dispatcher import DeliveryDispatcher
+from trm_broker.domain.inbox_url import InboxPolicy
 from trm_broker.node.app import create_node_app
 from trm_broker.settings import Settings
 from trm_broker.store.database import create_engine, session_factory
@@ -24,7 +25,7 @@ from trm_broker.store.models import Delivery
 
 AT = KeySet.generate("at.focal-point")
 NG = KeySet.generate("ng.naptip")
-INBOX = "http://node-ng.test/inbox"
+INBOX = "http://127.0.0.1:9/inbox"  # the ASGI transports below never dial it
 
 
 @dataclass
@@ -35,15 +36,24 @@ class World:
 
 @pytest.fixture
 async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
-    async with running_broker(broker_settings(database_url, tmp_path)) as broker:
+    async with running_broker(
+        broker_settings(database_url, tmp_path, allow_loopback_inboxes=True)
+    ) as broker:
         assert (
-            await broker.register(AT, "AT", inbox_url="http://node-at.test/inbox")
+            await broker.register(AT, "AT", inbox_url="http://127.0.0.1:9/at-inbox")
         ).status_code == 201
         assert (await broker.register(NG, "NG", inbox_url=INBOX)).status_code == 201
         sessions = broker.app.state.broker.sessions
 
         def dispatcher_for(http: httpx.AsyncClient) -> DeliveryDispatcher:
-            return DeliveryDispatcher(sessions, http, timeout=5, poll_interval=0.1, backoff_cap=1)
+            return DeliveryDispatcher(
+                sessions,
+                http,
+                timeout=5,
+                poll_interval=0.1,
+                backoff_cap=1,
+                policy=InboxPolicy(allow_loopback=True),
+            )
 
         yield World(broker, dispatcher_for)
 
@@ -177,3 +187,26 @@ async def test_unreachable_inbox_is_a_failed_attempt(world: World) -> None:
     assert status["status"] == "accepted"
     assert status["delivery"]["last_error"].startswith("transport_")
     assert datetime.fromisoformat(status["delivery"]["last_attempt_at"]) <= datetime.now(UTC)
+
+
+async def test_push_rechecks_the_inbox_address_and_refuses_internal_ones(world: World) -> None:
+    # Registered while loopback was allowed; a dispatcher with the strict policy will not call it.
+    message_id = (await world.broker.submit(referral(AT, NG))).json()["message_id"]
+    calls: list[str] = []
+
+    def answer(envelope: dict[str, Any]) -> tuple[int, Any]:
+        calls.append("called")
+        return 200, ack_for(envelope, NG.signing)
+
+    async with fake_inbox(answer) as node:
+        sessions = world.broker.app.state.broker.sessions
+        strict = DeliveryDispatcher(
+            sessions, node, timeout=5, poll_interval=0.1, backoff_cap=1, policy=InboxPolicy()
+        )
+        assert await strict.run_once() == 1
+    status = await status_of(world.broker, message_id)
+    assert (status["status"], status["delivery"]["last_error"]) == (
+        "accepted",
+        "inbox_address_refused",
+    )
+    assert calls == []

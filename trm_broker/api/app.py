@@ -50,6 +50,7 @@ def create_app(settings: Settings, *, run_dispatcher: bool = True) -> FastAPI:
                         timeout=settings.delivery_timeout_seconds,
                         poll_interval=settings.delivery_poll_seconds,
                         backoff_cap=settings.delivery_backoff_max_seconds,
+                        policy=state.inbox_policy(),
                     )
                     state.extras["wake_dispatcher"] = dispatcher.wake
                     task = asyncio.create_task(dispatcher.run_forever(), name="dispatcher")

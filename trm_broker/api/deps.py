@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from trm_broker.crypto.keys import SigningKey
+from trm_broker.domain.inbox_url import InboxPolicy
 from trm_broker.settings import Settings
 from trm_broker.web.problems import NotConfigured, Unauthenticated, Unavailable
 
@@ -23,6 +24,12 @@ class BrokerState:
     sessions: async_sessionmaker[AsyncSession]
     signing_key: SigningKey
     extras: dict[str, Any] = field(default_factory=dict)
+
+    def inbox_policy(self) -> InboxPolicy:
+        return InboxPolicy(
+            allow_loopback=self.settings.allow_loopback_inboxes,
+            allow_private=self.settings.allow_private_inboxes,
+        )
 
     def wake_dispatcher(self) -> None:
         wake = self.extras.get("wake_dispatcher")

@@ -17,8 +17,10 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from trm_broker.delivery.acknowledgement import AckRefused, verify_ack
+from trm_broker.domain.inbox_url import InboxPolicy, InboxRefused
 from trm_broker.store import deliveries as outbox
 from trm_broker.store.deliveries import ClaimedDelivery
+from trm_broker.web.resolve import resolve
 
 log = structlog.get_logger("trm_broker.delivery")
 _jitter = secrets.SystemRandom()
@@ -38,6 +40,7 @@ class DeliveryDispatcher:
         timeout: float,
         poll_interval: float,
         backoff_cap: float,
+        policy: InboxPolicy,
         batch_size: int = 20,
     ) -> None:
         self._sessions = sessions
@@ -46,6 +49,7 @@ class DeliveryDispatcher:
         self._poll = poll_interval
         self._backoff_cap = backoff_cap
         self._batch = batch_size
+        self._policy = policy
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -107,6 +111,15 @@ class DeliveryDispatcher:
         """POST the envelope; return (the verified ack, None) or (None, an error code)."""
         if delivery.inbox_url is None:
             return None, "no_inbox_url"
+        # The registry was checked at registration; DNS may have changed since (rebinding).
+        try:
+            host = self._policy.check_url(delivery.inbox_url)
+            addresses = await resolve(host)
+            if not addresses:
+                return None, "inbox_unresolved"
+            self._policy.check_addresses(addresses)
+        except InboxRefused:
+            return None, "inbox_address_refused"
         try:
             response = await self._http.post(
                 delivery.inbox_url,

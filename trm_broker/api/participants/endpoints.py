@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter
 
-from trm_broker.api.deps import Operator, Session
+from trm_broker.api.deps import Operator, Session, State
 from trm_broker.api.participants import service
 from trm_broker.api.participants.schemas import ParticipantIn, ParticipantList, ParticipantOut
 
@@ -15,10 +15,10 @@ router = APIRouter(prefix="/v1/participants", tags=["registry"])
 
 @router.post("", status_code=201, response_model=ParticipantOut)
 async def register_participant(
-    body: ParticipantIn, session: Session, _: Operator
+    body: ParticipantIn, session: Session, state: State, _: Operator
 ) -> ParticipantOut:
     """Register a participant with its public signing and encryption keys (operator only)."""
-    created = await service.register(session, body, datetime.now(UTC))
+    created = await service.register(session, body, datetime.now(UTC), state.inbox_policy())
     await session.commit()
     return created
 

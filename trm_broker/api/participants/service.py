@@ -10,9 +10,11 @@ from trm_broker.api.participants.schemas import KeyOut, ParticipantIn, Participa
 from trm_broker.crypto.encoding import b64url_decode
 from trm_broker.crypto.errors import MalformedError
 from trm_broker.crypto.keys import key_id
+from trm_broker.domain.inbox_url import InboxPolicy, InboxRefused
 from trm_broker.store import participants as registry
 from trm_broker.store.models import Participant, ParticipantKey
 from trm_broker.web.problems import Conflict, InvalidRequest
+from trm_broker.web.resolve import resolve
 
 
 def _kid(alg: str, public: str, claimed: str | None) -> str:
@@ -28,7 +30,21 @@ def _kid(alg: str, public: str, claimed: str | None) -> str:
     return kid
 
 
-async def register(session: AsyncSession, new: ParticipantIn, now: datetime) -> ParticipantOut:
+async def check_inbox(url: str, policy: InboxPolicy) -> None:
+    """Refuse inbox URLs the broker must not call (DESIGN.md §4; no internal hosts)."""
+    try:
+        host = policy.check_url(url)
+        # A name that does not resolve yet is accepted; it is checked again at each push.
+        policy.check_addresses(await resolve(host))
+    except InboxRefused as exc:
+        raise InvalidRequest(f"inbox_url refused: {exc}.") from exc
+
+
+async def register(
+    session: AsyncSession, new: ParticipantIn, now: datetime, policy: InboxPolicy
+) -> ParticipantOut:
+    if new.inbox_url is not None:
+        await check_inbox(str(new.inbox_url), policy)
     if await registry.get(session, new.id) is not None:
         raise Conflict(f"Participant {new.id} is already registered.")
     keys = [
