@@ -95,6 +95,8 @@ async def test_duplicate_id_or_reused_key_conflicts(broker: Broker) -> None:
     ("overrides", "location"),
     [
         ({"country": "Nigeria"}, "body/country"),
+        ({"country": "UK"}, "body/country"),  # ISO 3166-1 has GB, not UK
+        ({"country": "ng"}, "body/country"),
         ({"kind": "king"}, "body/kind"),
         ({"id": "NG NAPTIP"}, "body/id"),
         ({"inbox_url": "ftp://node.example"}, "body/inbox_url"),

@@ -11,7 +11,8 @@ from enum import StrEnum
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from trm_broker.domain.participants import COUNTRY_PATTERN, PARTICIPANT_ID_PATTERN
+from trm_broker.domain.countries import CountryCode
+from trm_broker.domain.participants import PARTICIPANT_ID_PATTERN
 
 
 class MessageType(StrEnum):
@@ -42,7 +43,7 @@ class _Header(BaseModel):
 
 
 class ReferralHeader(_Header):
-    destination_country: str = Field(pattern=COUNTRY_PATTERN)
+    destination_country: CountryCode
     subject_is_minor: bool
 
 

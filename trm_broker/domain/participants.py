@@ -5,7 +5,6 @@ from __future__ import annotations
 from enum import StrEnum
 
 PARTICIPANT_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{1,63}$"
-COUNTRY_PATTERN = r"^[A-Z]{2}$"
 
 
 class ParticipantKind(StrEnum):

@@ -7,7 +7,8 @@ from typing import Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
-from trm_broker.domain.participants import COUNTRY_PATTERN, PARTICIPANT_ID_PATTERN, ParticipantKind
+from trm_broker.domain.countries import CountryCode
+from trm_broker.domain.participants import PARTICIPANT_ID_PATTERN, ParticipantKind
 
 _B64URL = r"^[A-Za-z0-9_-]+$"
 
@@ -42,7 +43,7 @@ class ParticipantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str = Field(pattern=PARTICIPANT_ID_PATTERN, examples=["ng.naptip"])
     kind: ParticipantKind
-    country: str = Field(pattern=COUNTRY_PATTERN, examples=["NG"])
+    country: CountryCode = Field(examples=["NG"])
     inbox_url: AnyHttpUrl | None = Field(
         None, description="The node's inbox; omit for pull mode.", max_length=2048
     )
