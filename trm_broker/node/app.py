@@ -17,10 +17,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from trm_broker import __version__
-from trm_broker.crypto.keys import KeySet
 from trm_broker.node import inbox, store
 from trm_broker.node.broker_client import BrokerClient, BrokerError
 from trm_broker.node.compose import compose_envelope
+from trm_broker.node.keyring import Keyring
 from trm_broker.node.schemas import ReceivedList, ReceivedOut, SendRequest, SentOut
 from trm_broker.settings import Settings
 from trm_broker.store.database import create_engine, session_factory
@@ -39,7 +39,7 @@ class BrokerRefused(Problem):
 class NodeState:
     settings: Settings
     sessions: async_sessionmaker[AsyncSession]
-    keysets: dict[str, KeySet]
+    keys: Keyring
     broker: BrokerClient
 
 
@@ -74,26 +74,25 @@ def case_worker(state: State, authorization: Annotated[str | None, Header()] = N
 CaseWorker = Annotated[None, Depends(case_worker)]
 
 
-def load_keysets(settings: Settings) -> dict[str, KeySet]:
+def load_keyring(settings: Settings) -> Keyring:
     if not settings.node_key_files:
         raise SystemExit(
             "Set TRM_NODE_KEY_FILES to the key file(s) of the participants this node serves."
         )
-    keysets = [KeySet.read(path) for path in settings.node_key_files]
-    return {k.participant: k for k in keysets}
+    return Keyring.read(settings.node_key_files)
 
 
 def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None = None) -> FastAPI:
     """Build the node app; ``broker_http`` replaces the HTTP client used to reach the broker."""
-    keysets = load_keysets(settings)
+    keys = load_keyring(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.node_database_url)
         await store.create_schema(engine)
         broker = BrokerClient(settings.node_broker_url, broker_http)
-        app.state.node = NodeState(settings, session_factory(engine), keysets, broker)
-        log.info("node_started", participants=sorted(keysets))
+        app.state.node = NodeState(settings, session_factory(engine), keys, broker)
+        log.info("node_started", participants=keys.participants())
         try:
             yield
         finally:
@@ -114,12 +113,12 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
     ) -> dict[str, dict[str, str]]:
         """Called by the broker: verify, open, store once, answer a signed acknowledgement."""
         body = await read_limited(request, state.settings.max_envelope_bytes)
-        result = await inbox.receive(session, body, state.keysets, state.broker)
+        result = await inbox.receive(session, body, state.keys, state.broker)
         try:
             await session.commit()
         except IntegrityError:
             await session.rollback()  # delivered twice at once: answer with the stored ack
-            result = await inbox.receive(session, body, state.keysets, state.broker)
+            result = await inbox.receive(session, body, state.keys, state.broker)
         log.info("message_received")
         return {"ack": result.ack}
 
@@ -153,9 +152,10 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
     @app.post("/messages", response_model=SentOut, status_code=201, tags=["case workers"])
     async def send(body: SendRequest, state: State, session: Session, _: CaseWorker) -> SentOut:
         """Seal the payload to the recipient, sign the envelope, send it, check the receipt."""
-        sender = body.sender or (next(iter(state.keysets)) if len(state.keysets) == 1 else None)
-        if sender is None or sender not in state.keysets:
-            raise InvalidRequest(f"Name the sender: one of {', '.join(sorted(state.keysets))}.")
+        served = state.keys.participants()
+        sender = body.sender or (served[0] if len(served) == 1 else None)
+        if sender is None or sender not in served:
+            raise InvalidRequest(f"Name the sender: one of {', '.join(served)}.")
         now = datetime.now(UTC)
         registry = await state.broker.registry(refresh=True)
         enc = registry.encryption_key(body.recipient, now)
@@ -163,7 +163,7 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
             raise InvalidRequest(f"{body.recipient} has no current encryption key in the registry.")
         try:
             envelope, signed = compose_envelope(
-                signing_key=state.keysets[sender].signing,
+                signing_key=state.keys.current[sender].signing,
                 sender=sender,
                 recipient=body.recipient,
                 recipient_enc_kid=enc.kid,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -36,6 +36,12 @@ class RegisteredKey:
     valid_until: datetime | None
     revoked_at: datetime | None
 
+    def valid_at(self, moment: datetime) -> bool:
+        """Neither revoked nor expired at ``moment`` (a signature made then may be trusted)."""
+        if self.revoked_at is not None and self.revoked_at <= moment:
+            return False
+        return self.valid_until is None or self.valid_until > moment
+
     def usable(self, now: datetime) -> bool:
         if self.revoked_at is not None or self.valid_from > now:
             return False
@@ -48,12 +54,6 @@ class Registry:
 
     participants: dict[str, dict[str, Any]]
     keys: dict[str, RegisteredKey]
-
-    def signing_key(self, kid: str, now: datetime) -> RegisteredKey | None:
-        key = self.keys.get(kid)
-        if key is None or key.use != "sig" or not key.usable(now):
-            return None
-        return key
 
     def encryption_key(self, participant: str, now: datetime) -> RegisteredKey | None:
         """The participant's current encryption key: usable, newest first (DESIGN.md §4)."""
@@ -137,12 +137,11 @@ class BrokerClient:
             self._registry_at = time.monotonic()
         return self._registry
 
-    async def signing_key(self, kid: str) -> RegisteredKey | None:
-        """A usable signing key by kid, refreshing the registry once if it is not known yet."""
-        now = datetime.now(UTC)
-        key = (await self.registry()).signing_key(kid, now)
+    async def registered_key(self, kid: str) -> RegisteredKey | None:
+        """A key by kid, whatever its state; the registry is refreshed once if it is unknown."""
+        key = (await self.registry()).keys.get(kid)
         if key is None:
-            key = (await self.registry(refresh=True)).signing_key(kid, now)
+            key = (await self.registry(refresh=True)).keys.get(kid)
         return key
 
     async def submit(self, envelope: dict[str, str]) -> Receipt:

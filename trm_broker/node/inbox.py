@@ -12,11 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from trm_broker.crypto import jws
 from trm_broker.crypto.canonical import canonical_json
 from trm_broker.crypto.errors import CryptoError, MalformedError, VerificationError
-from trm_broker.crypto.keys import KeySet, load_ed25519_public
+from trm_broker.crypto.keys import load_ed25519_public
 from trm_broker.crypto.seal import Binding, open_sealed
 from trm_broker.domain.envelope import Envelope
 from trm_broker.node import store
 from trm_broker.node.broker_client import BrokerClient
+from trm_broker.node.keyring import Keyring
 from trm_broker.web.problems import BadSignature, InvalidEnvelope, NotFound, UnknownSender
 
 
@@ -26,7 +27,7 @@ class Acknowledgement:
 
 
 async def receive(
-    session: AsyncSession, body: bytes, keysets: dict[str, KeySet], broker: BrokerClient
+    session: AsyncSession, body: bytes, keys: Keyring, broker: BrokerClient
 ) -> Acknowledgement:
     # 1. A JWS envelope, EdDSA, signed by a registered, usable key of the sender.
     try:
@@ -36,11 +37,9 @@ async def receive(
         raise InvalidEnvelope("The body must be a JWS in flattened JSON serialisation.") from exc
     except VerificationError as exc:
         raise InvalidEnvelope(f"The JWS is not acceptable: {exc}.") from exc
-    key = await broker.signing_key(parsed.kid)
-    if key is None:
-        raise UnknownSender(
-            f"No usable registered signing key has kid {parsed.kid}.", kid=parsed.kid
-        )
+    key = await broker.registered_key(parsed.kid)
+    if key is None or key.use != "sig":
+        raise UnknownSender(f"No registered signing key has kid {parsed.kid}.", kid=parsed.kid)
     try:
         jws.verify(parsed, load_ed25519_public(key.public))
         envelope = Envelope.model_validate(parsed.claims())
@@ -52,11 +51,21 @@ async def receive(
         raise InvalidEnvelope("The envelope does not match the schema.") from exc
     if envelope.sender != key.participant:
         raise BadSignature(f"Key {parsed.kid} does not belong to sender {envelope.sender}.")
+    # The broker checked the key was usable when it accepted the envelope; delivery may come
+    # later (outages, retries), so here the key must have been valid when the envelope was made.
+    if not key.valid_at(envelope.created_at):
+        raise UnknownSender(
+            f"Signing key {parsed.kid} was revoked or expired when the envelope was created.",
+            kid=parsed.kid,
+        )
 
     # 2. For one of our participants.
-    keyset = keysets.get(envelope.recipient)
+    keyset = keys.current.get(envelope.recipient)
     if keyset is None:
         raise NotFound(f"This node does not serve {envelope.recipient}.")
+    opener = keys.opener(envelope.recipient, envelope.sealed.kid)
+    if opener is None:
+        raise InvalidEnvelope(f"The payload is sealed to key {envelope.sealed.kid}, not held here.")
 
     # 3. Once only: a repeated delivery gets the acknowledgement it got the first time.
     digest = jws.digest(obj)
@@ -75,7 +84,7 @@ async def receive(
         recipient=envelope.recipient,
     )
     try:
-        plaintext = open_sealed(envelope.sealed.model_dump(), keyset.encryption, binding)
+        plaintext = open_sealed(envelope.sealed.model_dump(), opener, binding)
         payload = json.loads(plaintext)
     except (CryptoError, MalformedError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidEnvelope("The sealed payload does not open for this envelope.") from exc

@@ -53,6 +53,19 @@ async def usable_key(
     return (await session.scalars(query)).first()
 
 
+async def usable_keys(
+    session: AsyncSession, participant_id: str, use: str, now: datetime
+) -> Sequence[ParticipantKey]:
+    query = select(ParticipantKey).where(
+        ParticipantKey.participant_id == participant_id,
+        ParticipantKey.use == use,
+        ParticipantKey.revoked_at.is_(None),
+        ParticipantKey.valid_from <= now,
+        or_(ParticipantKey.valid_until.is_(None), ParticipantKey.valid_until > now),
+    )
+    return (await session.scalars(query)).all()
+
+
 def add(session: AsyncSession, participant: Participant, keys: Sequence[ParticipantKey]) -> None:
     session.add(participant)
     session.add_all(keys)

@@ -37,6 +37,24 @@ class KeysIn(BaseModel):
     encryption: EncryptionKeyIn
 
 
+class KeyRotationIn(BaseModel):
+    """A new key for a participant; its current key of the same use expires after the overlap."""
+
+    model_config = ConfigDict(extra="forbid")
+    use: Literal["sig", "enc"]
+    alg: Literal["Ed25519", "X25519"]
+    public: str = Field(pattern=_B64URL, max_length=64)
+    kid: str | None = Field(
+        None, max_length=64, description="RFC 7638 thumbprint; checked if given."
+    )
+    overlap_seconds: int = Field(
+        7 * 24 * 3600,
+        ge=0,
+        le=90 * 24 * 3600,
+        description="How long the previous key stays valid beside the new one.",
+    )
+
+
 class ParticipantIn(BaseModel):
     """A new participant, as the operator registers it (public keys from `keys new`)."""
 

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from trm_broker.api.participants.schemas import KeyOut, ParticipantIn, ParticipantOut
+from trm_broker.api.participants.schemas import (
+    KeyOut,
+    KeyRotationIn,
+    ParticipantIn,
+    ParticipantOut,
+)
 from trm_broker.crypto.encoding import b64url_decode
 from trm_broker.crypto.errors import MalformedError
 from trm_broker.crypto.keys import key_id
 from trm_broker.domain.inbox_url import InboxPolicy, InboxRefused
 from trm_broker.store import participants as registry
 from trm_broker.store.models import Participant, ParticipantKey
-from trm_broker.web.problems import Conflict, InvalidRequest
+from trm_broker.web.problems import Conflict, InvalidRequest, NotFound
 from trm_broker.web.resolve import resolve
 
 
@@ -80,6 +85,58 @@ async def register(
     registry.add(session, participant, keys)
     await session.flush()
     return _out(participant, keys)
+
+
+_ALG_FOR_USE = {"sig": "Ed25519", "enc": "X25519"}
+
+
+async def rotate_key(
+    session: AsyncSession, participant_id: str, new: KeyRotationIn, now: datetime
+) -> ParticipantOut:
+    """Add a key; the participant's usable keys of that use expire after the overlap (§4)."""
+    if await registry.get(session, participant_id) is None:
+        raise NotFound(f"No participant has id {participant_id}.")
+    if _ALG_FOR_USE[new.use] != new.alg:
+        raise InvalidRequest(f"A {new.use} key must be {_ALG_FOR_USE[new.use]}.")
+    kid = _kid(new.alg, new.public, new.kid)
+    if await registry.key(session, kid) is not None:
+        raise Conflict(f"Key {kid} is already registered; a rotation needs a new key.")
+    overlap_end = now + timedelta(seconds=new.overlap_seconds)
+    for old in await registry.usable_keys(session, participant_id, new.use, now):
+        if old.valid_until is None or old.valid_until > overlap_end:
+            old.valid_until = overlap_end
+    session.add(
+        ParticipantKey(
+            kid=kid,
+            participant_id=participant_id,
+            use=new.use,
+            alg=new.alg,
+            public_key=new.public,
+            valid_from=now,
+        )
+    )
+    await session.flush()
+    return await participant_out(session, participant_id)
+
+
+async def revoke_key(
+    session: AsyncSession, participant_id: str, kid: str, now: datetime
+) -> ParticipantOut:
+    """Revoke a key at once: signatures by it are refused from now on (§4)."""
+    key = await registry.key(session, kid)
+    if key is None or key.participant_id != participant_id:
+        raise NotFound(f"{participant_id} has no key {kid}.")
+    if key.revoked_at is None:
+        key.revoked_at = now
+        await session.flush()
+    return await participant_out(session, participant_id)
+
+
+async def participant_out(session: AsyncSession, participant_id: str) -> ParticipantOut:
+    participant = await registry.get(session, participant_id)
+    if participant is None:
+        raise NotFound(f"No participant has id {participant_id}.")
+    return _out(participant, list(await registry.keys_of(session, [participant_id])))
 
 
 async def list_registry(session: AsyncSession) -> list[ParticipantOut]:
