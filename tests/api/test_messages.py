@@ -3,6 +3,7 @@ with problem+json and leaves nothing stored."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -149,7 +150,14 @@ async def test_payload_sealed_to_someone_else_is_refused(broker: Broker) -> None
 
 
 @pytest.mark.parametrize(
-    "body", [b"not json", b"[]", b'{"protected": 1}', '{"a": "\xff"}'.encode("latin-1")]
+    "body",
+    [
+        b"not json",
+        b"[]",
+        b'{"protected": 1}',
+        '{"a": "\xff"}'.encode("latin-1"),
+        b'{"protected": ' + b"1" * 5000 + b"}",  # beyond Python's integer parsing limit
+    ],
 )
 async def test_garbage_is_refused_with_a_problem(broker: Broker, body: bytes) -> None:
     response = await broker.submit(body)
@@ -161,3 +169,26 @@ async def test_status_of_an_unknown_message_is_a_problem(broker: Broker) -> None
     response = await broker.client.get("/v1/messages/01a207c7-3c14-71cc-914e-abe9c663302d")
     assert response.status_code == 404
     assert response.headers["content-type"] == PROBLEM
+
+
+async def test_the_same_envelope_sent_concurrently_is_stored_once_and_all_get_its_receipt(
+    broker: Broker,
+) -> None:
+    envelope = referral(AT, NG)
+    responses = await asyncio.gather(*(broker.submit(envelope) for _ in range(8)))
+    assert sorted(r.status_code for r in responses) == [200] * 7 + [202]
+    assert len({json.dumps(r.json()["receipt"], sort_keys=True) for r in responses}) == 1
+    assert await broker.stored_counts() == (1, 1)
+
+
+async def test_schema_errors_name_members_without_echoing_what_was_sent(broker: Broker) -> None:
+    secret = "Jane Doe born 1990"
+    claims = json.loads(b64url_decode(referral(AT, NG)["payload"]))
+    claims[secret] = "x"  # an unknown member whose name is free text
+    claims["sealed"]["suite"] = secret  # and free text in a clear field
+    forged = jws.sign(claims, AT.signing, jws.TYP_ENVELOPE)
+    response = await broker.submit(forged)
+    await assert_refused(broker, response.status_code, 400, "invalid-envelope", response.json())
+    assert secret not in response.text
+    assert "(unknown member)" in response.json()["fields"]
+    assert "sealed/suite" in response.json()["fields"]

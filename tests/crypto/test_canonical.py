@@ -102,3 +102,19 @@ def test_deep_nesting_is_refused_as_malformed() -> None:
 def test_values_outside_i_json_are_refused(value: Any) -> None:
     with pytest.raises(MalformedError):
         canonical_json(value)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # Python's int() refuses more than 4300 digits with a ValueError of its own.
+        b'{"n":' + b"9" * 5000 + b"}",
+        b'{"n":-' + b"9" * 5000 + b"}",
+        # Beyond 2**53 the digits are read as a double; 400 digits overflow float().
+        b'{"n":' + b"9" * 400 + b"}",
+    ],
+    ids=["5000-digits", "minus-5000-digits", "400-digits"],
+)
+def test_huge_integers_are_refused_as_malformed(data: bytes) -> None:
+    with pytest.raises(MalformedError):
+        parse_canonical_json(data)

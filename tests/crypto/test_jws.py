@@ -201,3 +201,26 @@ def test_digest_changes_with_any_member() -> None:
     other = sign({**CLAIMS, "id": "m-2"}, key, TYP_ENVELOPE)
     assert digest(obj) != digest(other)
     assert digest(obj) != digest({**obj, "signature": other["signature"]})
+
+
+def test_protected_header_with_a_5000_digit_integer_is_refused_as_malformed() -> None:
+    key = SigningKey.generate()
+    obj = sign(CLAIMS, key, TYP_ENVELOPE)
+    # json.loads raises ValueError (not JSONDecodeError) past 4300 integer digits.
+    header = f'{{"alg":"EdDSA","kid":"{key.kid}","typ":"{TYP_ENVELOPE}","n":{"9" * 5000}}}'
+    obj["protected"] = b64url(header.encode())
+    with pytest.raises(MalformedError):
+        parse(obj, TYP_ENVELOPE)
+
+
+def test_payload_with_a_5000_digit_integer_is_refused_as_malformed() -> None:
+    key = SigningKey.generate()
+    protected = b64url(json.dumps({"alg": "EdDSA", "kid": key.kid, "typ": TYP_ENVELOPE}).encode())
+    payload = b64url(b'{"n":' + b"9" * 5000 + b"}")
+    signature = b64url(key.sign(f"{protected}.{payload}".encode()))
+    parsed = parse(
+        {"protected": protected, "payload": payload, "signature": signature}, TYP_ENVELOPE
+    )
+    verify(parsed, key.private.public_key())
+    with pytest.raises(MalformedError):
+        parsed.claims()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -90,7 +91,8 @@ async def test_push_to_a_real_node_is_acknowledged_and_opened(world: World, tmp_
         ) as to_node,
     ):
         envelope = referral(AT, NG, payload={"languages": ["en"], "is_child": False})
-        message_id = (await world.broker.submit(envelope)).json()["message_id"]
+        accepted = (await world.broker.submit(envelope)).json()
+        message_id = accepted["message_id"]
         assert await world.dispatcher_for(to_node).run_once() == 1
 
         status = await status_of(world.broker, message_id)
@@ -103,9 +105,8 @@ async def test_push_to_a_real_node_is_acknowledged_and_opened(world: World, tmp_
             (message_id, {"languages": ["en"], "is_child": False})
         ]
         # A second push of the same message (e.g. after a lost ack) stores nothing new.
-        assert (
-            await to_node.post("/inbox", content=httpx.Request("POST", "/", json=envelope).content)
-        ).status_code == 200
+        push = {"envelope": envelope, "receipt": accepted["receipt"]}
+        assert (await to_node.post("/inbox", json=push)).status_code == 200
         again = (
             await to_node.get("/messages", headers={"authorization": "Bearer case-worker-token"})
         ).json()
@@ -119,8 +120,8 @@ def fake_inbox(answer: Callable[[dict[str, Any]], tuple[int, Any]]) -> httpx.Asy
     async def inbox(request: Request) -> Any:
         from fastapi.responses import JSONResponse
 
-        envelope = await request.json()
-        status, body = answer(envelope)
+        push = await request.json()
+        status, body = answer(push["envelope"])
         return JSONResponse(body, status_code=status)
 
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://node-ng.test")
@@ -210,3 +211,50 @@ async def test_push_rechecks_the_inbox_address_and_refuses_internal_ones(world: 
         "inbox_address_refused",
     )
     assert calls == []
+
+
+def streaming_inbox(chunks: int, chunk: bytes, pause: float) -> httpx.AsyncClient:
+    from fastapi.responses import StreamingResponse
+
+    app = FastAPI()
+
+    @app.post("/inbox")
+    async def inbox() -> StreamingResponse:
+        async def drip() -> AsyncIterator[bytes]:
+            for _ in range(chunks):
+                await asyncio.sleep(pause)
+                yield chunk
+
+        return StreamingResponse(drip(), media_type="application/json")
+
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://node-ng.test")
+
+
+@pytest.mark.parametrize(
+    ("inbox", "error"),
+    [
+        (lambda: streaming_inbox(50, b" ", 0.1), "timeout"),  # slow drip: a total deadline
+        (lambda: streaming_inbox(100, b" " * 1024, 0), "ack_too_large"),  # huge answer
+        (lambda: streaming_inbox(1, b'{"ack": ' + b"1" * 5000 + b"}", 0), "ack_malformed"),
+    ],
+    ids=["slow-drip", "huge-answer", "huge-integer"],
+)
+async def test_hostile_inboxes_are_bounded_and_recorded_as_failures(
+    world: World, inbox: Callable[[], httpx.AsyncClient], error: str
+) -> None:
+    message_id = (await world.broker.submit(referral(AT, NG))).json()["message_id"]
+    sessions = world.broker.app.state.broker.sessions
+    async with inbox() as hostile:
+        dispatcher = DeliveryDispatcher(
+            sessions,
+            hostile,
+            timeout=1,
+            poll_interval=0.1,
+            backoff_cap=1,
+            policy=InboxPolicy(allow_loopback=True),
+        )
+        started = asyncio.get_running_loop().time()
+        assert await dispatcher.run_once() == 1
+        assert asyncio.get_running_loop().time() - started < 4
+    status = await status_of(world.broker, message_id)
+    assert (status["status"], status["delivery"]["last_error"]) == ("accepted", error)

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from trm_broker.crypto.seal import SUITE_X25519 as SUITE
 from trm_broker.domain.envelope import Envelope, is_fresh
 from trm_broker.domain.messages import DataCategory, MessageType
 
@@ -26,7 +27,7 @@ def referral(**changes: Any) -> dict[str, Any]:
         "consent_ref": "consent:NG-2025-0001:1",
         "data_categories": ["identity", "health"],
         "header": {"destination_country": "GB", "subject_is_minor": False},
-        "sealed": {"suite": "x", "kid": "kid", "enc": "AAAA", "ct": "AAAA"},
+        "sealed": {"suite": SUITE, "kid": "kid", "enc": "AAAA", "ct": "AAAA"},
     }
     document.update(changes)
     return document
@@ -88,7 +89,7 @@ def test_extra_members_are_refused(extra: dict[str, Any]) -> None:
 
 
 def test_extra_member_in_sealed_is_refused() -> None:
-    refused(referral(sealed={"suite": "x", "kid": "k", "enc": "AAAA", "ct": "AAAA", "iv": "AA"}))
+    refused(referral(sealed={"suite": SUITE, "kid": "k", "enc": "AAAA", "ct": "AAAA", "iv": "AA"}))
 
 
 def test_sender_equal_to_recipient_is_refused() -> None:
@@ -126,7 +127,7 @@ def test_good_case_refs_validate(case_ref: str) -> None:
         {"type": "gossip"},
         {"sender": "NG.NAPTIP"},
         {"created_at": "2025-03-01T12:00:00"},  # no time zone
-        {"sealed": {"suite": "x", "kid": "k", "enc": "AA==", "ct": "AAAA"}},
+        {"sealed": {"suite": SUITE, "kid": "k", "enc": "AA==", "ct": "AAAA"}},
     ],
 )
 def test_malformed_fields_are_refused(changes: dict[str, Any]) -> None:
@@ -162,3 +163,7 @@ def test_is_fresh_compares_instants_not_wall_clocks() -> None:
     plus_two = timezone(timedelta(hours=2))
     assert is_fresh(datetime(2025, 3, 1, 14, 4, tzinfo=plus_two), NOW, SKEW)
     assert not is_fresh(datetime(2025, 3, 1, 12, 4, tzinfo=plus_two), NOW, SKEW)
+
+
+def test_only_supported_suites_are_accepted_in_the_clear() -> None:
+    refused(referral(sealed={"suite": "free text", "kid": "k", "enc": "AAAA", "ct": "AAAA"}))

@@ -3,6 +3,8 @@ opens exactly what was sent, and the broker's database and every log hold none o
 
 from __future__ import annotations
 
+import asyncio
+import json
 import secrets
 import shutil
 import subprocess
@@ -10,10 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from trm_broker import demo
+from trm_broker.crypto.encoding import b64url_decode
 from trm_broker.devcluster import LocalCluster
+from trm_broker.store.database import create_engine
+from trm_broker.store.models import Message
 
 pytestmark = pytest.mark.e2e
 
@@ -43,6 +49,26 @@ def broker_database_bytes(cluster: LocalCluster) -> bytes:
     return subprocess.run([pg_dump, "--dbname", dsn], capture_output=True, check=True).stdout
 
 
+def decoded_envelopes(cluster: LocalCluster) -> bytes:
+    """Every stored envelope's signed claims and receipt, decoded from base64url (a raw dump
+    shows them encoded, or as hex on PostgreSQL, where a leak would hide from a byte search)."""
+
+    async def read() -> list[tuple[bytes, str]]:
+        engine = create_engine(cluster.database_url)
+        try:
+            async with engine.connect() as connection:
+                rows = await connection.execute(select(Message.envelope, Message.receipt))
+                return [(bytes(envelope), receipt) for envelope, receipt in rows.all()]
+        finally:
+            await engine.dispose()
+
+    decoded = b""
+    for envelope, receipt in asyncio.run(read()):
+        decoded += b64url_decode(json.loads(envelope)["payload"]) + envelope
+        decoded += b64url_decode(json.loads(receipt)["payload"])
+    return decoded
+
+
 @pytest.fixture
 def broker_database(backend: str, request: pytest.FixtureRequest) -> str | None:
     if backend == "sqlite":
@@ -69,8 +95,9 @@ def test_referral_travels_sealed_end_to_end(tmp_path: Path, broker_database: str
         assert received["payload"] == payload
         assert (received["sender"], received["case_ref"]) == (demo.SENDER, "AT-2026-E2E-0001")
 
-        stored = broker_database_bytes(cluster)
+        stored = broker_database_bytes(cluster) + decoded_envelopes(cluster)
         assert sent["message_id"].encode() in stored  # we are looking at the right database
+        assert b'"destination_country":"NG"' in stored  # the signed claims, decoded
         cluster.stop()
         logs = "".join(p.log_text() for p in cluster.processes)
     assert "message_received" in logs

@@ -1,17 +1,22 @@
-"""The node's inbox across key rotation and revocation, with the broker's real registry."""
+"""The node's inbox takes only what the broker accepted, across key rotation and revocation."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.support import OPERATOR_TOKEN, Broker, broker_settings, referral, running_broker
-from trm_broker.crypto.keys import EncryptionKey, KeySet
+from trm_broker.crypto import jws
+from trm_broker.crypto.encoding import b64url_decode, b64url_encode
+from trm_broker.crypto.keys import EncryptionKey, KeySet, SigningKey
 from trm_broker.node.app import create_node_app
 from trm_broker.settings import Settings
 
@@ -25,6 +30,51 @@ class Setup:
     broker: Broker
     tmp_path: Path
 
+    async def accepted(self, envelope: dict[str, str]) -> dict[str, Any]:
+        """The push the broker would make: the envelope with its signed receipt."""
+        response = await self.broker.submit(envelope)
+        assert response.status_code == 202, response.text
+        return {"envelope": envelope, "receipt": response.json()["receipt"]}
+
+    async def messages(self, after: int | None) -> list[dict[str, Any]]:
+        params = {} if after is None else {"after": after}
+        async with self._node([NG]) as client:
+            response = await client.get(
+                "/messages", params=params, headers={"authorization": "Bearer t"}
+            )
+        result: list[dict[str, Any]] = response.json()["messages"]
+        return result
+
+    async def post(self, keysets: list[KeySet], push: object) -> httpx.Response:
+        async with self._node(keysets) as client:
+            response = await client.post("/inbox", json=push)
+            stored = (await client.get("/messages", headers={"authorization": "Bearer t"})).json()
+        self.stored = len(stored["messages"])
+        return response
+
+    @asynccontextmanager
+    async def _node(self, keysets: list[KeySet]) -> AsyncIterator[httpx.AsyncClient]:
+        files = []
+        for keyset in keysets:
+            path = self.tmp_path / f"{keyset.participant}-{keyset.encryption.kid[:8]}.json"
+            if not path.exists():
+                keyset.write(path)
+            files.append(path)
+        settings = Settings(
+            node_database_url=f"sqlite+aiosqlite:///{self.tmp_path / 'node.db'}",
+            node_key_files=files,
+            node_api_token="t",
+            node_broker_url="http://broker",
+        )
+        node = create_node_app(settings, broker_http=self.broker.client)
+        async with (
+            node.router.lifespan_context(node),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=node), base_url="http://node"
+            ) as client,
+        ):
+            yield client
+
 
 @pytest.fixture
 async def setup(sqlite_database: str, tmp_path: Path) -> AsyncIterator[Setup]:
@@ -34,31 +84,35 @@ async def setup(sqlite_database: str, tmp_path: Path) -> AsyncIterator[Setup]:
         yield Setup(broker, tmp_path)
 
 
-async def post_to_node(
-    setup: Setup, keysets: list[KeySet], envelope: dict[str, str]
-) -> httpx.Response:
-    files = []
-    for index, keyset in enumerate(keysets):
-        path = setup.tmp_path / f"key-{index}-{keyset.encryption.kid[:8]}.json"
-        if not path.exists():
-            keyset.write(path)
-        files.append(path)
-    settings = Settings(
-        node_database_url=f"sqlite+aiosqlite:///{setup.tmp_path / 'node.db'}",
-        node_key_files=files,
-        node_api_token="t",
-        node_broker_url="http://broker",
-    )
-    node = create_node_app(settings, broker_http=setup.broker.client)
-    async with (
-        node.router.lifespan_context(node),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=node), base_url="http://node"
-        ) as client,
-    ):
-        return await client.post(
-            "/inbox", content=httpx.Request("POST", "/", json=envelope).content
-        )
+async def test_an_envelope_posted_without_the_brokers_receipt_is_refused(setup: Setup) -> None:
+    envelope = referral(AT, NG)
+    for push in (envelope, {"envelope": envelope, "receipt": None}):
+        response = await setup.post([NG], push)
+        assert response.status_code == 400
+        assert setup.stored == 0
+
+
+async def test_a_receipt_for_another_envelope_or_by_another_key_is_refused(setup: Setup) -> None:
+    first = await setup.accepted(referral(AT, NG))
+    second = referral(AT, NG)
+    mixed = await setup.post([NG], {"envelope": second, "receipt": first["receipt"]})
+    assert mixed.status_code == 401
+    claims = json.loads(b64url_decode(first["receipt"]["payload"]))
+    forged = jws.sign(claims, SigningKey.generate(), jws.TYP_RECEIPT)
+    by_stranger = await setup.post([NG], {"envelope": first["envelope"], "receipt": forged})
+    assert by_stranger.status_code == 401
+    assert setup.stored == 0
+
+
+async def test_a_tampered_envelope_is_refused_even_with_a_receipt(setup: Setup) -> None:
+    push = await setup.accepted(referral(AT, NG))
+    attacker = SigningKey.generate()
+    envelope = push["envelope"]
+    signing_input = f"{envelope['protected']}.{envelope['payload']}".encode()
+    envelope = {**envelope, "signature": b64url_encode(attacker.sign(signing_input))}
+    response = await setup.post([NG], {"envelope": envelope, "receipt": push["receipt"]})
+    assert response.status_code == 401  # the digest no longer matches the receipt
+    assert setup.stored == 0
 
 
 async def test_node_holding_old_and_new_keys_opens_messages_sealed_to_either(setup: Setup) -> None:
@@ -69,29 +123,44 @@ async def test_node_holding_old_and_new_keys_opens_messages_sealed_to_either(set
         f"/v1/participants/{NG.participant}/keys", json=body, headers=OPERATOR
     )
     assert response.status_code == 201
-    to_old, to_new = referral(AT, NG), referral(AT, rotated)
-    assert (await post_to_node(setup, [NG, rotated], to_old)).status_code == 200
-    assert (await post_to_node(setup, [NG, rotated], to_new)).status_code == 200
+    to_old = await setup.accepted(referral(AT, NG))
+    to_new = await setup.accepted(referral(AT, rotated))
+    assert (await setup.post([NG, rotated], to_old)).status_code == 200
+    assert (await setup.post([NG, rotated], to_new)).status_code == 200
+    assert setup.stored == 2
 
 
 async def test_node_without_the_key_a_payload_is_sealed_to_refuses_it(setup: Setup) -> None:
+    push = await setup.accepted(referral(AT, NG))
     rotated = KeySet(NG.participant, NG.signing, EncryptionKey.generate())
-    response = await post_to_node(setup, [rotated], referral(AT, NG))
+    response = await setup.post([rotated], push)
     assert response.status_code == 400
     assert NG.encryption.kid in response.json()["detail"]
 
 
-async def test_revocation_refuses_envelopes_made_after_it_but_not_those_made_before(
+async def test_a_message_accepted_before_its_key_was_revoked_is_still_delivered(
     setup: Setup,
 ) -> None:
-    made_before = referral(AT, NG, now=datetime.now(UTC) - timedelta(seconds=30))
+    push = await setup.accepted(referral(AT, NG))
     revoked = await setup.broker.client.post(
         f"/v1/participants/{AT.participant}/keys/{AT.signing.kid}/revoke", headers=OPERATOR
     )
     assert revoked.status_code == 200
-    made_after = referral(AT, NG, now=datetime.now(UTC) + timedelta(seconds=1))
+    assert (await setup.post([NG], push)).status_code == 200
+    assert setup.stored == 1
 
-    assert (await post_to_node(setup, [NG], made_before)).status_code == 200
-    refused = await post_to_node(setup, [NG], made_after)
-    assert refused.status_code == 403
-    assert refused.json()["kid"] == AT.signing.kid
+
+async def test_a_message_delivered_late_is_not_skipped_by_the_cursor(setup: Setup) -> None:
+    created_first = await setup.accepted(
+        referral(AT, NG, now=datetime.now(UTC) - timedelta(minutes=2))
+    )
+    created_later = await setup.accepted(referral(AT, NG))
+    assert (await setup.post([NG], created_later)).status_code == 200
+    page = await setup.messages(after=None)
+    assert len(page) == 1
+    # The earlier-created message arrives after a retry; paging on from the cursor finds it.
+    assert (await setup.post([NG], created_first)).status_code == 200
+    next_page = await setup.messages(after=page[-1]["seq"])
+    assert [m["message_id"] for m in next_page] == [
+        jws.parse(created_first["envelope"], jws.TYP_ENVELOPE).claims()["id"]
+    ]

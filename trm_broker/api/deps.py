@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from trm_broker.crypto.keys import SigningKey
 from trm_broker.domain.inbox_url import InboxPolicy
 from trm_broker.settings import Settings
-from trm_broker.web.problems import NotConfigured, Unauthenticated, Unavailable
+from trm_broker.web.problems import Conflict, NotConfigured, Unauthenticated, Unavailable
 
 
 @dataclass
@@ -50,6 +50,12 @@ async def db_session(state: State) -> AsyncIterator[AsyncSession]:
     async with state.sessions() as session:
         try:
             yield session
+        except IntegrityError as exc:
+            await session.rollback()
+            raise Conflict(
+                "The change conflicts with one made at the same time; read the current state "
+                "and retry."
+            ) from exc
         except (OperationalError, DBAPIError) as exc:
             await session.rollback()
             raise Unavailable(

@@ -41,6 +41,10 @@ def parse_canonical_json(data: bytes) -> Any:
         value = json.loads(data.decode("utf-8"), parse_int=_i_json_number)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise MalformedError("payload is not valid UTF-8 JSON") from exc
+    except (ValueError, OverflowError) as exc:
+        # int() refuses literals beyond sys.get_int_max_str_digits() (4300 digits), and
+        # float() those beyond the double range; neither can be RFC 8785 canonical.
+        raise MalformedError("payload holds a number too large to read") from exc
     if canonical_json(value) != data:
         raise MalformedError("payload is not in RFC 8785 canonical form")
     return value

@@ -69,7 +69,8 @@ def parse(obj: Any, expected_typ: str) -> ParsedJws:
         raise MalformedError("JWS members must be strings")
     try:
         header = json.loads(b64url_decode(obj["protected"]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers bad UTF-8, bad JSON and integers too long for int() (4300 digits).
         raise MalformedError("JWS protected header is not JSON") from exc
     if not isinstance(header, dict):
         raise MalformedError("JWS protected header must be an object")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -52,6 +53,61 @@ def load_x25519_public(public_b64: str) -> X25519PublicKey:
         return X25519PublicKey.from_public_bytes(b64url_decode(public_b64))
     except ValueError as exc:
         raise MalformedError("not a 32-byte X25519 public key") from exc
+
+
+# RFC 8032 §5.1: edwards25519 is -x^2 + y^2 = 1 + d x^2 y^2 over GF(p).
+_P = 2**255 - 19
+_D = -121665 * pow(121666, -1, _P) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+
+
+def _edwards_add(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    """Affine twisted-Edwards addition with a = -1 (complete: denominators never vanish)."""
+    (x1, y1), (x2, y2) = a, b
+    t = _D * x1 * x2 * y1 * y2 % _P
+    x3 = (x1 * y2 + y1 * x2) * pow(1 + t, -1, _P)
+    y3 = (y1 * y2 + x1 * x2) * pow(1 - t, -1, _P)
+    return x3 % _P, y3 % _P
+
+
+def check_ed25519_public(raw: bytes) -> None:
+    """Refuse an Ed25519 public key that is not a canonical point of large order.
+
+    A small-order key (such as the identity point) lets anyone forge signatures that
+    verify for any message, so registration must never accept one.
+    """
+    if len(raw) != 32:
+        raise MalformedError(f"an Ed25519 public key is 32 bytes, not {len(raw)}")
+    # RFC 8032 §5.1.3: decode y and the sign bit of x, then recover x.
+    number = int.from_bytes(raw, "little")
+    y, sign = number & ((1 << 255) - 1), number >> 255
+    if y >= _P:
+        raise MalformedError("Ed25519 public key is not canonically encoded (y >= p)")
+    u, v = (y * y - 1) % _P, (_D * y * y + 1) % _P
+    x = u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P) % _P
+    if (v * x * x - u) % _P != 0:
+        x = x * _SQRT_M1 % _P
+    if (v * x * x - u) % _P != 0:
+        raise MalformedError("Ed25519 public key is not a point on the curve")
+    if x == 0 and sign == 1:
+        raise MalformedError("Ed25519 public key is not canonically encoded (x = 0, sign 1)")
+    if x & 1 != sign:
+        x = _P - x
+    # Small order: 8·P is the identity exactly when P lies in the 8-torsion subgroup.
+    point = (x, y)
+    for _ in range(3):
+        point = _edwards_add(point, point)
+    if point == (0, 1):
+        raise MalformedError("Ed25519 public key is a small-order point")
+
+
+def check_x25519_public(raw: bytes) -> None:
+    """Refuse an X25519 public key of low order: every exchange with it yields all zeros."""
+    try:
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(raw))
+    except ValueError as exc:
+        # cryptography raises ValueError for a wrong length and for an all-zero secret.
+        raise MalformedError("X25519 public key is a low-order point") from exc
 
 
 @dataclass(frozen=True)
@@ -182,15 +238,24 @@ class KeySet:
             return cls.from_json(json.load(handle))
 
 
-def load_or_create_signing_key(path: Path) -> SigningKey:
-    """Load the broker's own Ed25519 key, creating it (mode 0600) on first start."""
-    if path.exists():
+def _read_broker_key(path: Path) -> SigningKey:
+    try:
         with path.open(encoding="utf-8") as handle:
             data = json.load(handle)
-        try:
-            return SigningKey.from_seed(data["signing"]["private"])
-        except (KeyError, TypeError) as exc:
-            raise MalformedError(f"{path} is not a broker key file") from exc
+        return SigningKey.from_seed(data["signing"]["private"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MalformedError(f"{path} is not a broker key file") from exc
+
+
+def load_or_create_signing_key(path: Path) -> SigningKey:
+    """Load the broker's own Ed25519 key, creating it (mode 0600) on first start.
+
+    The new file is written in full under a temporary name, then hard-linked into
+    place, so another process starting at the same moment never reads it half-written:
+    whichever link comes first wins, and the loser loads the winner's key.
+    """
+    if path.exists():
+        return _read_broker_key(path)
     key = SigningKey.generate()
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
@@ -201,12 +266,19 @@ def load_or_create_signing_key(path: Path) -> SigningKey:
             "private": key.seed_b64(),
         }
     }
+    # mkstemp creates the file with mode 0600 in the same folder (so os.link works).
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        # Another process created it between our check and open: use theirs.
-        return load_or_create_signing_key(path)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(document, handle, indent=2)
-        handle.write("\n")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=2)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            # Another process put its key in place first: use theirs.
+            return _read_broker_key(path)
+    finally:
+        os.unlink(temporary)
     return key

@@ -23,6 +23,9 @@ from trm_broker.store.deliveries import ClaimedDelivery
 from trm_broker.web.resolve import resolve
 
 log = structlog.get_logger("trm_broker.delivery")
+
+#: An acknowledgement is a small JWS; a larger answer is refused unread.
+MAX_ACK_BYTES = 64 * 1024
 _jitter = secrets.SystemRandom()
 
 
@@ -77,7 +80,8 @@ class DeliveryDispatcher:
     async def run_once(self) -> int:
         """Claim and attempt one batch of due deliveries; return how many were attempted."""
         now = datetime.now(UTC)
-        lease_until = now + timedelta(seconds=self._timeout + 30)
+        # Each attempt ends within its timeout, so the batch ends within this lease.
+        lease_until = now + timedelta(seconds=self._timeout * self._batch + 30)
         async with self._sessions() as session:
             claimed = await outbox.claim_due(session, now, lease_until, self._batch)
             await session.commit()
@@ -90,7 +94,10 @@ class DeliveryDispatcher:
     async def _attempt(self, delivery: ClaimedDelivery) -> None:
         structlog.contextvars.bind_contextvars(message_id=delivery.message_id)
         try:
-            ack, error = await self._push(delivery)
+            try:
+                ack, error = await self._push(delivery)
+            except Exception as exc:  # one bad recipient must not stop everyone's delivery
+                ack, error = None, f"internal_{type(exc).__name__}"
             async with self._sessions() as session:
                 now = datetime.now(UTC)
                 if ack is not None:
@@ -121,22 +128,21 @@ class DeliveryDispatcher:
         except InboxRefused:
             return None, "inbox_address_refused"
         try:
-            response = await self._http.post(
-                delivery.inbox_url,
-                content=delivery.envelope,
-                headers={"content-type": "application/jose+json"},
-                timeout=self._timeout,
-                follow_redirects=False,
-            )
-        except httpx.TimeoutException:
+            # A total deadline: httpx's timeout bounds each read, not a slow drip of bytes.
+            async with asyncio.timeout(self._timeout):
+                status, body = await self._post(delivery)
+        except TimeoutError:
             return None, "timeout"
         except httpx.TransportError as exc:
             return None, f"transport_{type(exc).__name__}"
-        if response.status_code != 200:
-            return None, f"http_{response.status_code}"
+        if status != 200:
+            return None, f"http_{status}"
+        if body is None:
+            return None, "ack_too_large"
         try:
-            ack = response.json().get("ack")
-        except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+            answer = json.loads(body)
+            ack = answer.get("ack") if isinstance(answer, dict) else None
+        except (ValueError, RecursionError):
             return None, "ack_malformed"
         async with self._sessions() as session:
             try:
@@ -151,3 +157,33 @@ class DeliveryDispatcher:
             except AckRefused as refused:
                 return None, refused.code
         return json.dumps(ack), None
+
+    async def _post(self, delivery: ClaimedDelivery) -> tuple[int, bytes | None]:
+        """POST and read at most MAX_ACK_BYTES of the answer (None: it was larger)."""
+        request = self._http.build_request(
+            "POST",
+            delivery.inbox_url or "",
+            content=push_body(delivery),
+            headers={"content-type": "application/json"},
+            timeout=self._timeout,
+        )
+        response = await self._http.send(request, stream=True, follow_redirects=False)
+        try:
+            if response.status_code != 200:
+                return response.status_code, b""
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > MAX_ACK_BYTES:
+                    return response.status_code, None
+                chunks.append(chunk)
+            return response.status_code, b"".join(chunks)
+        finally:
+            await response.aclose()
+
+
+def push_body(delivery: ClaimedDelivery) -> bytes:
+    """What a push carries: the envelope and the broker's signed receipt for it, so the
+    recipient can tell a message the broker accepted from one posted to it directly."""
+    return b'{"envelope":' + delivery.envelope + b',"receipt":' + delivery.receipt.encode() + b"}"

@@ -19,12 +19,16 @@ CASE_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$"
 _B64URL = r"^[A-Za-z0-9_-]+$"
 
 
+#: The HPKE suites a payload may be sealed with (RFC 9180 KEM / KDF / AEAD).
+SealSuite = Literal["DHKEM-X25519-HKDF-SHA256/HKDF-SHA256/ChaCha20Poly1305"]
+
+
 class Sealed(BaseModel):
     """An HPKE-sealed payload: suite, recipient key id, encapsulated key, ciphertext."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    suite: str = Field(max_length=100)
+    suite: SealSuite
     kid: str = Field(max_length=100)
     enc: str = Field(pattern=_B64URL, max_length=4096)
     ct: str = Field(pattern=_B64URL)

@@ -127,14 +127,15 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
         state: State,
         session: Session,
         _: CaseWorker,
-        after: str | None = None,
+        after: Annotated[int | None, Query(ge=0, description="The last seq already read.")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> ReceivedList:
-        """Messages received for this node's participants, decrypted, oldest first."""
+        """Messages received for this node's participants, decrypted, in arrival order."""
         rows = await store.list_received(session, limit, after)
         return ReceivedList(
             messages=[
                 ReceivedOut(
+                    seq=r.seq,
                     message_id=r.id,
                     type=r.type,
                     case_ref=r.case_ref,

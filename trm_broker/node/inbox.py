@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from trm_broker.crypto import jws
 from trm_broker.crypto.canonical import canonical_json
 from trm_broker.crypto.errors import CryptoError, MalformedError, VerificationError
+from trm_broker.crypto.jws import ParsedJws
 from trm_broker.crypto.keys import load_ed25519_public
 from trm_broker.crypto.seal import Binding, open_sealed
 from trm_broker.domain.envelope import Envelope
@@ -29,14 +30,25 @@ class Acknowledgement:
 async def receive(
     session: AsyncSession, body: bytes, keys: Keyring, broker: BrokerClient
 ) -> Acknowledgement:
-    # 1. A JWS envelope, EdDSA, signed by a registered, usable key of the sender.
+    # 1. A push from the broker: the envelope with the broker's signed receipt for it.
+    #    Without this, anyone reaching the inbox could skip every check the broker makes.
     try:
-        obj = json.loads(body)
+        push = json.loads(body)
+        if not isinstance(push, dict) or set(push) != {"envelope", "receipt"}:
+            raise MalformedError("a push is an object with envelope and receipt")
+        obj = push["envelope"]
         parsed = jws.parse(obj, jws.TYP_ENVELOPE)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise InvalidEnvelope("The body must be a JWS in flattened JSON serialisation.") from exc
+        receipt = jws.parse(push["receipt"], jws.TYP_RECEIPT)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError too
+        raise InvalidEnvelope(
+            "The body must be {envelope, receipt}, each a flattened JWS."
+        ) from exc
     except VerificationError as exc:
-        raise InvalidEnvelope(f"The JWS is not acceptable: {exc}.") from exc
+        raise InvalidEnvelope(f"The push is not acceptable: {exc}.") from exc
+    digest = jws.digest(obj)
+    accepted_at = await _verified_acceptance(receipt, digest, broker)
+
+    # 2. The envelope, signed by a key of the sender that was valid when the broker accepted it.
     key = await broker.registered_key(parsed.kid)
     if key is None or key.use != "sig":
         raise UnknownSender(f"No registered signing key has kid {parsed.kid}.", kid=parsed.kid)
@@ -51,15 +63,17 @@ async def receive(
         raise InvalidEnvelope("The envelope does not match the schema.") from exc
     if envelope.sender != key.participant:
         raise BadSignature(f"Key {parsed.kid} does not belong to sender {envelope.sender}.")
-    # The broker checked the key was usable when it accepted the envelope; delivery may come
-    # later (outages, retries), so here the key must have been valid when the envelope was made.
-    if not key.valid_at(envelope.created_at):
+    # Delivery may come long after acceptance (outages, retries): judge the key at the
+    # broker's signed acceptance time, not at a created_at the sender chose.
+    if not key.valid_at(accepted_at):
         raise UnknownSender(
-            f"Signing key {parsed.kid} was revoked or expired when the envelope was created.",
+            f"Signing key {parsed.kid} was revoked or expired when the broker accepted this.",
             kid=parsed.kid,
         )
+    if receipt_message_id(receipt) != envelope.id:
+        raise BadSignature("The broker's receipt is for another message.")
 
-    # 2. For one of our participants.
+    # 3. For one of our participants.
     keyset = keys.current.get(envelope.recipient)
     if keyset is None:
         raise NotFound(f"This node does not serve {envelope.recipient}.")
@@ -67,15 +81,14 @@ async def receive(
     if opener is None:
         raise InvalidEnvelope(f"The payload is sealed to key {envelope.sealed.kid}, not held here.")
 
-    # 3. Once only: a repeated delivery gets the acknowledgement it got the first time.
-    digest = jws.digest(obj)
+    # 4. Once only: a repeated delivery gets the acknowledgement it got the first time.
     existing = await store.received(session, envelope.id)
     if existing is not None:
         if existing.envelope_digest != digest:
             raise InvalidEnvelope(f"Message {envelope.id} was received before with other content.")
         return Acknowledgement(json.loads(existing.ack))
 
-    # 4. Open the sealed payload; its binding must match this envelope.
+    # 5. Open the sealed payload; its binding must match this envelope.
     binding = Binding(
         id=envelope.id,
         type=envelope.type.value,
@@ -89,7 +102,7 @@ async def receive(
     except (CryptoError, MalformedError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidEnvelope("The sealed payload does not open for this envelope.") from exc
 
-    # 5. Store, then acknowledge with the recipient's signing key.
+    # 6. Store, then acknowledge with the recipient's signing key.
     now = datetime.now(UTC)
     ack = jws.sign(
         {
@@ -119,3 +132,22 @@ async def receive(
         )
     )
     return Acknowledgement(ack)
+
+
+async def _verified_acceptance(receipt: ParsedJws, digest: str, broker: BrokerClient) -> datetime:
+    """The receipt is the broker's, for exactly this envelope; return its acceptance time."""
+    kid, public = await broker.broker_key()
+    try:
+        if receipt.kid != kid:
+            raise VerificationError("receipt not signed by the broker's key")
+        jws.verify(receipt, public)
+        claims = receipt.claims()
+        if claims.get("envelope_digest") != digest:
+            raise VerificationError("receipt is for another envelope")
+        return datetime.fromisoformat(str(claims["accepted_at"]))
+    except (VerificationError, KeyError, ValueError) as exc:
+        raise BadSignature(f"The broker's receipt does not verify: {exc}.") from exc
+
+
+def receipt_message_id(receipt: ParsedJws) -> object:
+    return receipt.claims().get("message_id")

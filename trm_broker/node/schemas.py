@@ -38,6 +38,7 @@ class SentOut(BaseModel):
 
 
 class ReceivedOut(BaseModel):
+    seq: int = Field(description="Arrival order at this node; page with ?after=<seq>.")
     message_id: str
     type: MessageType
     case_ref: str

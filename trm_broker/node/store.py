@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import MetaData, String, Text, select
+from sqlalchemy import Integer, MetaData, String, Text, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -21,9 +21,13 @@ class NodeBase(DeclarativeBase):
 
 
 class ReceivedMessage(NodeBase):
+    """``seq`` is the arrival order: the cursor case workers page by. Message ids follow the
+    sender's clock, so a message delivered late may sort before ones already read."""
+
     __tablename__ = "node_received"
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)
     type: Mapped[str] = mapped_column(String(32))
     case_ref: Mapped[str] = mapped_column(String(64))
     sender: Mapped[str] = mapped_column(String(64))
@@ -55,15 +59,16 @@ async def create_schema(engine: AsyncEngine) -> None:
 
 
 async def received(session: AsyncSession, message_id: str) -> ReceivedMessage | None:
-    return await session.get(ReceivedMessage, message_id)
+    query = select(ReceivedMessage).where(ReceivedMessage.id == message_id)
+    return (await session.scalars(query)).first()
 
 
 async def list_received(
-    session: AsyncSession, limit: int, after: str | None
+    session: AsyncSession, limit: int, after: int | None
 ) -> Sequence[ReceivedMessage]:
-    query = select(ReceivedMessage).order_by(ReceivedMessage.id).limit(limit)
-    if after:
-        query = query.where(ReceivedMessage.id > after)
+    query = select(ReceivedMessage).order_by(ReceivedMessage.seq).limit(limit)
+    if after is not None:
+        query = query.where(ReceivedMessage.seq > after)
     return (await session.scalars(query)).all()
 
 

@@ -25,6 +25,7 @@ class ClaimedDelivery:
     inbox_url: str | None
     envelope: bytes
     envelope_digest: str
+    receipt: str
     attempts: int
 
 
@@ -47,11 +48,21 @@ async def claim_due(
     ids = list((await session.scalars(query)).all())
     if not ids:
         return []
-    await session.execute(
+    # The update re-checks that each row is still due, and only rows it changed are ours:
+    # on SQLite, where FOR UPDATE does not exist, two processes may select the same ids.
+    leased = await session.execute(
         update(Delivery)
-        .where(Delivery.id.in_(ids))
+        .where(
+            Delivery.id.in_(ids),
+            Delivery.status == PENDING,
+            Delivery.next_attempt_at <= now,
+        )
         .values(next_attempt_at=lease_until, last_attempt_at=now)
+        .returning(Delivery.id)
     )
+    ids = list(leased.scalars().all())
+    if not ids:
+        return []
     rows = await session.execute(
         select(
             Delivery.id,
@@ -60,6 +71,7 @@ async def claim_due(
             Participant.inbox_url,
             Message.envelope,
             Message.envelope_digest,
+            Message.receipt,
             Delivery.attempts,
         )
         .join(Message, Message.id == Delivery.message_id)

@@ -101,11 +101,20 @@ def problem_response(problem: Problem, request: Request) -> JSONResponse:
     )
 
 
+def error_location(error: Any) -> str:
+    """Where a schema error is, without echoing what was sent: an unknown member's name is
+    caller-chosen text, so it is reported as its parent's ``(unknown member)``."""
+    location = [str(part) for part in error.get("loc", ())]
+    if error.get("type") == "extra_forbidden" and location:
+        location[-1] = "(unknown member)"
+    return "/".join(location)
+
+
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Location and message only: pydantic's "input" member would echo what was sent.
     return [
         {
-            "location": "/".join(str(part) for part in error.get("loc", ())),
+            "location": error_location(error),
             "error": error.get("msg", ""),
         }
         for error in exc.errors()

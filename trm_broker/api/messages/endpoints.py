@@ -57,22 +57,21 @@ async def submit_message(
     """
     body = await read_limited(request, state.settings.max_envelope_bytes)
     skew = timedelta(seconds=state.settings.clock_skew_seconds)
-    receipt, created = await service.accept(
-        session, body, state.signing_key, datetime.now(UTC), skew
-    )
-    if not created:
-        response.status_code = 200
-        return receipt
     try:
-        await session.commit()
+        receipt, created = await service.accept(
+            session, body, state.signing_key, datetime.now(UTC), skew
+        )
+        if created:
+            await session.commit()
     except IntegrityError:
-        # The same id was committed concurrently: answer as for a repeated envelope.
+        # The same id was stored concurrently (at flush or commit): answer as for a repeat.
         await session.rollback()
         receipt, created = await service.accept(
             session, body, state.signing_key, datetime.now(UTC), skew
         )
         if created:
             raise Conflict("The message could not be stored; send it again.") from None
+    if not created:
         response.status_code = 200
         return receipt
     state.wake_dispatcher()

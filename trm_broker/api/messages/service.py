@@ -26,6 +26,7 @@ from trm_broker.web.problems import (
     InvalidEnvelope,
     NotFound,
     UnknownSender,
+    error_location,
 )
 
 
@@ -46,7 +47,7 @@ async def accept(
     try:
         obj = json.loads(body)
         parsed = jws.parse(obj, jws.TYP_ENVELOPE)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # incl. JSONDecodeError, huge integers
         raise InvalidEnvelope("The body must be a JWS in flattened JSON serialisation.") from exc
     except VerificationError as exc:
         raise InvalidEnvelope(f"The JWS is not acceptable: {exc}.") from exc
@@ -74,7 +75,7 @@ async def accept(
     except MalformedError as exc:
         raise InvalidEnvelope(f"The signed payload is not acceptable: {exc}.") from exc
     except ValidationError as exc:
-        fields = sorted({"/".join(str(p) for p in e["loc"]) or "envelope" for e in exc.errors()})
+        fields = sorted({error_location(e) or "envelope" for e in exc.errors()})
         raise InvalidEnvelope(
             "The envelope does not match the schema; fix: " + ", ".join(fields) + ".",
             fields=fields,

@@ -14,7 +14,7 @@ from trm_broker.api.participants.schemas import (
 )
 from trm_broker.crypto.encoding import b64url_decode
 from trm_broker.crypto.errors import MalformedError
-from trm_broker.crypto.keys import key_id
+from trm_broker.crypto.keys import check_ed25519_public, check_x25519_public, key_id
 from trm_broker.domain.inbox_url import InboxPolicy, InboxRefused
 from trm_broker.store import participants as registry
 from trm_broker.store.models import Participant, ParticipantKey
@@ -29,6 +29,15 @@ def _kid(alg: str, public: str, claimed: str | None) -> str:
         raise InvalidRequest(f"The {alg} public key is not unpadded base64url.") from exc
     if len(raw) != 32:
         raise InvalidRequest(f"An {alg} public key is 32 bytes; this one has {len(raw)}.")
+    try:
+        # A small-order Ed25519 key lets anyone forge signatures; an X25519 one gives an
+        # all-zero shared secret, so nothing could be sealed to it (RFC 7748 §6.1).
+        (check_ed25519_public if alg == "Ed25519" else check_x25519_public)(raw)
+    except MalformedError as exc:
+        raise InvalidRequest(
+            f"The {alg} public key is weak or invalid ({exc}); "
+            "generate a new key set with `trm-broker keys new`."
+        ) from exc
     kid = key_id(alg, raw)
     if claimed is not None and claimed != kid:
         raise InvalidRequest(f"The {alg} kid must be the key's RFC 7638 thumbprint, {kid}.")
