@@ -192,3 +192,15 @@ async def test_schema_errors_name_members_without_echoing_what_was_sent(broker: 
     assert secret not in response.text
     assert "(unknown member)" in response.json()["fields"]
     assert "sealed/suite" in response.json()["fields"]
+
+
+async def test_a_streamed_body_without_length_is_cut_off_at_the_limit(broker: Broker) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(100):
+            yield b"x" * 1024  # 100 KiB in all, over the 64 KiB limit, no Content-Length
+
+    response = await broker.client.post(
+        "/v1/messages", content=chunks(), headers={"content-type": "application/jose+json"}
+    )
+    assert "content-length" not in response.request.headers
+    await assert_refused(broker, response.status_code, 413, "too-large", response.json())
