@@ -21,7 +21,9 @@ keys_app = typer.Typer(help="Participant key sets.", no_args_is_help=True)
 node_app = typer.Typer(help="The reference NRM node.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+contract_app = typer.Typer(help="The published wire contract.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
+app.add_typer(contract_app, name="contract")
 
 
 @app.command()
@@ -93,10 +95,11 @@ def node_serve(
 ) -> None:
     """Run the reference NRM node (inbox and local case-worker API)."""
     from trm_broker.logs import configure_logging
-    from trm_broker.node.app import create_node_app
+    from trm_broker.node.app import create_node_app, load_keyring
 
     settings = get_settings()
     configure_logging(settings.log_level)
+    load_keyring(settings)  # fail now, with a clear message, if the key files are missing
     uvicorn.run(
         create_node_app(settings),
         host=host or settings.node_host,
@@ -105,6 +108,15 @@ def node_serve(
         access_log=False,
         server_header=False,
     )
+
+
+@contract_app.command("write")
+def contract_write() -> None:
+    """Regenerate contracts/ (JSON Schemas and OpenAPI) from the code."""
+    from trm_broker.contract import write
+
+    for path in write():
+        typer.echo(f"wrote {path}")
 
 
 @app.command()

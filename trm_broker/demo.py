@@ -144,8 +144,9 @@ def run(echo: Callable[[str], None] = print) -> None:
             f"{delivery['attempts']} attempt(s), at {delivery['acknowledged_at']}."
         )
         received = wait_received(ng, sent["message_id"])
-        echo("4. The Nigerian node verified the sender's signature, opened the payload with its")
-        echo("   private key and signed an acknowledgement. Its case workers now see:")
+        echo("4. The Nigerian node checked the broker's receipt and the sender's signature,")
+        echo("   opened the payload with its private key and signed an acknowledgement.")
+        echo("   Its case workers now see:")
         echo(
             f"     type {received['type']}, case {received['case_ref']}, from {received['sender']}"
         )

@@ -83,11 +83,15 @@ def load_keyring(settings: Settings) -> Keyring:
 
 
 def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None = None) -> FastAPI:
-    """Build the node app; ``broker_http`` replaces the HTTP client used to reach the broker."""
-    keys = load_keyring(settings)
+    """Build the node app; ``broker_http`` replaces the HTTP client used to reach the broker.
+
+    Key files are read when the app starts, so the app (and its OpenAPI) can be built
+    without them.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        keys = load_keyring(settings)
         engine = create_engine(settings.node_database_url)
         await store.create_schema(engine)
         broker = BrokerClient(settings.node_broker_url, broker_http)

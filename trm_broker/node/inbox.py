@@ -16,6 +16,7 @@ from trm_broker.crypto.jws import ParsedJws
 from trm_broker.crypto.keys import load_ed25519_public
 from trm_broker.crypto.seal import Binding, open_sealed
 from trm_broker.domain.envelope import Envelope
+from trm_broker.domain.signed_objects import AckClaims
 from trm_broker.node import store
 from trm_broker.node.broker_client import BrokerClient
 from trm_broker.node.keyring import Keyring
@@ -104,15 +105,16 @@ async def receive(
 
     # 6. Store, then acknowledge with the recipient's signing key.
     now = datetime.now(UTC)
+    claims = AckClaims(
+        v=1,
+        message_id=envelope.id,
+        envelope_digest=digest,
+        recipient=envelope.recipient,
+        received_at=now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        status="received",
+    )
     ack = jws.sign(
-        {
-            "v": 1,
-            "message_id": envelope.id,
-            "envelope_digest": digest,
-            "recipient": envelope.recipient,
-            "received_at": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "status": "received",
-        },
+        claims.model_dump(mode="json"),
         keyset.signing,
         jws.TYP_ACK,
     )

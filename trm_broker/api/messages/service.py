@@ -15,6 +15,7 @@ from trm_broker.crypto.errors import MalformedError, VerificationError
 from trm_broker.crypto.keys import SigningKey, load_ed25519_public
 from trm_broker.domain.envelope import Envelope, is_fresh
 from trm_broker.domain.participants import MESSAGING_KINDS, ParticipantKind
+from trm_broker.domain.signed_objects import ReceiptClaims
 from trm_broker.store import deliveries as outbox
 from trm_broker.store import messages as store
 from trm_broker.store import participants as registry
@@ -126,14 +127,15 @@ async def accept(
         )
 
     # 9. Store the message and its outbox row; the caller commits, then we answer.
+    claims = ReceiptClaims(
+        v=1,
+        message_id=envelope.id,
+        envelope_digest=digest,
+        accepted_at=_as_rfc3339(now),
+        ledger_index=None,
+    )
     receipt = jws.sign(
-        {
-            "v": 1,
-            "message_id": envelope.id,
-            "envelope_digest": digest,
-            "accepted_at": _as_rfc3339(now),
-            "ledger_index": None,
-        },
+        claims.model_dump(mode="json"),
         broker_key,
         jws.TYP_RECEIPT,
     )

@@ -1,0 +1,63 @@
+"""The published wire contract (`contracts/`), generated from the code.
+
+`trm-broker contract write` regenerates it; a test fails when the committed files drift
+from what the code would write, so the contract another country builds against is the one
+this code speaks.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from trm_broker.domain.envelope import Envelope
+from trm_broker.domain.messages import HEADER_MODELS
+from trm_broker.domain.signed_objects import AckClaims, ReceiptClaims
+from trm_broker.settings import Settings
+
+CONTRACTS_DIR = Path(__file__).resolve().parents[1] / "contracts"
+SCHEMA_ID = "urn:trm-broker:contract:v1:"
+
+
+def _schema(model: type[BaseModel], name: str) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID + name,
+        **schema,
+    }
+
+
+def render() -> dict[str, str]:
+    """Every contract file, by path relative to `contracts/`, with its exact text."""
+    from trm_broker.api.app import create_app
+    from trm_broker.node.app import create_node_app
+
+    documents: dict[str, Any] = {
+        "schemas/envelope.v1.json": _schema(Envelope, "envelope"),
+        "schemas/receipt.v1.json": _schema(ReceiptClaims, "receipt"),
+        "schemas/acknowledgement.v1.json": _schema(AckClaims, "acknowledgement"),
+    }
+    for message_type, model in HEADER_MODELS.items():
+        name = f"header-{message_type.value}"
+        documents[f"schemas/headers/{message_type.value}.v1.json"] = _schema(model, name)
+    settings = Settings()
+    documents["openapi/broker.json"] = create_app(settings).openapi()
+    documents["openapi/node.json"] = create_node_app(settings).openapi()
+    return {
+        path: json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        for path, document in documents.items()
+    }
+
+
+def write(target: Path = CONTRACTS_DIR) -> list[Path]:
+    written = []
+    for relative, text in render().items():
+        path = target / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
