@@ -69,22 +69,24 @@ def postgres_template() -> Iterator[str]:
     asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{_TEMPLATE}" WITH (FORCE)'))
 
 
+def _fresh_database(template: str | None) -> Iterator[str]:
+    name = f"trm_test_{secrets.token_hex(6)}"
+    clause = f' TEMPLATE "{template}"' if template else ""
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"{clause}'))
+    yield _sa_url(name)
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture
 def postgres_database(postgres_template: str) -> Iterator[str]:
     """A fresh, migrated PostgreSQL database for one test; its SQLAlchemy URL."""
-    name = f"trm_test_{secrets.token_hex(6)}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"'))
-    yield _sa_url(name)
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    yield from _fresh_database(postgres_template)
 
 
 @pytest.fixture
 def empty_postgres_database(postgres_template: str) -> Iterator[str]:
     """A fresh PostgreSQL database with no schema at all."""
-    name = f"trm_test_{secrets.token_hex(6)}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    yield _sa_url(name)
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    yield from _fresh_database(None)
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ INBOX = "http://127.0.0.1:9/inbox"  # the ASGI transports below never dial it
 @dataclass
 class World:
     broker: Broker
-    dispatcher_for: Callable[[httpx.AsyncClient], DeliveryDispatcher]
+    dispatcher_for: Callable[..., DeliveryDispatcher]
 
 
 @pytest.fixture
@@ -46,14 +46,13 @@ async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
         assert (await broker.register(NG, "NG", inbox_url=INBOX)).status_code == 201
         sessions = broker.app.state.broker.sessions
 
-        def dispatcher_for(http: httpx.AsyncClient) -> DeliveryDispatcher:
+        def dispatcher_for(
+            http: httpx.AsyncClient,
+            timeout: float = 5,
+            policy: InboxPolicy = InboxPolicy(allow_loopback=True),  # noqa: B008
+        ) -> DeliveryDispatcher:
             return DeliveryDispatcher(
-                sessions,
-                http,
-                timeout=5,
-                poll_interval=0.1,
-                backoff_cap=1,
-                policy=InboxPolicy(allow_loopback=True),
+                sessions, http, timeout=timeout, poll_interval=0.1, backoff_cap=1, policy=policy
             )
 
         yield World(broker, dispatcher_for)
@@ -200,10 +199,7 @@ async def test_push_rechecks_the_inbox_address_and_refuses_internal_ones(world: 
         return 200, ack_for(envelope, NG.signing)
 
     async with fake_inbox(answer) as node:
-        sessions = world.broker.app.state.broker.sessions
-        strict = DeliveryDispatcher(
-            sessions, node, timeout=5, poll_interval=0.1, backoff_cap=1, policy=InboxPolicy()
-        )
+        strict = world.dispatcher_for(node, policy=InboxPolicy())
         assert await strict.run_once() == 1
     status = await status_of(world.broker, message_id)
     assert (status["status"], status["delivery"]["last_error"]) == (
@@ -243,16 +239,8 @@ async def test_hostile_inboxes_are_bounded_and_recorded_as_failures(
     world: World, inbox: Callable[[], httpx.AsyncClient], error: str
 ) -> None:
     message_id = (await world.broker.submit(referral(AT, NG))).json()["message_id"]
-    sessions = world.broker.app.state.broker.sessions
     async with inbox() as hostile:
-        dispatcher = DeliveryDispatcher(
-            sessions,
-            hostile,
-            timeout=1,
-            poll_interval=0.1,
-            backoff_cap=1,
-            policy=InboxPolicy(allow_loopback=True),
-        )
+        dispatcher = world.dispatcher_for(hostile, timeout=1)
         started = asyncio.get_running_loop().time()
         assert await dispatcher.run_once() == 1
         assert asyncio.get_running_loop().time() - started < 4
