@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from trm_broker.api.app import create_app
 from trm_broker.crypto.keys import KeySet
 from trm_broker.domain.messages import DataCategory, MessageType
+from trm_broker.node.app import create_node_app
 from trm_broker.node.compose import compose_envelope
 from trm_broker.settings import Settings
 from trm_broker.store.database import create_engine
@@ -125,3 +126,24 @@ def referral(
         message_id=message_id,
     )
     return signed
+
+
+@asynccontextmanager
+async def running_node(
+    tmp_path: Path, key_files: list[Path], broker: httpx.AsyncClient, api_token: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process node, reaching the broker through ``broker``; its own SQLite file."""
+    settings = Settings(
+        node_database_url=f"sqlite+aiosqlite:///{tmp_path / 'node.db'}",
+        node_key_files=key_files,
+        node_api_token=api_token,
+        node_broker_url="http://broker",
+    )
+    node = create_node_app(settings, broker_http=broker)
+    async with (
+        node.router.lifespan_context(node),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=node), base_url="http://node"
+        ) as client,
+    ):
+        yield client

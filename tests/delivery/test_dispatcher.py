@@ -14,13 +14,11 @@ import pytest
 from fastapi import FastAPI, Request
 from sqlalchemy import update
 
-from tests.support import Broker, broker_settings, referral, running_broker
+from tests.support import Broker, broker_settings, referral, running_broker, running_node
 from trm_broker.crypto import jws
 from trm_broker.crypto.keys import KeySet, SigningKey
 from trm_broker.delivery.dispatcher import DeliveryDispatcher
 from trm_broker.domain.inbox_url import InboxPolicy
-from trm_broker.node.app import create_node_app
-from trm_broker.settings import Settings
 from trm_broker.store.database import create_engine, session_factory
 from trm_broker.store.models import Delivery
 
@@ -76,19 +74,9 @@ async def make_due_now(database_url: str) -> None:
 async def test_push_to_a_real_node_is_acknowledged_and_opened(world: World, tmp_path: Path) -> None:
     key_file = tmp_path / "ng.keys.json"
     NG.write(key_file)
-    node_settings = Settings(
-        node_database_url=f"sqlite+aiosqlite:///{tmp_path / 'node.db'}",
-        node_key_files=[key_file],
-        node_api_token="case-worker-token",
-        node_broker_url="http://broker",
-    )
-    node = create_node_app(node_settings, broker_http=world.broker.client)
-    async with (
-        node.router.lifespan_context(node),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=node), base_url="http://node-ng.test"
-        ) as to_node,
-    ):
+    async with running_node(
+        tmp_path, [key_file], world.broker.client, "case-worker-token"
+    ) as to_node:
         envelope = referral(AT, NG, payload={"languages": ["en"], "is_child": False})
         accepted = (await world.broker.submit(envelope)).json()
         message_id = accepted["message_id"]

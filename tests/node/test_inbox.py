@@ -13,12 +13,17 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import OPERATOR_TOKEN, Broker, broker_settings, referral, running_broker
+from tests.support import (
+    OPERATOR_TOKEN,
+    Broker,
+    broker_settings,
+    referral,
+    running_broker,
+    running_node,
+)
 from trm_broker.crypto import jws
 from trm_broker.crypto.encoding import b64url_decode, b64url_encode
 from trm_broker.crypto.keys import EncryptionKey, KeySet, SigningKey
-from trm_broker.node.app import create_node_app
-from trm_broker.settings import Settings
 
 OPERATOR = {"authorization": f"Bearer {OPERATOR_TOKEN}"}
 AT = KeySet.generate("at.focal-point")
@@ -60,19 +65,7 @@ class Setup:
             if not path.exists():
                 keyset.write(path)
             files.append(path)
-        settings = Settings(
-            node_database_url=f"sqlite+aiosqlite:///{self.tmp_path / 'node.db'}",
-            node_key_files=files,
-            node_api_token="t",
-            node_broker_url="http://broker",
-        )
-        node = create_node_app(settings, broker_http=self.broker.client)
-        async with (
-            node.router.lifespan_context(node),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=node), base_url="http://node"
-            ) as client,
-        ):
+        async with running_node(self.tmp_path, files, self.broker.client, "t") as client:
             yield client
 
 
