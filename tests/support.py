@@ -2,35 +2,59 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from trm_broker.api.app import create_app
-from trm_broker.crypto.keys import KeySet
+from trm_broker.api.participants.service import bootstrap_operator
+from trm_broker.crypto.encoding import b64url_decode
+from trm_broker.crypto.errors import MalformedError
+from trm_broker.crypto.keys import KeySet, SigningKey
 from trm_broker.domain.messages import DataCategory, MessageType
 from trm_broker.node.app import create_node_app
 from trm_broker.node.compose import compose_envelope
 from trm_broker.settings import Settings
 from trm_broker.store.database import create_engine
 from trm_broker.store.models import Delivery, Message
+from trm_broker.web.signed_requests import SignedRequests
 
-OPERATOR_TOKEN = "test-operator-token"
 PROBLEM = "application/problem+json"
+OPERATOR_ID = "operator.test"
 
 
 @dataclass
 class Broker:
+    """An in-process broker with its first operator bootstrapped.
+
+    ``client`` sends requests as they are (unsigned unless a test signs them); ``call``
+    signs them with a key. ``keysets`` remembers every key set registered through
+    ``register``, so ``submit`` can sign as the envelope's sender by default.
+    """
+
     app: FastAPI
     client: httpx.AsyncClient
     settings: Settings
+    operator: KeySet
+    keysets: dict[str, KeySet] = field(default_factory=dict)
+
+    async def call(
+        self, method: str, path: str, signer: KeySet | SigningKey | None, **kwargs: Any
+    ) -> httpx.Response:
+        """A request signed (RFC 9421) with ``signer``'s key; ``None``: unsigned."""
+        key = signer.signing if isinstance(signer, KeySet) else signer
+        auth = SignedRequests(key) if key is not None else None
+        return await self.client.request(
+            method, path, auth=auth or httpx.USE_CLIENT_DEFAULT, **kwargs
+        )
 
     async def register(
         self,
@@ -48,19 +72,35 @@ class Broker:
         }
         if inbox_url:
             body["inbox_url"] = inbox_url
-        return await self.client.post(
-            "/v1/participants", json=body, headers={"authorization": f"Bearer {OPERATOR_TOKEN}"}
-        )
+        self.keysets[keyset.participant] = keyset
+        return await self.call("POST", "/v1/participants", self.operator, json=body)
 
-    async def submit(self, envelope: dict[str, str] | bytes) -> httpx.Response:
+    async def submit(
+        self,
+        envelope: dict[str, str] | bytes,
+        signer: KeySet | SigningKey | Literal["sender"] | None = "sender",
+    ) -> httpx.Response:
+        """POST an envelope, by default in a request signed by the envelope's sender."""
         content = (
             envelope
             if isinstance(envelope, bytes)
             else httpx.Request("POST", "/", json=envelope).content
         )
-        return await self.client.post(
-            "/v1/messages", content=content, headers={"content-type": "application/jose+json"}
+        key = (
+            self.keysets.get(_declared_sender(envelope)) or next(iter(self.keysets.values()), None)
+            if signer == "sender"
+            else signer
         )
+        return await self.call(
+            "POST",
+            "/v1/messages",
+            key,
+            content=content,
+            headers={"content-type": "application/jose+json"},
+        )
+
+    async def status(self, message_id: str, signer: KeySet | None) -> httpx.Response:
+        return await self.call("GET", f"/v1/messages/{message_id}", signer)
 
     async def stored_counts(self) -> tuple[int, int]:
         """How many messages and deliveries the broker's database holds."""
@@ -82,7 +122,6 @@ def broker_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Sett
     values: dict[str, Any] = {
         "database_url": database_url,
         "broker_key_file": tmp_path / "broker-key.json",
-        "operator_token": OPERATOR_TOKEN,
         **overrides,
     }
     return Settings(**values)
@@ -94,9 +133,24 @@ async def running_broker(
 ) -> AsyncIterator[Broker]:
     app = create_app(settings, run_dispatcher=run_dispatcher)
     async with app.router.lifespan_context(app):
+        operator = KeySet.generate(OPERATOR_ID)
+        async with app.state.broker.sessions() as session:
+            await bootstrap_operator(
+                session, OPERATOR_ID, "AT", operator.public(), datetime.now(UTC)
+            )
+            await session.commit()
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://broker") as client:
-            yield Broker(app, client, settings)
+            yield Broker(app, client, settings, operator)
+
+
+def _declared_sender(envelope: dict[str, str] | bytes) -> str:
+    """The ``sender`` an envelope claims, read without verifying (tests only)."""
+    try:
+        obj = json.loads(envelope) if isinstance(envelope, bytes) else envelope
+        return str(json.loads(b64url_decode(obj["payload"]))["sender"])
+    except (ValueError, KeyError, TypeError, MalformedError):
+        return ""
 
 
 def referral(
@@ -115,6 +169,7 @@ def referral(
         recipient=recipient.participant,
         recipient_enc_kid=recipient.encryption.kid,
         recipient_enc_public=recipient.encryption.public_b64,
+        recipient_enc_alg=recipient.encryption.alg,
         type=MessageType.REFERRAL,
         case_ref=case_ref,
         header={"destination_country": "NG", "subject_is_minor": False},

@@ -29,3 +29,29 @@ def test_keys_new_never_overwrites_a_key_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["keys", "new", "ng.naptip", "--out", str(out)])
     assert result.exit_code == 1
     assert out.read_text() == "precious"
+
+
+def test_keys_new_makes_an_x25519_encryption_key_by_default(tmp_path: Path) -> None:
+    out = tmp_path / "ng.keys.json"
+    result = CliRunner().invoke(app, ["keys", "new", "ng.naptip", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["keys"]["encryption"]["alg"] == "X25519"
+
+
+def test_keys_new_makes_a_post_quantum_hybrid_encryption_key_on_request(tmp_path: Path) -> None:
+    out = tmp_path / "ng.keys.json"
+    arguments = ["keys", "new", "ng.naptip", "--out", str(out)]
+    result = CliRunner().invoke(app, [*arguments, "--encryption-alg", "MLKEM768-X25519"])
+    assert result.exit_code == 0, result.output
+    keyset = KeySet.read(out)
+    assert keyset.encryption.alg == "MLKEM768-X25519"
+    assert json.loads(result.stdout) == {"participant": "ng.naptip", "keys": keyset.public()}
+    assert "private" not in result.stdout
+
+
+def test_keys_new_refuses_an_unknown_encryption_alg(tmp_path: Path) -> None:
+    out = tmp_path / "ng.keys.json"
+    arguments = ["keys", "new", "ng.naptip", "--out", str(out), "--encryption-alg", "X448"]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 2
+    assert not out.exists()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 import uvicorn
 
+from trm_broker.registry_cli import operator_app, participants_app
 from trm_broker.settings import get_settings
 
 app = typer.Typer(
@@ -23,6 +25,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 contract_app = typer.Typer(help="The published wire contract.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
+app.add_typer(operator_app, name="operator")
+app.add_typer(participants_app, name="participants")
 app.add_typer(contract_app, name="contract")
 
 
@@ -71,10 +75,23 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     typer.echo(f"database schema upgraded to {revision}")
 
 
+class EncryptionAlgChoice(StrEnum):
+    """The encryption key algorithms of `keys new` (crypto.keys.EncryptionAlg)."""
+
+    X25519 = "X25519"
+    MLKEM768_X25519 = "MLKEM768-X25519"
+
+
 @keys_app.command("new")
 def keys_new(
     participant: Annotated[str, typer.Argument(help="Participant id, e.g. ng.naptip.")],
     out: Annotated[Path, typer.Option(help="Key file to create (mode 0600, never overwritten).")],
+    encryption_alg: Annotated[
+        EncryptionAlgChoice,
+        typer.Option(
+            help="Encryption key: X25519, or the ML-KEM-768+X25519 post-quantum hybrid.",
+        ),
+    ] = EncryptionAlgChoice.X25519,
 ) -> None:
     """Create a participant's signing and encryption keys; print the public half to register."""
     from trm_broker.crypto.keys import KeySet
@@ -82,7 +99,7 @@ def keys_new(
     if out.exists():
         typer.echo(f"{out} exists; refusing to overwrite a key file.", err=True)
         raise typer.Exit(1)
-    keyset = KeySet.generate(participant)
+    keyset = KeySet.generate(participant, encryption_alg.value)
     keyset.write(out)
     json.dump({"participant": participant, "keys": keyset.public()}, sys.stdout, indent=2)
     sys.stdout.write("\n")
@@ -117,6 +134,23 @@ def contract_write() -> None:
 
     for path in write():
         typer.echo(f"wrote {path}")
+
+
+@contract_app.command("vectors")
+def contract_vectors(
+    out: Annotated[Path, typer.Option(help="Where to write the vectors.")] = Path(
+        "contracts/vectors/vectors.json"
+    ),
+    force: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
+) -> None:
+    """Generate a fresh set of test vectors (keys are new each time; the committed set is
+    kept unless --force)."""
+    from trm_broker.contract_vectors import write
+
+    if out.exists() and not force:
+        typer.echo(f"{out} exists; pass --force to replace the published vectors.", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"wrote {write(out)}")
 
 
 @app.command()

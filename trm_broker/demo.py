@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import httpx
 
 from trm_broker.devcluster import LocalCluster, Node, Process
+from trm_broker.web.signed_requests import SignedRequests
 
 T = TypeVar("T")
 
@@ -48,7 +49,10 @@ def _broker_of(cluster: LocalCluster) -> Process:
 
 
 def register(cluster: LocalCluster, node: Node, country: str) -> None:
+    """Register the node's participants, in requests signed with the operator's key."""
     broker = _broker_of(cluster)
+    if cluster.operator is None:
+        raise RuntimeError("run `operator init` first")
     for keyset in node.keysets:
         response = httpx.post(
             broker.url + "/v1/participants",
@@ -59,7 +63,7 @@ def register(cluster: LocalCluster, node: Node, country: str) -> None:
                 "inbox_url": node.inbox_url,
                 "keys": keyset.public(),
             },
-            headers={"authorization": f"Bearer {cluster.operator_token}"},
+            auth=SignedRequests(cluster.operator.signing),
             timeout=10,
         )
         response.raise_for_status()
@@ -85,12 +89,14 @@ def send_referral(sender: Node, case_ref: str, payload: dict[str, Any]) -> dict[
     return result
 
 
-def wait_acknowledged(cluster: LocalCluster, message_id: str) -> dict[str, Any]:
+def wait_acknowledged(cluster: LocalCluster, message_id: str, party: Node) -> dict[str, Any]:
+    """Poll the message's state, asked by one of its parties (reads are signed and scoped)."""
     broker = _broker_of(cluster)
     url = f"{broker.url}/v1/messages/{message_id}"
+    auth = SignedRequests(party.keysets[0].signing)
 
     def check() -> dict[str, Any] | None:
-        status: dict[str, Any] = httpx.get(url, timeout=5).json()
+        status: dict[str, Any] = httpx.get(url, timeout=5, auth=auth).json()
         return status if status.get("status") == "acknowledged" else None
 
     return _eventually("the recipient's acknowledgement", check)
@@ -117,30 +123,32 @@ def run(echo: Callable[[str], None] = print) -> None:
     with tempfile.TemporaryDirectory(prefix="trm-demo-") as tmp, LocalCluster(Path(tmp)) as cluster:
         echo("trm-broker demo: one referral from Austria to Nigeria, through real processes\n")
         cluster.migrate()
+        operator = cluster.init_operator()
         broker = cluster.start_broker()
         echo(f"  broker            {broker.url}  (SQLite, schema migrated)")
+        echo(f"  operator          {operator.participant}  (`trm-broker operator init`)")
         at = cluster.start_node("node-at", [SENDER])
         ng = cluster.start_node("node-ng", [RECIPIENT])
         echo(f"  node Austria      {at.url}  serves {SENDER}")
         echo(f"  node Nigeria      {ng.url}  serves {RECIPIENT}")
         register(cluster, at, "AT")
         register(cluster, ng, "NG")
-        echo(
-            "  registry          both focal points registered with their Ed25519 and X25519 keys\n"
-        )
+        echo("  registry          both focal points registered with their Ed25519 and X25519")
+        echo("                    keys, in requests signed by the operator (RFC 9421)\n")
 
         sent = send_referral(at, "AT-2026-DEMO-0001", DEMO_REFERRAL)
         echo(f"1. {SENDER} sealed a referral to {RECIPIENT}'s X25519 key (HPKE), signed it")
-        echo("   (JWS, EdDSA) and sent it to the broker.")
+        echo("   (JWS, EdDSA) and sent it to the broker in a signed request (RFC 9421).")
         echo("2. The broker verified the signature and answered a signed receipt:")
         echo(f"     message id      {sent['message_id']}")
         echo(f"     envelope digest {sent['envelope_digest']}")
         echo(f"     accepted at     {sent['accepted_at']}")
         echo(f"   ({SENDER}'s node checked the receipt's signature against the broker's key.)")
-        status = wait_acknowledged(cluster, sent["message_id"])
+        status = wait_acknowledged(cluster, sent["message_id"], at)
         delivery = status["delivery"]
         echo(
-            f"3. The broker pushed it to {RECIPIENT}'s inbox: {delivery['status']} after "
+            f"3. The broker pushed it, signed with its key, to {RECIPIENT}'s inbox:\n   "
+            f"{delivery['status']} after "
             f"{delivery['attempts']} attempt(s), at {delivery['acknowledged_at']}."
         )
         received = wait_received(ng, sent["message_id"])

@@ -67,7 +67,7 @@ class LocalCluster:
     workdir: Path
     broker_database_url: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
-    operator_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    operator: KeySet | None = None
     processes: list[Process] = field(default_factory=list)
     broker: Process | None = None
 
@@ -115,7 +115,6 @@ class LocalCluster:
         return self._env(
             TRM_DATABASE_URL=self.database_url,
             TRM_BROKER_KEY_FILE=str(self.workdir / "broker-key.json"),
-            TRM_OPERATOR_TOKEN=self.operator_token,
             TRM_DELIVERY_POLL_SECONDS="0.5",
             TRM_ALLOW_LOOPBACK_INBOXES="true",
             TRM_DELIVERY_BACKOFF_MAX_SECONDS="2",
@@ -129,6 +128,28 @@ class LocalCluster:
             cwd=self.workdir,
             stdout=subprocess.DEVNULL,
         )
+
+    def init_operator(self, participant: str = "operator.demo", country: str = "AT") -> KeySet:
+        """`trm-broker operator init`: the first operator, whose key signs registry changes."""
+        key_file = self.workdir / "operator-key.json"
+        subprocess.run(
+            self._cli(
+                "operator",
+                "init",
+                "--id",
+                participant,
+                "--country",
+                country,
+                "--operator-key",
+                str(key_file),
+            ),
+            env=self.broker_env(),
+            check=True,
+            cwd=self.workdir,
+            stdout=subprocess.DEVNULL,
+        )
+        self.operator = KeySet.read(key_file)
+        return self.operator
 
     def start_broker(self) -> Process:
         port = free_port()

@@ -30,15 +30,27 @@ class Settings(BaseSettings):
         Path("./var/broker-key.json"),
         description="The broker's own Ed25519 signing key (receipts); created on first start.",
     )
-    operator_token: SecretStr | None = Field(
+    public_url: str | None = Field(
         None,
-        description="Bearer token for operator calls (registry changes). Unset: refused.",
+        description="The broker's base URL as callers address it (their signatures cover "
+        "it); unset: the URL each request arrived on. Set it behind a reverse proxy.",
+    )
+    operator_key_file: Path = Field(
+        Path("./var/operator-key.json"),
+        description="The operator's key set: created by `trm-broker operator init`, used by "
+        "`trm-broker participants …` to sign registry changes.",
+    )
+    broker_url: str = Field(
+        "http://127.0.0.1:8400",
+        description="Base URL of the broker that `trm-broker participants …` calls.",
     )
     max_envelope_bytes: int = Field(
         1024 * 1024, description="Largest accepted envelope, in bytes (413 above)."
     )
     clock_skew_seconds: int = Field(
-        300, description="How far an envelope's created_at may be from the broker's clock."
+        300,
+        description="How far an envelope's created_at, or a signed request's created time, "
+        "may be from the receiver's clock.",
     )
     delivery_timeout_seconds: float = Field(
         10.0, description="Timeout of one push to a recipient's inbox."
@@ -66,6 +78,11 @@ class Settings(BaseSettings):
     node_port: int = Field(8500, description="Port `trm-broker node serve` listens on.")
     node_broker_url: str = Field(
         "http://127.0.0.1:8400", description="Base URL of the broker the node talks to."
+    )
+    node_public_url: str | None = Field(
+        None,
+        description="The node's base URL as the broker addresses it (the inbox URL without "
+        "its path); unset: the URL each request arrived on.",
     )
     node_key_files: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,

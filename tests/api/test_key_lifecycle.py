@@ -9,10 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import OPERATOR_TOKEN, PROBLEM, Broker, broker_settings, referral, running_broker
+from tests.support import PROBLEM, Broker, broker_settings, referral, running_broker
 from trm_broker.crypto.keys import EncryptionKey, KeySet, SigningKey
-
-OPERATOR = {"authorization": f"Bearer {OPERATOR_TOKEN}"}
 
 
 @pytest.fixture
@@ -33,14 +31,14 @@ async def pair(broker: Broker) -> tuple[KeySet, KeySet]:
 
 
 async def rotate(broker: Broker, participant: str, body: dict[str, Any]) -> httpx.Response:
-    return await broker.client.post(
-        f"/v1/participants/{participant}/keys", json=body, headers=OPERATOR
+    return await broker.call(
+        "POST", f"/v1/participants/{participant}/keys", broker.operator, json=body
     )
 
 
 async def revoke(broker: Broker, participant: str, kid: str) -> httpx.Response:
-    return await broker.client.post(
-        f"/v1/participants/{participant}/keys/{kid}/revoke", headers=OPERATOR
+    return await broker.call(
+        "POST", f"/v1/participants/{participant}/keys/{kid}/revoke", broker.operator
     )
 
 
@@ -64,12 +62,20 @@ async def test_old_and_new_signing_keys_both_work_during_the_overlap(broker: Bro
 
 async def test_after_the_overlap_the_old_signing_key_is_refused_by_kid(broker: Broker) -> None:
     at, ng = await pair(broker)
-    assert (
-        await rotate(broker, at.participant, sig_rotation(SigningKey.generate(), 0))
-    ).status_code == 201
-    response = await broker.submit(referral(at, ng))
-    assert response.status_code == 403
+    new_key = SigningKey.generate()
+    assert (await rotate(broker, at.participant, sig_rotation(new_key, 0))).status_code == 201
+
+    # A request signed with the expired key is refused, naming it ...
+    response = await broker.submit(referral(at, ng), signer=at)
+    assert response.status_code == 401
     assert response.headers["content-type"] == PROBLEM
+    assert response.json()["type"].endswith(":key-not-usable")
+    assert response.json()["kid"] == at.signing.kid
+    assert at.signing.kid in response.json()["detail"]
+
+    # ... and so is an envelope signed with it, even inside a request signed with the new key.
+    response = await broker.submit(referral(at, ng), signer=new_key)
+    assert response.status_code == 403
     assert response.json()["kid"] == at.signing.kid
     assert at.signing.kid in response.json()["detail"]
     assert await broker.stored_counts() == (0, 0)
@@ -84,7 +90,8 @@ async def test_a_revoked_signing_key_is_refused_at_once(broker: Broker) -> None:
     assert listed[at.signing.kid]["revoked_at"] is not None
 
     refused = await broker.submit(referral(at, ng))
-    assert refused.status_code == 403
+    assert refused.status_code == 401
+    assert refused.json()["type"].endswith(":key-not-usable")
     assert refused.json()["kid"] == at.signing.kid
     assert await broker.stored_counts() == (1, 1)
 
@@ -107,17 +114,23 @@ async def test_senders_seal_to_the_newest_encryption_key_and_old_ones_end(broker
     assert "current encryption key" in refused.json()["detail"]
 
 
-async def test_key_changes_are_for_the_operator_only(broker: Broker) -> None:
+@pytest.mark.parametrize("as_participant", [False, True], ids=["unsigned", "self-signed"])
+async def test_key_changes_are_for_the_operator_only(broker: Broker, as_participant: bool) -> None:
     at, _ = await pair(broker)
-    no_token = await broker.client.post(
-        f"/v1/participants/{at.participant}/keys", json=sig_rotation(SigningKey.generate(), 0)
+    signer = at if as_participant else None  # a participant may not rotate its own keys
+    rotation = await broker.call(
+        "POST",
+        f"/v1/participants/{at.participant}/keys",
+        signer,
+        json=sig_rotation(SigningKey.generate(), 0),
     )
-    assert no_token.status_code == 401
-    revoke_attempt = await broker.client.post(
-        f"/v1/participants/{at.participant}/keys/{at.signing.kid}/revoke"
+    assert rotation.status_code == (403 if as_participant else 401)
+    revoke_attempt = await broker.call(
+        "POST", f"/v1/participants/{at.participant}/keys/{at.signing.kid}/revoke", signer
     )
-    assert revoke_attempt.status_code == 401
-    keys = (await broker.client.get("/v1/participants")).json()["participants"][0]["keys"]
+    assert revoke_attempt.status_code == (403 if as_participant else 401)
+    participants = (await broker.client.get("/v1/participants")).json()["participants"]
+    keys = next(p for p in participants if p["id"] == at.participant)["keys"]
     assert all(k["revoked_at"] is None and k["valid_until"] is None for k in keys)
 
 

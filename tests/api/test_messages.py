@@ -60,7 +60,7 @@ async def test_valid_envelope_gets_a_receipt_signed_by_the_broker(broker: Broker
     assert claims["message_id"] == body["message_id"]
     assert claims["envelope_digest"] == jws.digest(envelope)
 
-    status = (await broker.client.get(f"/v1/messages/{body['message_id']}")).json()
+    status = (await broker.status(body["message_id"], AT)).json()
     assert status["status"] == "accepted"
     assert status["delivery"]["status"] == "pending"
     assert await broker.stored_counts() == (1, 1)
@@ -166,7 +166,7 @@ async def test_garbage_is_refused_with_a_problem(broker: Broker, body: bytes) ->
 
 
 async def test_status_of_an_unknown_message_is_a_problem(broker: Broker) -> None:
-    response = await broker.client.get("/v1/messages/01a207c7-3c14-71cc-914e-abe9c663302d")
+    response = await broker.status("01a207c7-3c14-71cc-914e-abe9c663302d", AT)
     assert response.status_code == 404
     assert response.headers["content-type"] == PROBLEM
 

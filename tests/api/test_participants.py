@@ -1,13 +1,19 @@
-"""The registry: only the operator registers; everyone can read the public keys."""
+"""The registry: only an operator changes it, with signed requests kept as proof;
+everyone can read the public keys."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.support import PROBLEM, Broker, broker_settings, running_broker
+from tests.support import OPERATOR_ID, PROBLEM, Broker, broker_settings, running_broker
+from trm_broker.crypto.encoding import b64url_decode
+from trm_broker.crypto.http_signatures import verify_request
 from trm_broker.crypto.keys import KeySet
 
 
@@ -28,31 +34,86 @@ def body(keyset: KeySet, **overrides: object) -> dict[str, object]:
     }
 
 
-@pytest.mark.parametrize("authorization", [None, "Bearer wrong-token", "Basic dGVzdA=="])
-async def test_registration_needs_the_operator_token(
-    broker: Broker, authorization: str | None
-) -> None:
-    headers = {"authorization": authorization} if authorization else {}
-    response = await broker.client.post(
-        "/v1/participants", json=body(KeySet.generate("ng.naptip")), headers=headers
-    )
-    assert response.status_code == 401
-    assert response.headers["content-type"] == PROBLEM
-    assert (await broker.client.get("/v1/participants")).json() == {"participants": []}
+async def registered(broker: Broker) -> list[dict[str, Any]]:
+    """The registry's entries other than the bootstrapped operator."""
+    listed: list[dict[str, Any]] = (await broker.client.get("/v1/participants")).json()[
+        "participants"
+    ]
+    return [p for p in listed if p["id"] != OPERATOR_ID]
 
 
-async def test_registration_is_refused_when_no_operator_token_is_configured(
-    tmp_path: Path, sqlite_database: str
-) -> None:
-    settings = broker_settings(sqlite_database, tmp_path, operator_token=None)
-    async with running_broker(settings) as broker:
+@pytest.mark.parametrize(
+    "credentials", ["unsigned", "bearer", "focal_point", "unknown_key", "auditor"]
+)
+async def test_registration_needs_an_operators_signature(broker: Broker, credentials: str) -> None:
+    at, auditor = KeySet.generate("at.focal-point"), KeySet.generate("at.rapporteur")
+    assert (await broker.register(at, "AT")).status_code == 201
+    assert (await broker.register(auditor, "AT", kind="auditor")).status_code == 201
+    new = body(KeySet.generate("ng.naptip"))
+    if credentials == "bearer":
         response = await broker.client.post(
-            "/v1/participants",
-            json=body(KeySet.generate("ng.naptip")),
-            headers={"authorization": "Bearer anything"},
+            "/v1/participants", json=new, headers={"authorization": "Bearer anything"}
         )
-        assert response.status_code == 503
-        assert "TRM_OPERATOR_TOKEN" in response.json()["detail"]
+    else:
+        signer = {
+            "unsigned": None,
+            "focal_point": at,
+            "auditor": auditor,
+            "unknown_key": KeySet.generate("operator.test"),
+        }[credentials]
+        response = await broker.call("POST", "/v1/participants", signer, json=new)
+    expected = 403 if credentials in {"focal_point", "auditor"} else 401
+    assert response.status_code == expected, response.text
+    assert response.headers["content-type"] == PROBLEM
+    assert "ng.naptip" not in [p["id"] for p in await registered(broker)]
+
+
+async def test_every_registry_change_is_recorded_with_the_operators_signed_request(
+    broker: Broker,
+) -> None:
+    keyset = KeySet.generate("ng.naptip")
+    assert (await broker.register(keyset, "NG")).status_code == 201
+    new_key = KeySet.generate("ng.naptip").signing
+    rotation = {"use": "sig", "alg": "Ed25519", "public": new_key.public_b64}
+    path = "/v1/participants/ng.naptip/keys"
+    assert (await broker.call("POST", path, broker.operator, json=rotation)).status_code == 201
+    revoke = f"/v1/participants/ng.naptip/keys/{keyset.signing.kid}/revoke"
+    assert (await broker.call("POST", revoke, broker.operator)).status_code == 200
+
+    entry = (await registered(broker))[0]
+    changes = entry["changes"]
+    assert [c["action"] for c in changes] == ["participant.registered", "key.added", "key.revoked"]
+    assert [c["kid"] for c in changes] == [None, new_key.kid, keyset.signing.kid]
+    for change in changes:
+        assert change["operator"] == OPERATOR_ID
+        assert change["operator_kid"] == broker.operator.signing.kid
+        proof = change["proof"]
+        # Anyone holding the operator's public key can check the record afterwards.
+        signed = verify_request(
+            proof["method"],
+            proof["target_uri"],
+            [
+                ("content-digest", proof["content_digest"]),
+                ("signature-input", proof["signature_input"]),
+                ("signature", proof["signature"]),
+            ],
+            b64url_decode(proof["body"]),
+            broker.operator.signing.private.public_key(),
+            broker.operator.signing.kid,
+            now=datetime.fromisoformat(change["recorded_at"]),
+            max_age=timedelta(minutes=5),
+            skew=timedelta(minutes=5),
+        )
+        assert signed.keyid == broker.operator.signing.kid
+    registered_body = json.loads(b64url_decode(changes[0]["proof"]["body"]))
+    assert registered_body["keys"] == keyset.public()
+    operator = next(
+        p
+        for p in (await broker.client.get("/v1/participants")).json()["participants"]
+        if p["id"] == OPERATOR_ID
+    )
+    assert [c["action"] for c in operator["changes"]] == ["operator.bootstrapped"]
+    assert operator["changes"][0]["proof"] is None
 
 
 async def test_registered_participant_is_listed_with_its_keys_and_no_inbox_url(
@@ -61,7 +122,7 @@ async def test_registered_participant_is_listed_with_its_keys_and_no_inbox_url(
     keyset = KeySet.generate("ng.naptip")
     response = await broker.register(keyset, "NG", inbox_url="https://node.example/inbox")
     assert response.status_code == 201, response.text
-    listed = (await broker.client.get("/v1/participants")).json()["participants"]
+    listed = await registered(broker)
     assert [p["id"] for p in listed] == ["ng.naptip"]
     entry = listed[0]
     assert entry["delivery"] == "push"
@@ -75,9 +136,7 @@ async def test_registered_participant_is_listed_with_its_keys_and_no_inbox_url(
 
 async def test_participant_without_inbox_is_in_pull_mode(broker: Broker) -> None:
     assert (await broker.register(KeySet.generate("ng.naptip"), "NG")).status_code == 201
-    assert (await broker.client.get("/v1/participants")).json()["participants"][0][
-        "delivery"
-    ] == "pull"
+    assert (await registered(broker))[0]["delivery"] == "pull"
 
 
 async def test_duplicate_id_or_reused_key_conflicts(broker: Broker) -> None:
@@ -105,10 +164,11 @@ async def test_duplicate_id_or_reused_key_conflicts(broker: Broker) -> None:
 async def test_invalid_registration_names_the_member_to_fix(
     broker: Broker, overrides: dict[str, object], location: str
 ) -> None:
-    response = await broker.client.post(
+    response = await broker.call(
+        "POST",
         "/v1/participants",
+        broker.operator,
         json=body(KeySet.generate("ng.naptip"), **overrides),
-        headers={"authorization": "Bearer test-operator-token"},
     )
     assert response.status_code == 400
     assert response.headers["content-type"] == PROBLEM
@@ -120,10 +180,8 @@ async def test_a_kid_that_is_not_the_keys_thumbprint_is_refused(broker: Broker) 
     keyset = KeySet.generate("ng.naptip")
     keys = keyset.public()
     keys["signing"]["kid"] = "not-the-thumbprint"
-    response = await broker.client.post(
-        "/v1/participants",
-        json=body(keyset, keys=keys),
-        headers={"authorization": "Bearer test-operator-token"},
+    response = await broker.call(
+        "POST", "/v1/participants", broker.operator, json=body(keyset, keys=keys)
     )
     assert response.status_code == 400
     assert keyset.signing.kid in response.json()["detail"]
@@ -147,4 +205,4 @@ async def test_inbox_urls_pointing_inside_are_refused(broker: Broker, inbox_url:
     response = await broker.register(KeySet.generate("ng.naptip"), "NG", inbox_url=inbox_url)
     assert response.status_code == 400
     assert response.json()["detail"].startswith("inbox_url refused")
-    assert (await broker.client.get("/v1/participants")).json() == {"participants": []}
+    assert await registered(broker) == []

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.support import (
-    OPERATOR_TOKEN,
+    OPERATOR_ID,
     PROBLEM,
     Broker,
     broker_settings,
@@ -26,7 +26,6 @@ from tests.support import (
 from trm_broker.crypto.encoding import b64url_decode, b64url_encode
 from trm_broker.crypto.keys import KeySet, key_id
 
-OPERATOR = {"authorization": f"Bearer {OPERATOR_TOKEN}"}
 IDENTITY = bytes([1]) + bytes(31)
 FORGED_SIGNATURE = IDENTITY + bytes(32)
 WEAK_X25519 = bytes(32)  # u = 0, a point of order 2
@@ -57,7 +56,7 @@ def weak_public(keyset: KeySet, *, signing: bytes | None, encryption: bytes | No
 
 async def register_with(broker: Broker, keyset: KeySet, keys: Any) -> httpx.Response:
     body = {"id": keyset.participant, "kind": "focal_point", "country": "AT", "keys": keys}
-    return await broker.client.post("/v1/participants", json=body, headers=OPERATOR)
+    return await broker.call("POST", "/v1/participants", broker.operator, json=body)
 
 
 def assert_weak_key_problem(response: httpx.Response) -> None:
@@ -72,7 +71,7 @@ async def listed(broker: Broker) -> list[dict[str, Any]]:
     participants: list[dict[str, Any]] = (await broker.client.get("/v1/participants")).json()[
         "participants"
     ]
-    return participants
+    return [p for p in participants if p["id"] != OPERATOR_ID]
 
 
 @pytest.mark.parametrize(
@@ -123,10 +122,11 @@ async def test_rotation_to_a_small_order_key_is_refused(
     keyset = KeySet.generate("at.focal-point")
     assert (await broker.register(keyset, "AT")).status_code == 201
     before = await listed(broker)
-    response = await broker.client.post(
+    response = await broker.call(
+        "POST",
         f"/v1/participants/{keyset.participant}/keys",
+        broker.operator,
         json={"use": use, "alg": alg, "public": b64url_encode(public), "overlap_seconds": 0},
-        headers=OPERATOR,
     )
     assert_weak_key_problem(response)
     assert await listed(broker) == before

@@ -21,6 +21,7 @@ from trm_broker.delivery.dispatcher import DeliveryDispatcher
 from trm_broker.domain.inbox_url import InboxPolicy
 from trm_broker.store.database import create_engine, session_factory
 from trm_broker.store.models import Delivery
+from trm_broker.web.signed_requests import SignedRequests
 
 AT = KeySet.generate("at.focal-point")
 NG = KeySet.generate("ng.naptip")
@@ -50,14 +51,20 @@ async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
             policy: InboxPolicy = InboxPolicy(allow_loopback=True),  # noqa: B008
         ) -> DeliveryDispatcher:
             return DeliveryDispatcher(
-                sessions, http, timeout=timeout, poll_interval=0.1, backoff_cap=1, policy=policy
+                sessions,
+                http,
+                timeout=timeout,
+                poll_interval=0.1,
+                backoff_cap=1,
+                policy=policy,
+                signing_key=broker.app.state.broker.signing_key,
             )
 
         yield World(broker, dispatcher_for)
 
 
 async def status_of(broker: Broker, message_id: str) -> dict[str, Any]:
-    body: dict[str, Any] = (await broker.client.get(f"/v1/messages/{message_id}")).json()
+    body: dict[str, Any] = (await broker.status(message_id, AT)).json()
     return body
 
 
@@ -93,7 +100,9 @@ async def test_push_to_a_real_node_is_acknowledged_and_opened(world: World, tmp_
         ]
         # A second push of the same message (e.g. after a lost ack) stores nothing new.
         push = {"envelope": envelope, "receipt": accepted["receipt"]}
-        assert (await to_node.post("/inbox", json=push)).status_code == 200
+        broker_key = world.broker.app.state.broker.signing_key
+        again_response = await to_node.post("/inbox", json=push, auth=SignedRequests(broker_key))
+        assert again_response.status_code == 200
         again = (
             await to_node.get("/messages", headers={"authorization": "Bearer case-worker-token"})
         ).json()

@@ -81,6 +81,7 @@ def test_referral_travels_sealed_end_to_end(tmp_path: Path, broker_database: str
     payload, canaries = canary_payload()
     with LocalCluster(tmp_path, broker_database_url=broker_database) as cluster:
         cluster.migrate()
+        cluster.init_operator()
         cluster.start_broker()
         at = cluster.start_node("node-at", [demo.SENDER])
         ng = cluster.start_node("node-ng", [demo.RECIPIENT])
@@ -88,7 +89,7 @@ def test_referral_travels_sealed_end_to_end(tmp_path: Path, broker_database: str
         demo.register(cluster, ng, "NG")
 
         sent = demo.send_referral(at, "AT-2026-E2E-0001", payload)
-        status = demo.wait_acknowledged(cluster, sent["message_id"])
+        status = demo.wait_acknowledged(cluster, sent["message_id"], at)
         received = demo.wait_received(ng, sent["message_id"])
 
         assert status["delivery"]["attempts"] == 1

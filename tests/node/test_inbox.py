@@ -14,7 +14,6 @@ import httpx
 import pytest
 
 from tests.support import (
-    OPERATOR_TOKEN,
     Broker,
     broker_settings,
     referral,
@@ -23,9 +22,10 @@ from tests.support import (
 )
 from trm_broker.crypto import jws
 from trm_broker.crypto.encoding import b64url_decode, b64url_encode
+from trm_broker.crypto.http_signatures import sign_request
 from trm_broker.crypto.keys import EncryptionKey, KeySet, SigningKey
+from trm_broker.web.signed_requests import SignedRequests
 
-OPERATOR = {"authorization": f"Bearer {OPERATOR_TOKEN}"}
 AT = KeySet.generate("at.focal-point")
 NG = KeySet.generate("ng.naptip")
 
@@ -50,9 +50,14 @@ class Setup:
         result: list[dict[str, Any]] = response.json()["messages"]
         return result
 
-    async def post(self, keysets: list[KeySet], push: object) -> httpx.Response:
+    async def post(
+        self, keysets: list[KeySet], push: object, signer: SigningKey | str | None = "broker"
+    ) -> httpx.Response:
+        """POST to the node's inbox, signed by the broker's key unless told otherwise."""
+        key = self.broker.app.state.broker.signing_key if signer == "broker" else signer
+        auth = SignedRequests(key) if isinstance(key, SigningKey) else None
         async with self._node(keysets) as client:
-            response = await client.post("/inbox", json=push)
+            response = await client.post("/inbox", json=push, auth=auth or httpx.USE_CLIENT_DEFAULT)
             stored = (await client.get("/messages", headers={"authorization": "Bearer t"})).json()
         self.stored = len(stored["messages"])
         return response
@@ -112,8 +117,8 @@ async def test_node_holding_old_and_new_keys_opens_messages_sealed_to_either(set
     new_enc = EncryptionKey.generate()
     rotated = KeySet(NG.participant, NG.signing, new_enc)
     body = {"use": "enc", "alg": "X25519", "public": new_enc.public_b64, "overlap_seconds": 3600}
-    response = await setup.broker.client.post(
-        f"/v1/participants/{NG.participant}/keys", json=body, headers=OPERATOR
+    response = await setup.broker.call(
+        "POST", f"/v1/participants/{NG.participant}/keys", setup.broker.operator, json=body
     )
     assert response.status_code == 201
     to_old = await setup.accepted(referral(AT, NG))
@@ -135,8 +140,10 @@ async def test_a_message_accepted_before_its_key_was_revoked_is_still_delivered(
     setup: Setup,
 ) -> None:
     push = await setup.accepted(referral(AT, NG))
-    revoked = await setup.broker.client.post(
-        f"/v1/participants/{AT.participant}/keys/{AT.signing.kid}/revoke", headers=OPERATOR
+    revoked = await setup.broker.call(
+        "POST",
+        f"/v1/participants/{AT.participant}/keys/{AT.signing.kid}/revoke",
+        setup.broker.operator,
     )
     assert revoked.status_code == 200
     assert (await setup.post([NG], push)).status_code == 200
@@ -157,3 +164,32 @@ async def test_a_message_delivered_late_is_not_skipped_by_the_cursor(setup: Setu
     assert [m["message_id"] for m in next_page] == [
         jws.parse(created_first["envelope"], jws.TYP_ENVELOPE).claims()["id"]
     ]
+
+
+@pytest.mark.parametrize("signer", ["unsigned", "sender", "stranger"])
+async def test_only_pushes_signed_by_the_broker_are_taken(setup: Setup, signer: str) -> None:
+    push = await setup.accepted(referral(AT, NG))
+    key = {"unsigned": None, "sender": AT.signing, "stranger": SigningKey.generate()}[signer]
+    response = await setup.post([NG], push, signer=key)
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+    assert setup.stored == 0
+
+
+async def test_a_replayed_or_altered_push_is_refused(setup: Setup) -> None:
+    push = await setup.accepted(referral(AT, NG))
+    body = json.dumps(push).encode()
+    broker_key = setup.broker.app.state.broker.signing_key
+    headers = sign_request("POST", "http://node/inbox", body, broker_key)
+    headers["content-type"] = "application/json"
+    async with setup._node([NG]) as client:
+        first = await client.post("/inbox", content=body, headers=headers)
+        replayed = await client.post("/inbox", content=body, headers=headers)
+        altered = await client.post("/inbox", content=body.replace(b"{", b"{ ", 1), headers=headers)
+        elsewhere = await client.post("/inbox?x=1", content=body, headers=headers)
+    assert first.status_code == 200, first.text
+    assert replayed.status_code == 401
+    assert replayed.json()["type"].endswith(":replayed-request")
+    assert altered.status_code == 401
+    assert altered.json()["type"].endswith(":bad-signature")
+    assert elsewhere.status_code == 401

@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import structlog
 from fastapi import FastAPI
+from pydantic import BaseModel
 
 from trm_broker import __version__
 from trm_broker.api import broker_info, health
 from trm_broker.api.deps import BrokerState
 from trm_broker.api.messages.endpoints import router as messages_router
 from trm_broker.api.participants.endpoints import router as participants_router
+from trm_broker.api.participants.schemas import KeyRotationIn, ParticipantIn
 from trm_broker.crypto.keys import load_or_create_signing_key
 from trm_broker.delivery.dispatcher import DeliveryDispatcher
 from trm_broker.settings import Settings
@@ -51,6 +54,7 @@ def create_app(settings: Settings, *, run_dispatcher: bool = True) -> FastAPI:
                         poll_interval=settings.delivery_poll_seconds,
                         backoff_cap=settings.delivery_backoff_max_seconds,
                         policy=state.inbox_policy(),
+                        signing_key=state.signing_key,
                     )
                     state.extras["wake_dispatcher"] = dispatcher.wake
                     task = asyncio.create_task(dispatcher.run_forever(), name="dispatcher")
@@ -77,4 +81,25 @@ def create_app(settings: Settings, *, run_dispatcher: bool = True) -> FastAPI:
     app.include_router(broker_info.router)
     app.include_router(participants_router)
     app.include_router(messages_router)
+    _document_signed_bodies(app, [ParticipantIn, KeyRotationIn])
     return app
+
+
+def _document_signed_bodies(app: FastAPI, models: list[type[BaseModel]]) -> None:
+    """Add to the OpenAPI components the bodies that endpoints parse themselves, after
+    checking the request's signature over the raw bytes."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in models:
+            body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(body.pop("$defs", {}))
+            components[model.__name__] = body
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

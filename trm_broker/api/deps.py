@@ -1,20 +1,19 @@
-"""Request dependencies: the broker's state, one database session per request, operator auth."""
+"""Request dependencies: the broker's state and one database session per request."""
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from trm_broker.crypto.keys import SigningKey
 from trm_broker.domain.inbox_url import InboxPolicy
 from trm_broker.settings import Settings
-from trm_broker.web.problems import Conflict, NotConfigured, Unauthenticated, Unavailable
+from trm_broker.web.problems import Conflict, Unavailable
 
 
 @dataclass
@@ -64,18 +63,3 @@ async def db_session(state: State) -> AsyncIterator[AsyncSession]:
 
 
 Session = Annotated[AsyncSession, Depends(db_session)]
-
-
-def require_operator(state: State, authorization: Annotated[str | None, Header()] = None) -> None:
-    """Registry changes need the operator's bearer token (TRM_OPERATOR_TOKEN)."""
-    configured = state.settings.operator_token
-    if configured is None:
-        raise NotConfigured("Operator calls are disabled: set TRM_OPERATOR_TOKEN on the broker.")
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        token.encode(), configured.get_secret_value().encode()
-    ):
-        raise Unauthenticated("Send the operator token as `Authorization: Bearer <token>`.")
-
-
-Operator = Annotated[None, Depends(require_operator)]

@@ -1,4 +1,5 @@
-"""Participant keys: Ed25519 for signatures, X25519 for HPKE, named by RFC 7638 thumbprints.
+"""Participant keys: Ed25519 for signatures, X25519 or ML-KEM-768+X25519 for HPKE, named by
+RFC 7638 thumbprints.
 
 A *key set* is what `trm-broker keys new` writes: one signing and one encryption key pair
 for a participant. Its public half is what the operator registers with the broker.
@@ -10,11 +11,13 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Final, Literal, TypeAlias
 
+from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey, MLKEM768PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -28,16 +31,33 @@ from trm_broker.crypto.encoding import b64url_decode, b64url_encode
 from trm_broker.crypto.errors import MalformedError
 
 SigningAlg = Literal["Ed25519"]
-EncryptionAlg = Literal["X25519"]
+EncryptionAlg = Literal["X25519", "MLKEM768-X25519"]
+#: Every encryption key algorithm, the default (classical X25519) first.
+ENCRYPTION_ALGS: Final[tuple[EncryptionAlg, ...]] = ("X25519", "MLKEM768-X25519")
+
+_MLKEM768_PUBLIC_LENGTH = 1184  # FIPS 203 §8, table 3: the ML-KEM-768 encapsulation key
+_X25519_LENGTH = 32
+#: draft-ietf-hpke-pq MLKEM768-X25519 (X-Wing): the ML-KEM-768 key, then the X25519 key.
+HYBRID_PUBLIC_LENGTH: Final = _MLKEM768_PUBLIC_LENGTH + _X25519_LENGTH
+_HYBRID_SEED_LENGTH = 32
 
 
 def _raw_public(key: Ed25519PublicKey | X25519PublicKey) -> bytes:
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-def key_id(crv: str, public_raw: bytes) -> str:
-    """RFC 7638 JWK thumbprint of an OKP key (RFC 8037): SHA-256 over its canonical JWK."""
-    jwk = {"crv": crv, "kty": "OKP", "x": b64url_encode(public_raw)}
+def key_id(alg: str, public_raw: bytes) -> str:
+    """RFC 7638 JWK thumbprint: SHA-256 over the canonical JSON of the key's required members.
+
+    Ed25519 and X25519 keys are OKP JWKs (RFC 8037 §2: ``crv``, ``kty``, ``x``). The hybrid
+    is an AKP JWK, the key type of the JOSE/COSE post-quantum drafts (``alg``, ``kty``,
+    ``pub``), with ``alg`` "MLKEM768-X25519".
+    """
+    jwk: dict[str, str]
+    if alg == "MLKEM768-X25519":
+        jwk = {"alg": alg, "kty": "AKP", "pub": b64url_encode(public_raw)}
+    else:
+        jwk = {"crv": alg, "kty": "OKP", "x": b64url_encode(public_raw)}
     return b64url_encode(hashlib.sha256(canonical_json(jwk)).digest())
 
 
@@ -103,11 +123,52 @@ def check_ed25519_public(raw: bytes) -> None:
 
 def check_x25519_public(raw: bytes) -> None:
     """Refuse an X25519 public key of low order: every exchange with it yields all zeros."""
+    if len(raw) != _X25519_LENGTH:
+        raise MalformedError(f"an X25519 public key is 32 bytes, not {len(raw)}")
     try:
         X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(raw))
     except ValueError as exc:
         # cryptography raises ValueError for a wrong length and for an all-zero secret.
         raise MalformedError("X25519 public key is a low-order point") from exc
+
+
+def _hybrid_public(raw: bytes) -> hpke.MLKEM768X25519PublicKey:
+    """Split and load an MLKEM768-X25519 public key, refusing what cannot be sealed to."""
+    if len(raw) != HYBRID_PUBLIC_LENGTH:
+        raise MalformedError(
+            f"an MLKEM768-X25519 public key is {HYBRID_PUBLIC_LENGTH} bytes, not {len(raw)}"
+        )
+    try:
+        # OpenSSL runs the FIPS 203 §7.2 modulus check on import.
+        mlkem = MLKEM768PublicKey.from_public_bytes(raw[:_MLKEM768_PUBLIC_LENGTH])
+    except ValueError as exc:
+        raise MalformedError("not a valid ML-KEM-768 encapsulation key") from exc
+    # A low-order X25519 half would make sealing fail and leave the hybrid PQ-only.
+    check_x25519_public(raw[_MLKEM768_PUBLIC_LENGTH:])
+    x25519 = X25519PublicKey.from_public_bytes(raw[_MLKEM768_PUBLIC_LENGTH:])
+    return hpke.MLKEM768X25519PublicKey(mlkem, x25519)
+
+
+def check_encryption_public(alg: str, raw: bytes) -> None:
+    """Refuse an encryption public key that is not a usable key of ``alg``."""
+    if alg == "X25519":
+        check_x25519_public(raw)
+    elif alg == "MLKEM768-X25519":
+        _hybrid_public(raw)
+    else:
+        raise MalformedError(f"unknown encryption key algorithm {alg!r}")
+
+
+HPKEPublicKey: TypeAlias = X25519PublicKey | hpke.MLKEM768X25519PublicKey
+
+
+def load_encryption_public(alg: str, public_b64: str) -> HPKEPublicKey:
+    """A registered encryption key of ``alg``, checked as at registration, to seal to."""
+    raw = b64url_decode(public_b64)
+    if alg == "MLKEM768-X25519":
+        return _hybrid_public(raw)
+    check_encryption_public(alg, raw)
+    return X25519PublicKey.from_public_bytes(raw)
 
 
 @dataclass(frozen=True)
@@ -148,6 +209,7 @@ class SigningKey:
 class EncryptionKey:
     """An X25519 private key for opening HPKE-sealed payloads, with its key id."""
 
+    alg: ClassVar[Literal["X25519"]] = "X25519"
     private: X25519PrivateKey
 
     @classmethod
@@ -174,6 +236,79 @@ class EncryptionKey:
             self.private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
         )
 
+    def hpke_private(self) -> X25519PrivateKey:
+        return self.private
+
+
+@dataclass(frozen=True)
+class HybridEncryptionKey:
+    """An MLKEM768-X25519 (post-quantum hybrid) private key for opening HPKE-sealed payloads.
+
+    Stored as the 32-byte seed of draft-ietf-hpke-pq (the X-Wing decapsulation key): SHAKE256
+    expands it to the 64-byte ML-KEM-768 seed (d || z, FIPS 203) and the X25519 private key.
+    """
+
+    alg: ClassVar[Literal["MLKEM768-X25519"]] = "MLKEM768-X25519"
+    seed: bytes = field(repr=False)
+    _mlkem: MLKEM768PrivateKey = field(init=False, repr=False, compare=False)
+    _x25519: X25519PrivateKey = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.seed) != _HYBRID_SEED_LENGTH:
+            raise MalformedError("not a 32-byte MLKEM768-X25519 private key seed")
+        expanded = hashlib.shake_256(self.seed).digest(64 + _X25519_LENGTH)
+        object.__setattr__(self, "_mlkem", MLKEM768PrivateKey.from_seed_bytes(expanded[:64]))
+        object.__setattr__(self, "_x25519", X25519PrivateKey.from_private_bytes(expanded[64:]))
+
+    @classmethod
+    def generate(cls) -> HybridEncryptionKey:
+        return cls(os.urandom(_HYBRID_SEED_LENGTH))
+
+    @classmethod
+    def from_secret(cls, secret_b64: str) -> HybridEncryptionKey:
+        return cls(b64url_decode(secret_b64))
+
+    def _public_raw(self) -> bytes:
+        return (
+            self._mlkem.public_key().public_bytes_raw()
+            + self._x25519.public_key().public_bytes_raw()
+        )
+
+    @property
+    def public_b64(self) -> str:
+        return b64url_encode(self._public_raw())
+
+    @property
+    def kid(self) -> str:
+        return key_id(self.alg, self._public_raw())
+
+    def secret_b64(self) -> str:
+        return b64url_encode(self.seed)
+
+    def hpke_private(self) -> hpke.MLKEM768X25519PrivateKey:
+        return hpke.MLKEM768X25519PrivateKey(self._mlkem, self._x25519)
+
+
+#: A participant's private encryption key, of either algorithm; ``alg`` tells which.
+AnyEncryptionKey: TypeAlias = EncryptionKey | HybridEncryptionKey
+
+_ENCRYPTION_KEY_TYPES: dict[str, type[EncryptionKey] | type[HybridEncryptionKey]] = {
+    "X25519": EncryptionKey,
+    "MLKEM768-X25519": HybridEncryptionKey,
+}
+
+
+def generate_encryption_key(alg: EncryptionAlg = "X25519") -> AnyEncryptionKey:
+    return _ENCRYPTION_KEY_TYPES[alg].generate()
+
+
+def encryption_key_from_secret(alg: str, secret_b64: str) -> AnyEncryptionKey:
+    """The private key of ``alg`` from its stored form (as ``secret_b64()`` wrote it)."""
+    key_type = _ENCRYPTION_KEY_TYPES.get(alg)
+    if key_type is None:
+        raise MalformedError(f"unknown encryption key algorithm {alg!r}")
+    return key_type.from_secret(secret_b64)
+
 
 @dataclass(frozen=True)
 class KeySet:
@@ -181,11 +316,11 @@ class KeySet:
 
     participant: str
     signing: SigningKey
-    encryption: EncryptionKey
+    encryption: AnyEncryptionKey
 
     @classmethod
-    def generate(cls, participant: str) -> KeySet:
-        return cls(participant, SigningKey.generate(), EncryptionKey.generate())
+    def generate(cls, participant: str, encryption_alg: EncryptionAlg = "X25519") -> KeySet:
+        return cls(participant, SigningKey.generate(), generate_encryption_key(encryption_alg))
 
     def public(self) -> dict[str, Any]:
         """The public half, in the form `POST /v1/participants` takes under ``keys``."""
@@ -197,7 +332,7 @@ class KeySet:
             },
             "encryption": {
                 "kid": self.encryption.kid,
-                "alg": "X25519",
+                "alg": self.encryption.alg,
                 "public": self.encryption.public_b64,
             },
         }
@@ -211,12 +346,16 @@ class KeySet:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> KeySet:
         try:
+            # Key files written before the hybrid existed all hold X25519 keys.
+            encryption_alg = str(data["encryption"].get("alg", "X25519"))
             keyset = cls(
                 participant=str(data["participant"]),
                 signing=SigningKey.from_seed(data["signing"]["private"]),
-                encryption=EncryptionKey.from_secret(data["encryption"]["private"]),
+                encryption=encryption_key_from_secret(
+                    encryption_alg, data["encryption"]["private"]
+                ),
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, AttributeError) as exc:
             raise MalformedError("key file lacks participant, signing or encryption") from exc
         if data["signing"].get("kid") not in (None, keyset.signing.kid) or data["encryption"].get(
             "kid"

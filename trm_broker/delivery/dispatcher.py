@@ -16,6 +16,8 @@ import httpx
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from trm_broker.crypto.http_signatures import sign_request
+from trm_broker.crypto.keys import SigningKey
 from trm_broker.delivery.acknowledgement import AckRefused, verify_ack
 from trm_broker.domain.inbox_url import InboxPolicy, InboxRefused
 from trm_broker.store import deliveries as outbox
@@ -44,6 +46,7 @@ class DeliveryDispatcher:
         poll_interval: float,
         backoff_cap: float,
         policy: InboxPolicy,
+        signing_key: SigningKey,
         batch_size: int = 20,
     ) -> None:
         self._sessions = sessions
@@ -53,6 +56,7 @@ class DeliveryDispatcher:
         self._backoff_cap = backoff_cap
         self._batch = batch_size
         self._policy = policy
+        self._key = signing_key
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -166,6 +170,10 @@ class DeliveryDispatcher:
             content=push_body(delivery),
             headers={"content-type": "application/json"},
             timeout=self._timeout,
+        )
+        # Signed by the broker (RFC 9421), so the node can refuse pushes from anyone else.
+        request.headers.update(
+            sign_request(request.method, str(request.url), request.content, self._key)
         )
         response = await self._http.send(request, stream=True, follow_redirects=False)
         try:

@@ -19,8 +19,12 @@ CASE_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$"
 _B64URL = r"^[A-Za-z0-9_-]+$"
 
 
-#: The HPKE suites a payload may be sealed with (RFC 9180 KEM / KDF / AEAD).
-SealSuite = Literal["DHKEM-X25519-HKDF-SHA256/HKDF-SHA256/ChaCha20Poly1305"]
+#: The HPKE suites a payload may be sealed with (RFC 9180 KEM / KDF / AEAD): the one for the
+#: recipient's encryption key, X25519 or the MLKEM768-X25519 post-quantum hybrid.
+SealSuite = Literal[
+    "DHKEM-X25519-HKDF-SHA256/HKDF-SHA256/ChaCha20Poly1305",
+    "MLKEM768-X25519/HKDF-SHA256/ChaCha20Poly1305",
+]
 
 
 class Sealed(BaseModel):

@@ -17,7 +17,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from trm_broker import __version__
+from trm_broker.crypto.errors import MalformedError
 from trm_broker.node import inbox, store
+from trm_broker.node.auth import broker_signed_body
 from trm_broker.node.broker_client import BrokerClient, BrokerError
 from trm_broker.node.compose import compose_envelope
 from trm_broker.node.keyring import Keyring
@@ -25,7 +27,6 @@ from trm_broker.node.schemas import ReceivedList, ReceivedOut, SendRequest, Sent
 from trm_broker.settings import Settings
 from trm_broker.store.database import create_engine, session_factory
 from trm_broker.web import middleware, problems
-from trm_broker.web.body import read_limited
 from trm_broker.web.problems import InvalidRequest, NotConfigured, Problem, Unauthenticated
 
 log = structlog.get_logger("trm_broker.node")
@@ -116,7 +117,7 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
         request: Request, state: State, session: Session
     ) -> dict[str, dict[str, str]]:
         """Called by the broker: verify, open, store once, answer a signed acknowledgement."""
-        body = await read_limited(request, state.settings.max_envelope_bytes)
+        body = await broker_signed_body(request, state.settings, state.broker, session)
         result = await inbox.receive(session, body, state.keys, state.broker)
         try:
             await session.commit()
@@ -173,6 +174,7 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
                 recipient=body.recipient,
                 recipient_enc_kid=enc.kid,
                 recipient_enc_public=enc.public,
+                recipient_enc_alg=enc.alg,
                 type=body.type,
                 case_ref=body.case_ref,
                 header=body.header,
@@ -182,12 +184,16 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
                 in_reply_to=body.in_reply_to,
                 now=now,
             )
+        except MalformedError as exc:  # a registry key this node cannot seal to
+            raise InvalidRequest(
+                f"{body.recipient}'s encryption key cannot be used ({exc}); ask the operator."
+            ) from exc
         except ValueError as exc:  # pydantic's ValidationError: the header does not fit the type
             raise InvalidRequest(
                 f"The header does not fit a {body.type.value} message; see the envelope contract."
             ) from exc
         try:
-            receipt = await state.broker.submit(signed)
+            receipt = await state.broker.submit(signed, state.keys.current[sender].signing)
         except BrokerError as exc:
             raise BrokerRefused(
                 str(exc), broker_status=exc.status, broker_problem=exc.problem.get("type")

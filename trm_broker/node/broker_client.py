@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from trm_broker.crypto import jws
 from trm_broker.crypto.errors import VerificationError
-from trm_broker.crypto.keys import load_ed25519_public
+from trm_broker.crypto.keys import SigningKey, load_ed25519_public
+from trm_broker.web.signed_requests import SignedRequests
 
 
 class BrokerError(Exception):
@@ -35,6 +36,20 @@ class RegisteredKey:
     valid_from: datetime
     valid_until: datetime | None
     revoked_at: datetime | None
+
+    @classmethod
+    def from_json(cls, key: dict[str, Any], participant: str) -> RegisteredKey:
+        """A key as `GET /v1/participants` lists it under its participant."""
+        return cls(
+            kid=key["kid"],
+            participant=participant,
+            use=key["use"],
+            alg=key["alg"],
+            public=key["public"],
+            valid_from=datetime.fromisoformat(key["valid_from"]),
+            valid_until=_parse_time(key.get("valid_until")),
+            revoked_at=_parse_time(key.get("revoked_at")),
+        )
 
     def valid_at(self, moment: datetime) -> bool:
         """Neither revoked nor expired at ``moment`` (a signature made then may be trusted)."""
@@ -92,9 +107,15 @@ class BrokerClient:
         if self._owns_http:
             await self._http.aclose()
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def _call(
+        self, method: str, path: str, signer: SigningKey | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """Call the broker; with ``signer``, the request is signed with that key (RFC 9421)."""
+        auth = SignedRequests(signer) if signer is not None else None
         try:
-            response = await self._http.request(method, self._base + path, **kwargs)
+            response = await self._http.request(
+                method, self._base + path, auth=auth or httpx.USE_CLIENT_DEFAULT, **kwargs
+            )
         except httpx.HTTPError as exc:
             raise BrokerError(
                 503, {"title": "Broker unreachable", "detail": type(exc).__name__}
@@ -120,16 +141,7 @@ class BrokerClient:
             data = (await self._call("GET", "/v1/participants")).json()
             participants = {p["id"]: p for p in data["participants"]}
             keys = {
-                k["kid"]: RegisteredKey(
-                    kid=k["kid"],
-                    participant=p["id"],
-                    use=k["use"],
-                    alg=k["alg"],
-                    public=k["public"],
-                    valid_from=datetime.fromisoformat(k["valid_from"]),
-                    valid_until=_parse_time(k.get("valid_until")),
-                    revoked_at=_parse_time(k.get("revoked_at")),
-                )
+                k["kid"]: RegisteredKey.from_json(k, p["id"])
                 for p in data["participants"]
                 for k in p["keys"]
             }
@@ -144,11 +156,15 @@ class BrokerClient:
             key = (await self.registry(refresh=True)).keys.get(kid)
         return key
 
-    async def submit(self, envelope: dict[str, str]) -> Receipt:
-        """Send a signed envelope; return the receipt once its signature and claims check out."""
+    async def submit(self, envelope: dict[str, str], signer: SigningKey) -> Receipt:
+        """Send a signed envelope; return the receipt once its signature and claims check out.
+
+        ``signer`` is the sender's signing key: the request is signed by the sender too.
+        """
         response = await self._call(
             "POST",
             "/v1/messages",
+            signer,
             content=_json_bytes(envelope),
             headers={"content-type": "application/jose+json"},
         )
@@ -172,20 +188,33 @@ class BrokerClient:
             jws=receipt_jws,
         )
 
-    async def message_status(self, message_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = (await self._call("GET", f"/v1/messages/{message_id}")).json()
+    async def message_status(self, message_id: str, signer: SigningKey) -> dict[str, Any]:
+        """A message's state, asked by its sender or recipient (signed with ``signer``)."""
+        response = await self._call("GET", f"/v1/messages/{message_id}", signer)
+        result: dict[str, Any] = response.json()
         return result
 
+    # --- registry changes, signed by an operator's key --------------------------------
+
     async def register_participant(
-        self, operator_token: str, body: dict[str, Any]
+        self, operator_key: SigningKey, body: dict[str, Any]
     ) -> dict[str, Any]:
-        response = await self._call(
-            "POST",
-            "/v1/participants",
-            json=body,
-            headers={"authorization": f"Bearer {operator_token}"},
-        )
+        response = await self._call("POST", "/v1/participants", operator_key, json=body)
         result: dict[str, Any] = response.json()
+        return result
+
+    async def add_key(
+        self, operator_key: SigningKey, participant_id: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        path = f"/v1/participants/{participant_id}/keys"
+        result: dict[str, Any] = (await self._call("POST", path, operator_key, json=body)).json()
+        return result
+
+    async def revoke_key(
+        self, operator_key: SigningKey, participant_id: str, kid: str
+    ) -> dict[str, Any]:
+        path = f"/v1/participants/{participant_id}/keys/{kid}/revoke"
+        result: dict[str, Any] = (await self._call("POST", path, operator_key)).json()
         return result
 
 

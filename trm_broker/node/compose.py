@@ -21,6 +21,7 @@ def compose_envelope(
     recipient: str,
     recipient_enc_kid: str,
     recipient_enc_public: str,
+    recipient_enc_alg: str = "X25519",
     type: MessageType,
     case_ref: str,
     header: dict[str, Any],
@@ -31,12 +32,22 @@ def compose_envelope(
     now: datetime,
     message_id: str | None = None,
 ) -> tuple[Envelope, dict[str, str]]:
-    """Return the envelope and its JWS. The envelope model validates before anything is signed."""
+    """Return the envelope and its JWS. The envelope model validates before anything is signed.
+
+    The payload is sealed with the suite of the recipient's key: ``recipient_enc_alg`` is the
+    ``alg`` the registry lists for it (X25519 or MLKEM768-X25519).
+    """
     message_id = message_id or uuid7()
     binding = Binding(
         id=message_id, type=type.value, case_ref=case_ref, sender=sender, recipient=recipient
     )
-    sealed = seal(canonical_json(payload), recipient_enc_kid, recipient_enc_public, binding)
+    sealed = seal(
+        canonical_json(payload),
+        recipient_enc_kid,
+        recipient_enc_public,
+        binding,
+        alg=recipient_enc_alg,
+    )
     envelope = Envelope.model_validate(
         {
             "v": 1,

@@ -53,6 +53,16 @@ class SentMessage(NodeBase):
     receipt: Mapped[str] = mapped_column(Text)
 
 
+class NodeNonce(NodeBase):
+    """Nonces of the broker's signed pushes, kept for the signature window (replay)."""
+
+    __tablename__ = "node_request_nonces"
+
+    keyid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
 async def create_schema(engine: AsyncEngine) -> None:
     async with engine.begin() as connection:
         await connection.run_sync(NodeBase.metadata.create_all)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.store.models import Delivery, Message
@@ -10,6 +10,18 @@ from trm_broker.store.models import Delivery, Message
 
 async def get(session: AsyncSession, message_id: str) -> Message | None:
     return await session.get(Message, message_id)
+
+
+async def readable_by(
+    session: AsyncSession, message_id: str, participant_id: str
+) -> Message | None:
+    """The message if ``participant_id`` is its sender or recipient (the access rule lives
+    in the query, so no caller can forget it)."""
+    query = select(Message).where(
+        Message.id == message_id,
+        or_(Message.sender_id == participant_id, Message.recipient_id == participant_id),
+    )
+    return (await session.scalars(query)).first()
 
 
 async def delivery_of(session: AsyncSession, message_id: str) -> Delivery | None:

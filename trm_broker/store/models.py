@@ -113,3 +113,41 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(String(200))
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     ack: Mapped[str | None] = mapped_column(Text)
+
+
+class RequestNonce(Base):
+    """A signed request's nonce, kept until its signature would be too old to accept anyway."""
+
+    __tablename__ = "request_nonces"
+    __table_args__ = (Index("ix_request_nonces_expires_at", "expires_at"),)
+
+    keyid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RegistryChange(Base):
+    """One change of the registry, with the operator's signed request as its proof.
+
+    ``method``, ``target_uri``, ``content_digest``, ``signature_input``, ``signature`` and
+    ``body`` are exactly what the operator signed (RFC 9421), so anyone holding the
+    operator's public key can check the record later. The bootstrap of the first operator
+    has no request: its proof members are empty.
+    """
+
+    __tablename__ = "registry_changes"
+    __table_args__ = (Index("ix_registry_changes_participant_id", "participant_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    action: Mapped[str] = mapped_column(String(32))
+    participant_id: Mapped[str] = mapped_column(ForeignKey("participants.id"))
+    kid: Mapped[str | None] = mapped_column(String(64))
+    operator_id: Mapped[str] = mapped_column(ForeignKey("participants.id"))
+    operator_kid: Mapped[str] = mapped_column(String(64))
+    method: Mapped[str | None] = mapped_column(String(8))
+    target_uri: Mapped[str | None] = mapped_column(String(2048))
+    content_digest: Mapped[str | None] = mapped_column(String(200))
+    signature_input: Mapped[str | None] = mapped_column(String(1024))
+    signature: Mapped[str | None] = mapped_column(String(200))
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)

@@ -19,6 +19,11 @@ async def list_all(session: AsyncSession) -> Sequence[Participant]:
     return (await session.scalars(select(Participant).order_by(Participant.id))).all()
 
 
+async def any_of_kind(session: AsyncSession, kind: str) -> bool:
+    query = select(Participant.id).where(Participant.kind == kind).limit(1)
+    return (await session.scalars(query)).first() is not None
+
+
 async def keys_of(
     session: AsyncSession, participant_ids: Sequence[str]
 ) -> Sequence[ParticipantKey]:

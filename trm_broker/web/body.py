@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 
 from trm_broker.web.problems import TooLarge
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
@@ -22,3 +28,13 @@ async def read_limited(request: Request, limit: int) -> bytes:
             )
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def parse_json(model: type[Model], body: bytes) -> Model:
+    """Validate a body already read (and size-checked) against ``model``: 422-style errors
+    in the same problem shape as FastAPI's own body validation."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        errors = [{**error, "loc": ("body", *error.get("loc", ()))} for error in exc.errors()]
+        raise RequestValidationError(errors) from None

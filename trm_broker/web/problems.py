@@ -57,6 +57,14 @@ class BadSignature(Problem):
     status, slug, title = 401, "bad-signature", "The signature does not verify"
 
 
+class KeyNotUsable(Problem):
+    status, slug, title = 401, "key-not-usable", "The signing key is revoked or expired"
+
+
+class ReplayedRequest(Problem):
+    status, slug, title = 401, "replayed-request", "The request was already received"
+
+
 class Unauthenticated(Problem):
     status, slug, title = 401, "unauthenticated", "Authentication required"
 

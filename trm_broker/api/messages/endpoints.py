@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from sqlalchemy.exc import IntegrityError
 
+from trm_broker.api.auth import SignedCaller
 from trm_broker.api.deps import Session, State
 from trm_broker.api.messages import service
 from trm_broker.api.messages.schemas import MessageStatusOut, ReceiptOut
-from trm_broker.web.body import read_limited
 from trm_broker.web.problems import Conflict
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
@@ -49,17 +49,18 @@ _ENVELOPE_BODY: dict[str, Any] = {
     },
 )
 async def submit_message(
-    request: Request, response: Response, session: Session, state: State
+    caller: SignedCaller, response: Response, session: Session, state: State
 ) -> ReceiptOut:
     """Accept a signed envelope: verify it, store it with its delivery, answer a signed receipt.
 
-    The receipt is sent only after the transaction has committed (principle 4).
+    The request is signed by the sender (RFC 9421); the receipt is sent only after the
+    transaction has committed (principle 4).
     """
-    body = await read_limited(request, state.settings.max_envelope_bytes)
+    body = caller.body
     skew = timedelta(seconds=state.settings.clock_skew_seconds)
     try:
         receipt, created = await service.accept(
-            session, body, state.signing_key, datetime.now(UTC), skew
+            session, body, state.signing_key, datetime.now(UTC), skew, caller.participant_id
         )
         if created:
             await session.commit()
@@ -67,7 +68,7 @@ async def submit_message(
         # The same id was stored concurrently (at flush or commit): answer as for a repeat.
         await session.rollback()
         receipt, created = await service.accept(
-            session, body, state.signing_key, datetime.now(UTC), skew
+            session, body, state.signing_key, datetime.now(UTC), skew, caller.participant_id
         )
         if created:
             raise Conflict("The message could not be stored; send it again.") from None
@@ -79,6 +80,9 @@ async def submit_message(
 
 
 @router.get("/{message_id}", response_model=MessageStatusOut)
-async def message_status(message_id: str, session: Session) -> MessageStatusOut:
-    """A message's acceptance and delivery state, without any of its content."""
-    return await service.status(session, message_id)
+async def message_status(
+    message_id: str, caller: SignedCaller, session: Session
+) -> MessageStatusOut:
+    """A message's acceptance and delivery state, without any of its content, for its
+    sender and recipient only."""
+    return await service.status(session, message_id, caller.participant_id)

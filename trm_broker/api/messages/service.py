@@ -13,6 +13,7 @@ from trm_broker.crypto import jws
 from trm_broker.crypto.canonical import canonical_json
 from trm_broker.crypto.errors import MalformedError, VerificationError
 from trm_broker.crypto.keys import SigningKey, load_ed25519_public
+from trm_broker.crypto.seal import suite_for
 from trm_broker.domain.envelope import Envelope, is_fresh
 from trm_broker.domain.participants import MESSAGING_KINDS, ParticipantKind
 from trm_broker.domain.signed_objects import ReceiptClaims
@@ -41,6 +42,7 @@ async def accept(
     broker_key: SigningKey,
     now: datetime,
     clock_skew: timedelta,
+    caller_id: str,
 ) -> tuple[ReceiptOut, bool]:
     """Verify and store one envelope with its outbox row; return the receipt and whether
     it is new (False: the same envelope was accepted before and its receipt is returned)."""
@@ -82,7 +84,13 @@ async def accept(
             fields=fields,
         ) from exc
 
-    # 5. The signer is the sender, and both parties may exchange case messages.
+    # 5. The signer is the sender, who also signed the request, and both parties may
+    #    exchange case messages.
+    if envelope.sender != caller_id:
+        raise Forbidden(
+            "The request must be signed by the envelope's sender; "
+            "a participant sends only its own messages."
+        )
     if envelope.sender != key.participant_id:
         raise Forbidden(
             f"Key {parsed.kid} belongs to {key.participant_id}, not to sender {envelope.sender}."
@@ -106,6 +114,11 @@ async def accept(
     ):
         raise InvalidEnvelope(
             f"The payload must be sealed to a current encryption key of {envelope.recipient}."
+        )
+    if envelope.sealed.suite != suite_for(enc_key.alg):
+        raise InvalidEnvelope(
+            f"A payload to key {enc_key.kid} ({enc_key.alg}) is sealed with "
+            f"{suite_for(enc_key.alg)}."
         )
 
     # 7. Idempotency: the same id with the same envelope returns the original receipt.
@@ -167,11 +180,13 @@ def _receipt_out(message: Message) -> ReceiptOut:
     return ReceiptOut(message_id=message.id, receipt=SignedObject(**json.loads(message.receipt)))
 
 
-async def status(session: AsyncSession, message_id: str) -> MessageStatusOut:
-    message = await store.get(session, message_id)
+async def status(session: AsyncSession, message_id: str, caller_id: str) -> MessageStatusOut:
+    """A message's state, for its sender and recipient only: to anyone else it does not
+    exist (404, so ids cannot be probed)."""
+    message = await store.readable_by(session, message_id, caller_id)
     delivery = await store.delivery_of(session, message_id) if message else None
     if message is None or delivery is None:
-        raise NotFound(f"No message has id {message_id}.")
+        raise NotFound("You are not party to a message with this id.")
     return MessageStatusOut(
         message_id=message.id,
         status="acknowledged" if delivery.status == outbox.ACKNOWLEDGED else "accepted",

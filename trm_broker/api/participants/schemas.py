@@ -27,8 +27,8 @@ class EncryptionKeyIn(BaseModel):
     kid: str | None = Field(
         None, max_length=64, description="RFC 7638 thumbprint; checked if given."
     )
-    alg: Literal["X25519"]
-    public: str = Field(pattern=_B64URL, max_length=64)
+    alg: Literal["X25519", "MLKEM768-X25519"]
+    public: str = Field(pattern=_B64URL, max_length=2048)
 
 
 class KeysIn(BaseModel):
@@ -42,8 +42,8 @@ class KeyRotationIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     use: Literal["sig", "enc"]
-    alg: Literal["Ed25519", "X25519"]
-    public: str = Field(pattern=_B64URL, max_length=64)
+    alg: Literal["Ed25519", "X25519", "MLKEM768-X25519"]
+    public: str = Field(pattern=_B64URL, max_length=2048)
     kid: str | None = Field(
         None, max_length=64, description="RFC 7638 thumbprint; checked if given."
     )
@@ -78,6 +78,34 @@ class KeyOut(BaseModel):
     revoked_at: datetime | None
 
 
+class ChangeProof(BaseModel):
+    """The operator's signed request (RFC 9421) that made a change, as received.
+
+    Rebuild the signature base from ``method``, ``target_uri``, ``content_digest`` and
+    ``signature_input`` and verify ``signature`` with the operator's key; the body's
+    SHA-256 must match ``content_digest`` (contracts/README.md, "Signed requests").
+    """
+
+    method: str
+    target_uri: str
+    content_digest: str
+    signature_input: str
+    signature: str
+    body: str = Field(description="The request body, base64url.")
+
+
+class ChangeOut(BaseModel):
+    """One recorded registry change. ``proof`` is null only for the operator bootstrap."""
+
+    id: str
+    action: Literal["operator.bootstrapped", "participant.registered", "key.added", "key.revoked"]
+    kid: str | None
+    operator: str
+    operator_kid: str
+    recorded_at: datetime
+    proof: ChangeProof | None
+
+
 class ParticipantOut(BaseModel):
     """A registry entry. Inbox URLs are not published: only the broker calls them."""
 
@@ -86,7 +114,8 @@ class ParticipantOut(BaseModel):
     country: str
     delivery: Literal["push", "pull"]
     created_at: datetime
-    keys: list[KeyOut]
+    keys: list[KeyOut] = Field(description="Current and past keys, with their validity.")
+    changes: list[ChangeOut] = Field(description="Every change, signed by an operator.")
 
 
 class ParticipantList(BaseModel):

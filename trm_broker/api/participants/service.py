@@ -3,21 +3,34 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from trm_broker.api.auth import Caller
 from trm_broker.api.participants.schemas import (
+    ChangeOut,
+    ChangeProof,
     KeyOut,
     KeyRotationIn,
     ParticipantIn,
     ParticipantOut,
 )
-from trm_broker.crypto.encoding import b64url_decode
+from trm_broker.crypto.encoding import b64url_decode, b64url_encode
 from trm_broker.crypto.errors import MalformedError
-from trm_broker.crypto.keys import check_ed25519_public, check_x25519_public, key_id
+from trm_broker.crypto.keys import (
+    ENCRYPTION_ALGS,
+    HYBRID_PUBLIC_LENGTH,
+    check_ed25519_public,
+    check_encryption_public,
+    key_id,
+)
+from trm_broker.domain.ids import uuid7
 from trm_broker.domain.inbox_url import InboxPolicy, InboxRefused
+from trm_broker.domain.participants import ParticipantKind
 from trm_broker.store import participants as registry
-from trm_broker.store.models import Participant, ParticipantKey
+from trm_broker.store import registry_changes
+from trm_broker.store.models import Participant, ParticipantKey, RegistryChange
 from trm_broker.web.problems import Conflict, InvalidRequest, NotFound
 from trm_broker.web.resolve import resolve
 
@@ -27,12 +40,17 @@ def _kid(alg: str, public: str, claimed: str | None) -> str:
         raw = b64url_decode(public)
     except MalformedError as exc:
         raise InvalidRequest(f"The {alg} public key is not unpadded base64url.") from exc
-    if len(raw) != 32:
-        raise InvalidRequest(f"An {alg} public key is 32 bytes; this one has {len(raw)}.")
+    length = HYBRID_PUBLIC_LENGTH if alg == "MLKEM768-X25519" else 32
+    if len(raw) != length:
+        raise InvalidRequest(f"An {alg} public key is {length} bytes; this one has {len(raw)}.")
     try:
         # A small-order Ed25519 key lets anyone forge signatures; an X25519 one gives an
-        # all-zero shared secret, so nothing could be sealed to it (RFC 7748 §6.1).
-        (check_ed25519_public if alg == "Ed25519" else check_x25519_public)(raw)
+        # all-zero shared secret, so nothing could be sealed to it (RFC 7748 §6.1). An
+        # ML-KEM-768 key must pass the FIPS 203 §7.2 modulus check.
+        if alg == "Ed25519":
+            check_ed25519_public(raw)
+        else:
+            check_encryption_public(alg, raw)
     except MalformedError as exc:
         raise InvalidRequest(
             f"The {alg} public key is weak or invalid ({exc}); "
@@ -54,8 +72,38 @@ async def check_inbox(url: str, policy: InboxPolicy) -> None:
         raise InvalidRequest(f"inbox_url refused: {exc}.") from exc
 
 
+def _record(
+    session: AsyncSession,
+    action: str,
+    participant_id: str,
+    kid: str | None,
+    caller: Caller,
+    now: datetime,
+) -> None:
+    """Keep the operator's signed request beside the change it made (DESIGN.md §4)."""
+    proof = caller.proof
+    registry_changes.add(
+        session,
+        RegistryChange(
+            id=str(uuid7()),
+            recorded_at=now,
+            action=action,
+            participant_id=participant_id,
+            kid=kid,
+            operator_id=caller.participant_id,
+            operator_kid=caller.kid,
+            method=proof.method,
+            target_uri=proof.target_uri,
+            content_digest=proof.content_digest,
+            signature_input=proof.signature_input,
+            signature=proof.signature,
+            body=proof.body,
+        ),
+    )
+
+
 async def register(
-    session: AsyncSession, new: ParticipantIn, now: datetime, policy: InboxPolicy
+    session: AsyncSession, new: ParticipantIn, now: datetime, policy: InboxPolicy, caller: Caller
 ) -> ParticipantOut:
     if new.inbox_url is not None:
         await check_inbox(str(new.inbox_url), policy)
@@ -71,10 +119,10 @@ async def register(
             valid_from=now,
         ),
         ParticipantKey(
-            kid=_kid("X25519", new.keys.encryption.public, new.keys.encryption.kid),
+            kid=_kid(new.keys.encryption.alg, new.keys.encryption.public, new.keys.encryption.kid),
             participant_id=new.id,
             use="enc",
-            alg="X25519",
+            alg=new.keys.encryption.alg,
             public_key=new.keys.encryption.public,
             valid_from=now,
         ),
@@ -93,20 +141,84 @@ async def register(
     )
     registry.add(session, participant, keys)
     await session.flush()
-    return _out(participant, keys)
+    _record(session, "participant.registered", new.id, None, caller, now)
+    await session.flush()
+    return await participant_out(session, new.id)
 
 
-_ALG_FOR_USE = {"sig": "Ed25519", "enc": "X25519"}
+class OperatorExists(Exception):
+    """The registry already has an operator: the next ones are added through the API."""
+
+
+async def bootstrap_operator(
+    session: AsyncSession, participant_id: str, country: str, public: dict[str, Any], now: datetime
+) -> None:
+    """Register the first operator straight into the database (``trm-broker operator init``).
+
+    Nobody can sign for this change yet, so it is recorded without a request proof; every
+    later change is signed by an operator the registry already knows.
+    """
+    if await registry.any_of_kind(session, ParticipantKind.OPERATOR.value):
+        raise OperatorExists("an operator is already registered")
+    new = ParticipantIn.model_validate(
+        {"id": participant_id, "kind": "operator", "country": country, "keys": public}
+    )
+    if await registry.get(session, participant_id) is not None:
+        raise OperatorExists(f"participant {participant_id} already exists")
+    signing_kid = _kid("Ed25519", new.keys.signing.public, new.keys.signing.kid)
+    registry.add(
+        session,
+        Participant(
+            id=participant_id, kind="operator", country=new.country, inbox_url=None, created_at=now
+        ),
+        [
+            ParticipantKey(
+                kid=signing_kid,
+                participant_id=participant_id,
+                use="sig",
+                alg="Ed25519",
+                public_key=new.keys.signing.public,
+                valid_from=now,
+            ),
+            ParticipantKey(
+                kid=_kid(
+                    new.keys.encryption.alg, new.keys.encryption.public, new.keys.encryption.kid
+                ),
+                participant_id=participant_id,
+                use="enc",
+                alg=new.keys.encryption.alg,
+                public_key=new.keys.encryption.public,
+                valid_from=now,
+            ),
+        ],
+    )
+    await session.flush()
+    registry_changes.add(
+        session,
+        RegistryChange(
+            id=str(uuid7()),
+            recorded_at=now,
+            action="operator.bootstrapped",
+            participant_id=participant_id,
+            kid=signing_kid,
+            operator_id=participant_id,
+            operator_kid=signing_kid,
+        ),
+    )
+    await session.flush()
+
+
+_ALGS_FOR_USE: dict[str, tuple[str, ...]] = {"sig": ("Ed25519",), "enc": ENCRYPTION_ALGS}
 
 
 async def rotate_key(
-    session: AsyncSession, participant_id: str, new: KeyRotationIn, now: datetime
+    session: AsyncSession, participant_id: str, new: KeyRotationIn, now: datetime, caller: Caller
 ) -> ParticipantOut:
     """Add a key; the participant's usable keys of that use expire after the overlap (§4)."""
     if await registry.get(session, participant_id) is None:
         raise NotFound(f"No participant has id {participant_id}.")
-    if _ALG_FOR_USE[new.use] != new.alg:
-        raise InvalidRequest(f"A {new.use} key must be {_ALG_FOR_USE[new.use]}.")
+    if new.alg not in _ALGS_FOR_USE[new.use]:
+        raise InvalidRequest(f"A {new.use} key must be {' or '.join(_ALGS_FOR_USE[new.use])}.")
     kid = _kid(new.alg, new.public, new.kid)
     if await registry.key(session, kid) is not None:
         raise Conflict(f"Key {kid} is already registered; a rotation needs a new key.")
@@ -125,11 +237,13 @@ async def rotate_key(
         )
     )
     await session.flush()
+    _record(session, "key.added", participant_id, kid, caller, now)
+    await session.flush()
     return await participant_out(session, participant_id)
 
 
 async def revoke_key(
-    session: AsyncSession, participant_id: str, kid: str, now: datetime
+    session: AsyncSession, participant_id: str, kid: str, now: datetime, caller: Caller
 ) -> ParticipantOut:
     """Revoke a key at once: signatures by it are refused from now on (§4)."""
     key = await registry.key(session, kid)
@@ -137,6 +251,7 @@ async def revoke_key(
         raise NotFound(f"{participant_id} has no key {kid}.")
     if key.revoked_at is None:
         key.revoked_at = now
+        _record(session, "key.revoked", participant_id, kid, caller, now)
         await session.flush()
     return await participant_out(session, participant_id)
 
@@ -145,19 +260,49 @@ async def participant_out(session: AsyncSession, participant_id: str) -> Partici
     participant = await registry.get(session, participant_id)
     if participant is None:
         raise NotFound(f"No participant has id {participant_id}.")
-    return _out(participant, list(await registry.keys_of(session, [participant_id])))
+    keys = await registry.keys_of(session, [participant_id])
+    changes = await registry_changes.of_participants(session, [participant_id])
+    return _out(participant, list(keys), list(changes))
 
 
 async def list_registry(session: AsyncSession) -> list[ParticipantOut]:
     participants = await registry.list_all(session)
     keys = await registry.keys_of(session, [p.id for p in participants])
+    changes = await registry_changes.of_participants(session, [p.id for p in participants])
     by_owner: dict[str, list[ParticipantKey]] = {}
     for key in keys:
         by_owner.setdefault(key.participant_id, []).append(key)
-    return [_out(p, by_owner.get(p.id, [])) for p in participants]
+    changes_of: dict[str, list[RegistryChange]] = {}
+    for change in changes:
+        changes_of.setdefault(change.participant_id, []).append(change)
+    return [_out(p, by_owner.get(p.id, []), changes_of.get(p.id, [])) for p in participants]
 
 
-def _out(participant: Participant, keys: list[ParticipantKey]) -> ParticipantOut:
+def _change_out(change: RegistryChange) -> ChangeOut:
+    proof = None
+    if change.method is not None and change.body is not None:
+        proof = ChangeProof(
+            method=change.method,
+            target_uri=change.target_uri or "",
+            content_digest=change.content_digest or "",
+            signature_input=change.signature_input or "",
+            signature=change.signature or "",
+            body=b64url_encode(change.body),
+        )
+    return ChangeOut(
+        id=change.id,
+        action=change.action,
+        kid=change.kid,
+        operator=change.operator_id,
+        operator_kid=change.operator_kid,
+        recorded_at=change.recorded_at,
+        proof=proof,
+    )
+
+
+def _out(
+    participant: Participant, keys: list[ParticipantKey], changes: list[RegistryChange]
+) -> ParticipantOut:
     return ParticipantOut(
         id=participant.id,
         kind=participant.kind,
@@ -176,4 +321,5 @@ def _out(participant: Participant, keys: list[ParticipantKey]) -> ParticipantOut
             )
             for k in keys
         ],
+        changes=[_change_out(change) for change in changes],
     )

@@ -1,0 +1,216 @@
+"""The published test vectors: this package and the standalone script in contracts/ reach
+the expected verdict on every case, for the committed set and for a freshly made one."""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trm_broker.contract_vectors import write
+from trm_broker.crypto import jws
+from trm_broker.crypto.encoding import b64url_decode
+from trm_broker.crypto.errors import MalformedError, SealError, VerificationError
+from trm_broker.crypto.http_signatures import (
+    RequestSignatureError,
+    signature_keyid,
+    verify_request,
+)
+from trm_broker.crypto.keys import encryption_key_from_secret, load_ed25519_public
+from trm_broker.crypto.seal import Binding, open_sealed
+from trm_broker.node.broker_client import RegisteredKey
+
+CONTRACTS = Path(__file__).resolve().parents[1] / "contracts"
+COMMITTED = CONTRACTS / "vectors" / "vectors.json"
+SCRIPT = CONTRACTS / "verify_vectors.py"
+
+
+class Refused(Exception):
+    pass
+
+
+def _registry(vectors: dict[str, Any]) -> dict[str, RegisteredKey]:
+    return {e["kid"]: RegisteredKey.from_json(e, e["participant"]) for e in vectors["registry"]}
+
+
+def _signing_key(vectors: dict[str, Any], kid: str, now: datetime) -> RegisteredKey:
+    key = _registry(vectors).get(kid)
+    if key is None or key.use != "sig":
+        raise Refused("unknown-key")
+    if not key.usable(now):
+        raise Refused("key-not-usable")
+    return key
+
+
+def _envelope(case: dict[str, Any], vectors: dict[str, Any], now: datetime) -> dict[str, Any]:
+    try:
+        parsed = jws.parse(case["envelope"], jws.TYP_ENVELOPE)
+    except MalformedError as exc:
+        raise Refused("malformed") from exc
+    except VerificationError as exc:
+        raise Refused("unsupported-alg") from exc
+    key = _signing_key(vectors, parsed.kid, now)
+    try:
+        jws.verify(parsed, load_ed25519_public(key.public))
+    except VerificationError as exc:
+        raise Refused("bad-signature") from exc
+    try:
+        claims = parsed.claims()
+    except MalformedError as exc:
+        raise Refused("not-canonical") from exc
+    if claims["sender"] != key.participant:
+        raise Refused("sender-mismatch")
+    sealed = claims["sealed"]
+    recipient_key = _registry(vectors)[sealed["kid"]]
+    private = encryption_key_from_secret(recipient_key.alg, vectors["private_keys"][sealed["kid"]])
+    binding = Binding(*(claims[k] for k in ("id", "type", "case_ref", "sender", "recipient")))
+    try:
+        plaintext = open_sealed(sealed, private, binding)
+    except SealError as exc:
+        raise Refused("seal-does-not-open") from exc
+    return {"valid": True, "payload": json.loads(plaintext)}
+
+
+def _receipt(case: dict[str, Any], vectors: dict[str, Any], now: datetime) -> dict[str, Any]:
+    parsed = jws.parse(case["receipt"], jws.TYP_RECEIPT)
+    if parsed.kid != vectors["broker"]["kid"]:
+        raise Refused("not-broker-key")
+    jws.verify(parsed, load_ed25519_public(vectors["broker"]["public"]))
+    claims = parsed.claims()
+    envelope_id = json.loads(b64url_decode(case["envelope"]["payload"]))["id"]
+    if (claims["envelope_digest"], claims["message_id"]) != (
+        jws.digest(case["envelope"]),
+        envelope_id,
+    ):
+        raise Refused("digest-mismatch")
+    return {"valid": True}
+
+
+def _request(case: dict[str, Any], vectors: dict[str, Any], now: datetime) -> dict[str, Any]:
+    request = case["request"]
+    headers = [(name, value) for name, value in request["headers"]]
+    keyid = signature_keyid(headers)
+    assert keyid is not None
+    key = _signing_key(vectors, keyid, now)
+    window = timedelta(seconds=vectors["request_window_seconds"])
+    try:
+        verify_request(
+            request["method"],
+            request["target_uri"],
+            headers,
+            b64url_decode(request["body"]),
+            load_ed25519_public(key.public),
+            keyid,
+            now=now,
+            max_age=window,
+            skew=window,
+        )
+    except RequestSignatureError as exc:
+        text = str(exc)
+        code = (
+            "stale"
+            if "too old" in text or "future" in text
+            else "digest-mismatch"
+            if "Content-Digest" in text
+            else "bad-signature"
+        )
+        raise Refused(code) from exc
+    return {"valid": True}
+
+
+def our_verdict(case: dict[str, Any], vectors: dict[str, Any]) -> dict[str, Any]:
+    now = datetime.fromisoformat(vectors["now"])
+    check = {"envelope": _envelope, "receipt": _receipt, "request": _request}[case["kind"]]
+    try:
+        return check(case, vectors, now)
+    except Refused as refused:
+        return {"valid": False, "error": str(refused)}
+
+
+def _cases(path: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    vectors = json.loads(path.read_text(encoding="utf-8"))
+    return [(case, vectors) for case in vectors["cases"]]
+
+
+@pytest.mark.parametrize(
+    ("case", "vectors"), _cases(COMMITTED), ids=[c["name"] for c, _ in _cases(COMMITTED)]
+)
+def test_this_package_reaches_each_committed_verdict(
+    case: dict[str, Any], vectors: dict[str, Any]
+) -> None:
+    assert our_verdict(case, vectors) == case["expect"]
+
+
+def test_the_committed_set_covers_the_published_cases() -> None:
+    names = {case["name"] for case, _ in _cases(COMMITTED)}
+    for expected in [
+        "envelope/valid-x25519",
+        "envelope/valid-mlkem768-x25519",
+        "envelope/flipped-signature-bit",
+        "envelope/wrong-kid",
+        "envelope/revoked-key",
+        "envelope/moved-ciphertext",
+        "receipt/valid",
+        "request/valid",
+        "request/revoked-key",
+    ]:
+        assert expected in names
+
+
+def run_script(vectors: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    # A copy outside the repository, run in isolated mode: it sees only installed packages.
+    script = tmp_path / "verify_vectors.py"
+    shutil.copy(SCRIPT, script)
+    return subprocess.run(
+        [sys.executable, "-I", str(script), str(vectors)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+
+
+def test_the_standalone_script_agrees_on_the_committed_vectors(tmp_path: Path) -> None:
+    result = run_script(COMMITTED, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    cases = len(_cases(COMMITTED))
+    assert f"{cases} of {cases} cases as expected" in result.stdout
+
+
+def test_a_fresh_set_from_the_code_verifies_both_ways(tmp_path: Path) -> None:
+    fresh = write(tmp_path / "fresh.json")
+    assert run_script(fresh, tmp_path).returncode == 0
+    for case, vectors in _cases(fresh):
+        assert our_verdict(case, vectors) == case["expect"], case["name"]
+
+
+def test_the_script_fails_when_a_verdict_is_wrong(tmp_path: Path) -> None:
+    vectors = json.loads(COMMITTED.read_text(encoding="utf-8"))
+    vectors["cases"][0]["expect"] = {"valid": False, "error": "bad-signature"}
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(vectors), encoding="utf-8")
+    result = run_script(broken, tmp_path)
+    assert result.returncode == 1
+    assert "FAIL envelope/valid-x25519" in result.stdout
+
+
+def test_the_script_imports_only_cryptography_rfc8785_and_the_standard_library() -> None:
+    tree = ast.parse(SCRIPT.read_text(encoding="utf-8"))
+    imported = {
+        (node.module or "").split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+    } | {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    assert imported - set(sys.stdlib_module_names) <= {"cryptography", "rfc8785", "__future__"}

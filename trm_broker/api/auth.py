@@ -1,0 +1,144 @@
+"""Who is calling: every non-public call is signed with a registry key (RFC 9421).
+
+The signature is checked before any endpoint work, in one dependency every protected
+route declares, so no route can forget it; reads are then scoped to the caller in the
+queries themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from trm_broker.api.deps import Session, State
+from trm_broker.crypto.errors import MalformedError
+from trm_broker.crypto.http_signatures import RequestSignatureError, verify_request
+from trm_broker.crypto.keys import load_ed25519_public
+from trm_broker.domain.participants import ParticipantKind
+from trm_broker.store import nonces
+from trm_broker.store import participants as registry
+from trm_broker.web.problems import (
+    BadSignature,
+    Forbidden,
+    KeyNotUsable,
+    ReplayedRequest,
+    Unauthenticated,
+)
+from trm_broker.web.signed_requests import signed_parts, target_uri
+
+_PRUNE_EVERY = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class RequestProof:
+    """The signed parts of a request, kept where a change must stay provable (registry)."""
+
+    method: str
+    target_uri: str
+    content_digest: str
+    signature_input: str
+    signature: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Caller:
+    participant_id: str
+    kind: ParticipantKind
+    country: str
+    kid: str
+    proof: RequestProof
+
+    @property
+    def body(self) -> bytes:
+        return self.proof.body
+
+
+def _unauthenticated() -> Unauthenticated:
+    return Unauthenticated(
+        "Sign the request with HTTP Message Signatures (RFC 9421) using your registry "
+        "signing key, as contracts/README.md describes."
+    )
+
+
+async def signed_caller(request: Request, state: State, session: Session) -> Caller:
+    """Authenticate a request by its ``trm`` signature, then spend its nonce.
+
+    1. Read the body (bounded: 413 before any parsing) and find the signature's key id.
+    2. The key must be a registered signing key, not revoked, inside its validity.
+    3. Verify signature, content digest and time window (crypto.http_signatures).
+    4. Record the nonce; a nonce seen before within the window is a replay.
+    """
+    body, lines, keyid = await signed_parts(request, state.settings.max_envelope_bytes)
+    if keyid is None:
+        raise _unauthenticated()
+    now = datetime.now(UTC)
+    key = await registry.key(session, keyid)
+    if key is None or key.use != "sig":
+        # The key id is caller-chosen text until found in the registry: never echoed.
+        raise Unauthenticated("The signature's keyid is not a registered signing key.")
+    if key.revoked_at is not None:
+        raise KeyNotUsable(f"Key {keyid} is revoked; sign with a current key.", kid=keyid)
+    if not registry.is_usable(key, now):
+        raise KeyNotUsable(
+            f"Key {keyid} is expired or not yet valid; sign with a current key.", kid=keyid
+        )
+    window = timedelta(seconds=state.settings.clock_skew_seconds)
+    uri = target_uri(request, state.settings.public_url)
+    try:
+        signed = verify_request(
+            request.method,
+            uri,
+            lines,
+            body,
+            load_ed25519_public(key.public_key),
+            keyid,
+            now=now,
+            max_age=window,
+            skew=window,
+        )
+    except (RequestSignatureError, MalformedError) as exc:
+        raise BadSignature(f"{exc}.", kid=keyid) from exc
+    participant = await registry.get(session, key.participant_id)
+    if participant is None:  # keys cannot outlive their participant (foreign key)
+        raise _unauthenticated()
+    if not await nonces.remember(session, keyid, signed.nonce, signed.created + 2 * window):
+        raise ReplayedRequest(
+            "This signed request was already received; sign every request afresh.", kid=keyid
+        )
+    last_prune = state.extras.get("nonces_pruned_at")
+    if last_prune is None or now - last_prune > _PRUNE_EVERY:
+        state.extras["nonces_pruned_at"] = now
+        await nonces.prune(session, now)
+    # The nonce is spent even if the call then fails: commit it before any endpoint work.
+    await session.commit()
+    return Caller(
+        participant_id=participant.id,
+        kind=ParticipantKind(participant.kind),
+        country=participant.country,
+        kid=keyid,
+        proof=RequestProof(
+            method=request.method,
+            target_uri=uri,
+            content_digest=request.headers.get("content-digest", ""),
+            signature_input=request.headers.get("signature-input", ""),
+            signature=request.headers.get("signature", ""),
+            body=body,
+        ),
+    )
+
+
+SignedCaller = Annotated[Caller, Depends(signed_caller)]
+
+
+def operator(caller: SignedCaller) -> Caller:
+    """Registry changes are signed by an operator's key (DESIGN.md §4)."""
+    if caller.kind is not ParticipantKind.OPERATOR:
+        raise Forbidden("Only an operator may change the registry.")
+    return caller
+
+
+OperatorCaller = Annotated[Caller, Depends(operator)]

@@ -1,0 +1,221 @@
+"""`trm-broker operator init` and `trm-broker participants add|list|rotate|revoke`.
+
+The first operator is written straight into the broker's database (nobody can sign for it
+yet); every later registry change goes through the API, signed with an operator's key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from trm_broker.settings import get_settings
+
+operator_app = typer.Typer(help="The broker's operator.", no_args_is_help=True)
+participants_app = typer.Typer(
+    help="The registry of participants (changes signed with an operator key).",
+    no_args_is_help=True,
+)
+
+OperatorKey = Annotated[
+    Path | None,
+    typer.Option("--operator-key", help="Operator key file; default TRM_OPERATOR_KEY_FILE."),
+]
+BrokerUrl = Annotated[
+    str | None, typer.Option("--broker-url", help="Broker base URL; default TRM_BROKER_URL.")
+]
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"trm-broker: {message}", err=True)
+    return typer.Exit(code)
+
+
+@operator_app.command("init")
+def operator_init(
+    participant: Annotated[
+        str, typer.Option("--id", help="The operator's participant id.")
+    ] = "operator",
+    country: Annotated[str, typer.Option(help="ISO 3166-1 alpha-2 country of the operator.")] = "",
+    key_file: OperatorKey = None,
+) -> None:
+    """Create the first operator's key file and register it in TRM_DATABASE_URL.
+
+    Refused once any operator exists: further operators are added with
+    `participants add --kind operator`, signed by an existing one.
+    """
+    from trm_broker.api.participants.service import OperatorExists, bootstrap_operator
+    from trm_broker.crypto.keys import KeySet
+    from trm_broker.store.database import create_engine, session_factory
+    from trm_broker.store.migrate import SchemaNotCurrentError, check_schema_current
+
+    settings = get_settings()
+    path = key_file or settings.operator_key_file
+    if not country:
+        raise _fail("give the operator's country, e.g. --country AT")
+    created = not path.exists()
+    keyset = KeySet.generate(participant) if created else KeySet.read(path)
+    if keyset.participant != participant:
+        raise _fail(f"{path} holds keys of {keyset.participant}, not {participant}")
+
+    async def _register() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            await check_schema_current(engine)
+            async with session_factory(engine)() as session:
+                await bootstrap_operator(
+                    session, participant, country, keyset.public(), datetime.now(UTC)
+                )
+                await session.commit()
+        finally:
+            await engine.dispose()
+
+    if created:
+        keyset.write(path)  # first, so a registered operator never lacks its key file
+    try:
+        asyncio.run(_register())
+    except (OperatorExists, SchemaNotCurrentError, ValueError) as exc:
+        if created:
+            path.unlink()
+        raise _fail(str(exc).splitlines()[0]) from exc
+    typer.echo(f"operator {participant} registered; its key is in {path} (keep it secret)")
+
+
+async def _signed(
+    method: str, path: str, operator_key: Path | None, broker_url: str | None, **kwargs: Any
+) -> Any:
+    from trm_broker.crypto.keys import KeySet
+    from trm_broker.web.signed_requests import SignedRequests
+
+    settings = get_settings()
+    key_path = operator_key or settings.operator_key_file
+    try:
+        operator = KeySet.read(key_path)
+    except (OSError, ValueError) as exc:
+        raise _fail(f"cannot read the operator key file {key_path}") from exc
+    base = (broker_url or settings.broker_url).rstrip("/")
+    async with httpx.AsyncClient(timeout=15, follow_redirects=False) as http:
+        try:
+            response = await http.request(
+                method, base + path, auth=SignedRequests(operator.signing), **kwargs
+            )
+        except httpx.HTTPError as exc:
+            raise _fail(f"the broker at {base} is unreachable ({type(exc).__name__})") from exc
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise _fail(f"the broker refused ({response.status_code}): {detail}")
+    return response.json()
+
+
+def _read_public(source: Path) -> dict[str, Any]:
+    """The output of `trm-broker keys new` (``-`` reads it from standard input)."""
+    text = sys.stdin.read() if str(source) == "-" else source.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+        return {"participant": str(data["participant"]), "keys": data["keys"]}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _fail(f"{source} is not the output of `trm-broker keys new`") from exc
+
+
+def _print(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+@participants_app.command("add")
+def participants_add(
+    public_keys: Annotated[
+        Path, typer.Argument(help="Public keys printed by `trm-broker keys new` (- for stdin).")
+    ],
+    kind: Annotated[str, typer.Option(help="focal_point, receiving_org, auditor or operator.")],
+    country: Annotated[str, typer.Option(help="ISO 3166-1 alpha-2 country.")],
+    inbox_url: Annotated[
+        str | None, typer.Option(help="The node's inbox URL; omit for pull mode.")
+    ] = None,
+    operator_key: OperatorKey = None,
+    broker_url: BrokerUrl = None,
+) -> None:
+    """Register a participant (a registry change signed with the operator key)."""
+    public = _read_public(public_keys)
+    body: dict[str, Any] = {
+        "id": public["participant"],
+        "kind": kind,
+        "country": country,
+        "keys": public["keys"],
+    }
+    if inbox_url:
+        body["inbox_url"] = inbox_url
+    _print(asyncio.run(_signed("POST", "/v1/participants", operator_key, broker_url, json=body)))
+
+
+@participants_app.command("list")
+def participants_list(
+    broker_url: BrokerUrl = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the registry as JSON.")] = False,
+) -> None:
+    """Print the public registry: participants and their keys."""
+    base = (broker_url or get_settings().broker_url).rstrip("/")
+    try:
+        response = httpx.get(base + "/v1/participants", timeout=15)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise _fail(f"cannot read the registry at {base} ({type(exc).__name__})") from exc
+    data = response.json()
+    if as_json:
+        _print(data)
+        return
+    for entry in data["participants"]:
+        typer.echo(f"{entry['id']}  {entry['kind']}  {entry['country']}  {entry['delivery']}")
+        for key in entry["keys"]:
+            state = (
+                "revoked"
+                if key["revoked_at"]
+                else (f"until {key['valid_until']}" if key["valid_until"] else "current")
+            )
+            typer.echo(f"    {key['use']} {key['alg']:<16} {key['kid']}  {state}")
+
+
+@participants_app.command("rotate")
+def participants_rotate(
+    participant: Annotated[str, typer.Argument(help="Participant id.")],
+    public_keys: Annotated[
+        Path, typer.Argument(help="New public keys from `trm-broker keys new` (- for stdin).")
+    ],
+    use: Annotated[str, typer.Option(help="sig or enc: which key to rotate.")] = "sig",
+    overlap_seconds: Annotated[int, typer.Option(help="How long the previous key stays valid.")] = 7
+    * 24
+    * 3600,
+    operator_key: OperatorKey = None,
+    broker_url: BrokerUrl = None,
+) -> None:
+    """Add a participant's new signing or encryption key; the old one ends after the overlap."""
+    if use not in ("sig", "enc"):
+        raise _fail("--use is sig or enc")
+    public = _read_public(public_keys)
+    new = public["keys"]["signing" if use == "sig" else "encryption"]
+    body = {"use": use, "alg": new["alg"], "public": new["public"], "kid": new["kid"]}
+    body["overlap_seconds"] = overlap_seconds
+    path = f"/v1/participants/{participant}/keys"
+    _print(asyncio.run(_signed("POST", path, operator_key, broker_url, json=body)))
+
+
+@participants_app.command("revoke")
+def participants_revoke(
+    participant: Annotated[str, typer.Argument(help="Participant id.")],
+    kid: Annotated[str, typer.Argument(help="The key id to revoke now.")],
+    operator_key: OperatorKey = None,
+    broker_url: BrokerUrl = None,
+) -> None:
+    """Revoke a key at once (after a compromise): later signatures by it are refused."""
+    path = f"/v1/participants/{participant}/keys/{kid}/revoke"
+    _print(asyncio.run(_signed("POST", path, operator_key, broker_url)))
