@@ -26,8 +26,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check trm_broker tests migrations
-	$(VENV)/bin/ruff format --check trm_broker tests migrations
+	$(VENV)/bin/ruff check trm_broker tests migrations contracts
+	$(VENV)/bin/ruff format --check trm_broker tests migrations contracts
 	$(VENV)/bin/mypy
 
 clean:

@@ -44,9 +44,13 @@ class Refused(Exception):
 
 
 def b64url(text: str) -> bytes:
-    if "=" in text:
+    """Unpadded base64url, canonical only (one spelling per byte string)."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]*", text):
         raise Refused("malformed")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if b64url_encode(raw) != text:
+        raise Refused("malformed")
+    return raw
 
 
 def b64url_encode(data: bytes) -> str:
@@ -61,16 +65,21 @@ class Registry:
     def __init__(self, entries: list[dict[str, Any]]) -> None:
         self.keys = {entry["kid"]: entry for entry in entries}
 
+    @staticmethod
+    def usable(entry: dict[str, Any], now: datetime) -> bool:
+        """Not revoked, inside its validity."""
+        if entry["revoked_at"] and parse_time(entry["revoked_at"]) <= now:
+            return False
+        if entry["valid_until"] and parse_time(entry["valid_until"]) <= now:
+            return False
+        return parse_time(entry["valid_from"]) <= now
+
     def signing_key(self, kid: str, now: datetime) -> tuple[str, Ed25519PublicKey]:
         """The participant and public key behind ``kid``, if usable at ``now``."""
         entry = self.keys.get(kid)
         if entry is None or entry["use"] != "sig":
             raise Refused("unknown-key")
-        if entry["revoked_at"] and parse_time(entry["revoked_at"]) <= now:
-            raise Refused("key-not-usable")
-        if entry["valid_until"] and parse_time(entry["valid_until"]) <= now:
-            raise Refused("key-not-usable")
-        if parse_time(entry["valid_from"]) > now:
+        if not self.usable(entry, now):
             raise Refused("key-not-usable")
         return entry["participant"], Ed25519PublicKey.from_public_bytes(b64url(entry["public"]))
 
@@ -134,8 +143,14 @@ def check_envelope(case: dict[str, Any], vectors: dict[str, Any]) -> dict[str, A
     # 6. Open the sealed payload with the recipient's key; info binds the envelope facts.
     sealed = claims["sealed"]
     key_alg, kem = SUITES[sealed["suite"]]
-    entry = registry.keys[sealed["kid"]]
-    if entry["alg"] != key_alg or entry["participant"] != claims["recipient"]:
+    entry = registry.keys.get(sealed["kid"])
+    if (
+        entry is None
+        or entry["use"] != "enc"
+        or entry["alg"] != key_alg
+        or entry["participant"] != claims["recipient"]
+        or not registry.usable(entry, now)
+    ):
         raise Refused("seal-does-not-open")
     binding = {k: claims[k] for k in ("id", "type", "case_ref", "sender", "recipient")}
     info = INFO_LABEL + rfc8785.dumps(binding)
@@ -184,9 +199,15 @@ def check_request(case: dict[str, Any], vectors: dict[str, Any]) -> dict[str, An
     components = match.group(1).split(" ")
     if components != ['"@method"', '"@target-uri"', '"content-digest"']:
         raise Refused("malformed")
-    params = {name: value for name, value in _PARAMS.findall(match.group(2))}
+    pairs = _PARAMS.findall(match.group(2))
+    params = dict(pairs)
+    # Exactly our parameters, each once: created, keyid, alg, nonce, tag.
+    if len(pairs) != len(params) or set(params) != {"created", "keyid", "alg", "nonce", "tag"}:
+        raise Refused("malformed")
     keyid = json.loads(params["keyid"])
-    if json.loads(params.get("tag", '""')) != "trm-broker/v1" or "nonce" not in params:
+    if json.loads(params["alg"]) != "ed25519" or json.loads(params["tag"]) != "trm-broker/v1":
+        raise Refused("malformed")
+    if not re.fullmatch(r"[A-Za-z0-9_-]{16,64}", json.loads(params["nonce"])):
         raise Refused("malformed")
     # 2. The key: registered, usable; 3. the time window.
     _, public = Registry(vectors["registry"]).signing_key(keyid, now)

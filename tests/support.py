@@ -129,9 +129,9 @@ def broker_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Sett
 
 @asynccontextmanager
 async def running_broker(
-    settings: Settings, *, run_dispatcher: bool = False
+    settings: Settings, *, run_dispatcher: bool = False, run_sequencer: bool = True
 ) -> AsyncIterator[Broker]:
-    app = create_app(settings, run_dispatcher=run_dispatcher)
+    app = create_app(settings, run_dispatcher=run_dispatcher, run_sequencer=run_sequencer)
     async with app.router.lifespan_context(app):
         operator = KeySet.generate(OPERATOR_ID)
         async with app.state.broker.sessions() as session:

@@ -55,3 +55,10 @@ def test_keys_new_refuses_an_unknown_encryption_alg(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 2
     assert not out.exists()
+
+
+def test_serve_refuses_a_public_address_without_its_public_url() -> None:
+    # Signed requests name the URL they were sent to; off loopback it must be configured.
+    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0"])  # noqa: S104
+    assert result.exit_code == 2
+    assert "TRM_PUBLIC_URL" in result.output

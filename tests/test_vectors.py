@@ -115,7 +115,9 @@ def _request(case: dict[str, Any], vectors: dict[str, Any], now: datetime) -> di
     except RequestSignatureError as exc:
         text = str(exc)
         code = (
-            "stale"
+            "malformed"
+            if "parameters" in text
+            else "stale"
             if "too old" in text or "future" in text
             else "digest-mismatch"
             if "Content-Digest" in text

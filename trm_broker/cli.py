@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import sys
 from enum import StrEnum
@@ -12,6 +13,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from trm_broker.ledger_cli import ledger_app
 from trm_broker.registry_cli import operator_app, participants_app
 from trm_broker.settings import get_settings
 
@@ -27,6 +29,7 @@ contract_app = typer.Typer(help="The published wire contract.", no_args_is_help=
 app.add_typer(node_app, name="node")
 app.add_typer(operator_app, name="operator")
 app.add_typer(participants_app, name="participants")
+app.add_typer(ledger_app, name="ledger")
 app.add_typer(contract_app, name="contract")
 
 
@@ -51,19 +54,41 @@ def serve(
         finally:
             await engine.dispose()
 
+    bind, bind_port = host or settings.host, port or settings.port
+    public_url = _public_url(settings.public_url, bind, bind_port, "TRM_PUBLIC_URL")
     try:
         asyncio.run(_check())
     except SchemaNotCurrentError as exc:
         typer.echo(f"trm-broker: refusing to start: {exc}", err=True)
         raise typer.Exit(2) from exc
     uvicorn.run(
-        create_app(settings),
-        host=host or settings.host,
-        port=port or settings.port,
+        create_app(settings.model_copy(update={"public_url": public_url})),
+        host=bind,
+        port=bind_port,
         log_config=None,
         access_log=False,
         server_header=False,
     )
+
+
+def _public_url(configured: str | None, bind: str, port: int, setting: str) -> str:
+    """The base URL signed requests must name (their @target-uri). On a loopback address it
+    defaults to that address; elsewhere it must be set, or a request signed for another
+    deployment's host name could be accepted here."""
+    if configured:
+        return configured
+    try:
+        loopback = ipaddress.ip_address(bind).is_loopback
+    except ValueError:
+        loopback = bind == "localhost"
+    if not loopback:
+        typer.echo(
+            f"trm-broker: refusing to start: set {setting} to the base URL callers use "
+            "(e.g. https://broker.example.org); signed requests are bound to it.",
+            err=True,
+        )
+        raise typer.Exit(2)
+    return f"http://{bind}:{port}"
 
 
 @db_app.command("upgrade")
@@ -117,10 +142,12 @@ def node_serve(
     settings = get_settings()
     configure_logging(settings.log_level)
     load_keyring(settings)  # fail now, with a clear message, if the key files are missing
+    bind, bind_port = host or settings.node_host, port or settings.node_port
+    public_url = _public_url(settings.node_public_url, bind, bind_port, "TRM_NODE_PUBLIC_URL")
     uvicorn.run(
-        create_node_app(settings),
-        host=host or settings.node_host,
-        port=port or settings.node_port,
+        create_node_app(settings.model_copy(update={"node_public_url": public_url})),
+        host=bind,
+        port=bind_port,
         log_config=None,
         access_log=False,
         server_header=False,

@@ -12,10 +12,14 @@ checks that it verifies too, so the code and the vectors cannot drift apart.
 
 from __future__ import annotations
 
+import base64
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from http_message_signatures import HTTPMessageSigner, algorithms
 
 from trm_broker.crypto import jws
 from trm_broker.crypto.canonical import canonical_json
@@ -201,6 +205,11 @@ def _envelope_cases(keys: _Keys) -> list[dict[str, Any]]:
             _bad("unsupported-alg"),
         ),
         ("not-canonical", spaced, _bad("not-canonical")),
+        (
+            "padded-standard-base64-signature",
+            {**valid, "signature": base64.b64encode(b64url_decode(valid["signature"])).decode()},
+            _bad("malformed"),
+        ),
     ]
     return [
         {"name": f"envelope/{name}", "kind": "envelope", "envelope": env, "expect": expect}
@@ -274,6 +283,38 @@ def _request(
     }
 
 
+def _request_with_expires(key: SigningKey, body: bytes, created: datetime) -> dict[str, Any]:
+    """A valid RFC 9421 signature that also has ``expires``: outside our profile."""
+    url = BROKER_URL + "/v1/messages"
+
+    @dataclass
+    class _Message:
+        method: str
+        url: str
+        headers: dict[str, str]
+
+    message = _Message("POST", url, {})
+    signer = HTTPMessageSigner(signature_algorithm=algorithms.ED25519, key_resolver=None)
+    prepared = signer.prepare(
+        message,
+        key_id=key.kid,
+        created=created,
+        expires=created + timedelta(minutes=1),
+        nonce="expires-test-nonce-0001",
+        label="trm",
+        tag="trm-broker/v1",
+        covered_component_ids=("@method", "@target-uri", "content-digest"),
+        body=body,
+    )
+    signer.apply(message, prepared, key.sign(prepared.signature_base))
+    return {
+        "method": "POST",
+        "target_uri": url,
+        "headers": [["Content-Type", "application/jose+json"], *map(list, message.headers.items())],
+        "body": b64url_encode(body),
+    }
+
+
 def _request_cases(keys: _Keys) -> list[dict[str, Any]]:
     body = canonical_json(_envelope(keys.at_sig, keys.ng_enc))
     created = NOW - timedelta(seconds=10)
@@ -282,6 +323,11 @@ def _request_cases(keys: _Keys) -> list[dict[str, Any]]:
     changed = {**valid, "body": b64url_encode(body.replace(b'"payload"', b'"payload" '))}
     cases = [
         ("valid", valid, _ok()),
+        (
+            "parameter-outside-the-profile",
+            _request_with_expires(keys.at_sig, body, created),
+            _bad("malformed"),
+        ),
         ("body-changed", changed, _bad("digest-mismatch")),
         ("target-changed", moved, _bad("bad-signature")),
         ("too-old", _request(keys.at_sig, body, created=NOW - timedelta(minutes=6)), _bad("stale")),

@@ -14,13 +14,17 @@ from typing import Any, TypeVar
 
 import httpx
 
+from trm_broker.crypto.keys import KeySet
 from trm_broker.devcluster import LocalCluster, Node, Process
+from trm_broker.ledger.note import Checkpoint
+from trm_broker.ledger_cli import verify
 from trm_broker.web.signed_requests import SignedRequests
 
 T = TypeVar("T")
 
 SENDER = "at.focal-point"  # Austria: country of exploitation, where the case is opened
 RECIPIENT = "ng.naptip"  # Nigeria: country of return (NAPTIP, the Nigerian NRM)
+AUDITOR = "at.rapporteur"  # Austria's national rapporteur on trafficking
 
 DEMO_REFERRAL: dict[str, Any] = {
     "identification_summary": "Fictional demo person identified during a labour inspection.",
@@ -67,6 +71,37 @@ def register(cluster: LocalCluster, node: Node, country: str) -> None:
             timeout=10,
         )
         response.raise_for_status()
+
+
+def register_auditor(cluster: LocalCluster, participant: str, country: str) -> Path:
+    """An auditor (e.g. a national rapporteur), registered by the operator; its key file."""
+    broker = _broker_of(cluster)
+    if cluster.operator is None:
+        raise RuntimeError("run `operator init` first")
+    keyset = KeySet.generate(participant)
+    path = cluster.workdir / f"{participant}.keys.json"
+    keyset.write(path)
+    body = {"id": participant, "kind": "auditor", "country": country, "keys": keyset.public()}
+    response = httpx.post(
+        broker.url + "/v1/participants",
+        json=body,
+        auth=SignedRequests(cluster.operator.signing),
+        timeout=10,
+    )
+    response.raise_for_status()
+    return path
+
+
+def verify_ledger(cluster: LocalCluster, auditor_key: Path, entries: int) -> Checkpoint:
+    """`trm-broker ledger verify`, once the sequencer has integrated ``entries`` entries."""
+    broker = _broker_of(cluster)
+    vkey = httpx.get(broker.url + "/v1/broker", timeout=5).json()["ledger"]["verifier_key"]
+
+    def check() -> Checkpoint | None:
+        checkpoint = verify(broker.url, vkey, auditor_key, None)
+        return checkpoint if checkpoint.size >= entries else None
+
+    return _eventually("the ledger to integrate every entry", check)
 
 
 def send_referral(sender: Node, case_ref: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -133,6 +168,7 @@ def run(echo: Callable[[str], None] = print) -> None:
         echo(f"  node Nigeria      {ng.url}  serves {RECIPIENT}")
         register(cluster, at, "AT")
         register(cluster, ng, "NG")
+        auditor_key = register_auditor(cluster, AUDITOR, "AT")
         echo("  registry          both focal points registered with their Ed25519 and X25519")
         echo("                    keys, in requests signed by the operator (RFC 9421)\n")
 
@@ -167,4 +203,11 @@ def run(echo: Callable[[str], None] = print) -> None:
         if payload != DEMO_REFERRAL:
             raise RuntimeError("the payload opened at the destination differs from what was sent")
         echo("   The payload opened at the destination is exactly what was sent.")
+        # bootstrap, three registrations, accepted, acknowledged
+        checkpoint = verify_ledger(cluster, auditor_key, 6)
+        echo(f"5. The auditor {AUDITOR} ran `trm-broker ledger verify`: every entry fetched,")
+        echo("   every leaf and the root recomputed, the broker's signed checkpoint checked:")
+        for line in checkpoint.body().splitlines():
+            echo(f"     {line}")
+        echo("   (origin, tree size, root hash: C2SP tlog-checkpoint, signed by the broker)")
         echo(f"\nDone in {time.monotonic() - started:.1f} s; all processes stopped, files removed.")

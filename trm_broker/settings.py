@@ -68,6 +68,17 @@ class Settings(BaseSettings):
     allow_private_inboxes: bool = Field(
         False, description="Let inbox URLs resolve to private or reserved (non-global) addresses."
     )
+    ledger_origin: str = Field(
+        "trm-broker.example/ledger",
+        pattern=r"^[^\s+]+$",
+        description="The ledger's origin line and signed-note key name (C2SP); set it to a "
+        "name of your own, e.g. trm.<ministry domain>/ledger, before the first start.",
+    )
+    retention_seconds: int = Field(
+        30 * 24 * 3600,
+        ge=0,
+        description="How long an acknowledged message's sealed payload stays at the broker.",
+    )
     log_level: str = Field("info", description="debug, info, warning or error.")
 
     # --- reference NRM node -------------------------------------------------------------

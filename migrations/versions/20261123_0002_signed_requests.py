@@ -54,9 +54,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name="pk_registry_changes"),
     )
-    op.create_index(
-        "ix_registry_changes_participant_id", "registry_changes", ["participant_id"]
-    )
+    op.create_index("ix_registry_changes_participant_id", "registry_changes", ["participant_id"])
 
 
 def downgrade() -> None:

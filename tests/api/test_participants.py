@@ -3,17 +3,18 @@ everyone can read the public keys."""
 
 from __future__ import annotations
 
-import json
+import base64
+import hashlib
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.support import OPERATOR_ID, PROBLEM, Broker, broker_settings, running_broker
-from trm_broker.crypto.encoding import b64url_decode
-from trm_broker.crypto.http_signatures import verify_request
+from trm_broker.crypto.http_signatures import sign_request, verify_request
 from trm_broker.crypto.keys import KeySet
 
 
@@ -97,7 +98,7 @@ async def test_every_registry_change_is_recorded_with_the_operators_signed_reque
                 ("signature-input", proof["signature_input"]),
                 ("signature", proof["signature"]),
             ],
-            b64url_decode(proof["body"]),
+            None,  # the body is not published; the signature covers its digest
             broker.operator.signing.private.public_key(),
             broker.operator.signing.kid,
             now=datetime.fromisoformat(change["recorded_at"]),
@@ -105,8 +106,11 @@ async def test_every_registry_change_is_recorded_with_the_operators_signed_reque
             skew=timedelta(minutes=5),
         )
         assert signed.keyid == broker.operator.signing.kid
-    registered_body = json.loads(b64url_decode(changes[0]["proof"]["body"]))
-    assert registered_body["keys"] == keyset.public()
+    # The digest the operator signed is the one of the registration that was sent.
+    sent = httpx.Request("POST", "/", json=register_body(broker, keyset)).content
+    assert changes[0]["proof"]["content_digest"] == (
+        "sha-256=:" + base64.b64encode(hashlib.sha256(sent).digest()).decode() + ":"
+    )
     operator = next(
         p
         for p in (await broker.client.get("/v1/participants")).json()["participants"]
@@ -122,6 +126,8 @@ async def test_registered_participant_is_listed_with_its_keys_and_no_inbox_url(
     keyset = KeySet.generate("ng.naptip")
     response = await broker.register(keyset, "NG", inbox_url="https://node.example/inbox")
     assert response.status_code == 201, response.text
+    # Inbox URLs are for the broker alone: not in the entry, nor in its change's proof.
+    assert "node.example" not in (await broker.client.get("/v1/participants")).text
     listed = await registered(broker)
     assert [p["id"] for p in listed] == ["ng.naptip"]
     entry = listed[0]
@@ -206,3 +212,36 @@ async def test_inbox_urls_pointing_inside_are_refused(broker: Broker, inbox_url:
     assert response.status_code == 400
     assert response.json()["detail"].startswith("inbox_url refused")
     assert await registered(broker) == []
+
+
+def register_body(broker: Broker, keyset: KeySet) -> dict[str, Any]:
+    """The body `Broker.register` sends for a participant without an inbox."""
+    return {
+        "id": keyset.participant,
+        "kind": "focal_point",
+        "country": "NG",
+        "keys": keyset.public(),
+    }
+
+
+async def test_a_proof_keeps_only_the_signature_that_was_verified(broker: Broker) -> None:
+    keyset = KeySet.generate("ng.naptip")
+    body = register_body(broker, keyset)
+    request = httpx.Request("POST", "http://broker/v1/participants", json=body)
+    signed = sign_request("POST", str(request.url), request.content, broker.operator.signing)
+    # A proxy's signature beside ours, on separate field lines, first.
+    headers = [
+        ("content-type", "application/json"),
+        ("content-digest", signed["Content-Digest"]),
+        ("signature-input", 'proxy=("@method");created=1;keyid="proxy"'),
+        ("signature-input", signed["Signature-Input"]),
+        ("signature", "proxy=:" + "A" * 88 + ":"),
+        ("signature", signed["Signature"]),
+    ]
+    response = await broker.client.post(
+        "/v1/participants", content=request.content, headers=headers
+    )
+    assert response.status_code == 201, response.text
+    proof = response.json()["changes"][0]["proof"]
+    assert proof["signature_input"] == signed["Signature-Input"]
+    assert proof["signature"] == signed["Signature"]

@@ -173,3 +173,17 @@ async def test_reading_a_message_state_needs_a_signature(broker: Broker) -> None
 async def test_public_endpoints_need_no_signature(broker: Broker) -> None:
     for path in ("/healthz", "/readyz", "/v1/broker", "/v1/participants"):
         assert (await broker.client.get(path)).status_code == 200, path
+
+
+async def test_an_old_envelope_cannot_probe_whether_someone_elses_message_id_exists(
+    broker: Broker,
+) -> None:
+    message_id = (await broker.submit(referral(AT, NG))).json()["message_id"]
+    stale = datetime.now(UTC) - timedelta(hours=1)
+    probe = await broker.submit(referral(FR, NG, message_id=message_id, now=stale))
+    unused = await broker.submit(
+        referral(FR, NG, message_id="01a207c7-3c14-71cc-914e-abe9c663302d", now=stale)
+    )
+    assert (probe.status_code, unused.status_code) == (400, 400)
+    assert probe.json()["detail"] == unused.json()["detail"]
+    assert await broker.stored_counts() == (1, 1)

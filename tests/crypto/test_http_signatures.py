@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,7 +41,7 @@ def verify(
     headers: Headers,
     method: str = "POST",
     url: str = URL,
-    body: bytes = BODY,
+    body: bytes | None = BODY,
     now: datetime = NOW,
     key: SigningKey = KEY,
 ) -> SignedRequest:
@@ -64,7 +66,7 @@ def test_a_signed_request_verifies_and_names_its_key_time_and_nonce() -> None:
     headers = signed(nonce="n" * 22)
     assert signature_keyid(headers) == KEY.kid
     result = verify(headers)
-    assert result == SignedRequest(keyid=KEY.kid, created=NOW, nonce="n" * 22)
+    assert (result.keyid, result.created, result.nonce) == (KEY.kid, NOW, "n" * 22)
     signature_input = dict(headers)["Signature-Input"]
     assert signature_input.startswith('trm=("@method" "@target-uri" "content-digest")')
     assert 'tag="trm-broker/v1"' in signature_input
@@ -233,3 +235,52 @@ def test_any_request_signed_verifies_and_breaks_when_its_body_changes(
     assert verify(headers, method, url, body).keyid == KEY.kid
     with pytest.raises(RequestSignatureError):
         verify(headers, method, url, body + b"\x00")
+
+
+def test_parameters_outside_the_profile_are_refused() -> None:
+    # An `expires` (or any other parameter) is not ours: the window is the verifier's.
+    request = _Request("POST", URL, {})
+    signer = HTTPMessageSigner(signature_algorithm=algorithms.ED25519, key_resolver=None)
+    prepared = signer.prepare(
+        request,
+        key_id=KEY.kid,
+        created=NOW,
+        expires=NOW + timedelta(seconds=10),
+        nonce="n" * 22,
+        label="trm",
+        tag="trm-broker/v1",
+        covered_component_ids=COVERED,
+        body=BODY,
+    )
+    signer.apply(request, prepared, KEY.sign(prepared.signature_base))
+    with pytest.raises(RequestSignatureError, match="exactly created"):
+        verify(list(request.headers.items()))
+
+
+def test_a_digest_other_than_one_sha_256_member_is_refused() -> None:
+    sha512 = "sha-512=:" + base64.b64encode(hashlib.sha512(BODY).digest()).decode() + ":"
+    request = _Request("POST", URL, {"Content-Digest": sha512})
+    signer = HTTPMessageSigner(signature_algorithm=algorithms.ED25519, key_resolver=None)
+    prepared = signer.prepare(
+        request,
+        key_id=KEY.kid,
+        created=NOW,
+        nonce="n" * 22,
+        label="trm",
+        tag="trm-broker/v1",
+        covered_component_ids=COVERED,
+        use_existing_digest=True,
+    )
+    signer.apply(request, prepared, KEY.sign(prepared.signature_base))
+    with pytest.raises(RequestSignatureError, match="one sha-256 member"):
+        verify(list(request.headers.items()))
+
+
+def test_the_verified_parts_are_returned_for_keeping_as_proof() -> None:
+    headers = signed()
+    result = verify(headers)
+    assert result.signature_input == dict(headers)["Signature-Input"]
+    assert result.signature == dict(headers)["Signature"]
+    assert result.content_digest == dict(headers)["Content-Digest"]
+    # A kept proof verifies without its body: the signature covers the digest.
+    assert verify(headers, body=None).keyid == KEY.kid

@@ -559,3 +559,12 @@ def test_x25519_checks_by_alg_keep_the_low_order_and_length_checks() -> None:
     with pytest.raises(MalformedError):
         # A hybrid key registered as X25519 is refused, not truncated.
         load_encryption_public("X25519", b64url(xwing_public()))
+
+
+def test_a_hybrid_public_key_whose_ml_kem_half_is_degenerate_is_refused() -> None:
+    # t = 0 passes the FIPS 203 modulus check, yet reveals every shared secret sealed to it.
+    genuine = xwing_public()
+    degenerate = bytes(1152) + genuine[1152:]
+    with pytest.raises(MalformedError, match="degenerate"):
+        check_encryption_public("MLKEM768-X25519", degenerate)
+    check_encryption_public("MLKEM768-X25519", genuine)

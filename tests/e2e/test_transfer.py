@@ -58,7 +58,7 @@ def decoded_envelopes(cluster: LocalCluster) -> bytes:
         try:
             async with engine.connect() as connection:
                 rows = await connection.execute(select(Message.envelope, Message.receipt))
-                return [(bytes(envelope), receipt) for envelope, receipt in rows.all()]
+                return [(bytes(env or b""), receipt) for env, receipt in rows.all()]
         finally:
             await engine.dispose()
 

@@ -44,6 +44,7 @@ async def stored_sealed(broker: Broker, message_id: str) -> dict[str, Any]:
             ).scalar_one()
     finally:
         await engine.dispose()
+    assert envelope is not None
     sealed: dict[str, Any] = jws.parse(json.loads(envelope), jws.TYP_ENVELOPE).claims()["sealed"]
     return sealed
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from datetime import timedelta
+from typing import Any, Protocol
 
 import httpx
 import structlog
@@ -15,11 +16,14 @@ from pydantic import BaseModel
 from trm_broker import __version__
 from trm_broker.api import broker_info, health
 from trm_broker.api.deps import BrokerState
+from trm_broker.api.ledger.endpoints import router as ledger_router
+from trm_broker.api.ledger.sequencer import LedgerSequencer
 from trm_broker.api.messages.endpoints import router as messages_router
 from trm_broker.api.participants.endpoints import router as participants_router
 from trm_broker.api.participants.schemas import KeyRotationIn, ParticipantIn
 from trm_broker.crypto.keys import load_or_create_signing_key
 from trm_broker.delivery.dispatcher import DeliveryDispatcher
+from trm_broker.delivery.retention import RetentionPurger
 from trm_broker.settings import Settings
 from trm_broker.store.database import create_engine, session_factory
 from trm_broker.store.migrate import check_schema_current
@@ -28,7 +32,27 @@ from trm_broker.web import middleware, problems
 log = structlog.get_logger("trm_broker.app")
 
 
-def create_app(settings: Settings, *, run_dispatcher: bool = True) -> FastAPI:
+class _Worker(Protocol):
+    async def run_forever(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@asynccontextmanager
+async def _running(workers: dict[str, _Worker]) -> AsyncIterator[None]:
+    """Run background workers beside the API; on shutdown stop them and wait for each."""
+    tasks = {name: asyncio.create_task(w.run_forever(), name=name) for name, w in workers.items()}
+    try:
+        yield
+    finally:
+        for worker in workers.values():
+            worker.stop()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+
+
+def create_app(
+    settings: Settings, *, run_dispatcher: bool = True, run_sequencer: bool = True
+) -> FastAPI:
     """Build the broker app. Start-up refuses a database whose migrations are behind."""
 
     @asynccontextmanager
@@ -44,8 +68,14 @@ def create_app(settings: Settings, *, run_dispatcher: bool = True) -> FastAPI:
             )
             app.state.broker = state
             async with httpx.AsyncClient(follow_redirects=False) as http:
-                task = None
-                dispatcher = None
+                workers: dict[str, _Worker] = {}
+                if run_sequencer:
+                    sequencer = LedgerSequencer(state.sessions, state.note_signer())
+                    state.extras["wake_sequencer"] = sequencer.wake
+                    workers["sequencer"] = sequencer
+                    workers["retention"] = RetentionPurger(
+                        state.sessions, timedelta(seconds=settings.retention_seconds)
+                    )
                 if run_dispatcher:
                     dispatcher = DeliveryDispatcher(
                         state.sessions,
@@ -57,15 +87,11 @@ def create_app(settings: Settings, *, run_dispatcher: bool = True) -> FastAPI:
                         signing_key=state.signing_key,
                     )
                     state.extras["wake_dispatcher"] = dispatcher.wake
-                    task = asyncio.create_task(dispatcher.run_forever(), name="dispatcher")
-                log.info("broker_started", kid=state.signing_key.kid, dispatcher=run_dispatcher)
-                try:
+                    workers["dispatcher"] = dispatcher
+                log.info("broker_started", kid=state.signing_key.kid, workers=sorted(workers))
+                async with _running(workers):
                     yield
-                finally:
-                    if dispatcher is not None and task is not None:
-                        dispatcher.stop()
-                        await task
-                    log.info("broker_stopped")
+                log.info("broker_stopped")
         finally:
             await engine.dispose()
 
@@ -81,6 +107,7 @@ def create_app(settings: Settings, *, run_dispatcher: bool = True) -> FastAPI:
     app.include_router(broker_info.router)
     app.include_router(participants_router)
     app.include_router(messages_router)
+    app.include_router(ledger_router)
     _document_signed_bodies(app, [ParticipantIn, KeyRotationIn])
     return app
 

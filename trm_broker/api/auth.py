@@ -123,9 +123,9 @@ async def signed_caller(request: Request, state: State, session: Session) -> Cal
         proof=RequestProof(
             method=request.method,
             target_uri=uri,
-            content_digest=request.headers.get("content-digest", ""),
-            signature_input=request.headers.get("signature-input", ""),
-            signature=request.headers.get("signature", ""),
+            content_digest=signed.content_digest,
+            signature_input=signed.signature_input,
+            signature=signed.signature,
             body=body,
         ),
     )

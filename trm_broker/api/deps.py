@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from trm_broker.crypto.keys import SigningKey
 from trm_broker.domain.inbox_url import InboxPolicy
+from trm_broker.ledger.note import NoteSigner
 from trm_broker.settings import Settings
 from trm_broker.web.problems import Conflict, Unavailable
 
@@ -34,6 +35,15 @@ class BrokerState:
         wake = self.extras.get("wake_dispatcher")
         if wake is not None:
             wake()
+
+    def wake_sequencer(self) -> None:
+        wake = self.extras.get("wake_sequencer")
+        if wake is not None:
+            wake()
+
+    def note_signer(self) -> NoteSigner:
+        """Checkpoints are signed notes by the broker's key, named by the ledger's origin."""
+        return NoteSigner(self.settings.ledger_origin, self.signing_key)
 
 
 def broker_state(request: Request) -> BrokerState:

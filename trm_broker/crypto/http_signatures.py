@@ -17,6 +17,8 @@ module fixes the profile and turns every failure into a :class:`RequestSignature
 
 from __future__ import annotations
 
+import base64
+import re
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -40,6 +42,9 @@ from trm_broker.crypto.keys import SigningKey
 LABEL = "trm"
 TAG = "trm-broker/v1"
 COVERED = ("@method", "@target-uri", "content-digest")
+_PARAMS_COMPONENT = '"@signature-params"'
+_PARAMETERS = frozenset({"created", "keyid", "alg", "nonce", "tag"})
+_SHA256_DIGEST = re.compile(r"sha-256=:[A-Za-z0-9+/]{43}=:")
 _NONCE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
@@ -49,11 +54,15 @@ class RequestSignatureError(VerificationError):
 
 @dataclass(frozen=True)
 class SignedRequest:
-    """What a verified signature tells: who signed (key id), when, and its nonce."""
+    """What a verified signature tells: who signed (key id), when, and its nonce; and the
+    signed fields exactly as verified, to keep as proof (other labels left out)."""
 
     keyid: str
     created: datetime
     nonce: str
+    signature_input: str = ""
+    signature: str = ""
+    content_digest: str = ""
 
 
 class _Headers:
@@ -184,7 +193,7 @@ def verify_request(
     method: str,
     url: str,
     headers: Iterable[tuple[str, str]],
-    body: bytes,
+    body: bytes | None,
     public_key: Ed25519PublicKey,
     keyid: str,
     *,
@@ -195,13 +204,17 @@ def verify_request(
     """Verify the ``trm`` signature of a request (RFC 9421 §3.2), or raise.
 
     1. Parse ``Signature-Input``/``Signature``; take the one signature with our tag.
-    2. It must cover ``@method``, ``@target-uri`` and ``content-digest`` (our profile).
+    2. It must cover ``@method``, ``@target-uri`` and ``content-digest`` (our profile), with
+       exactly the parameters created, keyid, alg, nonce and tag.
     3. Rebuild the signature base (§2.5) from this request and verify it with ``public_key``.
-    4. The signed ``Content-Digest`` must match the body (RFC 9530 §2).
+    4. The signed ``Content-Digest`` is one SHA-256 member, and matches the body (RFC 9530
+       §2); ``body=None`` checks a kept proof whose body is withheld: the signature still
+       covers the digest that names it.
     5. ``created`` must lie in [now - max_age, now + skew]; a ``nonce`` must be present.
     The caller then refuses a nonce it has seen within the window (replay).
     """
-    message = _Request(method.upper(), url, _Headers(headers))
+    lines = list(headers)
+    message = _Request(method.upper(), url, _Headers(lines))
     verifier = _Verifier(
         signature_algorithm=algorithms.ED25519, key_resolver=_OneKey(keyid, public_key)
     )
@@ -219,8 +232,16 @@ def verify_request(
     if len(results) != 1:
         raise RequestSignatureError("exactly one signature labelled trm is expected")
     params = results[0].parameters
-    if params.get("keyid") != keyid or params.get("alg", "ed25519") != "ed25519":
+    if set(params) != _PARAMETERS:
+        raise RequestSignatureError(
+            "the signature's parameters must be exactly created, keyid, alg, nonce and tag"
+        )
+    if params.get("keyid") != keyid or params.get("alg") != "ed25519":
         raise RequestSignatureError("the signature names another key or algorithm")
+    covered = results[0].covered_components
+    digest = covered.get('"content-digest"', "")
+    if not _SHA256_DIGEST.fullmatch(digest):
+        raise RequestSignatureError("the Content-Digest must be one sha-256 member")
     created = params.get("created")
     if not isinstance(created, int):
         raise RequestSignatureError('the signature has no "created" time')
@@ -232,4 +253,18 @@ def verify_request(
     nonce = results[0].nonce
     if not nonce or not 16 <= len(nonce) <= 64 or not set(nonce) <= _NONCE_CHARS:
         raise RequestSignatureError("the signature needs a nonce of 16-64 base64url characters")
-    return SignedRequest(keyid=keyid, created=created_at, nonce=nonce)
+    return SignedRequest(
+        keyid=keyid,
+        created=created_at,
+        nonce=nonce,
+        signature_input=f"{LABEL}={covered[_PARAMS_COMPONENT]}",
+        signature=f"{LABEL}=:{_signature_bytes(lines)}:",
+        content_digest=digest,
+    )
+
+
+def _signature_bytes(lines: list[tuple[str, str]]) -> str:
+    """The ``trm`` member of the Signature field, as base64 (already verified)."""
+    values = [v for n, v in lines if n.lower() == "signature"]
+    parsed: Any = http_sf.parse(", ".join(values).encode("ascii"), tltype="dictionary")
+    return base64.b64encode(parsed[LABEL][0]).decode("ascii")

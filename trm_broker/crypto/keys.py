@@ -138,6 +138,10 @@ def _hybrid_public(raw: bytes) -> hpke.MLKEM768X25519PublicKey:
         raise MalformedError(
             f"an MLKEM768-X25519 public key is {HYBRID_PUBLIC_LENGTH} bytes, not {len(raw)}"
         )
+    # FIPS 203 §7.2 accepts t = 0, yet every ciphertext to it reveals its shared secret:
+    # the hybrid would quietly be X25519 only.
+    if not any(raw[: _MLKEM768_PUBLIC_LENGTH - 32]):
+        raise MalformedError("the ML-KEM-768 key is degenerate (t = 0)")
     try:
         # OpenSSL runs the FIPS 203 §7.2 modulus check on import.
         mlkem = MLKEM768PublicKey.from_public_bytes(raw[:_MLKEM768_PUBLIC_LENGTH])

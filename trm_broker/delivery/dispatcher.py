@@ -16,11 +16,15 @@ import httpx
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from trm_broker.crypto import jws
 from trm_broker.crypto.http_signatures import sign_request
 from trm_broker.crypto.keys import SigningKey
 from trm_broker.delivery.acknowledgement import AckRefused, verify_ack
 from trm_broker.domain.inbox_url import InboxPolicy, InboxRefused
+from trm_broker.domain.ledger_events import EventType, LedgerEvent
 from trm_broker.store import deliveries as outbox
+from trm_broker.store import ledger, messages
+from trm_broker.store import participants as registry
 from trm_broker.store.deliveries import ClaimedDelivery
 from trm_broker.web.resolve import resolve
 
@@ -105,7 +109,8 @@ class DeliveryDispatcher:
             async with self._sessions() as session:
                 now = datetime.now(UTC)
                 if ack is not None:
-                    await outbox.record_acknowledged(session, delivery.delivery_id, now, ack)
+                    if await outbox.record_acknowledged(session, delivery.delivery_id, now, ack):
+                        await _record_in_ledger(session, delivery, ack, now)
                     log.info("delivery_acknowledged", attempts=delivery.attempts + 1)
                 else:
                     error = error or "unknown"
@@ -191,7 +196,36 @@ class DeliveryDispatcher:
             await response.aclose()
 
 
+async def _record_in_ledger(
+    session: AsyncSession, delivery: ClaimedDelivery, ack: str, now: datetime
+) -> None:
+    """The acknowledgement's ledger entry, in the transaction that records it (§9)."""
+    message = await messages.get(session, delivery.message_id)
+    if message is None:  # deliveries reference their message (foreign key)
+        raise LookupError("a delivery without its message")
+    parties = (message.sender_id, message.recipient_id)
+    countries = await registry.countries_of(session, set(parties))
+    ledger.append(
+        session,
+        LedgerEvent(
+            EventType.MESSAGE_ACKNOWLEDGED,
+            now,
+            parties=parties,
+            countries=tuple(countries[p] for p in parties),
+            case_ref=message.case_ref,
+            facts={
+                "message_id": message.id,
+                "envelope_digest": message.envelope_digest,
+                "ack_digest": jws.digest(json.loads(ack)),
+                "attempts": delivery.attempts + 1,
+            },
+        ),
+    )
+
+
 def push_body(delivery: ClaimedDelivery) -> bytes:
     """What a push carries: the envelope and the broker's signed receipt for it, so the
     recipient can tell a message the broker accepted from one posted to it directly."""
+    if delivery.envelope is None:  # purged payloads belong to acknowledged messages only
+        raise LookupError("the envelope of a pending delivery was purged")
     return b'{"envelope":' + delivery.envelope + b',"receipt":' + delivery.receipt.encode() + b"}"

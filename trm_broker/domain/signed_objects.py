@@ -27,7 +27,15 @@ class ReceiptClaims(BaseModel):
         description="SHA-256 of the RFC 8785 JSON of the envelope's JWS object, base64url.",
     )
     accepted_at: str = Field(description="RFC 3339 UTC time the broker committed it.")
-    ledger_index: int | None = Field(description="The ledger entry, once the ledger exists.")
+    ledger_index: int | None = Field(
+        description="Null: entries get their index from the ledger's sequencer within a second "
+        "of acceptance; `GET /v1/messages/{id}` then shows it."
+    )
+    ledger_entry: str | None = Field(
+        None,
+        pattern=DIGEST_PATTERN,
+        description="SHA-256 of the ledger entry (RFC 8785 JSON) recording the acceptance.",
+    )
 
 
 class AckClaims(BaseModel):

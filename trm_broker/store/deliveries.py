@@ -23,7 +23,7 @@ class ClaimedDelivery:
     message_id: str
     recipient_id: str
     inbox_url: str | None
-    envelope: bytes
+    envelope: bytes | None
     envelope_digest: str
     receipt: str
     attempts: int
@@ -84,8 +84,9 @@ async def claim_due(
 
 async def record_acknowledged(
     session: AsyncSession, delivery_id: int, at: datetime, ack: str
-) -> None:
-    await session.execute(
+) -> bool:
+    """Mark a pending delivery acknowledged; ``False`` if it no longer was pending."""
+    result = await session.execute(
         update(Delivery)
         .where(Delivery.id == delivery_id, Delivery.status == PENDING)
         .values(
@@ -96,6 +97,7 @@ async def record_acknowledged(
             last_error=None,
         )
     )
+    return bool(getattr(result, "rowcount", 0) == 1)
 
 
 async def record_failed(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
+
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -35,3 +38,19 @@ async def add(session: AsyncSession, message: Message, delivery: Delivery) -> No
     await session.flush()  # the outbox row references the message
     session.add(delivery)
     await session.flush()
+
+
+async def purgeable(session: AsyncSession, cutoff: datetime, limit: int) -> Sequence[Message]:
+    """Messages acknowledged at or before ``cutoff`` whose envelope is still stored."""
+    query = (
+        select(Message)
+        .join(Delivery, Delivery.message_id == Message.id)
+        .where(
+            Delivery.status == "acknowledged",
+            Delivery.acknowledged_at <= cutoff,
+            Message.envelope.is_not(None),
+        )
+        .order_by(Delivery.acknowledged_at)
+        .limit(limit)
+    )
+    return (await session.scalars(query)).all()

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     DateTime,
     ForeignKey,
     Index,
@@ -93,8 +94,12 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     accepted_at: Mapped[datetime] = mapped_column(UTCDateTime())
     envelope_digest: Mapped[str] = mapped_column(String(80))
-    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    #: The signed envelope with its sealed payload; NULL once purged (retention, withdrawal).
+    envelope: Mapped[bytes | None] = mapped_column(LargeBinary)
     receipt: Mapped[str] = mapped_column(Text)
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: The ``seq`` of the ledger entry recording the acceptance (its index comes later).
+    ledger_seq: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
 
 
 class Delivery(Base):
@@ -151,3 +156,52 @@ class RegistryChange(Base):
     signature_input: Mapped[str | None] = mapped_column(String(1024))
     signature: Mapped[str | None] = mapped_column(String(200))
     body: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class LedgerEntry(Base):
+    """One ledger event. ``seq`` is the order of commit-time appends; ``idx`` (the leaf index)
+    is given by the sequencer when it integrates the entry into the tree."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        Index("ix_ledger_entries_pending", "idx", "seq"),
+        Index("ix_ledger_entries_case_ref", "case_ref"),
+        Index("ix_ledger_entries_party1", "party1"),
+        Index("ix_ledger_entries_party2", "party2"),
+        Index("ix_ledger_entries_type_at", "type", "at"),
+    )
+
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    idx: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    leaf_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
+    type: Mapped[str] = mapped_column(String(40))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    case_ref: Mapped[str | None] = mapped_column(String(64))
+    party1: Mapped[str | None] = mapped_column(String(64))
+    party2: Mapped[str | None] = mapped_column(String(64))
+    country1: Mapped[str | None] = mapped_column(String(2))
+    country2: Mapped[str | None] = mapped_column(String(2))
+
+
+class LedgerNode(Base):
+    """The hash of a complete aligned subtree: leaves [idx * 2**level, (idx + 1) * 2**level)."""
+
+    __tablename__ = "ledger_nodes"
+
+    level: Mapped[int] = mapped_column(Integer, primary_key=True)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class LedgerCheckpoint(Base):
+    """Every checkpoint the broker has signed (C2SP tlog-checkpoint in a signed note)."""
+
+    __tablename__ = "ledger_checkpoints"
+
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    root: Mapped[bytes] = mapped_column(LargeBinary)
+    note: Mapped[str] = mapped_column(Text)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -24,6 +24,13 @@ async def any_of_kind(session: AsyncSession, kind: str) -> bool:
     return (await session.scalars(query)).first() is not None
 
 
+async def countries_of(session: AsyncSession, participant_ids: set[str]) -> dict[str, str]:
+    if not participant_ids:
+        return {}
+    query = select(Participant.id, Participant.country).where(Participant.id.in_(participant_ids))
+    return {pid: country for pid, country in (await session.execute(query)).all()}
+
+
 async def keys_of(
     session: AsyncSession, participant_ids: Sequence[str]
 ) -> Sequence[ParticipantKey]:

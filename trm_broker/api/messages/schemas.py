@@ -23,7 +23,8 @@ class ReceiptOut(BaseModel):
     status: Literal["accepted"] = "accepted"
     receipt: SignedObject = Field(
         description="JWS (typ trm-receipt+jws) by the broker's key over message_id, "
-        "envelope_digest, accepted_at and ledger_index."
+        "envelope_digest, accepted_at and ledger_entry (the digest of the ledger entry "
+        "recording the acceptance)."
     )
 
 
@@ -42,4 +43,11 @@ class MessageStatusOut(BaseModel):
     status: Literal["accepted", "acknowledged"]
     accepted_at: datetime
     envelope_digest: str
+    ledger_index: int | None = Field(
+        description="Index of the acceptance's ledger entry; null until the sequencer has "
+        "integrated it (within a second)."
+    )
+    payload_purged_at: datetime | None = Field(
+        description="When the sealed payload left the broker (retention or withdrawal)."
+    )
     delivery: DeliveryOut

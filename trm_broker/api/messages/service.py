@@ -11,13 +11,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from trm_broker.api.messages.schemas import DeliveryOut, MessageStatusOut, ReceiptOut, SignedObject
 from trm_broker.crypto import jws
 from trm_broker.crypto.canonical import canonical_json
+from trm_broker.crypto.encoding import sha256_digest
 from trm_broker.crypto.errors import MalformedError, VerificationError
 from trm_broker.crypto.keys import SigningKey, load_ed25519_public
 from trm_broker.crypto.seal import suite_for
 from trm_broker.domain.envelope import Envelope, is_fresh
+from trm_broker.domain.ledger_events import EventType, LedgerEvent
 from trm_broker.domain.participants import MESSAGING_KINDS, ParticipantKind
 from trm_broker.domain.signed_objects import ReceiptClaims
 from trm_broker.store import deliveries as outbox
+from trm_broker.store import ledger
 from trm_broker.store import messages as store
 from trm_broker.store import participants as registry
 from trm_broker.store.models import Delivery, Message
@@ -58,7 +61,8 @@ async def accept(
     # 2. The signing key, from the registry: known, a signing key, usable now.
     key = await registry.key(session, parsed.kid)
     if key is None or key.use != "sig":
-        raise UnknownSender(f"No registered signing key has kid {parsed.kid}.", kid=parsed.kid)
+        # The kid is the caller's text until found in the registry: never echoed.
+        raise UnknownSender("No registered signing key has the envelope's kid.")
     if not registry.is_usable(key, now):
         raise UnknownSender(
             f"Signing key {parsed.kid} is revoked or outside its validity.", kid=parsed.kid
@@ -121,9 +125,13 @@ async def accept(
             f"{suite_for(enc_key.alg)}."
         )
 
-    # 7. Idempotency: the same id with the same envelope returns the original receipt.
+    # 7. Idempotency: the same id with the same envelope returns the original receipt. Only
+    #    the sender's own messages are looked at before freshness, so nobody else can use
+    #    an old envelope to learn whether an id exists.
     digest = jws.digest(obj)
     existing = await store.get(session, envelope.id)
+    if existing is not None and existing.sender_id != envelope.sender:
+        existing = None  # treated as new: freshness first, then the id conflicts (409)
     if existing is not None:
         if existing.envelope_digest != digest:
             raise Conflict(
@@ -139,13 +147,34 @@ async def accept(
             "clock; check the sender's clock and send a new envelope."
         )
 
-    # 9. Store the message and its outbox row; the caller commits, then we answer.
+    # 9. Store the message, its outbox row and its ledger entry in one transaction; the
+    #    caller commits, then we answer (DESIGN.md §8).
+    entry = ledger.append(
+        session,
+        LedgerEvent(
+            EventType.MESSAGE_ACCEPTED,
+            now,
+            parties=(envelope.sender, envelope.recipient),
+            countries=(sender.country, recipient.country),
+            case_ref=envelope.case_ref,
+            facts={
+                "message_id": envelope.id,
+                "message_type": envelope.type.value,
+                "envelope_digest": digest,
+                "sender_kid": parsed.kid,
+                "created_at": _as_rfc3339(envelope.created_at),
+                "consent_ref": envelope.consent_ref,
+                "data_categories": sorted(c.value for c in envelope.data_categories),
+            },
+        ),
+    )
     claims = ReceiptClaims(
         v=1,
         message_id=envelope.id,
         envelope_digest=digest,
         accepted_at=_as_rfc3339(now),
         ledger_index=None,
+        ledger_entry=sha256_digest(entry.body),
     )
     receipt = jws.sign(
         claims.model_dump(mode="json"),
@@ -173,6 +202,7 @@ async def accept(
         next_attempt_at=now,
     )
     await store.add(session, message, delivery)
+    message.ledger_seq = entry.seq
     return _receipt_out(message), True
 
 
@@ -192,6 +222,10 @@ async def status(session: AsyncSession, message_id: str, caller_id: str) -> Mess
         status="acknowledged" if delivery.status == outbox.ACKNOWLEDGED else "accepted",
         accepted_at=message.accepted_at,
         envelope_digest=message.envelope_digest,
+        ledger_index=(
+            await ledger.index_of(session, message.ledger_seq) if message.ledger_seq else None
+        ),
+        payload_purged_at=message.purged_at,
         delivery=DeliveryOut(
             status=delivery.status,
             attempts=delivery.attempts,

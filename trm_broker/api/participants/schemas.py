@@ -79,11 +79,12 @@ class KeyOut(BaseModel):
 
 
 class ChangeProof(BaseModel):
-    """The operator's signed request (RFC 9421) that made a change, as received.
+    """The operator's signed request (RFC 9421) that made a change, as verified.
 
     Rebuild the signature base from ``method``, ``target_uri``, ``content_digest`` and
-    ``signature_input`` and verify ``signature`` with the operator's key; the body's
-    SHA-256 must match ``content_digest`` (contracts/README.md, "Signed requests").
+    ``signature_input`` and verify ``signature`` with the operator's key
+    (contracts/README.md, "Signed requests"). The body itself is not published (it holds
+    the inbox URL); ``content_digest`` is its SHA-256, and the signature covers it.
     """
 
     method: str
@@ -91,7 +92,6 @@ class ChangeProof(BaseModel):
     content_digest: str
     signature_input: str
     signature: str
-    body: str = Field(description="The request body, base64url.")
 
 
 class ChangeOut(BaseModel):

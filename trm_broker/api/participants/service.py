@@ -16,7 +16,8 @@ from trm_broker.api.participants.schemas import (
     ParticipantIn,
     ParticipantOut,
 )
-from trm_broker.crypto.encoding import b64url_decode, b64url_encode
+from trm_broker.crypto.canonical import canonical_json
+from trm_broker.crypto.encoding import b64url_decode, sha256_digest
 from trm_broker.crypto.errors import MalformedError
 from trm_broker.crypto.keys import (
     ENCRYPTION_ALGS,
@@ -27,9 +28,10 @@ from trm_broker.crypto.keys import (
 )
 from trm_broker.domain.ids import uuid7
 from trm_broker.domain.inbox_url import InboxPolicy, InboxRefused
+from trm_broker.domain.ledger_events import EventType, LedgerEvent
 from trm_broker.domain.participants import ParticipantKind
+from trm_broker.store import ledger, registry_changes
 from trm_broker.store import participants as registry
-from trm_broker.store import registry_changes
 from trm_broker.store.models import Participant, ParticipantKey, RegistryChange
 from trm_broker.web.problems import Conflict, InvalidRequest, NotFound
 from trm_broker.web.resolve import resolve
@@ -72,34 +74,58 @@ async def check_inbox(url: str, policy: InboxPolicy) -> None:
         raise InvalidRequest(f"inbox_url refused: {exc}.") from exc
 
 
-def _record(
+async def _record(
     session: AsyncSession,
-    action: str,
+    action: EventType,
     participant_id: str,
     kid: str | None,
-    caller: Caller,
     now: datetime,
+    caller: Caller | None,
 ) -> None:
-    """Keep the operator's signed request beside the change it made (DESIGN.md §4)."""
-    proof = caller.proof
-    registry_changes.add(
+    """Keep the operator's signed request beside the change it made (DESIGN.md §4), and
+    record the change in the ledger (§9). ``caller`` is None only for the bootstrap."""
+    participant = await registry.get(session, participant_id)
+    if participant is None:
+        raise NotFound(f"No participant has id {participant_id}.")
+    proof = caller.proof if caller is not None else None
+    change = RegistryChange(
+        id=str(uuid7()),
+        recorded_at=now,
+        action=action.value,
+        participant_id=participant_id,
+        kid=kid,
+        operator_id=caller.participant_id if caller is not None else participant_id,
+        operator_kid=caller.kid if caller is not None else (kid or ""),
+        method=proof.method if proof else None,
+        target_uri=proof.target_uri if proof else None,
+        content_digest=proof.content_digest if proof else None,
+        signature_input=proof.signature_input if proof else None,
+        signature=proof.signature if proof else None,
+        body=proof.body if proof else None,
+    )
+    registry_changes.add(session, change)
+    ledger.append(
         session,
-        RegistryChange(
-            id=str(uuid7()),
-            recorded_at=now,
-            action=action,
-            participant_id=participant_id,
-            kid=kid,
-            operator_id=caller.participant_id,
-            operator_kid=caller.kid,
-            method=proof.method,
-            target_uri=proof.target_uri,
-            content_digest=proof.content_digest,
-            signature_input=proof.signature_input,
-            signature=proof.signature,
-            body=proof.body,
+        LedgerEvent(
+            action,
+            now,
+            parties=(participant_id,),
+            countries=(participant.country,),
+            facts={
+                "participant": participant_id,
+                "kind": participant.kind,
+                "kid": kid,
+                "change_id": change.id,
+                "operator": change.operator_id,
+                "operator_kid": change.operator_kid,
+                # The signed request, as `changes[].proof` shows it, by digest.
+                "proof_digest": sha256_digest(canonical_json(_proof(change).model_dump()))
+                if proof
+                else None,
+            },
         ),
     )
+    await session.flush()
 
 
 async def register(
@@ -141,7 +167,7 @@ async def register(
     )
     registry.add(session, participant, keys)
     await session.flush()
-    _record(session, "participant.registered", new.id, None, caller, now)
+    await _record(session, EventType.PARTICIPANT_REGISTERED, new.id, None, now, caller)
     await session.flush()
     return await participant_out(session, new.id)
 
@@ -193,19 +219,7 @@ async def bootstrap_operator(
         ],
     )
     await session.flush()
-    registry_changes.add(
-        session,
-        RegistryChange(
-            id=str(uuid7()),
-            recorded_at=now,
-            action="operator.bootstrapped",
-            participant_id=participant_id,
-            kid=signing_kid,
-            operator_id=participant_id,
-            operator_kid=signing_kid,
-        ),
-    )
-    await session.flush()
+    await _record(session, EventType.OPERATOR_BOOTSTRAPPED, participant_id, signing_kid, now, None)
 
 
 _ALGS_FOR_USE: dict[str, tuple[str, ...]] = {"sig": ("Ed25519",), "enc": ENCRYPTION_ALGS}
@@ -237,7 +251,7 @@ async def rotate_key(
         )
     )
     await session.flush()
-    _record(session, "key.added", participant_id, kid, caller, now)
+    await _record(session, EventType.KEY_ADDED, participant_id, kid, now, caller)
     await session.flush()
     return await participant_out(session, participant_id)
 
@@ -251,7 +265,7 @@ async def revoke_key(
         raise NotFound(f"{participant_id} has no key {kid}.")
     if key.revoked_at is None:
         key.revoked_at = now
-        _record(session, "key.revoked", participant_id, kid, caller, now)
+        await _record(session, EventType.KEY_REVOKED, participant_id, kid, now, caller)
         await session.flush()
     return await participant_out(session, participant_id)
 
@@ -278,17 +292,18 @@ async def list_registry(session: AsyncSession) -> list[ParticipantOut]:
     return [_out(p, by_owner.get(p.id, []), changes_of.get(p.id, [])) for p in participants]
 
 
+def _proof(change: RegistryChange) -> ChangeProof:
+    return ChangeProof(
+        method=change.method or "",
+        target_uri=change.target_uri or "",
+        content_digest=change.content_digest or "",
+        signature_input=change.signature_input or "",
+        signature=change.signature or "",
+    )
+
+
 def _change_out(change: RegistryChange) -> ChangeOut:
-    proof = None
-    if change.method is not None and change.body is not None:
-        proof = ChangeProof(
-            method=change.method,
-            target_uri=change.target_uri or "",
-            content_digest=change.content_digest or "",
-            signature_input=change.signature_input or "",
-            signature=change.signature or "",
-            body=b64url_encode(change.body),
-        )
+    proof = _proof(change) if change.method is not None else None
     return ChangeOut(
         id=change.id,
         action=change.action,

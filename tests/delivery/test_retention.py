@@ -1,0 +1,77 @@
+"""Payloads leave the broker once acknowledged and past retention; the ledger records it and
+still verifies."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from tests.support import broker_settings, referral, running_broker
+from trm_broker.crypto.keys import KeySet
+from trm_broker.delivery.retention import RetentionPurger
+from trm_broker.ledger import merkle
+from trm_broker.store.models import Delivery, LedgerEntry, Message
+
+AT = KeySet.generate("at.focal-point")
+NG = KeySet.generate("ng.naptip")
+DAY = timedelta(days=1)
+
+
+async def test_acknowledged_payloads_are_purged_after_retention_only(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with running_broker(broker_settings(database_url, tmp_path)) as broker:
+        await broker.register(AT, "AT", inbox_url="https://node-at.example/inbox")
+        await broker.register(NG, "NG", inbox_url="https://node-ng.example/inbox")
+        ids = [(await broker.submit(referral(AT, NG))).json()["message_id"] for _ in range(3)]
+        now = datetime.now(UTC)
+        sessions = broker.app.state.broker.sessions
+        async with sessions() as session:
+            # The first was acknowledged 31 days ago, the second an hour ago; the third waits.
+            for message_id, acked in ((ids[0], now - 31 * DAY), (ids[1], now - DAY / 24)):
+                await session.execute(
+                    update(Delivery)
+                    .where(Delivery.message_id == message_id)
+                    .values(status="acknowledged", acknowledged_at=acked)
+                )
+            await session.commit()
+
+        purger = RetentionPurger(sessions, 30 * DAY)
+        assert await purger.run_once(now) == 1
+        assert await purger.run_once(now) == 0  # nothing twice
+
+        async with sessions() as session:
+            stored = {m.id: m for m in (await session.scalars(select(Message))).all()}
+        assert stored[ids[0]].envelope is None
+        assert stored[ids[0]].purged_at is not None
+        assert stored[ids[1]].envelope is not None
+        assert stored[ids[2]].envelope is not None
+        status = (await broker.status(ids[0], AT)).json()
+        assert status["payload_purged_at"] is not None
+        assert status["envelope_digest"] == stored[ids[0]].envelope_digest
+
+        # The purge is a ledger entry, and the ledger still verifies with it.
+        for _ in range(100):
+            async with sessions() as session:
+                entries = (
+                    await session.scalars(
+                        select(LedgerEntry)
+                        .where(LedgerEntry.idx.is_not(None))
+                        .order_by(LedgerEntry.idx)
+                    )
+                ).all()
+            if entries and entries[-1].type == "payload.purged":
+                break
+            await asyncio.sleep(0.05)
+        purged = entries[-1]
+        assert purged.type == "payload.purged"
+        assert ids[0].encode() in purged.body
+        note = (await broker.client.get("/v1/ledger/checkpoint")).text
+        size, root = note.split("\n")[1:3]
+        assert int(size) == len(entries)
+        leaves = [merkle.leaf_hash(e.body) for e in entries]
+        assert base64.b64decode(root) == merkle.root_of(leaves)

@@ -1,0 +1,1 @@
+"""The transfer ledger over HTTP, and its sequencer (DESIGN.md §9)."""
