@@ -54,8 +54,9 @@ async def checkpoint_of_size(broker: Broker, at_least: int) -> Checkpoint:
     background and integrates within a second)."""
     key = await verifier(broker)
     for _ in range(100):
-        note = (await broker.client.get("/v1/ledger/checkpoint")).text
-        checkpoint = open_checkpoint(note, key, origin=key.name)
+        response = await broker.client.get("/v1/ledger/checkpoint")
+        assert response.status_code == 200, response.text
+        checkpoint = open_checkpoint(response.text, key, origin=key.name)
         if checkpoint.size >= at_least:
             return checkpoint
         await asyncio.sleep(0.05)

@@ -71,6 +71,8 @@ def create_app(
                 workers: dict[str, _Worker] = {}
                 if run_sequencer:
                     sequencer = LedgerSequencer(state.sessions, state.note_signer())
+                    # A checkpoint exists before the first request (size 0 on a new ledger).
+                    await sequencer.run_once()
                     state.extras["wake_sequencer"] = sequencer.wake
                     workers["sequencer"] = sequencer
                     workers["retention"] = RetentionPurger(
