@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo serve test lint install clean
+.PHONY: demo serve test lint bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,9 +25,12 @@ test: $(STAMP)
 	./tools/ensure-postgres.sh
 	$(PY) -m pytest -q
 
+bench: $(STAMP)
+	$(PY) -m bench.ledger
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check trm_broker tests migrations contracts
-	$(VENV)/bin/ruff format --check trm_broker tests migrations contracts
+	$(VENV)/bin/ruff check trm_broker tests migrations contracts bench
+	$(VENV)/bin/ruff format --check trm_broker tests migrations contracts bench
 	$(VENV)/bin/mypy
 
 clean:

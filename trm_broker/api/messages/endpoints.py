@@ -76,6 +76,7 @@ async def submit_message(
         response.status_code = 200
         return receipt
     state.wake_dispatcher()
+    state.wake_sequencer()
     return receipt
 
 
