@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,6 +47,10 @@ class Broker:
     settings: Settings
     operator: KeySet
     keysets: dict[str, KeySet] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
+    consents: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    #: Register the consent a test's referral cites before sending it (off: tests of consent).
+    auto_consent: bool = True
 
     async def call(
         self, method: str, path: str, signer: KeySet | SigningKey | None, **kwargs: Any
@@ -73,6 +79,7 @@ class Broker:
         if inbox_url:
             body["inbox_url"] = inbox_url
         self.keysets[keyset.participant] = keyset
+        self.kinds[keyset.participant] = kind
         return await self.call("POST", "/v1/participants", self.operator, json=body)
 
     async def submit(
@@ -91,6 +98,7 @@ class Broker:
             if signer == "sender"
             else signer
         )
+        await self._consent_for(envelope)
         return await self.call(
             "POST",
             "/v1/messages",
@@ -98,6 +106,37 @@ class Broker:
             content=content,
             headers={"content-type": "application/jose+json"},
         )
+
+    async def _consent_for(self, envelope: dict[str, str] | bytes) -> None:
+        """Register, as its sender, the consent a test's envelope cites, the first time: one
+        that covers every type and category of data going to its recipient."""
+        claims = _declared_claims(envelope)
+        consent_ref, sender = claims.get("consent_ref"), claims.get("sender")
+        if not self.auto_consent or not consent_ref or sender not in self.keysets:
+            return
+        if self.kinds.get(sender) != "focal_point" or claims.get("type") != "referral":
+            return
+        if consent_ref not in self.consents:
+            self.consents[consent_ref] = asyncio.ensure_future(
+                self._register_consent(consent_ref, sender, claims)
+            )
+        await self.consents[consent_ref]
+
+    async def _register_consent(
+        self, consent_ref: str, sender: str, claims: dict[str, Any]
+    ) -> None:
+        minor = bool(claims.get("header", {}).get("subject_is_minor"))
+        body = {
+            "id": consent_ref,
+            "case_ref": claims["case_ref"],
+            "given_by": "guardian" if minor else "person",
+            "purposes": [t.value for t in MessageType],
+            "recipients": [claims["recipient"]],
+            "data_categories": [c.value for c in DataCategory],
+            "valid_from": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
+            "form_digest": "sha-256:" + "A" * 43,
+        }
+        await self.call("POST", "/v1/consents", self.keysets[sender], json=body)
 
     async def status(self, message_id: str, signer: KeySet | None) -> httpx.Response:
         return await self.call("GET", f"/v1/messages/{message_id}", signer)
@@ -144,13 +183,18 @@ async def running_broker(
             yield Broker(app, client, settings, operator)
 
 
-def _declared_sender(envelope: dict[str, str] | bytes) -> str:
-    """The ``sender`` an envelope claims, read without verifying (tests only)."""
+def _declared_claims(envelope: dict[str, str] | bytes) -> dict[str, Any]:
+    """What an envelope claims, read without verifying (tests only)."""
     try:
         obj = json.loads(envelope) if isinstance(envelope, bytes) else envelope
-        return str(json.loads(b64url_decode(obj["payload"]))["sender"])
+        claims = json.loads(b64url_decode(obj["payload"]))
+        return claims if isinstance(claims, dict) else {}
     except (ValueError, KeyError, TypeError, MalformedError):
-        return ""
+        return {}
+
+
+def _declared_sender(envelope: dict[str, str] | bytes) -> str:
+    return str(_declared_claims(envelope).get("sender", ""))
 
 
 def referral(
@@ -160,9 +204,14 @@ def referral(
     payload: dict[str, Any] | None = None,
     now: datetime | None = None,
     message_id: str | None = None,
-    case_ref: str = "AT-2026-0001",
+    case_ref: str | None = None,
+    destination_country: str = "NG",
+    consent_ref: str | None = "",
 ) -> dict[str, str]:
-    """A signed referral envelope from ``sender`` sealed to ``recipient``."""
+    """A signed referral envelope from ``sender`` sealed to ``recipient``: a new case (its
+    own case reference) under the consent ``consent-<case_ref>`` unless told otherwise
+    (``consent_ref=None``: none). ``Broker.submit`` registers that consent first."""
+    case_ref = case_ref or f"AT-{uuid.uuid4().hex[:12]}"
     _, signed = compose_envelope(
         signing_key=sender.signing,
         sender=sender.participant,
@@ -172,13 +221,45 @@ def referral(
         recipient_enc_alg=recipient.encryption.alg,
         type=MessageType.REFERRAL,
         case_ref=case_ref,
-        header={"destination_country": "NG", "subject_is_minor": False},
+        header={"destination_country": destination_country, "subject_is_minor": False},
         payload=payload or {"form_of_exploitation": "forced_labour"},
         data_categories=[DataCategory.IDENTITY],
-        consent_ref=None,
+        consent_ref=f"consent-{case_ref}" if consent_ref == "" else consent_ref,
         in_reply_to=None,
         now=now or datetime.now(UTC),
         message_id=message_id,
+    )
+    return signed
+
+
+def envelope(
+    sender: KeySet,
+    recipient: KeySet,
+    type: MessageType,
+    header: dict[str, Any],
+    *,
+    case_ref: str,
+    consent_ref: str | None,
+    data_categories: list[DataCategory] | None = None,
+    payload: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> dict[str, str]:
+    """A signed envelope of any type from ``sender`` sealed to ``recipient``."""
+    _, signed = compose_envelope(
+        signing_key=sender.signing,
+        sender=sender.participant,
+        recipient=recipient.participant,
+        recipient_enc_kid=recipient.encryption.kid,
+        recipient_enc_public=recipient.encryption.public_b64,
+        recipient_enc_alg=recipient.encryption.alg,
+        type=type,
+        case_ref=case_ref,
+        header=header,
+        payload=payload or {},
+        data_categories=data_categories if data_categories is not None else [DataCategory.OTHER],
+        consent_ref=consent_ref,
+        in_reply_to=None,
+        now=now or datetime.now(UTC),
     )
     return signed
 

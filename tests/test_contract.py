@@ -7,6 +7,7 @@ import json
 from trm_broker.contract import CONTRACTS_DIR, render
 from trm_broker.crypto import jws
 from trm_broker.crypto.keys import KeySet
+from trm_broker.domain.messages import MessageType
 from trm_broker.domain.signed_objects import AckClaims, ReceiptClaims
 
 
@@ -33,7 +34,17 @@ def test_the_broker_openapi_publishes_every_endpoint() -> None:
         "/readyz",
     } <= paths
     node_paths = set(json.loads((CONTRACTS_DIR / "openapi/node.json").read_text())["paths"])
-    assert {"/inbox", "/messages"} <= node_paths
+    per_type = {
+        "referral",
+        "referral-response",
+        "risk-assessment",
+        "return-preparation",
+        "reception-confirmation",
+        "monitoring",
+        "closure",
+        "consent-withdrawal",
+    }
+    assert {"/inbox", "/messages"} | {f"/cases/{{case_ref}}/{t}" for t in per_type} <= node_paths
 
 
 def test_receipt_and_ack_claims_round_trip_through_their_schema_models() -> None:
@@ -49,4 +60,15 @@ def test_receipt_and_ack_claims_round_trip_through_their_schema_models() -> None
     claims = jws.parse(signed, jws.TYP_RECEIPT).claims()
     assert ReceiptClaims.model_validate(claims) == receipt
     assert "ledger_index" in claims  # null, not omitted: the schema requires it
-    assert AckClaims.model_json_schema()["properties"]["status"]["const"] == "received"
+    assert AckClaims.model_json_schema()["properties"]["status"]["enum"] == [
+        "received",
+        "rejected",
+    ]
+
+
+def test_every_message_type_publishes_its_payload_schema() -> None:
+    for message_type in MessageType:
+        path = CONTRACTS_DIR / f"schemas/payloads/{message_type.value}.v1.json"
+        schema = json.loads(path.read_text())
+        assert schema["$id"] == f"urn:trm-broker:contract:v1:payload-{message_type.value}"
+        assert schema["additionalProperties"] is False

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from trm_broker.domain.envelope import Envelope
 from trm_broker.domain.messages import HEADER_MODELS
+from trm_broker.domain.payloads import PAYLOAD_MODELS, PAYLOAD_VERSION
 from trm_broker.domain.signed_objects import AckClaims, ReceiptClaims
 from trm_broker.settings import Settings
 
@@ -44,6 +45,10 @@ def render() -> dict[str, str]:
     for message_type, model in HEADER_MODELS.items():
         name = f"header-{message_type.value}"
         documents[f"schemas/headers/{message_type.value}.v1.json"] = _schema(model, name)
+    for message_type, payload in PAYLOAD_MODELS.items():
+        name = f"payload-{message_type.value}"
+        path = f"schemas/payloads/{message_type.value}.v{PAYLOAD_VERSION}.json"
+        documents[path] = _schema(payload, name)
     settings = Settings()
     documents["openapi/broker.json"] = create_app(settings).openapi()
     documents["openapi/node.json"] = create_node_app(settings).openapi()

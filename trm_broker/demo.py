@@ -9,12 +9,21 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 
 from trm_broker.crypto.keys import KeySet
+from trm_broker.demo_case import (
+    DEMO_REFERRAL,
+    RECIPIENT,
+    SENDER,
+    SHELTER,
+    consent_body,
+    play_case,
+)
 from trm_broker.devcluster import LocalCluster, Node, Process
 from trm_broker.ledger.note import Checkpoint
 from trm_broker.ledger_cli import verify
@@ -22,18 +31,7 @@ from trm_broker.web.signed_requests import SignedRequests
 
 T = TypeVar("T")
 
-SENDER = "at.focal-point"  # Austria: country of exploitation, where the case is opened
-RECIPIENT = "ng.naptip"  # Nigeria: country of return (NAPTIP, the Nigerian NRM)
 AUDITOR = "at.rapporteur"  # Austria's national rapporteur on trafficking
-
-DEMO_REFERRAL: dict[str, Any] = {
-    "identification_summary": "Fictional demo person identified during a labour inspection.",
-    "form_of_exploitation": "forced_labour",
-    "immediate_needs": ["shelter", "medical_check", "legal_counselling"],
-    "languages": ["en", "pcm"],
-    "interpreter_needed": True,
-    "is_child": False,
-}
 
 
 def _eventually(what: str, check: Callable[[], T | None], timeout: float = 30.0) -> T:
@@ -52,8 +50,11 @@ def _broker_of(cluster: LocalCluster) -> Process:
     return cluster.broker
 
 
-def register(cluster: LocalCluster, node: Node, country: str) -> None:
-    """Register the node's participants, in requests signed with the operator's key."""
+def register(
+    cluster: LocalCluster, node: Node, country: str, kinds: dict[str, str] | None = None
+) -> None:
+    """Register the node's participants (focal points unless ``kinds`` says otherwise), in
+    requests signed with the operator's key."""
     broker = _broker_of(cluster)
     if cluster.operator is None:
         raise RuntimeError("run `operator init` first")
@@ -62,7 +63,7 @@ def register(cluster: LocalCluster, node: Node, country: str) -> None:
             broker.url + "/v1/participants",
             json={
                 "id": keyset.participant,
-                "kind": "focal_point",
+                "kind": (kinds or {}).get(keyset.participant, "focal_point"),
                 "country": country,
                 "inbox_url": node.inbox_url,
                 "keys": keyset.public(),
@@ -105,6 +106,17 @@ def verify_ledger(cluster: LocalCluster, auditor_key: Path, entries: int) -> Che
 
 
 def send_referral(sender: Node, case_ref: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """A referral under a consent registered for it first (no consent, no transfer)."""
+    now = datetime.now(UTC)
+    consent = consent_body(case_ref, f"consent-{case_ref}", now)
+    registered = httpx.post(
+        sender.url + "/consents",
+        json={"consent": consent},
+        headers={"authorization": f"Bearer {sender.api_token}"},
+        timeout=15,
+    )
+    if registered.status_code != 201:
+        raise RuntimeError(f"the consent was refused: {registered.text}")
     response = httpx.post(
         sender.url + "/messages",
         json={
@@ -114,6 +126,7 @@ def send_referral(sender: Node, case_ref: str, payload: dict[str, Any]) -> dict[
             "header": {"destination_country": "NG", "subject_is_minor": False},
             "payload": payload,
             "data_categories": ["identity", "health"],
+            "consent_ref": consent["id"],
         },
         headers={"authorization": f"Bearer {sender.api_token}"},
         timeout=15,
@@ -156,58 +169,48 @@ def wait_received(node: Node, message_id: str) -> dict[str, Any]:
 def run(echo: Callable[[str], None] = print) -> None:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="trm-demo-") as tmp, LocalCluster(Path(tmp)) as cluster:
-        echo("trm-broker demo: one referral from Austria to Nigeria, through real processes\n")
+        echo("trm-broker demo: a whole case from Austria to Nigeria, through real processes\n")
         cluster.migrate()
         operator = cluster.init_operator()
         broker = cluster.start_broker()
         echo(f"  broker            {broker.url}  (SQLite, schema migrated)")
         echo(f"  operator          {operator.participant}  (`trm-broker operator init`)")
         at = cluster.start_node("node-at", [SENDER])
-        ng = cluster.start_node("node-ng", [RECIPIENT])
+        ng = cluster.start_node("node-ng", [RECIPIENT, SHELTER])
         echo(f"  node Austria      {at.url}  serves {SENDER}")
-        echo(f"  node Nigeria      {ng.url}  serves {RECIPIENT}")
+        echo(f"  node Nigeria      {ng.url}  serves {RECIPIENT}, {SHELTER}")
         register(cluster, at, "AT")
-        register(cluster, ng, "NG")
+        register(cluster, ng, "NG", kinds={SHELTER: "receiving_org"})
         auditor_key = register_auditor(cluster, AUDITOR, "AT")
-        echo("  registry          both focal points registered with their Ed25519 and X25519")
-        echo("                    keys, in requests signed by the operator (RFC 9421)\n")
+        echo("  registry          focal points, the shelter (receiving organisation) and an")
+        echo("                    auditor, registered in requests signed by the operator\n")
 
-        sent = send_referral(at, "AT-2026-DEMO-0001", DEMO_REFERRAL)
-        echo(f"1. {SENDER} sealed a referral to {RECIPIENT}'s X25519 key (HPKE), signed it")
-        echo("   (JWS, EdDSA) and sent it to the broker in a signed request (RFC 9421).")
-        echo("2. The broker verified the signature and answered a signed receipt:")
-        echo(f"     message id      {sent['message_id']}")
-        echo(f"     envelope digest {sent['envelope_digest']}")
-        echo(f"     accepted at     {sent['accepted_at']}")
-        echo(f"   ({SENDER}'s node checked the receipt's signature against the broker's key.)")
-        status = wait_acknowledged(cluster, sent["message_id"], at)
-        delivery = status["delivery"]
-        echo(
-            f"3. The broker pushed it, signed with its key, to {RECIPIENT}'s inbox:\n   "
-            f"{delivery['status']} after "
-            f"{delivery['attempts']} attempt(s), at {delivery['acknowledged_at']}."
-        )
-        received = wait_received(ng, sent["message_id"])
-        echo("4. The Nigerian node checked the broker's receipt and the sender's signature,")
-        echo("   opened the payload with its private key and signed an acknowledgement.")
-        echo("   Its case workers now see:")
-        echo(
-            f"     type {received['type']}, case {received['case_ref']}, from {received['sender']}"
-        )
-        payload = received["payload"]
-        echo(
-            f"     form of exploitation: {payload['form_of_exploitation']}; "
-            f"needs: {', '.join(payload['immediate_needs'])}; "
-            f"interpreter: {'yes' if payload['interpreter_needed'] else 'no'}"
-        )
-        if payload != DEMO_REFERRAL:
+        echo("The case (every message sealed to its recipient, signed, and signed again in")
+        echo("the request; the broker checks consent and the TRM workflow before accepting):")
+        case = play_case(at, ng, "AT-2026-DEMO-0001", echo)
+        for _, message_id in case.sent:
+            wait_acknowledged(cluster, message_id, at)
+        echo(f"  all {len(case.sent)} messages delivered, opened and acknowledged by recipients")
+        received = wait_received(ng, case.sent[0][1])
+        if received["payload"] != DEMO_REFERRAL:
             raise RuntimeError("the payload opened at the destination differs from what was sent")
-        echo("   The payload opened at the destination is exactly what was sent.")
-        # bootstrap, three registrations, accepted, acknowledged
-        checkpoint = verify_ledger(cluster, auditor_key, 6)
-        echo(f"5. The auditor {AUDITOR} ran `trm-broker ledger verify`: every entry fetched,")
-        echo("   every leaf and the root recomputed, the broker's signed checkpoint checked:")
+        echo("  the referral opened in Nigeria is exactly what Austria sent\n")
+
+        timeline = httpx.get(
+            f"{at.url}/cases/{case.case_ref}",
+            headers={"authorization": f"Bearer {at.api_token}"},
+            timeout=10,
+        ).json()
+        echo(f"Case {case.case_ref} at the broker: stage {timeline['stage']} (metadata only)")
+        for item in timeline["timeline"]:
+            echo(
+                f"  {item['accepted_at'][11:19]}  {item['type']:<23} "
+                f"{item['sender']} -> {item['recipient']}"
+            )
+        # bootstrap, four registrations, the consent, then each message accepted and acked
+        checkpoint = verify_ledger(cluster, auditor_key, 6 + 2 * len(case.sent))
+        echo(f"\nThe auditor {AUDITOR} ran `trm-broker ledger verify`: every entry fetched,")
+        echo("every leaf and the root recomputed, the broker's signed checkpoint checked:")
         for line in checkpoint.body().splitlines():
             echo(f"     {line}")
-        echo("   (origin, tree size, root hash: C2SP tlog-checkpoint, signed by the broker)")
         echo(f"\nDone in {time.monotonic() - started:.1f} s; all processes stopped, files removed.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -78,6 +79,39 @@ class Settings(BaseSettings):
         30 * 24 * 3600,
         ge=0,
         description="How long an acknowledged message's sealed payload stays at the broker.",
+    )
+    risk_max_age: timedelta = Field(
+        timedelta(days=30),
+        description="How recent the risk assessment recommending return must be when a "
+        "return is prepared (seconds, or ISO 8601 like P30D).",
+    )
+    min_notice: timedelta = Field(
+        timedelta(hours=72),
+        description="How far ahead of the planned arrival a return must be prepared, so the "
+        "receiving organisation can prepare.",
+    )
+    reception_grace: timedelta = Field(
+        timedelta(hours=48),
+        description="After the planned arrival, how long until a missing reception "
+        "confirmation raises an alert.",
+    )
+    monitoring_period: timedelta = Field(
+        timedelta(days=365),
+        le=timedelta(days=3 * 365),
+        description="How long after reception monitoring reports are accepted (up to 3 years).",
+    )
+    monitoring_interval: timedelta = Field(
+        timedelta(days=91),
+        description="How long without a monitoring report before an overdue alert.",
+    )
+    alert_check_seconds: float = Field(
+        60.0, description="How often the scheduler looks for overdue receptions and reports."
+    )
+    report_min_cell: int = Field(
+        11,
+        ge=1,
+        description="Counts smaller than this are suppressed in auditors' reports "
+        "(k-anonymity; 11 as in the CTDC dataset).",
     )
     log_level: str = Field("info", description="debug, info, warning or error.")
 

@@ -72,13 +72,14 @@ async def all_entries(broker: Broker, reader: KeySet) -> list[dict[str, Any]]:
 async def test_each_change_is_an_entry_and_the_checkpoint_commits_to_them(broker: Broker) -> None:
     envelope = referral(AT, NG)
     receipt = (await broker.submit(envelope)).json()["receipt"]
-    # bootstrap, four registrations, one acceptance
-    checkpoint = await checkpoint_of_size(broker, 6)
+    # bootstrap, four registrations, the case's consent, one acceptance
+    checkpoint = await checkpoint_of_size(broker, 7)
     entries = await all_entries(broker, AUDITOR)
     assert [e["index"] for e in entries] == list(range(checkpoint.size))
     assert [e["entry"]["type"] for e in entries] == [
         "operator.bootstrapped",
         *["participant.registered"] * 4,
+        "consent.registered",
         "message.accepted",
     ]
     leaves = [merkle.leaf_hash(canonical_json(e["entry"])) for e in entries]
@@ -112,8 +113,8 @@ async def test_inclusion_and_consistency_proofs_verify_against_signed_checkpoint
 ) -> None:
     first = await checkpoint_of_size(broker, 5)
     await broker.submit(referral(AT, NG))
-    await broker.submit(referral(NG, AT, case_ref="NG-2026-0002"))
-    second = await checkpoint_of_size(broker, first.size + 2)
+    await broker.submit(referral(NG, AT, case_ref="NG-2026-0002", destination_country="AT"))
+    second = await checkpoint_of_size(broker, first.size + 4)  # two consents, two messages
 
     for index in range(second.size):
         proof = (await broker.call("GET", f"/v1/ledger/entries/{index}", AUDITOR)).json()
@@ -142,7 +143,7 @@ async def test_inclusion_and_consistency_proofs_verify_against_signed_checkpoint
 
 async def test_parties_read_their_own_entries_and_others_nothing(broker: Broker) -> None:
     await broker.submit(referral(AT, NG))
-    checkpoint = await checkpoint_of_size(broker, 6)
+    checkpoint = await checkpoint_of_size(broker, 7)
     everything = await all_entries(broker, AUDITOR)
     assert len(everything) == checkpoint.size
 
@@ -165,7 +166,7 @@ async def test_search_by_case_participant_country_type_and_time_as_json_and_csv(
 ) -> None:
     await broker.submit(referral(AT, NG, case_ref="AT-2026-0001"))
     await broker.submit(referral(AT, NG, case_ref="AT-2026-0002"))
-    await checkpoint_of_size(broker, 7)
+    await checkpoint_of_size(broker, 9)
 
     async def search(query: str, reader: KeySet = AUDITOR) -> list[dict[str, Any]]:
         response = await broker.call("GET", f"/v1/ledger/search?{query}", reader)
@@ -174,7 +175,8 @@ async def test_search_by_case_participant_country_type_and_time_as_json_and_csv(
         return found
 
     by_case = await search("case_ref=AT-2026-0002")
-    assert [e["entry"]["case_ref"] for e in by_case] == ["AT-2026-0002"]
+    assert [e["entry"]["type"] for e in by_case] == ["consent.registered", "message.accepted"]
+    assert {e["entry"]["case_ref"] for e in by_case} == {"AT-2026-0002"}
     assert len(await search("type=message.accepted")) == 2
     assert len(await search("participant=ng.naptip")) == 3  # its registration, two messages
     assert len(await search("country=FR")) == 1
@@ -183,7 +185,7 @@ async def test_search_by_case_participant_country_type_and_time_as_json_and_csv(
     assert await search(f"type=message.accepted&since={soon}") == []
     page = await search("limit=2")
     rest = await search(f"after={page[-1]['index']}&limit=1000")
-    assert [e["index"] for e in page + rest] == list(range(7))
+    assert [e["index"] for e in page + rest] == list(range(9))
 
     response = await broker.call(
         "GET", "/v1/ledger/search?type=message.accepted&format=csv", AUDITOR

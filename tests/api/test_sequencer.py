@@ -83,4 +83,4 @@ async def test_the_broker_integrates_what_it_accepts_by_itself(
             if index is not None:
                 break
             await asyncio.sleep(0.02)
-        assert index == 3  # after the bootstrap and the two registrations
+        assert index == 4  # after the bootstrap, the two registrations and the consent

@@ -121,7 +121,9 @@ async def test_a_stale_or_future_signature_is_refused(broker: Broker, offset: ti
 
 
 async def test_a_replayed_request_is_refused_even_concurrently(broker: Broker) -> None:
-    envelope = envelope_bytes(referral(AT, NG))
+    signed = referral(AT, NG)
+    await broker._consent_for(signed)
+    envelope = envelope_bytes(signed)
     headers = sign_request("POST", URL, envelope, AT.signing)
     responses = await asyncio.gather(*(post_raw(broker, headers, envelope) for _ in range(4)))
     assert sorted(r.status_code for r in responses) == [202, 401, 401, 401]

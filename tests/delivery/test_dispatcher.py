@@ -1,8 +1,10 @@
-"""The dispatcher counts a message delivered only on the recipient's valid signed ack."""
+"""The dispatcher ends a delivery only on the recipient's valid signed answer: an ack
+(delivered) or a rejection of the payload (final, never retried)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Request
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from tests.support import Broker, broker_settings, referral, running_broker, running_node
 from trm_broker.crypto import jws
@@ -20,7 +22,7 @@ from trm_broker.crypto.keys import KeySet, SigningKey
 from trm_broker.delivery.dispatcher import DeliveryDispatcher
 from trm_broker.domain.inbox_url import InboxPolicy
 from trm_broker.store.database import create_engine, session_factory
-from trm_broker.store.models import Delivery
+from trm_broker.store.models import Delivery, LedgerEntry
 from trm_broker.web.signed_requests import SignedRequests
 
 AT = KeySet.generate("at.focal-point")
@@ -148,9 +150,20 @@ def ack_for(envelope: dict[str, Any], key: SigningKey, **overrides: Any) -> dict
             lambda env: (200, ack_for(env, NG.signing, envelope_digest="sha-256:other")),
             "ack_mismatch",
         ),
-        (lambda env: (200, ack_for(env, NG.signing, status="rejected")), "ack_mismatch"),
+        (lambda env: (200, ack_for(env, NG.signing, status="lost")), "ack_mismatch"),
+        (lambda env: (200, ack_for(env, NG.signing, status="rejected")), "ack_malformed"),
+        (lambda env: (200, ack_for(env, NG.signing, reasons=["payload: x"])), "ack_malformed"),
     ],
-    ids=["500", "no-ack", "stranger-key", "sender-key", "other-digest", "not-received"],
+    ids=[
+        "500",
+        "no-ack",
+        "stranger-key",
+        "sender-key",
+        "other-digest",
+        "unknown-status",
+        "rejection-without-reasons",
+        "receipt-with-reasons",
+    ],
 )
 async def test_anything_but_a_valid_ack_is_a_failed_attempt_and_retried(
     world: World, database_url: str, answer: Callable[[dict[str, Any]], tuple[int, Any]], error: str
@@ -174,6 +187,46 @@ async def test_anything_but_a_valid_ack_is_a_failed_attempt_and_retried(
         assert await world.dispatcher_for(good_node).run_once() == 1
     status = await status_of(world.broker, message_id)
     assert (status["status"], status["delivery"]["attempts"]) == ("acknowledged", 2)
+
+
+async def test_a_signed_rejection_is_final_recorded_in_the_ledger_and_never_retried(
+    world: World, database_url: str
+) -> None:
+    message_id = (await world.broker.submit(referral(AT, NG))).json()["message_id"]
+    reasons = ["payload/immediate_needs/0: not a known code"]
+    calls: list[str] = []
+
+    def reject(envelope: dict[str, Any]) -> tuple[int, Any]:
+        calls.append("called")
+        return 200, ack_for(envelope, NG.signing, status="rejected", reasons=reasons)
+
+    async with fake_inbox(reject) as node:
+        assert await world.dispatcher_for(node).run_once() == 1
+        status = await status_of(world.broker, message_id)
+        assert status["status"] == "rejected"
+        assert status["delivery"]["status"] == "rejected"
+        assert (status["delivery"]["attempts"], status["delivery"]["last_error"]) == (1, None)
+        assert status["delivery"]["acknowledged_at"] is not None
+
+        # Final: even once due again, a rejected delivery is not claimed or pushed again.
+        await make_due_now(database_url)
+        assert await world.dispatcher_for(node).run_once() == 0
+    assert calls == ["called"]
+
+    sessions = world.broker.app.state.broker.sessions
+    async with sessions() as session:
+        delivery = (
+            await session.scalars(select(Delivery).where(Delivery.message_id == message_id))
+        ).one()
+        entries = (
+            await session.scalars(select(LedgerEntry).where(LedgerEntry.type == "message.rejected"))
+        ).all()
+    assert delivery.ack is not None
+    assert [json.loads(e.body)["message_id"] for e in entries] == [message_id]
+    entry = json.loads(entries[0].body)
+    assert entry["ack_digest"] == jws.digest(json.loads(delivery.ack))
+    assert entry["parties"] == [AT.participant, NG.participant]
+    assert b"immediate_needs" not in entries[0].body  # reasons stay out of the ledger
 
 
 async def test_unreachable_inbox_is_a_failed_attempt(world: World) -> None:

@@ -28,7 +28,7 @@ from trm_broker.store.models import LedgerCheckpoint, LedgerEntry, LedgerNode
 from trm_broker.web.signed_requests import SignedRequests
 
 MESSAGES = 12
-ENTRIES = 1 + 3 + MESSAGES  # bootstrap, three registrations, the messages
+ENTRIES = 1 + 3 + 2 * MESSAGES  # bootstrap, three registrations, a consent and a message each
 
 
 @pytest.fixture
@@ -117,9 +117,24 @@ def ledger(tmp_path: Path, broker_database: str | None) -> Iterator[Ledger]:
             response = httpx.post(broker.url + "/v1/participants", json=body, auth=operator)
             assert response.status_code == 201, response.text
         for number in range(MESSAGES):
+            case_ref = f"AT-2026-{number:04d}"
+            consent = {
+                "id": f"consent-{case_ref}",
+                "case_ref": case_ref,
+                "given_by": "person",
+                "purposes": ["referral"],
+                "recipients": [ng.participant],
+                "data_categories": ["identity"],
+                "valid_from": "2026-01-01T00:00:00Z",
+                "form_digest": "sha-256:" + "C" * 43,
+            }
+            response = httpx.post(
+                broker.url + "/v1/consents", json=consent, auth=SignedRequests(at.signing)
+            )
+            assert response.status_code == 201, response.text
             response = httpx.post(
                 broker.url + "/v1/messages",
-                content=json.dumps(referral(at, ng, case_ref=f"AT-2026-{number:04d}")).encode(),
+                content=json.dumps(referral(at, ng, case_ref=case_ref)).encode(),
                 headers={"content-type": "application/jose+json"},
                 auth=SignedRequests(at.signing),
             )

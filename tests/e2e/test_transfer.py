@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from trm_broker import demo
+from trm_broker import demo, demo_case
 from trm_broker.crypto.encoding import b64url_decode
 from trm_broker.devcluster import LocalCluster
 from trm_broker.store.database import create_engine
@@ -30,7 +30,8 @@ def canary_payload() -> tuple[dict[str, object], list[str]]:
         "identification_summary": canaries[0],
         "person": {"given_name": canaries[1], "family_name": canaries[2]},
         "form_of_exploitation": "forced_labour",
-        "immediate_needs": [canaries[3], "shelter"],
+        "immediate_needs": ["shelter"],
+        "notes": canaries[3],
         "languages": ["en"],
         "interpreter_needed": False,
         "is_child": False,
@@ -83,8 +84,8 @@ def test_referral_travels_sealed_end_to_end(tmp_path: Path, broker_database: str
         cluster.migrate()
         cluster.init_operator()
         cluster.start_broker()
-        at = cluster.start_node("node-at", [demo.SENDER])
-        ng = cluster.start_node("node-ng", [demo.RECIPIENT])
+        at = cluster.start_node("node-at", [demo_case.SENDER])
+        ng = cluster.start_node("node-ng", [demo_case.RECIPIENT])
         demo.register(cluster, at, "AT")
         demo.register(cluster, ng, "NG")
 
@@ -94,7 +95,7 @@ def test_referral_travels_sealed_end_to_end(tmp_path: Path, broker_database: str
 
         assert status["delivery"]["attempts"] == 1
         assert received["payload"] == payload
-        assert (received["sender"], received["case_ref"]) == (demo.SENDER, "AT-2026-E2E-0001")
+        assert (received["sender"], received["case_ref"]) == (demo_case.SENDER, "AT-2026-E2E-0001")
 
         stored = broker_database_bytes(cluster) + decoded_envelopes(cluster)
         assert sent["message_id"].encode() in stored  # we are looking at the right database
@@ -117,4 +118,7 @@ def test_demo_command_runs_and_exits_zero() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "The payload opened at the destination is exactly what was sent." in result.stdout
+    assert "the referral opened in Nigeria is exactly what Austria sent" in result.stdout
+    assert result.stdout.count("refused:") == 2
+    assert "stage closed" in result.stdout
+    assert "ledger verify" in result.stdout

@@ -23,15 +23,32 @@ NG = KeySet.generate("ng.naptip", encryption_alg="MLKEM768-X25519")
 PAYLOAD = {"form_of_exploitation": "forced_labour", "languages": ["en", "ha"]}
 
 
-def referral_request(recipient: str) -> dict[str, Any]:
+def referral_request(
+    recipient: str, case_ref: str = "AT-2026-0042", to: str = "NG"
+) -> dict[str, Any]:
     return {
         "type": "referral",
-        "case_ref": "AT-2026-0042",
+        "case_ref": case_ref,
         "recipient": recipient,
-        "header": {"destination_country": "NG", "subject_is_minor": False},
+        "header": {"destination_country": to, "subject_is_minor": False},
         "payload": PAYLOAD,
         "data_categories": ["identity"],
+        "consent_ref": f"consent-{case_ref}",
     }
+
+
+async def consent(broker: Broker, sender: KeySet, case_ref: str, recipient: str) -> None:
+    body = {
+        "id": f"consent-{case_ref}",
+        "case_ref": case_ref,
+        "given_by": "person",
+        "purposes": ["referral"],
+        "recipients": [recipient],
+        "data_categories": ["identity"],
+        "valid_from": "2026-01-01T00:00:00Z",
+        "form_digest": "sha-256:" + "E" * 43,
+    }
+    assert (await broker.call("POST", "/v1/consents", sender, json=body)).status_code == 201
 
 
 async def stored_sealed(broker: Broker, message_id: str) -> dict[str, Any]:
@@ -63,6 +80,8 @@ async def test_a_message_to_a_hybrid_key_is_sealed_with_the_hybrid_suite_and_ope
         at_inbox, ng_inbox = "http://127.0.0.1:9/at-inbox", "http://127.0.0.1:9/inbox"
         assert (await broker.register(AT, "AT", inbox_url=at_inbox)).status_code == 201
         assert (await broker.register(NG, "NG", inbox_url=ng_inbox)).status_code == 201
+        await consent(broker, AT, "AT-2026-0042", NG.participant)
+        await consent(broker, NG, "NG-2026-0042", AT.participant)
         (tmp_path / "at").mkdir()
         (tmp_path / "ng").mkdir()
         async with (
@@ -103,7 +122,7 @@ async def test_a_message_to_a_hybrid_key_is_sealed_with_the_hybrid_suite_and_ope
             # 3. The reply goes the other way with the classical suite: AT's key is X25519.
             reply = await ng_node.post(
                 "/messages",
-                json={**referral_request(AT.participant), "case_ref": "NG-2026-0042"},
+                json=referral_request(AT.participant, "NG-2026-0042", "AT"),
                 headers={"authorization": "Bearer ng-worker"},
             )
             assert reply.status_code == 201, reply.text

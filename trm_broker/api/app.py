@@ -15,6 +15,11 @@ from pydantic import BaseModel
 
 from trm_broker import __version__
 from trm_broker.api import broker_info, health
+from trm_broker.api.audit.endpoints import router as audit_router
+from trm_broker.api.cases.endpoints import router as cases_router
+from trm_broker.api.cases.scheduler import AlertScheduler
+from trm_broker.api.consents.endpoints import router as consents_router
+from trm_broker.api.consents.schemas import ConsentIn
 from trm_broker.api.deps import BrokerState
 from trm_broker.api.ledger.endpoints import router as ledger_router
 from trm_broker.api.ledger.sequencer import LedgerSequencer
@@ -78,6 +83,9 @@ def create_app(
                     workers["retention"] = RetentionPurger(
                         state.sessions, timedelta(seconds=settings.retention_seconds)
                     )
+                    workers["alerts"] = AlertScheduler(
+                        state.sessions, state.rules(), interval=settings.alert_check_seconds
+                    )
                 if run_dispatcher:
                     dispatcher = DeliveryDispatcher(
                         state.sessions,
@@ -110,7 +118,10 @@ def create_app(
     app.include_router(participants_router)
     app.include_router(messages_router)
     app.include_router(ledger_router)
-    _document_signed_bodies(app, [ParticipantIn, KeyRotationIn])
+    app.include_router(consents_router)
+    app.include_router(cases_router)
+    app.include_router(audit_router)
+    _document_signed_bodies(app, [ParticipantIn, KeyRotationIn, ConsentIn])
     return app
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from trm_broker.crypto.keys import SigningKey
 from trm_broker.domain.inbox_url import InboxPolicy
+from trm_broker.domain.workflow import Rules
 from trm_broker.ledger.note import NoteSigner
 from trm_broker.settings import Settings
 from trm_broker.web.problems import Conflict, Unavailable
@@ -40,6 +41,16 @@ class BrokerState:
         wake = self.extras.get("wake_sequencer")
         if wake is not None:
             wake()
+
+    def rules(self) -> Rules:
+        """The workflow's time limits (DESIGN.md §6), from the settings."""
+        return Rules(
+            risk_max_age=self.settings.risk_max_age,
+            min_notice=self.settings.min_notice,
+            reception_grace=self.settings.reception_grace,
+            monitoring_period=self.settings.monitoring_period,
+            monitoring_interval=self.settings.monitoring_interval,
+        )
 
     def note_signer(self) -> NoteSigner:
         """Checkpoints are signed notes by the broker's key, named by the ledger's origin."""

@@ -1,15 +1,18 @@
-"""Checking a recipient's signed acknowledgement of one delivered envelope."""
+"""Checking a recipient's signed answer to one delivered envelope: an acknowledgement that it
+was stored, or a rejection of its payload (with reasons). Both are final."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.crypto import jws
 from trm_broker.crypto.errors import VerificationError
 from trm_broker.crypto.keys import load_ed25519_public
+from trm_broker.domain.signed_objects import AckClaims
 from trm_broker.store import participants as registry
 
 
@@ -28,8 +31,9 @@ async def verify_ack(
     recipient_id: str,
     envelope_digest: str,
     now: datetime,
-) -> None:
-    """An ack counts only if the recipient signed it, for this message and these bytes."""
+) -> AckClaims:
+    """An answer counts only if the recipient signed it, for this message and these bytes;
+    return its claims (``status`` says whether the node stored or rejected the message)."""
     try:
         parsed = jws.parse(ack, jws.TYP_ACK)
     except VerificationError as exc:
@@ -48,6 +52,10 @@ async def verify_ack(
         claims.get("message_id") != message_id
         or claims.get("envelope_digest") != envelope_digest
         or claims.get("recipient") != recipient_id
-        or claims.get("status") != "received"
+        or claims.get("status") not in ("received", "rejected")
     ):
         raise AckRefused("ack_mismatch")
+    try:
+        return AckClaims.model_validate(claims)
+    except ValidationError as exc:  # e.g. a rejection without reasons, an unknown member
+        raise AckRefused("ack_malformed") from exc

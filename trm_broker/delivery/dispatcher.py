@@ -1,4 +1,5 @@
-"""Push due deliveries to recipients' inboxes; only a verified signed ack counts as delivered.
+"""Push due deliveries to recipients' inboxes; only a verified signed answer ends a delivery:
+an acknowledgement (delivered) or a rejection of the payload (final, never retried).
 
 Each attempt runs in three steps so no network call happens inside a transaction
 (DESIGN.md §8): claim under a lease and commit; POST; record the outcome and commit.
@@ -10,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -33,6 +35,14 @@ log = structlog.get_logger("trm_broker.delivery")
 #: An acknowledgement is a small JWS; a larger answer is refused unread.
 MAX_ACK_BYTES = 64 * 1024
 _jitter = secrets.SystemRandom()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A recipient's verified, signed answer: the JWS as stored, and whether it rejects."""
+
+    ack: str
+    rejected: bool
 
 
 def backoff_seconds(attempts: int, cap: float, base: float = 1.0) -> float:
@@ -103,14 +113,24 @@ class DeliveryDispatcher:
         structlog.contextvars.bind_contextvars(message_id=delivery.message_id)
         try:
             try:
-                ack, error = await self._push(delivery)
+                answer, error = await self._push(delivery)
             except Exception as exc:  # one bad recipient must not stop everyone's delivery
-                ack, error = None, f"internal_{type(exc).__name__}"
+                answer, error = None, f"internal_{type(exc).__name__}"
             async with self._sessions() as session:
                 now = datetime.now(UTC)
-                if ack is not None:
-                    if await outbox.record_acknowledged(session, delivery.delivery_id, now, ack):
-                        await _record_in_ledger(session, delivery, ack, now)
+                if answer is not None and answer.rejected:
+                    if await outbox.record_rejected(session, delivery.delivery_id, now, answer.ack):
+                        await _record_in_ledger(
+                            session, delivery, answer.ack, now, EventType.MESSAGE_REJECTED
+                        )
+                    log.info("delivery_rejected", attempts=delivery.attempts + 1)
+                elif answer is not None:
+                    if await outbox.record_acknowledged(
+                        session, delivery.delivery_id, now, answer.ack
+                    ):
+                        await _record_in_ledger(
+                            session, delivery, answer.ack, now, EventType.MESSAGE_ACKNOWLEDGED
+                        )
                     log.info("delivery_acknowledged", attempts=delivery.attempts + 1)
                 else:
                     error = error or "unknown"
@@ -123,8 +143,8 @@ class DeliveryDispatcher:
         finally:
             structlog.contextvars.unbind_contextvars("message_id")
 
-    async def _push(self, delivery: ClaimedDelivery) -> tuple[str | None, str | None]:
-        """POST the envelope; return (the verified ack, None) or (None, an error code)."""
+    async def _push(self, delivery: ClaimedDelivery) -> tuple[Answer | None, str | None]:
+        """POST the envelope; return (the verified answer, None) or (None, an error code)."""
         if delivery.inbox_url is None:
             return None, "no_inbox_url"
         # The registry was checked at registration; DNS may have changed since (rebinding).
@@ -155,7 +175,7 @@ class DeliveryDispatcher:
             return None, "ack_malformed"
         async with self._sessions() as session:
             try:
-                await verify_ack(
+                claims = await verify_ack(
                     session,
                     ack,
                     delivery.message_id,
@@ -165,7 +185,7 @@ class DeliveryDispatcher:
                 )
             except AckRefused as refused:
                 return None, refused.code
-        return json.dumps(ack), None
+        return Answer(json.dumps(ack), rejected=claims.status == "rejected"), None
 
     async def _post(self, delivery: ClaimedDelivery) -> tuple[int, bytes | None]:
         """POST and read at most MAX_ACK_BYTES of the answer (None: it was larger)."""
@@ -197,9 +217,10 @@ class DeliveryDispatcher:
 
 
 async def _record_in_ledger(
-    session: AsyncSession, delivery: ClaimedDelivery, ack: str, now: datetime
+    session: AsyncSession, delivery: ClaimedDelivery, ack: str, now: datetime, event: EventType
 ) -> None:
-    """The acknowledgement's ledger entry, in the transaction that records it (§9)."""
+    """The answer's ledger entry (acknowledged or rejected), in the transaction that records
+    it (§9). A rejection's reasons stay out of it: its ``ack_digest`` commits to them."""
     message = await messages.get(session, delivery.message_id)
     if message is None:  # deliveries reference their message (foreign key)
         raise LookupError("a delivery without its message")
@@ -208,7 +229,7 @@ async def _record_in_ledger(
     ledger.append(
         session,
         LedgerEvent(
-            EventType.MESSAGE_ACKNOWLEDGED,
+            event,
             now,
             parties=parties,
             countries=tuple(countries[p] for p in parties),

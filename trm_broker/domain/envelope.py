@@ -16,6 +16,7 @@ from trm_broker.domain.messages import HEADER_MODELS, DataCategory, MessageType
 from trm_broker.domain.participants import PARTICIPANT_ID_PATTERN
 
 CASE_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$"
+CONSENT_REF_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 _B64URL = r"^[A-Za-z0-9_-]+$"
 
 
@@ -50,7 +51,7 @@ class Envelope(BaseModel):
     sender: str = Field(pattern=PARTICIPANT_ID_PATTERN)
     recipient: str = Field(pattern=PARTICIPANT_ID_PATTERN)
     created_at: AwareDatetime
-    consent_ref: str | None = Field(None, pattern=r"^[A-Za-z0-9._:-]{1,128}$")
+    consent_ref: str | None = Field(None, pattern=CONSENT_REF_PATTERN)
     data_categories: list[DataCategory] = Field(default_factory=list, max_length=7)
     header: dict[str, Any]
     in_reply_to: str | None = Field(None, pattern=UUID7_PATTERN)

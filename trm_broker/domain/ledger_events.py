@@ -20,12 +20,14 @@ class EventType(StrEnum):
     KEY_REVOKED = "key.revoked"
     MESSAGE_ACCEPTED = "message.accepted"
     MESSAGE_ACKNOWLEDGED = "message.acknowledged"
+    MESSAGE_REJECTED = "message.rejected"  # the recipient's signed refusal of its payload
     PAYLOAD_PURGED = "payload.purged"
     # Recorded by the features that raise them (consent, dead letters, alerts):
     CONSENT_REGISTERED = "consent.registered"
     CONSENT_WITHDRAWN = "consent.withdrawn"
     MESSAGE_DEAD_LETTERED = "message.dead_lettered"
     ALERT_RAISED = "alert.raised"
+    ALERT_CLOSED = "alert.closed"
 
 
 def rfc3339(moment: datetime) -> str:

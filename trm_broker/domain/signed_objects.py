@@ -6,9 +6,9 @@ Both travel as JWS (flattened JSON, EdDSA) over their RFC 8785 canonical JSON; t
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from trm_broker.domain.ids import UUID7_PATTERN
 from trm_broker.domain.participants import PARTICIPANT_ID_PATTERN
@@ -39,12 +39,31 @@ class ReceiptClaims(BaseModel):
 
 
 class AckClaims(BaseModel):
-    """Signed by the recipient's signing key when its node has stored and opened a message."""
+    """Signed by the recipient's signing key once its node has opened a message: `received`
+    when it stored it; `rejected`, with reasons, when the payload does not conform to its
+    type's schema (`schemas/payloads/`) and nothing was stored. Either is a final answer."""
 
     model_config = ConfigDict(extra="forbid", title="Acknowledgement")
     v: Literal[1]
     message_id: str = Field(pattern=UUID7_PATTERN)
     envelope_digest: str = Field(pattern=DIGEST_PATTERN)
     recipient: str = Field(pattern=PARTICIPANT_ID_PATTERN)
-    received_at: str = Field(description="RFC 3339 UTC time the node stored it.")
-    status: Literal["received"]
+    received_at: str = Field(description="RFC 3339 UTC time the node stored or refused it.")
+    status: Literal["received", "rejected"]
+    reasons: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Only in a rejection, never empty there: where the payload does not "
+        "conform and how (e.g. `payload/immediate_needs/0: not a known code`). Locations "
+        "and kinds of error only, never a value from the payload.",
+    )
+
+    @model_validator(mode="after")
+    def _reasons_only_in_a_rejection(self) -> AckClaims:
+        if (self.status == "rejected") != bool(self.reasons):
+            raise ValueError("a rejection names its reasons; a receipt names none")
+        return self
+
+    def signed_claims(self) -> dict[str, Any]:
+        """The claims to sign: ``reasons`` appears only in a rejection."""
+        return self.model_dump(mode="json", exclude=None if self.reasons else {"reasons"})

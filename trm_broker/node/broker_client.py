@@ -194,6 +194,23 @@ class BrokerClient:
         result: dict[str, Any] = response.json()
         return result
 
+    async def register_consent(self, signer: SigningKey, body: dict[str, Any]) -> dict[str, Any]:
+        """Register a consent record, signed by the sending focal point (DESIGN.md §7)."""
+        result: dict[str, Any] = (
+            await self._call("POST", "/v1/consents", signer, json=body)
+        ).json()
+        return result
+
+    async def withdraw_consent(self, signer: SigningKey, consent_id: str) -> dict[str, Any]:
+        path = f"/v1/consents/{consent_id}/withdraw"
+        result: dict[str, Any] = (await self._call("POST", path, signer)).json()
+        return result
+
+    async def case(self, signer: SigningKey, case_ref: str) -> dict[str, Any]:
+        """A case's state and timeline, as one of its parties sees it."""
+        result: dict[str, Any] = (await self._call("GET", f"/v1/cases/{case_ref}", signer)).json()
+        return result
+
     # --- registry changes, signed by an operator's key --------------------------------
 
     async def register_participant(

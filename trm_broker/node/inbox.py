@@ -1,4 +1,5 @@
-"""Receiving at the node's inbox: verify, open, store once, acknowledge (signed)."""
+"""Receiving at the node's inbox: verify, open, check the payload's schema, store once, and
+answer signed: an acknowledgement, or a rejection naming where the payload does not conform."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from trm_broker.crypto.jws import ParsedJws
 from trm_broker.crypto.keys import load_ed25519_public
 from trm_broker.crypto.seal import Binding, open_sealed
 from trm_broker.domain.envelope import Envelope
+from trm_broker.domain.payloads import check_payload
 from trm_broker.domain.signed_objects import AckClaims
 from trm_broker.node import store
 from trm_broker.node.broker_client import BrokerClient
@@ -26,6 +28,7 @@ from trm_broker.web.problems import BadSignature, InvalidEnvelope, NotFound, Unk
 @dataclass(frozen=True)
 class Acknowledgement:
     ack: dict[str, str]
+    rejected: bool = False
 
 
 async def receive(
@@ -103,7 +106,12 @@ async def receive(
     except (CryptoError, MalformedError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidEnvelope("The sealed payload does not open for this envelope.") from exc
 
-    # 6. Store, then acknowledge with the recipient's signing key.
+    # 6. The payload must conform to its type's schema (contracts/schemas/payloads/). If it
+    #    does not, nothing is stored and the answer is a signed rejection: final for the
+    #    broker, and its reasons name locations only, never what the payload holds.
+    reasons = check_payload(envelope.type, plaintext)
+
+    # 7. Answer with the recipient's signing key; store only a payload that conforms.
     now = datetime.now(UTC)
     claims = AckClaims(
         v=1,
@@ -111,13 +119,12 @@ async def receive(
         envelope_digest=digest,
         recipient=envelope.recipient,
         received_at=now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        status="received",
+        status="rejected" if reasons else "received",
+        reasons=reasons,
     )
-    ack = jws.sign(
-        claims.model_dump(mode="json"),
-        keyset.signing,
-        jws.TYP_ACK,
-    )
+    ack = jws.sign(claims.signed_claims(), keyset.signing, jws.TYP_ACK)
+    if reasons:
+        return Acknowledgement(ack, rejected=True)
     session.add(
         store.ReceivedMessage(
             id=envelope.id,

@@ -9,8 +9,29 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from trm_broker.domain.envelope import CASE_REF_PATTERN
 from trm_broker.domain.ids import UUID7_PATTERN
-from trm_broker.domain.messages import DataCategory, MessageType
+from trm_broker.domain.messages import (
+    CaseClosureHeader,
+    CaseMonitoringHeader,
+    ConsentWithdrawalHeader,
+    DataCategory,
+    MessageType,
+    ReceptionConfirmationHeader,
+    ReferralHeader,
+    ReferralResponseHeader,
+    ReturnPreparationHeader,
+    RiskAssessmentHeader,
+)
 from trm_broker.domain.participants import PARTICIPANT_ID_PATTERN
+from trm_broker.domain.payloads import (
+    CaseClosurePayload,
+    CaseMonitoringPayload,
+    ConsentWithdrawalPayload,
+    ReceptionConfirmationPayload,
+    ReferralPayload,
+    ReferralResponsePayload,
+    ReturnPreparationPayload,
+    RiskAssessmentPayload,
+)
 
 
 class SendRequest(BaseModel):
@@ -24,10 +45,69 @@ class SendRequest(BaseModel):
         None, pattern=PARTICIPANT_ID_PATTERN, description="Needed when the node serves several."
     )
     header: dict[str, Any]
-    payload: dict[str, Any] = Field(description="Personal data: sealed to the recipient.")
+    payload: dict[str, Any] = Field(
+        description="Personal data: sealed to the recipient. It must conform to the type's "
+        "payload schema (contracts/schemas/payloads/)."
+    )
     data_categories: list[DataCategory] = Field(default_factory=list)
     consent_ref: str | None = None
     in_reply_to: str | None = Field(None, pattern=UUID7_PATTERN)
+
+
+class CaseMessage(BaseModel):
+    """One message of a case, as a case worker gives it to `POST /cases/{case_ref}/<type>`:
+    the type's typed header and payload. The node builds, seals and signs the envelope."""
+
+    model_config = ConfigDict(extra="forbid")
+    recipient: str = Field(pattern=PARTICIPANT_ID_PATTERN)
+    sender: str | None = Field(
+        None, pattern=PARTICIPANT_ID_PATTERN, description="Needed when the node serves several."
+    )
+    data_categories: list[DataCategory] = Field(
+        default_factory=list, description="What the payload holds; the consent must cover it."
+    )
+    consent_ref: str | None = None
+    in_reply_to: str | None = Field(None, pattern=UUID7_PATTERN)
+
+
+class ReferralRequest(CaseMessage):
+    header: ReferralHeader
+    payload: ReferralPayload
+
+
+class ReferralResponseRequest(CaseMessage):
+    header: ReferralResponseHeader
+    payload: ReferralResponsePayload = ReferralResponsePayload()
+
+
+class RiskAssessmentRequest(CaseMessage):
+    header: RiskAssessmentHeader
+    payload: RiskAssessmentPayload
+
+
+class ReturnPreparationRequest(CaseMessage):
+    header: ReturnPreparationHeader
+    payload: ReturnPreparationPayload
+
+
+class ReceptionConfirmationRequest(CaseMessage):
+    header: ReceptionConfirmationHeader
+    payload: ReceptionConfirmationPayload
+
+
+class CaseMonitoringRequest(CaseMessage):
+    header: CaseMonitoringHeader
+    payload: CaseMonitoringPayload
+
+
+class CaseClosureRequest(CaseMessage):
+    header: CaseClosureHeader
+    payload: CaseClosurePayload = CaseClosurePayload()
+
+
+class ConsentWithdrawalRequest(CaseMessage):
+    header: ConsentWithdrawalHeader = ConsentWithdrawalHeader()
+    payload: ConsentWithdrawalPayload = ConsentWithdrawalPayload()
 
 
 class SentOut(BaseModel):
@@ -52,3 +132,12 @@ class ReceivedOut(BaseModel):
 
 class ReceivedList(BaseModel):
     messages: list[ReceivedOut]
+
+
+class ConsentRequest(BaseModel):
+    """A consent to register at the broker (its body is the broker's `POST /v1/consents`
+    body, contracts/openapi/broker.json `ConsentIn`), and which participant registers it."""
+
+    model_config = ConfigDict(extra="forbid")
+    sender: str | None = Field(None, description="The sending focal point, if several.")
+    consent: dict[str, Any]

@@ -13,6 +13,8 @@ from trm_broker.store.models import Delivery, Message, Participant
 
 PENDING = "pending"
 ACKNOWLEDGED = "acknowledged"
+#: The recipient's node refused the payload in a signed answer: final, like an acknowledgement.
+REJECTED = "rejected"
 
 
 @dataclass(frozen=True)
@@ -86,11 +88,23 @@ async def record_acknowledged(
     session: AsyncSession, delivery_id: int, at: datetime, ack: str
 ) -> bool:
     """Mark a pending delivery acknowledged; ``False`` if it no longer was pending."""
+    return await _record_answer(session, delivery_id, at, ack, ACKNOWLEDGED)
+
+
+async def record_rejected(session: AsyncSession, delivery_id: int, at: datetime, ack: str) -> bool:
+    """Mark a pending delivery rejected by its recipient's signed answer (never retried);
+    ``False`` if it no longer was pending."""
+    return await _record_answer(session, delivery_id, at, ack, REJECTED)
+
+
+async def _record_answer(
+    session: AsyncSession, delivery_id: int, at: datetime, ack: str, status: str
+) -> bool:
     result = await session.execute(
         update(Delivery)
         .where(Delivery.id == delivery_id, Delivery.status == PENDING)
         .values(
-            status=ACKNOWLEDGED,
+            status=status,
             attempts=Delivery.attempts + 1,
             acknowledged_at=at,
             ack=ack,

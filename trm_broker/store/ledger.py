@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select, text, tuple_
+from sqlalchemy import ColumnElement, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.crypto.canonical import canonical_json
@@ -21,11 +21,21 @@ from trm_broker.store.models import LedgerCheckpoint, LedgerEntry, LedgerNode
 SEQUENCER_LOCK = 0x74726D6C  # "trml"
 
 
+def _party(participant: str) -> ColumnElement[bool]:
+    return or_(
+        LedgerEntry.party1 == participant,
+        LedgerEntry.party2 == participant,
+        LedgerEntry.party3 == participant,
+    )
+
+
 def append(session: AsyncSession, event: LedgerEvent) -> LedgerEntry:
     """Queue an event for the tree in the caller's transaction; the sequencer gives it its
     index within a second of commit."""
     body = canonical_json(event.claims())
-    parties = [*event.parties, None, None]
+    if len(event.parties) > 3:
+        raise ValueError("a ledger entry names at most three parties")
+    parties = [*event.parties, None, None, None]
     countries = [*event.countries, None, None]
     entry = LedgerEntry(
         body=body,
@@ -34,6 +44,7 @@ def append(session: AsyncSession, event: LedgerEvent) -> LedgerEntry:
         case_ref=event.case_ref,
         party1=parties[0],
         party2=parties[1],
+        party3=parties[2],
         country1=countries[0],
         country2=countries[1],
     )
@@ -110,7 +121,7 @@ async def entries(
         .order_by(LedgerEntry.idx)
     )
     if reader is not None:
-        query = query.where(or_(LedgerEntry.party1 == reader, LedgerEntry.party2 == reader))
+        query = query.where(_party(reader))
     return (await session.scalars(query)).all()
 
 
@@ -140,9 +151,7 @@ async def search(
     if where.case_ref is not None:
         query = query.where(LedgerEntry.case_ref == where.case_ref)
     if where.participant is not None:
-        query = query.where(
-            or_(LedgerEntry.party1 == where.participant, LedgerEntry.party2 == where.participant)
-        )
+        query = query.where(_party(where.participant))
     if where.country is not None:
         query = query.where(
             or_(LedgerEntry.country1 == where.country, LedgerEntry.country2 == where.country)
@@ -154,5 +163,5 @@ async def search(
     if where.until is not None:
         query = query.where(LedgerEntry.at < where.until)
     if reader is not None:
-        query = query.where(or_(LedgerEntry.party1 == reader, LedgerEntry.party2 == reader))
+        query = query.where(_party(reader))
     return (await session.scalars(query.order_by(LedgerEntry.idx).limit(limit))).all()

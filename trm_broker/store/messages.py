@@ -41,12 +41,14 @@ async def add(session: AsyncSession, message: Message, delivery: Delivery) -> No
 
 
 async def purgeable(session: AsyncSession, cutoff: datetime, limit: int) -> Sequence[Message]:
-    """Messages acknowledged at or before ``cutoff`` whose envelope is still stored."""
+    """Messages answered (acknowledged or rejected) at or before ``cutoff`` whose envelope is
+    still stored."""
     query = (
         select(Message)
         .join(Delivery, Delivery.message_id == Message.id)
         .where(
-            Delivery.status == "acknowledged",
+            # A signed rejection is as final as an acknowledgement: the payload goes too.
+            Delivery.status.in_(("acknowledged", "rejected")),
             Delivery.acknowledged_at <= cutoff,
             Message.envelope.is_not(None),
         )

@@ -100,6 +100,7 @@ class Message(Base):
     purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     #: The ``seq`` of the ledger entry recording the acceptance (its index comes later).
     ledger_seq: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    consent_ref: Mapped[str | None] = mapped_column(String(128), index=True)
 
 
 class Delivery(Base):
@@ -182,6 +183,7 @@ class LedgerEntry(Base):
     case_ref: Mapped[str | None] = mapped_column(String(64))
     party1: Mapped[str | None] = mapped_column(String(64))
     party2: Mapped[str | None] = mapped_column(String(64))
+    party3: Mapped[str | None] = mapped_column(String(64), index=True)
     country1: Mapped[str | None] = mapped_column(String(2))
     country2: Mapped[str | None] = mapped_column(String(2))
 
@@ -205,3 +207,80 @@ class LedgerCheckpoint(Base):
     root: Mapped[bytes] = mapped_column(LargeBinary)
     note: Mapped[str] = mapped_column(Text)
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ConsentRecord(Base):
+    """A consent (DESIGN.md §7), registered by the sending focal point in a signed request.
+
+    Scope lists are RFC 8785 JSON arrays. ``proof`` is the verified signed request (JSON of
+    method, target URI, digest, signature input and signature), as for registry changes.
+    """
+
+    __tablename__ = "consents"
+    __table_args__ = (Index("ix_consents_case_ref", "case_ref"),)
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    case_ref: Mapped[str] = mapped_column(String(64))
+    registered_by: Mapped[str] = mapped_column(ForeignKey("participants.id"))
+    given_by: Mapped[str] = mapped_column(String(16))
+    purposes: Mapped[str] = mapped_column(Text)
+    recipients: Mapped[str] = mapped_column(Text)
+    recipient_countries: Mapped[str] = mapped_column(Text)
+    data_categories: Mapped[str] = mapped_column(Text)
+    valid_from: Mapped[datetime] = mapped_column(UTCDateTime())
+    valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    form_digest: Mapped[str] = mapped_column(String(80))
+    registered_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    proof: Mapped[str] = mapped_column(Text)
+
+
+class CaseTransferRow(Base):
+    """The workflow state of one case transfer (``domain.workflow.CaseTransfer`` as JSON).
+
+    ``version`` makes concurrent updates of one case safe: an update names the version it
+    read, and loses (409) if another committed first.
+    """
+
+    __tablename__ = "case_transfers"
+
+    case_ref: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sending: Mapped[str] = mapped_column(String(64), index=True)
+    destination: Mapped[str] = mapped_column(String(64), index=True)
+    receiving_org: Mapped[str | None] = mapped_column(String(64))
+    stage: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AlertRecord(Base):
+    """An alert for the parties of a case (reception or monitoring overdue, consent
+    withdrawn); open while ``closed_at`` is NULL."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_case_ref_kind", "case_ref", "kind"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    case_ref: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    party1: Mapped[str] = mapped_column(String(64))
+    party2: Mapped[str | None] = mapped_column(String(64))
+    party3: Mapped[str | None] = mapped_column(String(64))
+    raised_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Refusal(Base):
+    """A message refused by a consent or workflow rule, for the auditors' report: the rule,
+    the message type and the countries, nothing else."""
+
+    __tablename__ = "refusals"
+    __table_args__ = (Index("ix_refusals_at", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    rule: Mapped[str] = mapped_column(String(80))
+    message_type: Mapped[str] = mapped_column(String(32))
+    sender_country: Mapped[str] = mapped_column(String(2))
+    recipient_country: Mapped[str] = mapped_column(String(2))

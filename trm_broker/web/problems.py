@@ -77,6 +77,21 @@ class UnknownSender(Problem):
     status, slug, title = 403, "unknown-sender", "The sender is not registered"
 
 
+class ConsentMissing(Problem):
+    """No consent, or one whose scope does not cover the message (DESIGN.md §7)."""
+
+    status, slug, title = 403, "consent-refused", "Consent does not cover this message"
+    #: What the auditors' report keeps of the refusal (set by the broker; never in the body).
+    refusal: object | None = None
+
+
+class WorkflowRule(Problem):
+    """The message breaks a rule of the case-transfer workflow (DESIGN.md §6)."""
+
+    status, slug, title = 409, "workflow-rule", "The case's workflow does not allow this"
+    refusal: object | None = None
+
+
 class NotFound(Problem):
     status, slug, title = 404, "not-found", "Not found"
 

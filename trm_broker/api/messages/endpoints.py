@@ -9,10 +9,12 @@ from fastapi import APIRouter, Response
 from sqlalchemy.exc import IntegrityError
 
 from trm_broker.api.auth import SignedCaller
-from trm_broker.api.deps import Session, State
+from trm_broker.api.deps import BrokerState, Session, State
 from trm_broker.api.messages import service
 from trm_broker.api.messages.schemas import MessageStatusOut, ReceiptOut
-from trm_broker.web.problems import Conflict
+from trm_broker.store import cases
+from trm_broker.store.models import Refusal
+from trm_broker.web.problems import Conflict, ConsentMissing, Problem, WorkflowRule
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
 
@@ -58,26 +60,49 @@ async def submit_message(
     """
     body = caller.body
     skew = timedelta(seconds=state.settings.clock_skew_seconds)
+
+    async def accept() -> tuple[ReceiptOut, bool]:
+        return await service.accept(
+            session,
+            body,
+            state.signing_key,
+            datetime.now(UTC),
+            skew,
+            caller.participant_id,
+            state.rules(),
+        )
+
     try:
-        receipt, created = await service.accept(
-            session, body, state.signing_key, datetime.now(UTC), skew, caller.participant_id
-        )
-        if created:
-            await session.commit()
-    except IntegrityError:
-        # The same id was stored concurrently (at flush or commit): answer as for a repeat.
-        await session.rollback()
-        receipt, created = await service.accept(
-            session, body, state.signing_key, datetime.now(UTC), skew, caller.participant_id
-        )
-        if created:
-            raise Conflict("The message could not be stored; send it again.") from None
+        try:
+            receipt, created = await accept()
+            if created:
+                await session.commit()
+        except IntegrityError:
+            # The same id was stored concurrently (at flush or commit): answer as for a repeat.
+            await session.rollback()
+            receipt, created = await accept()
+            if created:
+                raise Conflict("The message could not be stored; send it again.") from None
+    except (ConsentMissing, WorkflowRule) as problem:
+        await _record_refusal(state, problem)
+        raise
     if not created:
         response.status_code = 200
         return receipt
     state.wake_dispatcher()
     state.wake_sequencer()
     return receipt
+
+
+async def _record_refusal(state: BrokerState, problem: Problem) -> None:
+    """Keep the refused rule (type and countries only) for the auditors' report: in its own
+    transaction, since the message's was rolled back."""
+    refusal = getattr(problem, "refusal", None)
+    if not isinstance(refusal, Refusal):
+        return
+    async with state.sessions() as session:
+        cases.add_refusal(session, refusal)
+        await session.commit()
 
 
 @router.get("/{message_id}", response_model=MessageStatusOut)

@@ -29,7 +29,7 @@ class ReceiptOut(BaseModel):
 
 
 class DeliveryOut(BaseModel):
-    status: Literal["pending", "acknowledged"]
+    status: Literal["pending", "acknowledged", "rejected"]
     attempts: int
     last_attempt_at: datetime | None
     last_error: str | None
@@ -40,7 +40,10 @@ class MessageStatusOut(BaseModel):
     """Where a message is; never its content."""
 
     message_id: str
-    status: Literal["accepted", "acknowledged"]
+    status: Literal["accepted", "acknowledged", "rejected"] = Field(
+        description="`rejected`: the recipient's node refused the payload in a signed answer "
+        "(its schema); final, like `acknowledged`."
+    )
     accepted_at: datetime
     envelope_digest: str
     ledger_index: int | None = Field(

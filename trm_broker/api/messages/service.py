@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from trm_broker.api.consents import service as consents
+from trm_broker.api.messages import rules as rules_check
 from trm_broker.api.messages.schemas import DeliveryOut, MessageStatusOut, ReceiptOut, SignedObject
 from trm_broker.crypto import jws
 from trm_broker.crypto.canonical import canonical_json
@@ -19,6 +21,7 @@ from trm_broker.domain.envelope import Envelope, is_fresh
 from trm_broker.domain.ledger_events import EventType, LedgerEvent
 from trm_broker.domain.participants import MESSAGING_KINDS, ParticipantKind
 from trm_broker.domain.signed_objects import ReceiptClaims
+from trm_broker.domain.workflow import Rules
 from trm_broker.store import deliveries as outbox
 from trm_broker.store import ledger
 from trm_broker.store import messages as store
@@ -46,6 +49,7 @@ async def accept(
     now: datetime,
     clock_skew: timedelta,
     caller_id: str,
+    rules: Rules,
 ) -> tuple[ReceiptOut, bool]:
     """Verify and store one envelope with its outbox row; return the receipt and whether
     it is new (False: the same envelope was accepted before and its receipt is returned)."""
@@ -147,8 +151,12 @@ async def accept(
             "clock; check the sender's clock and send a new envelope."
         )
 
-    # 9. Store the message, its outbox row and its ledger entry in one transaction; the
-    #    caller commits, then we answer (DESIGN.md §8).
+    # 9. Consent covers it, and the case's workflow and return safeguards allow it; the
+    #    case's new state is written in this transaction (DESIGN.md §6, §7).
+    admitted = await rules_check.admit(session, envelope, sender, recipient, now, rules)
+
+    # 10. Store the message, its outbox row and its ledger entry in one transaction; the
+    #     caller commits, then we answer (DESIGN.md §8).
     entry = ledger.append(
         session,
         LedgerEvent(
@@ -193,6 +201,7 @@ async def accept(
         envelope_digest=digest,
         envelope=canonical_json(obj),
         receipt=json.dumps(receipt),
+        consent_ref=envelope.consent_ref,
     )
     delivery = Delivery(
         message_id=envelope.id,
@@ -203,6 +212,8 @@ async def accept(
     )
     await store.add(session, message, delivery)
     message.ledger_seq = entry.seq
+    if admitted.withdraws is not None:  # takes effect at once, for everything but itself
+        await consents.withdraw(session, admitted.withdraws, now, keep=envelope.id)
     return _receipt_out(message), True
 
 
@@ -219,7 +230,13 @@ async def status(session: AsyncSession, message_id: str, caller_id: str) -> Mess
         raise NotFound("You are not party to a message with this id.")
     return MessageStatusOut(
         message_id=message.id,
-        status="acknowledged" if delivery.status == outbox.ACKNOWLEDGED else "accepted",
+        status=(
+            "acknowledged"
+            if delivery.status == outbox.ACKNOWLEDGED
+            else "rejected"
+            if delivery.status == outbox.REJECTED
+            else "accepted"
+        ),
         accepted_at=message.accepted_at,
         envelope_digest=message.envelope_digest,
         ledger_index=(

@@ -1,0 +1,1184 @@
+"""The case-transfer workflow (DESIGN.md §6) and its return safeguards (§2, principle 5):
+every rule accepts what it should and refuses, by name and in words, what it should not."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from pydantic import BaseModel
+
+from trm_broker.domain.consent import GivenBy
+from trm_broker.domain.messages import (
+    HEADER_MODELS,
+    CaseClosureHeader,
+    CaseMonitoringHeader,
+    ClosureReason,
+    ConsentWithdrawalHeader,
+    MessageType,
+    ReceptionConfirmationHeader,
+    ReceptionOutcome,
+    ReferralHeader,
+    ReferralResponseHeader,
+    ReturnPreparationHeader,
+    RiskAssessmentHeader,
+    RiskLevel,
+)
+from trm_broker.domain.participants import ParticipantKind
+from trm_broker.domain.workflow import (
+    RULES,
+    AlertKind,
+    CaseTransfer,
+    Party,
+    RiskAssessment,
+    RuleBroken,
+    Rules,
+    Stage,
+    Step,
+    apply,
+    due_alerts,
+)
+
+FOCAL, ORG_KIND = ParticipantKind.FOCAL_POINT, ParticipantKind.RECEIVING_ORG
+NG = Party("ng.naptip", FOCAL, "NG")  # sending focal point (country of exploitation)
+GB = Party("gb.nrm", FOCAL, "GB")  # destination focal point (country of return)
+ORG = Party("gb.shelter", ORG_KIND, "GB")  # the receiving organisation designated
+OTHER_ORG = Party("gb.caritas", ORG_KIND, "GB")  # registered in GB, not designated
+FR = Party("fr.ofpra", FOCAL, "FR")  # a focal point with no part in the case
+FR_ORG = Party("fr.accueil", ORG_KIND, "FR")
+NG_ORG = Party("ng.shelter", ORG_KIND, "NG")
+NG_OTHER = Party("ng.police", FOCAL, "NG")
+REGISTRY = {p.id: p for p in (NG, GB, ORG, OTHER_ORG, FR, FR_ORG, NG_ORG, NG_OTHER)}
+
+CASE = "NG-2025-0001"
+RULES_ = Rules()
+TICK = timedelta(microseconds=1)
+T0 = datetime(2025, 3, 1, 12, tzinfo=UTC)
+T_RESPONSE = T0 + timedelta(hours=1)
+T_RISK = T0 + timedelta(days=1)
+T_PREPARE = T0 + timedelta(days=2)
+ARRIVAL = T0 + timedelta(days=10)
+T_MONITOR = ARRIVAL + timedelta(days=30)
+SKEW = RULES_.clock_skew
+
+# --- steps -------------------------------------------------------------------------------
+
+TYPE_OF: dict[type[BaseModel], MessageType] = {model: kind for kind, model in HEADER_MODELS.items()}
+
+
+def step(
+    header: BaseModel,
+    sender: Party,
+    recipient: Party,
+    at: datetime,
+    given_by: GivenBy | None = GivenBy.PERSON,
+    receiving_org: Party | None = None,
+) -> Step:
+    return Step(
+        type=TYPE_OF[type(header)],
+        sender=sender,
+        recipient=recipient,
+        header=header,
+        consent_given_by=given_by,
+        at=at,
+        receiving_org=receiving_org,
+        case_ref=CASE,
+    )
+
+
+def referral(
+    at: datetime = T0,
+    *,
+    minor: bool = False,
+    given_by: GivenBy | None = None,
+    sender: Party = NG,
+    recipient: Party = GB,
+    country: str = "GB",
+) -> Step:
+    if given_by is None:
+        given_by = GivenBy.GUARDIAN if minor else GivenBy.PERSON
+    header = ReferralHeader(destination_country=country, subject_is_minor=minor)
+    return step(header, sender, recipient, at, given_by)
+
+
+def response(
+    at: datetime = T_RESPONSE, *, accepted: bool = True, sender: Party = GB, recipient: Party = NG
+) -> Step:
+    return step(ReferralResponseHeader(accepted=accepted), sender, recipient, at)
+
+
+def assessment(
+    at: datetime = T_RISK,
+    *,
+    assessed_at: datetime | None = None,
+    recommended: bool = True,
+    level: RiskLevel = RiskLevel.LOW,
+    sender: Party = GB,
+    recipient: Party = NG,
+) -> Step:
+    header = RiskAssessmentHeader(
+        risk_level=level,
+        return_recommended=recommended,
+        assessed_at=at - timedelta(hours=2) if assessed_at is None else assessed_at,
+    )
+    return step(header, sender, recipient, at)
+
+
+_UNSET: Any = object()
+
+
+def preparation(
+    at: datetime = T_PREPARE,
+    *,
+    arrival: datetime = ARRIVAL,
+    org: str = ORG.id,
+    registered: Party | None = _UNSET,
+    best_interests: str | None = None,
+    given_by: GivenBy | None = GivenBy.PERSON,
+    sender: Party = NG,
+    recipient: Party = GB,
+) -> Step:
+    header = ReturnPreparationHeader(
+        receiving_org=org, planned_arrival=arrival, best_interests_ref=best_interests
+    )
+    entry = REGISTRY.get(org) if registered is _UNSET else registered
+    return step(header, sender, recipient, at, given_by, receiving_org=entry)
+
+
+def child_preparation(at: datetime = T_PREPARE, **changes: Any) -> Step:
+    return preparation(at, **{"given_by": GivenBy.GUARDIAN, "best_interests": "bid:7", **changes})
+
+
+def reception(
+    at: datetime = ARRIVAL + timedelta(hours=1),
+    *,
+    outcome: ReceptionOutcome = ReceptionOutcome.RECEIVED,
+    received_at: datetime = ARRIVAL,
+    sender: Party = ORG,
+    recipient: Party = GB,
+) -> Step:
+    header = ReceptionConfirmationHeader(outcome=outcome, at=received_at)
+    return step(header, sender, recipient, at)
+
+
+def monitoring(
+    at: datetime = T_MONITOR,
+    *,
+    start: date = date(2025, 3, 11),
+    end: date = date(2025, 4, 10),
+    sender: Party = ORG,
+    recipient: Party = GB,
+) -> Step:
+    header = CaseMonitoringHeader(period_start=start, period_end=end)
+    return step(header, sender, recipient, at)
+
+
+def closure(
+    at: datetime = T_MONITOR + timedelta(days=1), *, sender: Party = NG, recipient: Party = GB
+) -> Step:
+    return step(CaseClosureHeader(reason=ClosureReason.REINTEGRATED), sender, recipient, at)
+
+
+def withdrawal(
+    at: datetime = T_MONITOR + timedelta(days=2), *, sender: Party = NG, recipient: Party = GB
+) -> Step:
+    return step(ConsentWithdrawalHeader(), sender, recipient, at, given_by=None)
+
+
+# --- states, reached by applying steps ----------------------------------------------------
+
+
+def run(*steps: Step, case: CaseTransfer | None = None) -> CaseTransfer:
+    for one in steps:
+        case = apply(case, one, RULES_)
+    assert case is not None
+    return case
+
+
+def referred(minor: bool = False) -> CaseTransfer:
+    return run(referral(minor=minor))
+
+
+def accepted(minor: bool = False) -> CaseTransfer:
+    return run(response(), case=referred(minor))
+
+
+def declined() -> CaseTransfer:
+    return run(response(accepted=False), case=referred())
+
+
+def assessed(**changes: Any) -> CaseTransfer:
+    return run(assessment(**changes), case=accepted())
+
+
+def child_assessed() -> CaseTransfer:
+    return run(assessment(), case=accepted(minor=True))
+
+
+def prepared() -> CaseTransfer:
+    return run(preparation(), case=assessed())
+
+
+def received() -> CaseTransfer:
+    return run(reception(), case=prepared())
+
+
+def not_received() -> CaseTransfer:
+    return run(reception(outcome=ReceptionOutcome.NOT_ARRIVED), case=prepared())
+
+
+def monitored() -> CaseTransfer:
+    return run(monitoring(), case=received())
+
+
+def closed() -> CaseTransfer:
+    return run(closure(), case=received())
+
+
+# --- happy paths --------------------------------------------------------------------------
+
+
+def test_adult_case_from_referral_to_closure() -> None:
+    case = apply(None, referral(), RULES_)
+    assert case == CaseTransfer(
+        case_ref=CASE,
+        sending="ng.naptip",
+        destination="gb.nrm",
+        destination_country="GB",
+        subject_is_minor=False,
+        stage=Stage.REFERRED,
+        referred_at=T0,
+    )
+    case = apply(case, response(), RULES_)
+    assert case.stage is Stage.ACCEPTED
+    case = apply(case, assessment(level=RiskLevel.MEDIUM), RULES_)
+    assert case.last_risk_assessment == RiskAssessment(
+        T_RISK - timedelta(hours=2), RiskLevel.MEDIUM, True
+    )
+    case = apply(case, preparation(), RULES_)
+    assert (case.stage, case.receiving_org, case.planned_arrival) == (
+        Stage.RETURN_PREPARED,
+        "gb.shelter",
+        ARRIVAL,
+    )
+    case = apply(case, reception(), RULES_)
+    assert (case.stage, case.received_at) == (Stage.RECEIVED, ARRIVAL)
+    case = apply(case, monitoring(), RULES_)
+    assert case.last_monitoring_at == T_MONITOR
+    case = apply(case, monitoring(T_MONITOR + timedelta(days=90), sender=GB, recipient=NG), RULES_)
+    assert case.last_monitoring_at == T_MONITOR + timedelta(days=90)
+    case = apply(case, closure(T_MONITOR + timedelta(days=100)), RULES_)
+    assert (case.stage, case.closed_at) == (Stage.CLOSED, T_MONITOR + timedelta(days=100))
+    assert due_alerts(case, T_MONITOR + timedelta(days=300), RULES_) == frozenset()
+
+
+def test_child_case_from_referral_to_closure() -> None:
+    case = run(
+        referral(minor=True, given_by=GivenBy.GUARDIAN),
+        response(),
+        assessment(sender=NG, recipient=GB),
+        child_preparation(),
+        reception(recipient=NG),
+        monitoring(sender=GB, recipient=NG),
+        closure(sender=GB, recipient=NG),
+    )
+    assert case.subject_is_minor
+    assert (case.stage, case.receiving_org, case.received_at) == (Stage.CLOSED, ORG.id, ARRIVAL)
+
+
+# --- every rule: accepted -----------------------------------------------------------------
+
+State = Callable[[], CaseTransfer | None]
+
+ACCEPTED = [
+    # (id, state, step, stage expected after)
+    ("referral-adult", lambda: None, referral(), Stage.REFERRED),
+    ("referral-child-guardian", lambda: None, referral(minor=True), Stage.REFERRED),
+    ("response-accepts", referred, response(), Stage.ACCEPTED),
+    ("response-declines", referred, response(accepted=False), Stage.DECLINED),
+    ("assessment-by-destination", accepted, assessment(), Stage.ACCEPTED),
+    ("assessment-by-sending", accepted, assessment(sender=NG, recipient=GB), Stage.ACCEPTED),
+    ("assessment-at-skew-edge", accepted, assessment(assessed_at=T_RISK + SKEW), Stage.ACCEPTED),
+    ("assessment-after-preparation", prepared, assessment(T_PREPARE), Stage.RETURN_PREPARED),
+    ("preparation", assessed, preparation(), Stage.RETURN_PREPARED),
+    (
+        "preparation-assessment-exactly-30-days-old",
+        lambda: assessed(assessed_at=T_PREPARE - timedelta(days=30)),
+        preparation(),
+        Stage.RETURN_PREPARED,
+    ),
+    (
+        "preparation-exactly-72-hours-notice",
+        assessed,
+        preparation(arrival=T_PREPARE + timedelta(hours=72)),
+        Stage.RETURN_PREPARED,
+    ),
+    ("preparation-child", child_assessed, child_preparation(), Stage.RETURN_PREPARED),
+    (
+        "preparation-replaces-plan",
+        prepared,
+        preparation(T_PREPARE + timedelta(days=1), org=OTHER_ORG.id, arrival=ARRIVAL),
+        Stage.RETURN_PREPARED,
+    ),
+    ("reception-to-destination", prepared, reception(), Stage.RECEIVED),
+    ("reception-to-sending", prepared, reception(recipient=NG), Stage.RECEIVED),
+    (
+        "reception-at-skew-edge",
+        prepared,
+        reception(ARRIVAL, received_at=ARRIVAL + SKEW),
+        Stage.RECEIVED,
+    ),
+    (
+        "reception-not-arrived",
+        prepared,
+        reception(outcome=ReceptionOutcome.NOT_ARRIVED),
+        Stage.NOT_RECEIVED,
+    ),
+    (
+        "reception-declined-assistance",
+        prepared,
+        reception(outcome=ReceptionOutcome.DECLINED_ASSISTANCE),
+        Stage.NOT_RECEIVED,
+    ),
+    ("monitoring-by-org-to-destination", received, monitoring(), Stage.RECEIVED),
+    ("monitoring-by-org-to-sending", received, monitoring(recipient=NG), Stage.RECEIVED),
+    (
+        "monitoring-by-destination",
+        received,
+        monitoring(sender=GB, recipient=NG),
+        Stage.RECEIVED,
+    ),
+    (
+        "monitoring-on-last-day",
+        received,
+        monitoring(ARRIVAL + timedelta(days=365)),
+        Stage.RECEIVED,
+    ),
+    (
+        "monitoring-one-day-period",
+        received,
+        monitoring(start=date(2025, 4, 1), end=date(2025, 4, 1)),
+        Stage.RECEIVED,
+    ),
+    ("closure-referred", referred, closure(), Stage.CLOSED),
+    ("closure-declined", declined, closure(), Stage.CLOSED),
+    ("closure-accepted-by-destination", accepted, closure(sender=GB, recipient=NG), Stage.CLOSED),
+    ("closure-prepared", prepared, closure(), Stage.CLOSED),
+    ("closure-received", received, closure(), Stage.CLOSED),
+    ("closure-not-received", not_received, closure(), Stage.CLOSED),
+    ("withdrawal-referred", referred, withdrawal(), Stage.REFERRED),
+    ("withdrawal-to-receiving-org", received, withdrawal(recipient=ORG), Stage.RECEIVED),
+    ("withdrawal-after-closure", closed, withdrawal(), Stage.CLOSED),
+]
+
+
+@pytest.mark.parametrize(
+    ("state", "message", "stage"), [pytest.param(*case[1:], id=case[0]) for case in ACCEPTED]
+)
+def test_rule_accepts(state: State, message: Step, stage: Stage) -> None:
+    assert apply(state(), message, RULES_).stage is stage
+
+
+def test_a_withdrawal_leaves_the_case_as_it_was() -> None:
+    case = received()
+    assert apply(case, withdrawal(), RULES_) == case
+
+
+def test_an_assessment_made_earlier_but_sent_later_does_not_displace_the_latest() -> None:
+    case = assessed(recommended=True)
+    late = assessment(T_RISK + timedelta(hours=1), assessed_at=T0, recommended=False)
+    assert apply(case, late, RULES_) == case
+    newer = assessment(T_RISK + timedelta(hours=1), recommended=False)
+    assert apply(case, newer, RULES_).last_risk_assessment == RiskAssessment(
+        T_RISK - timedelta(hours=1), RiskLevel.LOW, False
+    )
+
+
+def test_a_replaced_plan_designates_the_new_organisation() -> None:
+    case = run(preparation(T_PREPARE + timedelta(days=1), org=OTHER_ORG.id), case=prepared())
+    assert case.receiving_org == OTHER_ORG.id
+    assert apply(case, reception(sender=OTHER_ORG), RULES_).stage is Stage.RECEIVED
+    with pytest.raises(RuleBroken) as raised:
+        apply(case, reception(sender=ORG), RULES_)
+    assert raised.value.rule == "not_a_party_of_this_case"
+
+
+# --- every rule: refused, by code and in words --------------------------------------------
+
+GB_ORG_AS_FOCAL = Party("gb.shelter", FOCAL, "GB")
+
+REFUSED = [
+    # (rule, state, step, words the detail must hold)
+    ("case_already_referred", referred, referral(T_RESPONSE), "already referred"),
+    ("case_already_referred", closed, referral(T_RESPONSE), "already referred"),
+    ("case_not_referred", lambda: None, response(), "response needs a referral"),
+    ("case_not_referred", lambda: None, withdrawal(), "withdrawal needs a referral"),
+    ("case_closed", closed, monitoring(ARRIVAL + timedelta(days=60)), "closed"),
+    ("case_closed", closed, closure(T_MONITOR + timedelta(days=5)), "closure is not accepted"),
+    ("case_closed", closed, assessment(T_MONITOR + timedelta(days=5)), "after case_closure"),
+    ("not_a_party_of_this_case", accepted, assessment(sender=FR, recipient=NG), "only between"),
+    ("not_a_party_of_this_case", accepted, assessment(sender=NG, recipient=FR), "only between"),
+    ("not_a_party_of_this_case", prepared, reception(sender=OTHER_ORG), "receiving organisation"),
+    ("not_a_party_of_this_case", assessed, reception(T_PREPARE), "designated"),
+    ("not_a_party_of_this_case", referred, withdrawal(recipient=FR), "only between"),
+    (
+        "referral_only_by_focal_point",
+        lambda: None,
+        referral(sender=NG_ORG),
+        "referral is sent only by a focal point",
+    ),
+    (
+        "referral_only_to_destination_focal_point",
+        lambda: None,
+        referral(recipient=ORG),
+        "to a focal point of its destination country GB",
+    ),
+    (
+        "referral_only_to_destination_focal_point",
+        lambda: None,
+        referral(recipient=FR),
+        "destination country GB",
+    ),
+    (
+        "referral_to_own_country",
+        lambda: None,
+        referral(recipient=NG_OTHER, country="NG"),
+        "another country",
+    ),
+    (
+        "minor_needs_guardian_consent",
+        lambda: None,
+        referral(minor=True, given_by=GivenBy.PERSON),
+        "referral for a child needs a consent given by a guardian",
+    ),
+    (
+        "minor_needs_guardian_consent",
+        child_assessed,
+        child_preparation(given_by=GivenBy.PERSON),
+        "return_preparation for a child needs a consent given by a guardian",
+    ),
+    (
+        "referral_response_only_from_destination_to_sending",
+        referred,
+        response(sender=NG, recipient=GB),
+        "from the destination focal point",
+    ),
+    ("referral_already_answered", accepted, response(T_RISK), "sent once"),
+    ("referral_already_answered", declined, response(T_RISK), "awaits an answer"),
+    (
+        "risk_assessment_only_between_focal_points",
+        prepared,
+        assessment(T_PREPARE, sender=ORG, recipient=NG),
+        "one focal point of the case to the other",
+    ),
+    ("risk_assessment_needs_acceptance", referred, assessment(), "after the referral was accepted"),
+    ("risk_assessment_needs_acceptance", declined, assessment(), "accepted"),
+    ("risk_assessment_needs_acceptance", received, assessment(T_MONITOR), "before reception"),
+    (
+        "risk_assessment_in_future",
+        accepted,
+        assessment(assessed_at=T_RISK + SKEW + TICK),
+        "later than it is sent",
+    ),
+    (
+        "return_preparation_only_from_sending_to_destination",
+        assessed,
+        preparation(sender=GB, recipient=NG),
+        "from the sending focal point",
+    ),
+    ("return_preparation_needs_acceptance", referred, preparation(), "referral was accepted"),
+    ("return_preparation_needs_acceptance", received, preparation(T_MONITOR), "before reception"),
+    (
+        "return_preparation_needs_recent_recommending_risk_assessment",
+        accepted,
+        preparation(),
+        "needs a risk_assessment that recommends return, made within the last 30 days"
+        " (there is none)",
+    ),
+    (
+        "return_preparation_needs_recent_recommending_risk_assessment",
+        lambda: assessed(recommended=False),
+        preparation(),
+        "(the latest does not recommend",
+    ),
+    (
+        "return_preparation_needs_recent_recommending_risk_assessment",
+        lambda: assessed(assessed_at=T_PREPARE - timedelta(days=30) - TICK),
+        preparation(),
+        "within the last 30 days (the latest is older)",
+    ),
+    (
+        "receiving_org_not_registered_in_country_of_return",
+        assessed,
+        preparation(org="gb.unknown"),
+        "registered as a receiving_org in the country of return GB",
+    ),
+    (
+        "receiving_org_not_registered_in_country_of_return",
+        assessed,
+        preparation(org=FR_ORG.id),
+        "country of return GB",
+    ),
+    (
+        "receiving_org_not_registered_in_country_of_return",
+        assessed,
+        preparation(registered=GB_ORG_AS_FOCAL),
+        "registered as a receiving_org",
+    ),
+    (
+        "receiving_org_not_registered_in_country_of_return",
+        assessed,
+        preparation(registered=OTHER_ORG),  # the registry entry of another id
+        "receiving organisation",
+    ),
+    (
+        "planned_arrival_too_soon",
+        assessed,
+        preparation(arrival=T_PREPARE + timedelta(hours=72) - TICK),
+        "planned arrival at least 72 hours ahead",
+    ),
+    (
+        "minor_needs_best_interests_determination",
+        child_assessed,
+        child_preparation(best_interests=None),
+        "best-interests determination",
+    ),
+    (
+        "reception_confirmation_needs_return_preparation",
+        received,
+        reception(T_MONITOR),
+        "after a return_preparation",
+    ),
+    (
+        "reception_confirmation_needs_return_preparation",
+        not_received,
+        reception(T_MONITOR),
+        "accepted once",
+    ),
+    (
+        "reception_confirmation_only_by_designated_receiving_org",
+        prepared,
+        reception(sender=GB, recipient=NG),
+        "only by the receiving organisation designated",
+    ),
+    (
+        "reception_in_future",
+        prepared,
+        reception(ARRIVAL, received_at=ARRIVAL + SKEW + TICK),
+        "later than it is sent",
+    ),
+    (
+        "case_monitoring_only_by_receiving_org_or_destination",
+        received,
+        monitoring(sender=NG, recipient=GB),
+        "receiving organisation or the destination focal point",
+    ),
+    (
+        "case_monitoring_only_by_receiving_org_or_destination",
+        received,
+        monitoring(sender=GB, recipient=ORG),
+        "to a focal point of the case",
+    ),
+    (
+        "case_monitoring_needs_reception",
+        prepared,
+        monitoring(T_PREPARE + timedelta(days=1)),
+        "after the person was received",
+    ),
+    ("case_monitoring_needs_reception", not_received, monitoring(), "received"),
+    (
+        "monitoring_period_over",
+        received,
+        monitoring(ARRIVAL + timedelta(days=365) + TICK),
+        "accepted for 365 days after reception",
+    ),
+    (
+        "monitoring_period_reversed",
+        received,
+        monitoring(start=date(2025, 4, 2), end=date(2025, 4, 1)),
+        "start is not after its end",
+    ),
+    (
+        "case_closure_only_between_focal_points",
+        received,
+        closure(sender=ORG, recipient=GB),
+        "one focal point of the case to the other",
+    ),
+    (
+        "consent_withdrawal_only_by_sending_focal_point",
+        accepted,
+        withdrawal(sender=GB, recipient=NG),
+        "only by the sending focal point",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("rule", "state", "message", "words"),
+    [pytest.param(*case, id=f"{case[0]}-{n}") for n, case in enumerate(REFUSED)],
+)
+def test_rule_refuses(rule: str, state: State, message: Step, words: str) -> None:
+    case = state()
+    with pytest.raises(RuleBroken) as raised:
+        apply(case, message, RULES_)
+    assert raised.value.rule == rule
+    assert words in raised.value.detail
+    assert message.type.value in raised.value.detail or rule == "case_already_referred"
+    assert str(raised.value) == f"{rule}: {raised.value.detail}"
+
+
+def test_every_rule_has_a_refusing_case() -> None:
+    assert {case[0] for case in REFUSED} == set(RULES)
+
+
+def test_rule_windows_are_stated_in_their_own_units() -> None:
+    rules = Rules(risk_max_age=timedelta(days=14), min_notice=timedelta(hours=1))
+    with pytest.raises(RuleBroken, match="within the last 14 days"):
+        apply(accepted(), preparation(), rules)
+    with pytest.raises(RuleBroken, match="at least 1 hour ahead"):
+        apply(assessed(), preparation(arrival=T_PREPARE + timedelta(minutes=59)), rules)
+
+
+# --- malformed input is a programming error, not a rule -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"at": datetime(2025, 3, 1)}, id="naive-time"),
+        pytest.param({"case_ref": ""}, id="referral-without-case_ref"),
+        pytest.param({"header": ReferralResponseHeader(accepted=True)}, id="wrong-header"),
+    ],
+)
+def test_malformed_step_is_rejected(changes: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=r"aware|case_ref|header"):
+        replace(referral(), **changes)
+
+
+def test_a_state_of_another_case_is_rejected() -> None:
+    with pytest.raises(ValueError, match="another case"):
+        apply(replace(referred(), case_ref="NG-2025-0002"), response(), RULES_)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"monitoring_period": timedelta(0)},
+        {"monitoring_period": timedelta(days=3 * 365) + TICK},
+        {"risk_max_age": timedelta(0)},
+        {"monitoring_interval": -TICK},
+        {"min_notice": -TICK},
+        {"reception_grace": -TICK},
+        {"clock_skew": -TICK},
+    ],
+)
+def test_rules_out_of_range_are_rejected(changes: dict[str, timedelta]) -> None:
+    with pytest.raises(ValueError, match=r"monitoring_period|positive|negative"):
+        Rules(**changes)
+
+
+def test_monitoring_may_last_three_years() -> None:
+    rules = Rules(monitoring_period=timedelta(days=3 * 365))
+    assert apply(received(), monitoring(ARRIVAL + timedelta(days=1000)), rules).last_monitoring_at
+
+
+# --- alerts --------------------------------------------------------------------------------
+
+GRACE, INTERVAL, PERIOD = RULES_.reception_grace, RULES_.monitoring_interval, timedelta(days=365)
+
+
+@pytest.mark.parametrize(
+    ("state", "now", "alerts"),
+    [
+        pytest.param(prepared, ARRIVAL, set(), id="prepared-at-arrival"),
+        pytest.param(prepared, ARRIVAL + GRACE, set(), id="prepared-end-of-grace"),
+        pytest.param(
+            prepared, ARRIVAL + GRACE + TICK, {AlertKind.RECEPTION_OVERDUE}, id="reception-overdue"
+        ),
+        pytest.param(received, ARRIVAL + INTERVAL, set(), id="received-interval-end"),
+        pytest.param(
+            received,
+            ARRIVAL + INTERVAL + TICK,
+            {AlertKind.MONITORING_OVERDUE},
+            id="first-report-overdue",
+        ),
+        pytest.param(monitored, T_MONITOR + INTERVAL, set(), id="after-report-interval-end"),
+        pytest.param(
+            monitored,
+            T_MONITOR + INTERVAL + TICK,
+            {AlertKind.MONITORING_OVERDUE},
+            id="next-report-overdue",
+        ),
+        pytest.param(
+            received, ARRIVAL + PERIOD, {AlertKind.MONITORING_OVERDUE}, id="last-day-of-period"
+        ),
+        pytest.param(received, ARRIVAL + PERIOD + TICK, set(), id="after-monitoring-period"),
+        pytest.param(not_received, ARRIVAL + timedelta(days=200), set(), id="not-received"),
+        pytest.param(accepted, ARRIVAL + timedelta(days=200), set(), id="accepted"),
+        pytest.param(
+            lambda: run(closure(ARRIVAL - timedelta(days=1)), case=prepared()),
+            ARRIVAL + GRACE + TICK,
+            set(),
+            id="closed-before-reception",
+        ),
+        pytest.param(closed, ARRIVAL + INTERVAL + TICK, set(), id="closed-after-reception"),
+    ],
+)
+def test_due_alerts(state: State, now: datetime, alerts: set[AlertKind]) -> None:
+    case = state()
+    assert case is not None
+    assert due_alerts(case, now, RULES_) == alerts
+
+
+def test_a_replaced_plan_moves_the_reception_deadline() -> None:
+    later = ARRIVAL + timedelta(days=7)
+    case = run(preparation(T_PREPARE + timedelta(days=1), arrival=later), case=prepared())
+    assert due_alerts(case, ARRIVAL + GRACE + TICK, RULES_) == frozenset()
+    assert due_alerts(case, later + GRACE + TICK, RULES_) == {AlertKind.RECEPTION_OVERDUE}
+
+
+# --- JSON ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "state", [referred, declined, assessed, prepared, received, not_received, monitored, closed]
+)
+def test_json_round_trip_of_each_stage(state: State) -> None:
+    case = state()
+    assert case is not None
+    data = json.loads(json.dumps(case.to_json()))
+    assert data["v"] == 1
+    assert CaseTransfer.from_json(data) == case
+    assert CaseTransfer.from_json(data).to_json() == data
+
+
+def test_json_times_are_rfc3339_utc() -> None:
+    data = received().to_json()
+    assert data["referred_at"] == "2025-03-01T12:00:00Z"
+    assert data["last_risk_assessment"] == {
+        "assessed_at": "2025-03-02T10:00:00Z",
+        "level": "low",
+        "return_recommended": True,
+    }
+    assert data["received_at"] == "2025-03-11T12:00:00Z"
+    assert data["closed_at"] is None
+
+
+AWARE = st.datetimes(
+    min_value=datetime(2000, 1, 1),
+    max_value=datetime(2100, 1, 1),
+    timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone.min]),
+)
+CASE_TRANSFERS = st.builds(
+    CaseTransfer,
+    case_ref=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{2,63}", fullmatch=True),
+    sending=st.sampled_from(list(REGISTRY)),
+    destination=st.sampled_from(list(REGISTRY)),
+    destination_country=st.sampled_from(["GB", "FR", "XK"]),
+    subject_is_minor=st.booleans(),
+    stage=st.sampled_from(Stage),
+    referred_at=AWARE,
+    last_risk_assessment=st.none()
+    | st.builds(RiskAssessment, AWARE, st.sampled_from(RiskLevel), st.booleans()),
+    receiving_org=st.none() | st.sampled_from(list(REGISTRY)),
+    planned_arrival=st.none() | AWARE,
+    received_at=st.none() | AWARE,
+    last_monitoring_at=st.none() | AWARE,
+    closed_at=st.none() | AWARE,
+)
+
+
+@given(CASE_TRANSFERS)
+def test_json_round_trips_exactly(case: CaseTransfer) -> None:
+    data = json.loads(json.dumps(case.to_json()))
+    again = CaseTransfer.from_json(data)
+    assert again == case
+    assert again.to_json() == data
+    assert again.referred_at.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        pytest.param(lambda d: {k: v for k, v in d.items() if k != "v"}, id="no-version"),
+        pytest.param(lambda d: {**d, "v": 2}, id="other-version"),
+        pytest.param(lambda d: {**d, "name": "A. Person"}, id="extra-member"),
+        pytest.param(lambda d: {k: v for k, v in d.items() if k != "stage"}, id="missing-member"),
+        pytest.param(lambda d: {**d, "stage": "returned"}, id="unknown-stage"),
+        pytest.param(lambda d: {**d, "referred_at": "2025-03-01T12:00:00"}, id="naive-time"),
+        pytest.param(lambda d: {**d, "received_at": "yesterday"}, id="not-a-time"),
+        pytest.param(
+            lambda d: {**d, "last_risk_assessment": {"level": "low"}}, id="partial-assessment"
+        ),
+    ],
+)
+def test_malformed_json_is_rejected(broken: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - any ValueError (pydantic's included)
+        CaseTransfer.from_json(broken(received().to_json()))
+
+
+# --- the state machine, driven at random ---------------------------------------------------
+
+RANK = {
+    Stage.REFERRED: 0,
+    Stage.ACCEPTED: 1,
+    Stage.DECLINED: 1,
+    Stage.RETURN_PREPARED: 2,
+    Stage.RECEIVED: 3,
+    Stage.NOT_RECEIVED: 3,
+    Stage.CLOSED: 4,
+}
+PARTIES = list(REGISTRY.values())
+#: Offsets from now for header times: at, just inside or just past the rules' edges, or any.
+OFFSETS = st.sampled_from([TICK, SKEW, timedelta(hours=72), timedelta(days=30)]).flatmap(
+    lambda edge: st.sampled_from([-edge - TICK, -edge, edge, edge + TICK])
+) | st.timedeltas(min_value=-timedelta(days=40), max_value=timedelta(days=40))
+
+#: DESIGN.md §6, "allowed when": the stages each type may arrive in (a referral: no case).
+ALLOWED_IN = {
+    MessageType.REFERRAL_RESPONSE: {Stage.REFERRED},
+    MessageType.RISK_ASSESSMENT: {Stage.ACCEPTED, Stage.RETURN_PREPARED},
+    MessageType.RETURN_PREPARATION: {Stage.ACCEPTED, Stage.RETURN_PREPARED},
+    MessageType.RECEPTION_CONFIRMATION: {Stage.RETURN_PREPARED},
+    MessageType.CASE_MONITORING: {Stage.RECEIVED},
+    MessageType.CASE_CLOSURE: set(Stage) - {Stage.CLOSED},
+    MessageType.CONSENT_WITHDRAWAL: set(Stage),
+}
+
+
+def senders(case: CaseTransfer, kind: MessageType) -> set[str | None]:
+    """DESIGN.md §6, "sent by": who may send each type in a case."""
+    focal: set[str | None] = {case.sending, case.destination}
+    table: dict[MessageType, set[str | None]] = {
+        MessageType.REFERRAL_RESPONSE: {case.destination},
+        MessageType.RISK_ASSESSMENT: focal,
+        MessageType.RETURN_PREPARATION: {case.sending},
+        MessageType.RECEPTION_CONFIRMATION: {case.receiving_org},
+        MessageType.CASE_MONITORING: {case.receiving_org, case.destination},
+        MessageType.CASE_CLOSURE: focal,
+        MessageType.CONSENT_WITHDRAWAL: {case.sending},
+    }
+    return table[kind]
+
+
+def recipients(case: CaseTransfer, message: Step) -> set[str | None]:
+    """Whom each type may go to: the other focal point, or as the issue says."""
+    focal: set[str | None] = {case.sending, case.destination}
+    table: dict[MessageType, set[str | None]] = {
+        MessageType.REFERRAL_RESPONSE: {case.sending},
+        MessageType.RISK_ASSESSMENT: focal,
+        MessageType.RETURN_PREPARATION: {case.destination},
+        MessageType.RECEPTION_CONFIRMATION: focal,
+        MessageType.CASE_MONITORING: focal,
+        MessageType.CASE_CLOSURE: focal,
+        MessageType.CONSENT_WITHDRAWAL: {case.destination, case.receiving_org},
+    }
+    return table[message.type] - {message.sender.id}
+
+
+#: The types that move a case on from each stage: drawn more often, so walks get deep.
+NEXT = {
+    None: [MessageType.REFERRAL],
+    Stage.REFERRED: [MessageType.REFERRAL_RESPONSE],
+    Stage.ACCEPTED: [MessageType.RISK_ASSESSMENT, MessageType.RETURN_PREPARATION],
+    Stage.DECLINED: [MessageType.CASE_CLOSURE],
+    Stage.RETURN_PREPARED: [
+        MessageType.RECEPTION_CONFIRMATION,
+        MessageType.RISK_ASSESSMENT,
+        MessageType.RETURN_PREPARATION,
+    ],
+    Stage.RECEIVED: [MessageType.CASE_MONITORING, MessageType.CASE_CLOSURE],
+    Stage.NOT_RECEIVED: [MessageType.CASE_CLOSURE],
+    Stage.CLOSED: [MessageType.CONSENT_WITHDRAWAL],
+}
+
+
+def often(likely: Any, anything: Any, odds: int = 3) -> Any:
+    """``likely`` about ``odds`` times for each time ``anything`` (both strategies)."""
+    # sampled_from keeps repeats (one_of would merge the same strategy given twice).
+    pick = st.sampled_from([True] * odds + [False])
+    return pick.flatmap(lambda chosen: likely if chosen else anything)
+
+
+def mostly(likely: Any, edge: Any) -> Any:
+    """``likely`` about seven times in eight, else ``edge``."""
+    return often(likely, edge, odds=7)
+
+
+@st.composite
+def steps(draw: st.DrawFn, case: CaseTransfer | None, now: datetime) -> Step:
+    """A message, mostly of a type that moves the case on and between the parties its type
+    belongs to (so walks get deep), else of any type between any two participants; facts
+    are drawn near the rules' edges."""
+    stage = case.stage if case else None
+    kind = draw(often(st.sampled_from(NEXT[stage]), st.sampled_from(MessageType)))
+    designated = REGISTRY.get(case.receiving_org or "") if case else None
+    roles: dict[MessageType, list[tuple[Party, Party]]] = {
+        MessageType.REFERRAL: [(NG, GB)],
+        MessageType.REFERRAL_RESPONSE: [(GB, NG)],
+        MessageType.RISK_ASSESSMENT: [(GB, NG), (NG, GB)],
+        MessageType.RETURN_PREPARATION: [(NG, GB)],
+        MessageType.RECEPTION_CONFIRMATION: [(designated or ORG, GB), (designated or ORG, NG)],
+        MessageType.CASE_MONITORING: [(designated or ORG, GB), (GB, NG)],
+        MessageType.CASE_CLOSURE: [(NG, GB), (GB, NG)],
+        MessageType.CONSENT_WITHDRAWAL: [(NG, GB), (NG, designated or ORG)],
+    }
+    pairs = st.sampled_from(roles[kind])
+    anyone = st.tuples(st.sampled_from(PARTIES), st.sampled_from(PARTIES)).filter(
+        lambda pair: pair[0] != pair[1]
+    )
+    sender, recipient = draw(often(pairs, anyone))
+    # Header times: mostly plausibly in the past (ahead for an arrival), else near an edge.
+    past = now - draw(often(st.timedeltas(timedelta(0), timedelta(days=10)), OFFSETS))
+    header: BaseModel
+    org = None
+    if kind is MessageType.REFERRAL:
+        header = ReferralHeader(
+            destination_country=draw(often(st.just("GB"), st.sampled_from(["FR", "NG"]))),
+            subject_is_minor=draw(st.booleans()),
+        )
+    elif kind is MessageType.REFERRAL_RESPONSE:
+        header = ReferralResponseHeader(accepted=draw(st.booleans()))
+    elif kind is MessageType.RISK_ASSESSMENT:
+        header = RiskAssessmentHeader(
+            risk_level=draw(st.sampled_from(RiskLevel)),
+            return_recommended=draw(often(st.just(True), st.just(False))),
+            assessed_at=past,
+        )
+    elif kind is MessageType.RETURN_PREPARATION:
+        others = st.sampled_from([OTHER_ORG.id, FR_ORG.id, GB.id, "gb.unknown"])
+        org_id = draw(often(st.just(ORG.id), others))
+        header = ReturnPreparationHeader(
+            receiving_org=org_id,
+            planned_arrival=now
+            + draw(often(st.timedeltas(timedelta(hours=72), timedelta(days=20)), OFFSETS)),
+            best_interests_ref=draw(st.none() | st.just("bid:1")),
+        )
+        org = REGISTRY.get(org_id)
+    elif kind is MessageType.RECEPTION_CONFIRMATION:
+        outcome = draw(often(st.just(ReceptionOutcome.RECEIVED), st.sampled_from(ReceptionOutcome)))
+        header = ReceptionConfirmationHeader(outcome=outcome, at=past)
+    elif kind is MessageType.CASE_MONITORING:
+        start = draw(st.dates(date(2025, 1, 1), date(2026, 1, 1)))
+        header = CaseMonitoringHeader(
+            period_start=start, period_end=start + timedelta(days=draw(st.integers(-2, 120)))
+        )
+    elif kind is MessageType.CASE_CLOSURE:
+        header = CaseClosureHeader(reason=draw(st.sampled_from(ClosureReason)))
+    else:
+        header = ConsentWithdrawalHeader()
+    return Step(
+        type=kind,
+        sender=sender,
+        recipient=recipient,
+        header=header,
+        consent_given_by=draw(
+            often(st.just(GivenBy.GUARDIAN), st.sampled_from([GivenBy.PERSON, None]))
+        ),
+        at=now,
+        receiving_org=org,
+        case_ref=CASE,
+    )
+
+
+@st.composite
+def next_steps(draw: st.DrawFn, case: CaseTransfer | None, now: datetime) -> Step:
+    """Mostly the message a well-run case would see next, else one of any type; mostly
+    between the parties its type belongs to, else between any two parties of the case."""
+    stage = case.stage if case else None
+    risk = case.last_risk_assessment if case else None
+    expected = NEXT[stage]
+    if stage is Stage.ACCEPTED:  # assess until an assessment recommends return, then prepare
+        ready = risk is not None and risk.return_recommended
+        expected = [MessageType.RETURN_PREPARATION if ready else MessageType.RISK_ASSESSMENT]
+    kind = draw(often(st.sampled_from(expected), st.sampled_from(MessageType)))
+    designated = REGISTRY.get(case.receiving_org or "", ORG) if case else ORG
+    message = draw(_plausible(case, now, kind, risk, designated))
+    # Now and then between two parties of the case the type does not belong to.
+    pair = st.permutations([NG, GB, designated]).map(lambda parties: parties[:2])
+    if case is not None and draw(mostly(st.just(False), st.just(True))):
+        sender, recipient = draw(pair)
+        message = replace(message, sender=sender, recipient=recipient)
+    return message
+
+
+@st.composite
+def _plausible(
+    draw: st.DrawFn,
+    case: CaseTransfer | None,
+    now: datetime,
+    kind: MessageType,
+    risk: RiskAssessment | None,
+    designated: Party,
+) -> Step:
+    """A message of ``kind``, with facts mostly plausible and now and then just past the
+    edge of a rule."""
+    edges = st.sampled_from([-TICK, timedelta(0), TICK])
+    likely = often(st.just(True), st.just(False))
+    days = st.integers(0, 20).map(lambda n: timedelta(days=n))
+    minor = case.subject_is_minor if case else draw(st.booleans())
+    proper = GivenBy.GUARDIAN if minor else GivenBy.PERSON
+    given_by = draw(mostly(st.just(proper), st.sampled_from([GivenBy.PERSON, None])))
+    sender, recipient = draw(st.sampled_from([(NG, GB), (GB, NG)]))
+    if kind is MessageType.REFERRAL:
+        return referral(now, minor=minor, given_by=given_by)
+    if kind is MessageType.REFERRAL_RESPONSE:
+        return response(now, accepted=draw(likely))
+    if kind is MessageType.RISK_ASSESSMENT:
+        assessed_at = now - draw(mostly(days, st.just(-SKEW - TICK)))
+        recommended = draw(likely)
+        return assessment(
+            now,
+            assessed_at=assessed_at,
+            recommended=recommended,
+            sender=sender,
+            recipient=recipient,
+        )
+    if kind is MessageType.RETURN_PREPARATION:
+        if risk is not None and draw(often(st.just(False), st.just(True))):
+            now = max(now, risk.assessed_at + RULES_.risk_max_age + draw(edges))  # aged
+        others = st.sampled_from([OTHER_ORG.id, FR_ORG.id, GB.id, "gb.unknown"])
+        return preparation(
+            now,
+            arrival=now + RULES_.min_notice + draw(mostly(days, st.just(-TICK))),
+            org=draw(mostly(st.just(designated.id), others)),
+            best_interests=draw(mostly(st.just("bid:1"), st.none())),
+            given_by=given_by,
+        )
+    if kind is MessageType.RECEPTION_CONFIRMATION:
+        received_at = now - draw(mostly(days, st.just(-SKEW - TICK)))
+        outcome = draw(often(st.just(ReceptionOutcome.RECEIVED), st.sampled_from(ReceptionOutcome)))
+        return reception(
+            now, outcome=outcome, received_at=received_at, sender=designated, recipient=recipient
+        )
+    if kind is MessageType.CASE_MONITORING:
+        if case and case.received_at and draw(often(st.just(False), st.just(True))):
+            now = max(now, case.received_at + RULES_.monitoring_period + draw(edges))  # late
+        start = date(2025, 6, 1)
+        end = start + draw(often(days, st.just(-timedelta(days=1))))
+        by = draw(st.sampled_from([designated, GB]))
+        return monitoring(now, start=start, end=end, sender=by, recipient=NG)
+    if kind is MessageType.CASE_CLOSURE:
+        return closure(now, sender=sender, recipient=recipient)
+    return withdrawal(now, recipient=draw(st.sampled_from([GB, designated])))
+
+
+def outcome(case: CaseTransfer | None, message: Step) -> CaseTransfer | RuleBroken:
+    try:
+        return apply(case, message, RULES_)
+    except RuleBroken as broken:
+        return broken
+
+
+class CaseTransferMachine(RuleBasedStateMachine):
+    """Random messages through :func:`apply`; the safeguards hold after every one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.case: CaseTransfer | None = None
+        self.now = T0
+
+    @rule(
+        pause=mostly(
+            st.timedeltas(timedelta(0), timedelta(days=3)),
+            st.timedeltas(timedelta(0), timedelta(days=400)),
+        )
+    )
+    def time_passes(self, pause: timedelta) -> None:
+        self.now += pause
+
+    @precondition(lambda self: self.case is not None and self.case.stage is Stage.CLOSED)
+    @rule()
+    def another_case_begins(self) -> None:
+        # A closed case accepts nothing more but withdrawals (checked); walk a fresh one.
+        self.case = None
+
+    @rule(data=st.data())
+    def a_message_arrives(self, data: st.DataObject) -> None:
+        self.send(data.draw(steps(self.case, self.now)))
+
+    @rule(data=st.data())
+    def the_case_moves_on(self, data: st.DataObject) -> None:
+        self.send(data.draw(next_steps(self.case, self.now)))
+
+    def send(self, message: Step) -> None:
+        self.now = message.at  # never earlier: steps are drawn at or after now
+        before = self.case
+        after = outcome(before, message)
+        if isinstance(after, RuleBroken):
+            assert after.rule in RULES
+            assert after.detail
+            return
+        self.check_accepted(before, message, after)
+        self.case = after
+
+    def check_accepted(
+        self, before: CaseTransfer | None, message: Step, after: CaseTransfer
+    ) -> None:
+        header = message.header
+        if before is None:
+            assert message.type is MessageType.REFERRAL
+            assert after.stage is Stage.REFERRED
+            return
+        # Nothing after closure but a withdrawal, which changes nothing.
+        if before.stage is Stage.CLOSED:
+            assert message.type is MessageType.CONSENT_WITHDRAWAL
+            assert after == before
+        # Stages only move forward, each type only from its stages and its senders.
+        assert RANK[after.stage] >= RANK[before.stage]
+        assert before.stage in ALLOWED_IN[message.type]
+        assert message.sender.id in senders(before, message.type)
+        assert message.recipient.id in recipients(before, message)
+        # Only the parties of the case exchange its messages.
+        parties = {after.sending, after.destination, after.receiving_org}
+        assert {message.sender.id, message.recipient.id} <= parties
+        assert (after.sending, after.destination) == (before.sending, before.destination)
+        if message.type is MessageType.RETURN_PREPARATION:
+            # Principle 5: a recent risk assessment recommending return, a registered
+            # receiving organisation of the country of return, notice, children's rules.
+            assert isinstance(header, ReturnPreparationHeader)
+            risk = before.last_risk_assessment
+            assert risk is not None
+            assert risk.return_recommended
+            assert risk.assessed_at >= message.at - RULES_.risk_max_age
+            org = message.receiving_org
+            assert org is not None
+            assert org.kind is ORG_KIND
+            assert org.country == after.destination_country == "GB"
+            assert after.receiving_org == org.id == header.receiving_org
+            assert header.planned_arrival >= message.at + RULES_.min_notice
+            if after.subject_is_minor:
+                assert message.consent_given_by is GivenBy.GUARDIAN
+                assert header.best_interests_ref is not None
+        if message.type is MessageType.RECEPTION_CONFIRMATION:
+            assert before.stage is Stage.RETURN_PREPARED
+            assert message.sender.id == before.receiving_org
+        if message.type is MessageType.CASE_MONITORING:
+            assert isinstance(header, CaseMonitoringHeader)
+            assert header.period_start <= header.period_end
+            assert before.received_at is not None
+            assert message.at <= before.received_at + RULES_.monitoring_period
+        if after.stage is Stage.RETURN_PREPARED and before.stage is not Stage.RETURN_PREPARED:
+            assert message.type is MessageType.RETURN_PREPARATION
+
+    @invariant()
+    def state_round_trips_through_json(self) -> None:
+        if self.case is not None:
+            data = json.loads(json.dumps(self.case.to_json()))
+            assert CaseTransfer.from_json(data) == self.case
+
+    @invariant()
+    def closed_cases_raise_no_alerts(self) -> None:
+        if self.case is not None and self.case.stage is Stage.CLOSED:
+            assert due_alerts(self.case, self.now + timedelta(days=999), RULES_) == frozenset()
+
+
+CaseTransferMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=50)
+TestCaseTransferMachine = CaseTransferMachine.TestCase

@@ -1,0 +1,75 @@
+"""The demo's whole case with real processes, on SQLite and PostgreSQL: every step accepted
+and delivered in order, the two refusals explained, the case closed, the ledger verified."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from trm_broker import demo
+from trm_broker.demo_case import RECIPIENT, SENDER, SHELTER, play_case
+from trm_broker.devcluster import LocalCluster
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def broker_database(backend: str, request: pytest.FixtureRequest) -> str | None:
+    if backend == "sqlite":
+        return None
+    url: str = request.getfixturevalue("empty_postgres_database")
+    return url
+
+
+def test_a_whole_case_goes_through_real_nodes(tmp_path: Path, broker_database: str | None) -> None:
+    with LocalCluster(tmp_path, broker_database_url=broker_database) as cluster:
+        cluster.migrate()
+        cluster.init_operator()
+        cluster.start_broker()
+        at = cluster.start_node("node-at", [SENDER])
+        ng = cluster.start_node("node-ng", [RECIPIENT, SHELTER])
+        demo.register(cluster, at, "AT")
+        demo.register(cluster, ng, "NG", kinds={SHELTER: "receiving_org"})
+        auditor_key = demo.register_auditor(cluster, "at.rapporteur", "AT")
+
+        case = play_case(at, ng, "AT-2026-E2E-CASE", echo=lambda _: None)
+
+        assert [label for label, _ in case.sent] == [
+            "referral",
+            "acceptance",
+            "risk assessment",
+            "return preparation",
+            "reception confirmation",
+            "monitoring report",
+            "closure",
+        ]
+        problems = [problem for _, problem in case.refusals]
+        assert [p["broker_problem"] for p in problems] == [
+            "urn:trm-broker:problem:workflow-rule",
+            "urn:trm-broker:problem:consent-refused",
+        ]
+        assert problems[0]["rule"]
+        assert problems[1]["gaps"] == ["data_categories"]
+        for _, message_id in case.sent:
+            status = demo.wait_acknowledged(cluster, message_id, at)
+            assert status["delivery"]["attempts"] >= 1
+
+        # Nigeria's node holds what was sent to its two participants, in arrival order.
+        received = httpx.get(
+            ng.url + "/messages", headers={"authorization": f"Bearer {ng.api_token}"}
+        ).json()["messages"]
+        assert [m["type"] for m in received] == [
+            "referral",
+            "return_preparation",
+            "case_closure",
+        ]
+        view = httpx.get(
+            f"{at.url}/cases/{case.case_ref}",
+            headers={"authorization": f"Bearer {at.api_token}"},
+        ).json()
+        assert view["stage"] == "closed"
+        assert len(view["timeline"]) == 7
+        checkpoint = demo.verify_ledger(cluster, auditor_key, 6 + 2 * len(case.sent))
+        assert checkpoint.size >= 20

@@ -1,0 +1,1 @@
+"""The auditors' report: aggregates only, small cells suppressed (DESIGN.md §9)."""

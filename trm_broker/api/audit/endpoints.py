@@ -1,0 +1,37 @@
+"""`/v1/audit/report`: aggregates for auditors, as JSON or CSV."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query, Response
+from pydantic import AwareDatetime
+
+from trm_broker.api.audit import service
+from trm_broker.api.auth import SignedCaller
+from trm_broker.api.deps import Session, State
+from trm_broker.domain.participants import ParticipantKind
+from trm_broker.web.problems import Forbidden, InvalidRequest
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+
+@router.get("/report", responses={200: {"content": {"text/csv": {}}}})
+async def report(
+    caller: SignedCaller,
+    session: Session,
+    state: State,
+    since: AwareDatetime = Query(alias="from"),  # noqa: B008
+    until: AwareDatetime = Query(alias="to"),  # noqa: B008
+    format: Literal["json", "csv"] = "json",
+) -> Any:
+    """Counts by message type and country pair, referral-to-reception times, alerts, refusals
+    by rule and consent withdrawals in [from, to); cells under k are suppressed."""
+    if caller.kind is not ParticipantKind.AUDITOR:
+        raise Forbidden("The report is for auditors.")
+    if until <= since:
+        raise InvalidRequest("`to` must be after `from`.")
+    data = await service.report(session, since, until, state.settings.report_min_cell)
+    if format == "csv":
+        return Response(service.as_csv(data), media_type="text/csv; charset=utf-8")
+    return data

@@ -1,0 +1,31 @@
+"""`/v1/cases/{case_ref}` and `/v1/alerts`, for the parties of a case."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from trm_broker.api.auth import SignedCaller
+from trm_broker.api.cases import service
+from trm_broker.api.cases.schemas import AlertList, CaseOut
+from trm_broker.api.deps import Session
+
+router = APIRouter(tags=["cases"])
+
+
+@router.get("/v1/cases/{case_ref}", response_model=CaseOut)
+async def case(case_ref: str, caller: SignedCaller, session: Session) -> CaseOut:
+    """A case transfer's state and timeline (metadata only), for its parties."""
+    return await service.case_view(session, case_ref, caller)
+
+
+@router.get("/v1/alerts", response_model=AlertList)
+async def alerts(
+    caller: SignedCaller,
+    session: Session,
+    case_ref: Annotated[str | None, Query(max_length=64)] = None,
+    include_closed: bool = False,
+) -> AlertList:
+    """Open alerts (reception or monitoring overdue, consent withdrawn) of your cases."""
+    return AlertList(alerts=await service.alerts(session, caller, case_ref, include_closed))

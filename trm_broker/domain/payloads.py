@@ -1,0 +1,374 @@
+"""The sealed payload of each message type (DESIGN.md §6): what the TRM standard forms carry.
+
+Payloads hold the personal data, sealed to the recipient: the broker never reads them, the
+recipient's node checks them against these models (strictly, as their JSON Schemas in
+`contracts/schemas/payloads/` say) and refuses, with a signed negative acknowledgement, one
+that does not conform. Every member is optional where a real form may be left blank, and no
+model takes members it does not name, so a payload means the same thing at every node.
+The codes, and the vocabularies they follow, are in `trm_broker.domain.payload_codes`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+from trm_broker.domain.countries import is_country
+from trm_broker.domain.messages import MessageType, ReceptionOutcome, RiskLevel
+from trm_broker.domain.payload_codes import (
+    Assistance,
+    BestInterestsOutcome,
+    DeclineReason,
+    DocumentStatus,
+    EscortRole,
+    FamilyTracingOutcome,
+    FormOfExploitation,
+    Gender,
+    LabourExploitationType,
+    MeansOfControl,
+    MonitoringContact,
+    NotReceivedReason,
+    OrganisationType,
+    ProtectiveFactor,
+    Recommendation,
+    SexualExploitationType,
+    TraffickingStatus,
+    TransportMode,
+    TravelDocumentKind,
+    WellbeingRating,
+)
+
+PAYLOAD_VERSION = 1
+MAX_REASONS = 20  # as AckClaims.reasons allows
+MAX_REASON_LENGTH = 200
+
+FreeText = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+#: An ISO 639 language code ("en", "pcm"), optionally with BCP 47 subtags ("pt-BR").
+LanguageTag = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{1,8}){0,3}$")]
+#: As ReturnPreparationHeader.best_interests_ref: a reference, never a name.
+Reference = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+
+
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _rfc3339(value: object) -> object:
+    # pydantic alone would also take "1700000000" or "10:00+0100"; the schema's format does not.
+    if not isinstance(value, str):
+        return value
+    if not _RFC3339.match(value):
+        raise ValueError("expected an RFC 3339 date-time with a time offset")
+    try:
+        return datetime.fromisoformat(value.upper())
+    except ValueError:  # its message would quote the value
+        raise ValueError("not a valid date-time") from None
+
+
+#: RFC 3339 §5.6 date-time, with an offset (JSON Schema ``format: date-time``).
+Moment = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+
+
+def _country(code: str) -> str:
+    if not is_country(code):
+        raise ValueError("not an ISO 3166-1 alpha-2 country code")
+    return code
+
+
+#: ISO 3166-1 alpha-2, as HTCDS asks for nationality; the pattern is for the JSON Schema.
+Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$"), AfterValidator(_country)]
+
+
+def _codes(**kwargs: Any) -> Any:
+    """A list of codes (a repeat is not refused), bounded so a payload stays small."""
+    return Field(default_factory=list, max_length=32, **kwargs)
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Payload(_Part):
+    notes: FreeText | None = Field(None, description="Anything the form's codes do not say.")
+
+
+# --- referral -----------------------------------------------------------------------------
+
+
+class Person(_Part):
+    """Who is referred: HTCDS ``prs_FirstName``, ``prs_SecondName``, ``prs_Birthdate``,
+    ``prs_Gender``, ``prs_Nationality``."""
+
+    given_name: ShortText | None = None
+    family_name: ShortText | None = None
+    date_of_birth: date | None = None
+    gender: Gender | None = None
+    nationality: Country | None = None
+
+
+class ReferralPayload(_Payload):
+    identification_summary: FreeText | None = Field(
+        None, description="How and when the person was identified, in the referrer's words."
+    )
+    identified_on: date | None = None
+    trafficking_status: TraffickingStatus | None = None
+    person: Person | None = None
+    is_child: bool | None = None
+    form_of_exploitation: FormOfExploitation | None = Field(None, description="The main form.")
+    other_forms_of_exploitation: list[FormOfExploitation] = _codes()
+    labour_exploitation: list[LabourExploitationType] = _codes()
+    sexual_exploitation: list[SexualExploitationType] = _codes()
+    means_of_control: list[MeansOfControl] = _codes()
+    immediate_needs: list[Assistance] = _codes()
+    languages: list[LanguageTag] = _codes(description="Languages the person speaks, best first.")
+    interpreter_needed: bool | None = None
+
+
+class ReferralResponsePayload(_Payload):
+    decline_reason: DeclineReason | None = Field(None, description="When the header says not.")
+    contact_point: ShortText | None = Field(None, description="Who handles the case now.")
+
+
+# --- risk_assessment ----------------------------------------------------------------------
+
+
+class Threat(_Part):
+    identified: bool | None = None
+    level: RiskLevel | None = None
+    notes: FreeText | None = None
+
+
+class Threats(_Part):
+    """The threats a TRM risk assessment weighs, each from its own source."""
+
+    traffickers: Threat | None = None
+    family: Threat | None = None
+    community: Threat | None = None
+    stigma: Threat | None = None
+    re_trafficking: Threat | None = None
+
+
+class Health(_Part):
+    medical_needs: bool | None = None
+    psychological_needs: bool | None = None
+    fit_to_travel: bool | None = None
+    notes: FreeText | None = None
+
+
+class RiskAssessmentPayload(_Payload):
+    risk_level: RiskLevel
+    recommendation: Recommendation
+    threats: Threats | None = None
+    protective_factors: list[ProtectiveFactor] = _codes()
+    family_situation: FreeText | None = None
+    health: Health | None = None
+    assessor_organisation: ShortText | None = None
+    assessor_organisation_type: OrganisationType | None = None
+
+
+# --- return_preparation -------------------------------------------------------------------
+
+
+class TravelLeg(_Part):
+    mode: TransportMode | None = None
+    departure_place: ShortText | None = None
+    arrival_place: ShortText | None = None
+    departs_at: Moment | None = None
+    arrives_at: Moment | None = None
+    reference: ShortText | None = Field(None, description="Flight number or booking reference.")
+
+
+class TravelDocuments(_Part):
+    status: DocumentStatus | None = None
+    kind: TravelDocumentKind | None = None
+    notes: FreeText | None = None
+
+
+class Escort(_Part):
+    required: bool | None = None
+    roles: list[EscortRole] = _codes()
+    organisation: ShortText | None = None
+    notes: FreeText | None = None
+
+
+class FamilyTracing(_Part):
+    outcome: FamilyTracingOutcome | None = None
+    notes: FreeText | None = None
+
+
+class ReintegrationPlan(_Part):
+    services: list[Assistance] = _codes()
+    accommodation_arranged: bool | None = None
+    responsible_organisation: ShortText | None = None
+    notes: FreeText | None = None
+
+
+class Guardian(_Part):
+    """A child's guardian (CETS 197 Art. 10(4))."""
+
+    name: ShortText | None = None
+    organisation: ShortText | None = None
+    appointed_on: date | None = None
+
+
+class BestInterestsDetermination(_Part):
+    """A child is returned only if it is in their best interests (CETS 197 Art. 16(7))."""
+
+    ref: Reference | None = Field(None, description="As the header's best_interests_ref.")
+    decided_on: date | None = None
+    decided_by: ShortText | None = None
+    outcome: BestInterestsOutcome | None = None
+    notes: FreeText | None = None
+
+
+class ReturnPreparationPayload(_Payload):
+    travel_date: date | None = None
+    route: list[TravelLeg] = Field(default_factory=list, max_length=10)
+    travel_documents: TravelDocuments | None = None
+    escort: Escort | None = None
+    health: Health | None = Field(None, description="Medical and psychological needs.")
+    family_tracing: FamilyTracing | None = None
+    reintegration_plan: ReintegrationPlan | None = None
+    guardian: Guardian | None = Field(None, description="For a child.")
+    best_interests_determination: BestInterestsDetermination | None = Field(
+        None, description="For a child."
+    )
+
+
+# --- reception_confirmation ---------------------------------------------------------------
+
+
+class Receiver(_Part):
+    name: ShortText | None = None
+    role: ShortText | None = None
+    organisation: ShortText | None = None
+
+
+class ReceptionConfirmationPayload(_Payload):
+    outcome: ReceptionOutcome
+    received_by: Receiver | None = None
+    received_at: Moment | None = None
+    place: ShortText | None = None
+    reason_not_received: NotReceivedReason | None = None
+
+    @model_validator(mode="after")
+    def _reason_only_when_not_received(self) -> ReceptionConfirmationPayload:
+        if self.outcome is ReceptionOutcome.RECEIVED and self.reason_not_received is not None:
+            raise ValueError("reason_not_received is only for a person not received")
+        return self
+
+
+# --- case_monitoring ----------------------------------------------------------------------
+
+
+class Wellbeing(_Part):
+    """The three dimensions of sustainable reintegration (IOM Reintegration Handbook, 2019)."""
+
+    economic: WellbeingRating | None = None
+    social: WellbeingRating | None = None
+    psychosocial: WellbeingRating | None = None
+    notes: FreeText | None = None
+
+
+class CaseMonitoringPayload(_Payload):
+    period_start: date
+    period_end: date
+    contact: MonitoringContact | None = None
+    services_received: list[Assistance] = _codes()
+    wellbeing: Wellbeing | None = None
+    re_trafficking_risk: RiskLevel | None = None
+
+    @model_validator(mode="after")
+    def _period_in_order(self) -> CaseMonitoringPayload:
+        if self.period_end < self.period_start:
+            raise ValueError("period_end is before period_start")
+        return self
+
+
+# --- case_closure, consent_withdrawal -----------------------------------------------------
+
+
+class CaseClosurePayload(_Payload):
+    pass
+
+
+class ConsentWithdrawalPayload(_Payload):
+    withdrawn_on: date | None = None
+
+
+PAYLOAD_MODELS: dict[MessageType, type[_Payload]] = {
+    MessageType.REFERRAL: ReferralPayload,
+    MessageType.REFERRAL_RESPONSE: ReferralResponsePayload,
+    MessageType.RISK_ASSESSMENT: RiskAssessmentPayload,
+    MessageType.RETURN_PREPARATION: ReturnPreparationPayload,
+    MessageType.RECEPTION_CONFIRMATION: ReceptionConfirmationPayload,
+    MessageType.CASE_MONITORING: CaseMonitoringPayload,
+    MessageType.CASE_CLOSURE: CaseClosurePayload,
+    MessageType.CONSENT_WITHDRAWAL: ConsentWithdrawalPayload,
+}
+
+
+# --- checking a payload -------------------------------------------------------------------
+
+_KINDS = {
+    "missing": "required",
+    "extra_forbidden": "unknown member",
+    "enum": "not a known code",
+    "string_too_short": "empty",
+    "string_too_long": "too long",
+    "too_long": "too many items",
+    "string_pattern_mismatch": "not in the expected format",
+    "timezone_aware": "needs a time offset",
+    "model_type": "expected an object",
+    "list_type": "expected a list",
+    "string_type": "expected a string",
+    "bool_type": "expected true or false",
+    "date_type": "expected a date (YYYY-MM-DD)",
+    "date_parsing": "expected a date (YYYY-MM-DD)",
+    "datetime_type": "expected an RFC 3339 date-time",
+    "datetime_parsing": "expected an RFC 3339 date-time",
+    "json_invalid": "not JSON",
+}
+
+
+def check_payload(message_type: MessageType, payload: bytes | str) -> list[str]:
+    """Why a payload's JSON text does not conform to its type's schema; empty if it does.
+
+    Validation is strict, as the JSON Schema is: no string for a boolean, no number for a
+    date. Each reason names a location and a kind of error, never a value or an unknown
+    member's name, so a refusal can be signed, sent back and logged without personal data.
+    """
+    try:
+        PAYLOAD_MODELS[message_type].model_validate_json(payload, strict=True)
+    except ValidationError as exc:
+        reasons = list(dict.fromkeys(_reason(e) for e in exc.errors(include_input=False)))
+        if len(reasons) > MAX_REASONS:
+            more = len(reasons) - (MAX_REASONS - 1)
+            reasons = [*reasons[: MAX_REASONS - 1], f"payload: {more} more errors"]
+        return reasons
+    return []
+
+
+def _reason(error: Any) -> str:
+    location = [str(part) for part in error["loc"]]
+    kind = str(error["type"])
+    if kind == "extra_forbidden":
+        location = location[:-1]  # the member's name is the sender's text
+    if kind == "value_error":  # our own validators' fixed sentences
+        text = str(error.get("ctx", {}).get("error", "not valid"))
+    else:
+        text = _KINDS.get(kind, f"not valid ({kind})")
+    return ("/".join(["payload", *location]) + ": " + text)[:MAX_REASON_LENGTH]
