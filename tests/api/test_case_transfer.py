@@ -129,6 +129,16 @@ async def test_a_whole_case_goes_through_and_its_parties_read_its_timeline(
     for stranger in (OTHER, AUDITOR):
         assert_problem(await broker.call("GET", f"/v1/cases/{case}", stranger), 404, "not-found")
 
+    # The auditors' report (k = 1 here) times the case from referral to reception.
+    since = (now - timedelta(days=1)).isoformat()
+    until = (now + timedelta(days=1)).isoformat()
+    query = f"/v1/audit/report?from={since}&to={until}".replace("+", "%2B")
+    report = await broker.call("GET", query, AUDITOR)
+    assert report.status_code == 200, report.text
+    timing = report.json()["referral_to_reception"]
+    assert timing["cases"] == 1
+    assert 0 <= timing["median_hours"] < 1
+
 
 async def test_a_message_without_a_covering_consent_is_refused_naming_the_gap(
     broker: Broker,

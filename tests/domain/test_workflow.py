@@ -1003,7 +1003,7 @@ def next_steps(draw: st.DrawFn, case: CaseTransfer | None, now: datetime) -> Ste
     message = draw(_plausible(case, now, kind, risk, designated))
     # Now and then between two parties of the case the type does not belong to.
     pair = st.permutations([NG, GB, designated]).map(lambda parties: parties[:2])
-    if case is not None and draw(mostly(st.just(False), st.just(True))):
+    if case is not None and draw(often(st.just(False), st.just(True))):
         sender, recipient = draw(pair)
         message = replace(message, sender=sender, recipient=recipient)
     return message
@@ -1124,8 +1124,15 @@ class CaseTransferMachine(RuleBasedStateMachine):
     ) -> None:
         header = message.header
         if before is None:
+            # A referral, from a focal point to one of another country, the header's.
             assert message.type is MessageType.REFERRAL
+            assert isinstance(header, ReferralHeader)
             assert after.stage is Stage.REFERRED
+            assert message.sender.kind is message.recipient.kind is FOCAL
+            assert message.recipient.country == header.destination_country
+            assert message.sender.country != header.destination_country
+            if header.subject_is_minor:
+                assert message.consent_given_by is GivenBy.GUARDIAN
             return
         # Nothing after closure but a withdrawal, which changes nothing.
         if before.stage is Stage.CLOSED:
@@ -1157,6 +1164,10 @@ class CaseTransferMachine(RuleBasedStateMachine):
             if after.subject_is_minor:
                 assert message.consent_given_by is GivenBy.GUARDIAN
                 assert header.best_interests_ref is not None
+        if isinstance(header, RiskAssessmentHeader):
+            assert header.assessed_at <= message.at + RULES_.clock_skew
+        if isinstance(header, ReceptionConfirmationHeader):
+            assert header.at <= message.at + RULES_.clock_skew
         if message.type is MessageType.RECEPTION_CONFIRMATION:
             assert before.stage is Stage.RETURN_PREPARED
             assert message.sender.id == before.receiving_org

@@ -60,7 +60,12 @@ async def report(session: AsyncSession, since: datetime, until: datetime, k: int
     timing: dict[str, Any] = {"cases": _cell(len(durations), k), "suppressed": len(durations) < k}
     if len(durations) >= k:
         timing["median_hours"] = round(statistics.median(durations), 1)
-        timing["p90_hours"] = round(statistics.quantiles(durations, n=10)[-1], 1)
+        p90 = (
+            statistics.quantiles(durations, n=10, method="inclusive")[-1]
+            if len(durations) > 1
+            else durations[0]
+        )
+        timing["p90_hours"] = round(p90, 1)
     alerts = await session.execute(
         select(AlertRecord.kind, func.count())
         .where(AlertRecord.raised_at >= since, AlertRecord.raised_at < until)
