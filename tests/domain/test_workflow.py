@@ -506,7 +506,7 @@ REFUSED = [
         "return_preparation_needs_recent_recommending_risk_assessment",
         lambda: assessed(recommended=False),
         preparation(),
-        "(the latest does not recommend",
+        "(the latest does not recommend return)",
     ),
     (
         "return_preparation_needs_recent_recommending_risk_assessment",
@@ -655,10 +655,11 @@ def test_rule_windows_are_stated_in_their_own_units() -> None:
         pytest.param({"at": datetime(2025, 3, 1)}, id="naive-time"),
         pytest.param({"case_ref": ""}, id="referral-without-case_ref"),
         pytest.param({"header": ReferralResponseHeader(accepted=True)}, id="wrong-header"),
+        pytest.param({"recipient": NG}, id="to-itself"),
     ],
 )
 def test_malformed_step_is_rejected(changes: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match=r"aware|case_ref|header"):
+    with pytest.raises(ValueError, match=r"aware|case_ref|header|differ"):
         replace(referral(), **changes)
 
 
@@ -1028,7 +1029,8 @@ def _plausible(
     given_by = draw(mostly(st.just(proper), st.sampled_from([GivenBy.PERSON, None])))
     sender, recipient = draw(st.sampled_from([(NG, GB), (GB, NG)]))
     if kind is MessageType.REFERRAL:
-        return referral(now, minor=minor, given_by=given_by)
+        to, country = draw(mostly(st.just((GB, "GB")), st.just((NG_OTHER, "NG"))))
+        return referral(now, minor=minor, given_by=given_by, recipient=to, country=country)
     if kind is MessageType.REFERRAL_RESPONSE:
         return response(now, accepted=draw(likely))
     if kind is MessageType.RISK_ASSESSMENT:

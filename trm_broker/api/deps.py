@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -50,6 +51,7 @@ class BrokerState:
             reception_grace=self.settings.reception_grace,
             monitoring_period=self.settings.monitoring_period,
             monitoring_interval=self.settings.monitoring_interval,
+            clock_skew=timedelta(seconds=self.settings.clock_skew_seconds),
         )
 
     def note_signer(self) -> NoteSigner:

@@ -343,8 +343,10 @@ def _return_preparation(case: CaseTransfer, step: Step, rules: Rules) -> CaseTra
     recent = risk is not None and risk.assessed_at >= step.at - rules.risk_max_age
     if risk is None:
         why = "there is none"
+    elif not risk.return_recommended:
+        why = "the latest does not recommend return"
     else:
-        why = "the latest is older" if risk.return_recommended else "the latest does not recommend"
+        why = "the latest is older"
     _require(
         risk is not None and risk.return_recommended and recent,
         "return_preparation_needs_recent_recommending_risk_assessment",

@@ -83,9 +83,18 @@ async def submit_message(
             receipt, created = await accept()
             if created:
                 raise Conflict("The message could not be stored; send it again.") from None
-    except (ConsentMissing, WorkflowRule) as problem:
-        await _record_refusal(state, problem)
-        raise
+    except (ConsentMissing, WorkflowRule, Conflict) as problem:
+        # The same envelope may have been accepted meanwhile (its case then looks referred
+        # already, or changed): a repeat gets the original receipt, not a refusal.
+        await session.rollback()
+        try:
+            receipt, created = await accept()
+        except (ConsentMissing, WorkflowRule, Conflict, IntegrityError):
+            created = True
+        if created:
+            await session.rollback()
+            await _record_refusal(state, problem)
+            raise problem from None
     if not created:
         response.status_code = 200
         return receipt
