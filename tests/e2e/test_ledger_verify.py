@@ -55,6 +55,26 @@ class Ledger:
     def verify(self, state: Path | None = None) -> Checkpoint:
         return verify(self.url, self.vkey, self.auditor_key, state)
 
+    def cli(self, state: Path) -> subprocess.CompletedProcess[str]:
+        """`trm-broker ledger verify`, as an auditor runs it."""
+        return subprocess.run(
+            self.cluster._cli(
+                "ledger",
+                "verify",
+                "--url",
+                self.url,
+                "--broker-key",
+                self.vkey,
+                "--key",
+                str(self.auditor_key),
+                "--state",
+                str(state),
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
     def failure(self, state: Path | None = None) -> LedgerFailure:
         with pytest.raises(LedgerFailure) as excinfo:
             self.verify(state)
@@ -244,42 +264,10 @@ def test_the_ledger_verifies_and_every_tampering_is_located(ledger: Ledger, tmp_
     assert "verified earlier" in str(failure)
 
     # And the command line says so, with a non-zero exit.
-    result = subprocess.run(
-        ledger.cluster._cli(
-            "ledger",
-            "verify",
-            "--url",
-            ledger.url,
-            "--broker-key",
-            ledger.vkey,
-            "--key",
-            str(ledger.auditor_key),
-            "--state",
-            str(state),
-        ),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = ledger.cli(state)
     assert result.returncode == 1
     assert "FAILED at index 5" in result.stderr
     _restore(ledger, pristine)
-    result = subprocess.run(
-        ledger.cluster._cli(
-            "ledger",
-            "verify",
-            "--url",
-            ledger.url,
-            "--broker-key",
-            ledger.vkey,
-            "--key",
-            str(ledger.auditor_key),
-            "--state",
-            str(state),
-        ),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = ledger.cli(state)
     assert result.returncode == 0, result.stderr
     assert f"{ENTRIES} entries" in result.stdout
