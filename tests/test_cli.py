@@ -6,6 +6,7 @@ import json
 import stat
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from trm_broker.cli import app
@@ -62,3 +63,35 @@ def test_serve_refuses_a_public_address_without_its_public_url() -> None:
     result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0"])  # noqa: S104
     assert result.exit_code == 2
     assert "TRM_PUBLIC_URL" in result.output
+
+
+def test_a_worker_refuses_sqlite_where_the_dispatcher_runs_inside_serve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trm_broker.settings import get_settings
+
+    monkeypatch.setenv("TRM_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'b.db'}")
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["worker"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert "needs PostgreSQL" in result.output
+
+
+def test_a_worker_refuses_to_start_without_the_brokers_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trm_broker.settings import get_settings
+
+    monkeypatch.setenv("TRM_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:9/none")
+    monkeypatch.setenv("TRM_BROKER_KEY_FILE", str(tmp_path / "missing.json"))
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["worker"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert "TRM_BROKER_KEY_FILE" in result.output
+    assert not (tmp_path / "missing.json").exists()  # never a new key of its own

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from trm_broker.deliveries_cli import deliveries_app
 from trm_broker.ledger_cli import ledger_app
 from trm_broker.registry_cli import operator_app, participants_app
 from trm_broker.settings import get_settings
@@ -30,6 +31,7 @@ app.add_typer(node_app, name="node")
 app.add_typer(operator_app, name="operator")
 app.add_typer(participants_app, name="participants")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(contract_app, name="contract")
 
 
@@ -65,6 +67,45 @@ def serve(
         create_app(settings.model_copy(update={"public_url": public_url})),
         host=bind,
         port=bind_port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+
+
+@app.command()
+def worker(
+    host: Annotated[str | None, typer.Option(help="Overrides TRM_HOST.")] = None,
+    port: Annotated[int | None, typer.Option(help="Overrides TRM_WORKER_PORT.")] = None,
+) -> None:
+    """Run a delivery worker: the dispatcher alone, beside brokers started with
+    TRM_RUN_DISPATCHER=false (PostgreSQL). It answers /healthz and /readyz; SIGTERM stops
+    claiming and lets the pushes in flight finish."""
+    from sqlalchemy.engine import make_url
+
+    from trm_broker.api.app import create_app
+    from trm_broker.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    if make_url(settings.database_url).get_backend_name() == "sqlite":
+        typer.echo(
+            "trm-broker: a worker needs PostgreSQL; with SQLite the dispatcher runs inside "
+            "`trm-broker serve` (TRM_RUN_DISPATCHER=true).",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if not settings.broker_key_file.exists():
+        typer.echo(
+            f"trm-broker: {settings.broker_key_file} does not exist: set TRM_BROKER_KEY_FILE "
+            "to the broker's key file (the worker signs pushes with it).",
+            err=True,
+        )
+        raise typer.Exit(2)
+    uvicorn.run(
+        create_app(settings, worker=True),
+        host=host or settings.host,
+        port=port or settings.worker_port,
         log_config=None,
         access_log=False,
         server_header=False,

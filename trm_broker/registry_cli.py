@@ -88,7 +88,7 @@ def operator_init(
     typer.echo(f"operator {participant} registered; its key is in {path} (keep it secret)")
 
 
-async def _signed(
+async def signed_call(
     method: str, path: str, operator_key: Path | None, broker_url: str | None, **kwargs: Any
 ) -> Any:
     from trm_broker.crypto.keys import KeySet
@@ -127,7 +127,7 @@ def _read_public(source: Path) -> dict[str, Any]:
         raise _fail(f"{source} is not the output of `trm-broker keys new`") from exc
 
 
-def _print(data: Any) -> None:
+def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2)
     sys.stdout.write("\n")
 
@@ -155,7 +155,9 @@ def participants_add(
     }
     if inbox_url:
         body["inbox_url"] = inbox_url
-    _print(asyncio.run(_signed("POST", "/v1/participants", operator_key, broker_url, json=body)))
+    print_json(
+        asyncio.run(signed_call("POST", "/v1/participants", operator_key, broker_url, json=body))
+    )
 
 
 @participants_app.command("list")
@@ -172,7 +174,7 @@ def participants_list(
         raise _fail(f"cannot read the registry at {base} ({type(exc).__name__})") from exc
     data = response.json()
     if as_json:
-        _print(data)
+        print_json(data)
         return
     for entry in data["participants"]:
         typer.echo(f"{entry['id']}  {entry['kind']}  {entry['country']}  {entry['delivery']}")
@@ -206,7 +208,7 @@ def participants_rotate(
     body = {"use": use, "alg": new["alg"], "public": new["public"], "kid": new["kid"]}
     body["overlap_seconds"] = overlap_seconds
     path = f"/v1/participants/{participant}/keys"
-    _print(asyncio.run(_signed("POST", path, operator_key, broker_url, json=body)))
+    print_json(asyncio.run(signed_call("POST", path, operator_key, broker_url, json=body)))
 
 
 @participants_app.command("revoke")
@@ -218,4 +220,4 @@ def participants_revoke(
 ) -> None:
     """Revoke a key at once (after a compromise): later signatures by it are refused."""
     path = f"/v1/participants/{participant}/keys/{kid}/revoke"
-    _print(asyncio.run(_signed("POST", path, operator_key, broker_url)))
+    print_json(asyncio.run(signed_call("POST", path, operator_key, broker_url)))

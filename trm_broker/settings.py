@@ -62,6 +62,29 @@ class Settings(BaseSettings):
     delivery_backoff_max_seconds: float = Field(
         300.0, description="Upper bound of the wait between two delivery attempts."
     )
+    delivery_max_age_seconds: float = Field(
+        7 * 24 * 3600.0,
+        gt=0,
+        description="How long a delivery is retried after it was queued; then it is "
+        "dead-lettered, with an alert and a ledger entry, until an operator re-queues it.",
+    )
+    delivery_concurrency: int = Field(
+        16, ge=1, le=256, description="Pushes one dispatcher has in flight at once."
+    )
+    run_dispatcher: bool = Field(
+        True,
+        description="Run the delivery dispatcher inside `trm-broker serve`. Set false where "
+        "separate `trm-broker worker` processes run it (PostgreSQL only).",
+    )
+    worker_port: int = Field(
+        8401, description="Port of `trm-broker worker`'s health endpoint (on TRM_HOST)."
+    )
+    inbox_max_wait_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=300,
+        description="Longest wait of a long-poll on the pull inbox (GET /v1/inbox).",
+    )
     allow_loopback_inboxes: bool = Field(
         False,
         description="Let inbox URLs point at loopback (http allowed there): development only.",
@@ -137,6 +160,15 @@ class Settings(BaseSettings):
     node_api_token: SecretStr | None = Field(
         None,
         description="Bearer token for the node's local case-worker API. Unset: refused.",
+    )
+
+    node_pull: bool = Field(
+        False,
+        description="Fetch messages from the broker's pull inbox (GET /v1/inbox) instead of "
+        "waiting for pushes: for a node the broker cannot reach.",
+    )
+    node_pull_wait_seconds: float = Field(
+        20.0, ge=0, le=300, description="How long each of the node's long-polls waits."
     )
 
     @field_validator("node_key_files", mode="before")

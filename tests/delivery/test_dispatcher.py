@@ -179,6 +179,8 @@ async def test_anything_but_a_valid_ack_is_a_failed_attempt_and_retried(
         "last_error": error,
         "acknowledged_at": None,
         "last_attempt_at": None,
+        "fetched_at": None,
+        "dead_lettered_at": None,
     }
 
     # Once the node answers properly, the retry delivers it.

@@ -20,13 +20,16 @@ from trm_broker.api.cases.endpoints import router as cases_router
 from trm_broker.api.cases.scheduler import AlertScheduler
 from trm_broker.api.consents.endpoints import router as consents_router
 from trm_broker.api.consents.schemas import ConsentIn
+from trm_broker.api.deliveries.endpoints import router as deliveries_router
 from trm_broker.api.deps import BrokerState
+from trm_broker.api.inbox.endpoints import router as inbox_router
+from trm_broker.api.inbox.schemas import AckIn
 from trm_broker.api.ledger.endpoints import router as ledger_router
 from trm_broker.api.ledger.sequencer import LedgerSequencer
 from trm_broker.api.messages.endpoints import router as messages_router
 from trm_broker.api.participants.endpoints import router as participants_router
 from trm_broker.api.participants.schemas import KeyRotationIn, ParticipantIn
-from trm_broker.crypto.keys import load_or_create_signing_key
+from trm_broker.crypto.keys import load_or_create_signing_key, load_signing_key
 from trm_broker.delivery.dispatcher import DeliveryDispatcher
 from trm_broker.delivery.retention import RetentionPurger
 from trm_broker.settings import Settings
@@ -56,25 +59,36 @@ async def _running(workers: dict[str, _Worker]) -> AsyncIterator[None]:
 
 
 def create_app(
-    settings: Settings, *, run_dispatcher: bool = True, run_sequencer: bool = True
+    settings: Settings,
+    *,
+    run_dispatcher: bool | None = None,
+    run_sequencer: bool = True,
+    worker: bool = False,
 ) -> FastAPI:
-    """Build the broker app. Start-up refuses a database whose migrations are behind."""
+    """Build the broker app. Start-up refuses a database whose migrations are behind.
+
+    ``run_dispatcher`` defaults to TRM_RUN_DISPATCHER. ``worker``: the app of
+    `trm-broker worker`: the dispatcher and the health endpoints, no API, and the broker's
+    key must already exist.
+    """
+    dispatching = settings.run_dispatcher if run_dispatcher is None else run_dispatcher
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url)
         try:
             await check_schema_current(engine)
+            load_key = load_signing_key if worker else load_or_create_signing_key
             state = BrokerState(
                 settings=settings,
                 engine=engine,
                 sessions=session_factory(engine),
-                signing_key=load_or_create_signing_key(settings.broker_key_file),
+                signing_key=load_key(settings.broker_key_file),
             )
             app.state.broker = state
             async with httpx.AsyncClient(follow_redirects=False) as http:
                 workers: dict[str, _Worker] = {}
-                if run_sequencer:
+                if run_sequencer and not worker:
                     sequencer = LedgerSequencer(state.sessions, state.note_signer())
                     # A checkpoint exists before the first request (size 0 on a new ledger).
                     await sequencer.run_once()
@@ -86,16 +100,8 @@ def create_app(
                     workers["alerts"] = AlertScheduler(
                         state.sessions, state.rules(), interval=settings.alert_check_seconds
                     )
-                if run_dispatcher:
-                    dispatcher = DeliveryDispatcher(
-                        state.sessions,
-                        http,
-                        timeout=settings.delivery_timeout_seconds,
-                        poll_interval=settings.delivery_poll_seconds,
-                        backoff_cap=settings.delivery_backoff_max_seconds,
-                        policy=state.inbox_policy(),
-                        signing_key=state.signing_key,
-                    )
+                if dispatching or worker:
+                    dispatcher = _dispatcher(state, http)
                     state.extras["wake_dispatcher"] = dispatcher.wake
                     workers["dispatcher"] = dispatcher
                 log.info("broker_started", kid=state.signing_key.kid, workers=sorted(workers))
@@ -105,6 +111,11 @@ def create_app(
         finally:
             await engine.dispose()
 
+    if worker:
+        app = FastAPI(title="trm-broker worker", version=__version__, lifespan=lifespan)
+        problems.install(app)
+        app.include_router(health.router)
+        return app
     app = FastAPI(
         title="trm-broker",
         version=__version__,
@@ -117,12 +128,31 @@ def create_app(
     app.include_router(broker_info.router)
     app.include_router(participants_router)
     app.include_router(messages_router)
+    app.include_router(inbox_router)
+    app.include_router(deliveries_router)
     app.include_router(ledger_router)
     app.include_router(consents_router)
     app.include_router(cases_router)
     app.include_router(audit_router)
-    _document_signed_bodies(app, [ParticipantIn, KeyRotationIn, ConsentIn])
+    _document_signed_bodies(app, [ParticipantIn, KeyRotationIn, ConsentIn, AckIn])
     return app
+
+
+def _dispatcher(state: BrokerState, http: httpx.AsyncClient) -> DeliveryDispatcher:
+    settings = state.settings
+    return DeliveryDispatcher(
+        state.sessions,
+        http,
+        timeout=settings.delivery_timeout_seconds,
+        poll_interval=settings.delivery_poll_seconds,
+        backoff_cap=settings.delivery_backoff_max_seconds,
+        max_age=settings.delivery_max_age_seconds,
+        policy=state.inbox_policy(),
+        signing_key=state.signing_key,
+        concurrency=settings.delivery_concurrency,
+        # SQLite has one dispatcher (inside serve): what a killed one leased is due now.
+        release_on_start=state.engine.dialect.name == "sqlite",
+    )
 
 
 def _document_signed_bodies(app: FastAPI, models: list[type[BaseModel]]) -> None:

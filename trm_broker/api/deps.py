@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -42,6 +43,18 @@ class BrokerState:
         wake = self.extras.get("wake_sequencer")
         if wake is not None:
             wake()
+
+    def inbox_signal(self) -> asyncio.Event:
+        """An event set when the next message is accepted here (pull inbox long-polls)."""
+        signal: asyncio.Event | None = self.extras.get("inbox_signal")
+        if signal is None:
+            signal = self.extras["inbox_signal"] = asyncio.Event()
+        return signal
+
+    def notify_inbox(self) -> None:
+        signal: asyncio.Event | None = self.extras.pop("inbox_signal", None)
+        if signal is not None:
+            signal.set()
 
     def rules(self) -> Rules:
         """The workflow's time limits (DESIGN.md §6), from the settings."""

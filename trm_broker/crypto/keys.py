@@ -381,6 +381,15 @@ class KeySet:
             return cls.from_json(json.load(handle))
 
 
+def load_signing_key(path: Path) -> SigningKey:
+    """Load the broker's own key, which must exist (a worker signs pushes with it)."""
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist: point TRM_BROKER_KEY_FILE at the broker's key file"
+        )
+    return _read_broker_key(path)
+
+
 def _read_broker_key(path: Path) -> SigningKey:
     try:
         with path.open(encoding="utf-8") as handle:

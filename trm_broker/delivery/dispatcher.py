@@ -8,25 +8,23 @@ Each attempt runs in three steps so no network call happens inside a transaction
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from trm_broker.crypto import jws
+from trm_broker.background import BackgroundLoop
 from trm_broker.crypto.http_signatures import sign_request
 from trm_broker.crypto.keys import SigningKey
+from trm_broker.delivery import outcomes
 from trm_broker.delivery.acknowledgement import AckRefused, verify_ack
 from trm_broker.domain.inbox_url import InboxPolicy, InboxRefused
-from trm_broker.domain.ledger_events import EventType, LedgerEvent
 from trm_broker.store import deliveries as outbox
-from trm_broker.store import ledger, messages
-from trm_broker.store import participants as registry
 from trm_broker.store.deliveries import ClaimedDelivery
 from trm_broker.web.resolve import resolve
 
@@ -41,7 +39,7 @@ _jitter = secrets.SystemRandom()
 class Answer:
     """A recipient's verified, signed answer: the JWS as stored, and whether it rejects."""
 
-    ack: str
+    ack: dict[str, Any]
     rejected: bool
 
 
@@ -50,7 +48,17 @@ def backoff_seconds(attempts: int, cap: float, base: float = 1.0) -> float:
     return _jitter.uniform(0, min(cap, base * (2 ** min(attempts, 30))))
 
 
-class DeliveryDispatcher:
+class DeliveryDispatcher(BackgroundLoop):
+    """Claims due deliveries and pushes them, up to ``concurrency`` at once.
+
+    Any number of dispatchers may share one PostgreSQL database: claims are disjoint
+    (``FOR UPDATE SKIP LOCKED``) and leased, and the first recorded answer stands. With
+    SQLite there is one, inside ``trm-broker serve``: ``release_on_start`` makes what a
+    killed predecessor had leased due at once.
+    """
+
+    name = "dispatcher"
+
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
@@ -61,53 +69,70 @@ class DeliveryDispatcher:
         backoff_cap: float,
         policy: InboxPolicy,
         signing_key: SigningKey,
-        batch_size: int = 20,
+        max_age: float = 7 * 24 * 3600.0,
+        concurrency: int = 16,
+        release_on_start: bool = False,
     ) -> None:
+        super().__init__(poll_interval)
         self._sessions = sessions
         self._http = http
         self._timeout = timeout
-        self._poll = poll_interval
         self._backoff_cap = backoff_cap
-        self._batch = batch_size
+        self._max_age = timedelta(seconds=max_age)
+        self._batch = concurrency
         self._policy = policy
         self._key = signing_key
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
+        self._release_pending = release_on_start
+        self._next_sweep = datetime.min.replace(tzinfo=UTC)
 
-    def wake(self) -> None:
-        """Look for due work now (called after a message is committed)."""
-        self._wake.set()
+    @property
+    def lease(self) -> timedelta:
+        """How long a claim is ours: the push's deadline, its verification and recording."""
+        return timedelta(seconds=2 * self._timeout + 5)
 
-    def stop(self) -> None:
-        """Stop claiming; the attempt in flight finishes (its lease covers it if not)."""
-        self._stopping.set()
-        self._wake.set()
-
-    async def run_forever(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                worked = await self.run_once()
-            except Exception as exc:  # the database may be briefly away: keep going
-                log.warning("dispatcher_error", error_type=type(exc).__name__)
-                worked = 0
-            if worked == 0 and not self._stopping.is_set():
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
+    async def step(self) -> bool:
+        return await self.run_once() > 0
 
     async def run_once(self) -> int:
-        """Claim and attempt one batch of due deliveries; return how many were attempted."""
+        """Dead-letter what is too old, then claim and attempt one batch of due deliveries,
+        concurrently; return how many were attempted."""
         now = datetime.now(UTC)
-        # Each attempt ends within its timeout, so the batch ends within this lease.
-        lease_until = now + timedelta(seconds=self._timeout * self._batch + 30)
+        if self._release_pending:
+            async with self._sessions() as session:
+                await outbox.release_all(session, now)
+                await session.commit()
+            self._release_pending = False
+        if now >= self._next_sweep:
+            await self.sweep(now)
+            self._next_sweep = now + timedelta(seconds=self._interval)
+        lease_until = now + self.lease
         async with self._sessions() as session:
             claimed = await outbox.claim_due(session, now, lease_until, self._batch)
             await session.commit()
-        for delivery in claimed:
-            if self._stopping.is_set():
-                break  # unattempted rows become due again when their lease ends
-            await self._attempt(delivery)
+        if claimed and self.stopping:  # stopped while claiming: hand them back untouched
+            async with self._sessions() as session:
+                await outbox.release(session, [d.delivery_id for d in claimed], lease_until, now)
+                await session.commit()
+            return 0
+        await asyncio.gather(*(self._attempt(delivery) for delivery in claimed))
         return len(claimed)
+
+    async def sweep(self, now: datetime) -> int:
+        """Dead-letter deliveries queued longer than the maximum age; return how many."""
+        async with self._sessions() as session:
+            due = await outbox.expired(session, now, now - self._max_age, 100)
+            count = 0
+            for delivery in due:
+                if await outcomes.dead_letter(session, delivery, now):
+                    count += 1
+                    log.warning(
+                        "delivery_dead_lettered",
+                        message_id=delivery.message_id,
+                        attempts=delivery.attempts,
+                        error=delivery.last_error,
+                    )
+            await session.commit()
+        return count
 
     async def _attempt(self, delivery: ClaimedDelivery) -> None:
         structlog.contextvars.bind_contextvars(message_id=delivery.message_id)
@@ -118,27 +143,28 @@ class DeliveryDispatcher:
                 answer, error = None, f"internal_{type(exc).__name__}"
             async with self._sessions() as session:
                 now = datetime.now(UTC)
-                if answer is not None and answer.rejected:
-                    if await outbox.record_rejected(session, delivery.delivery_id, now, answer.ack):
-                        await _record_in_ledger(
-                            session, delivery, answer.ack, now, EventType.MESSAGE_REJECTED
-                        )
-                    log.info("delivery_rejected", attempts=delivery.attempts + 1)
-                elif answer is not None:
-                    if await outbox.record_acknowledged(
-                        session, delivery.delivery_id, now, answer.ack
-                    ):
-                        await _record_in_ledger(
-                            session, delivery, answer.ack, now, EventType.MESSAGE_ACKNOWLEDGED
-                        )
-                    log.info("delivery_acknowledged", attempts=delivery.attempts + 1)
+                attempts = delivery.attempts + 1
+                if answer is not None:
+                    recorded = await outcomes.record_answer(
+                        session,
+                        delivery.delivery_id,
+                        delivery.message_id,
+                        answer.ack,
+                        answer.rejected,
+                        attempts,
+                        now,
+                    )
+                    event = "delivery_rejected" if answer.rejected else "delivery_acknowledged"
+                    # A second answer (a repeated push) changes nothing and is not logged.
+                    if recorded:
+                        log.info(event, attempts=attempts)
                 else:
                     error = error or "unknown"
                     retry = now + timedelta(
                         seconds=backoff_seconds(delivery.attempts, self._backoff_cap)
                     )
                     await outbox.record_failed(session, delivery.delivery_id, error, retry)
-                    log.info("delivery_failed", error=error, attempts=delivery.attempts + 1)
+                    log.info("delivery_failed", error=error, attempts=attempts)
                 await session.commit()
         finally:
             structlog.contextvars.unbind_contextvars("message_id")
@@ -173,6 +199,8 @@ class DeliveryDispatcher:
             ack = answer.get("ack") if isinstance(answer, dict) else None
         except (ValueError, RecursionError):
             return None, "ack_malformed"
+        if not isinstance(ack, dict):
+            return None, "ack_malformed"
         async with self._sessions() as session:
             try:
                 claims = await verify_ack(
@@ -185,7 +213,7 @@ class DeliveryDispatcher:
                 )
             except AckRefused as refused:
                 return None, refused.code
-        return Answer(json.dumps(ack), rejected=claims.status == "rejected"), None
+        return Answer(ack, rejected=claims.status == "rejected"), None
 
     async def _post(self, delivery: ClaimedDelivery) -> tuple[int, bytes | None]:
         """POST and read at most MAX_ACK_BYTES of the answer (None: it was larger)."""
@@ -214,34 +242,6 @@ class DeliveryDispatcher:
             return response.status_code, b"".join(chunks)
         finally:
             await response.aclose()
-
-
-async def _record_in_ledger(
-    session: AsyncSession, delivery: ClaimedDelivery, ack: str, now: datetime, event: EventType
-) -> None:
-    """The answer's ledger entry (acknowledged or rejected), in the transaction that records
-    it (§9). A rejection's reasons stay out of it: its ``ack_digest`` commits to them."""
-    message = await messages.get(session, delivery.message_id)
-    if message is None:  # deliveries reference their message (foreign key)
-        raise LookupError("a delivery without its message")
-    parties = (message.sender_id, message.recipient_id)
-    countries = await registry.countries_of(session, set(parties))
-    ledger.append(
-        session,
-        LedgerEvent(
-            event,
-            now,
-            parties=parties,
-            countries=tuple(countries[p] for p in parties),
-            case_ref=message.case_ref,
-            facts={
-                "message_id": message.id,
-                "envelope_digest": message.envelope_digest,
-                "ack_digest": jws.digest(json.loads(ack)),
-                "attempts": delivery.attempts + 1,
-            },
-        ),
-    )
 
 
 def push_body(delivery: ClaimedDelivery) -> bytes:

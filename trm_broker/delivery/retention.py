@@ -4,13 +4,12 @@ deletion is itself a ledger event, so the ledger still accounts for every messag
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from datetime import UTC, datetime, timedelta
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from trm_broker.background import BackgroundLoop
 from trm_broker.domain.ledger_events import EventType, LedgerEvent
 from trm_broker.store import ledger
 from trm_broker.store import messages as store
@@ -19,7 +18,9 @@ from trm_broker.store import participants as registry
 log = structlog.get_logger("trm_broker.retention")
 
 
-class RetentionPurger:
+class RetentionPurger(BackgroundLoop):
+    name = "retention"
+
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
@@ -28,25 +29,13 @@ class RetentionPurger:
         interval: float = 60.0,
         batch_size: int = 500,
     ) -> None:
+        super().__init__(interval)
         self._sessions = sessions
         self._retention = retention
-        self._interval = interval
         self._batch = batch_size
-        self._stopping = asyncio.Event()
 
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def run_forever(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                purged = await self.run_once(datetime.now(UTC))
-            except Exception as exc:  # the database may be briefly away: try again later
-                log.warning("retention_error", error_type=type(exc).__name__)
-                purged = 0
-            if purged < self._batch:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), timeout=self._interval)
+    async def step(self) -> bool:
+        return await self.run_once(datetime.now(UTC)) == self._batch
 
     async def run_once(self, now: datetime) -> int:
         """Purge one batch of payloads past retention; return how many."""

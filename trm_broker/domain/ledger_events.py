@@ -26,6 +26,7 @@ class EventType(StrEnum):
     CONSENT_REGISTERED = "consent.registered"
     CONSENT_WITHDRAWN = "consent.withdrawn"
     MESSAGE_DEAD_LETTERED = "message.dead_lettered"
+    MESSAGE_REQUEUED = "message.requeued"  # an operator put a dead letter back in the queue
     ALERT_RAISED = "alert.raised"
     ALERT_CLOSED = "alert.closed"
 

@@ -41,7 +41,8 @@ class ReceiptClaims(BaseModel):
 class AckClaims(BaseModel):
     """Signed by the recipient's signing key once its node has opened a message: `received`
     when it stored it; `rejected`, with reasons, when the payload does not conform to its
-    type's schema (`schemas/payloads/`) and nothing was stored. Either is a final answer."""
+    type's schema (`schemas/payloads/`): the node keeps only its signed answer, never the
+    payload. Either is final."""
 
     model_config = ConfigDict(extra="forbid", title="Acknowledgement")
     v: Literal[1]

@@ -7,26 +7,21 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import httpx
 import structlog
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
-from pydantic import BaseModel
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from trm_broker import __version__
-from trm_broker.crypto.errors import MalformedError
 from trm_broker.domain.envelope import CASE_REF_PATTERN
 from trm_broker.domain.messages import MessageType
-from trm_broker.domain.payloads import check_payload
 from trm_broker.node import inbox, store
 from trm_broker.node.auth import broker_signed_body
 from trm_broker.node.broker_client import BrokerClient, BrokerError
-from trm_broker.node.compose import compose_envelope
 from trm_broker.node.keyring import Keyring
+from trm_broker.node.puller import InboxPuller
 from trm_broker.node.schemas import (
     CaseClosureRequest,
     CaseMessage,
@@ -43,16 +38,13 @@ from trm_broker.node.schemas import (
     SendRequest,
     SentOut,
 )
+from trm_broker.node.sending import choose_sender, refused, send_message, typed_message
 from trm_broker.settings import Settings
 from trm_broker.store.database import create_engine, session_factory
 from trm_broker.web import middleware, problems
-from trm_broker.web.problems import InvalidRequest, NotConfigured, Problem, Unauthenticated
+from trm_broker.web.problems import NotConfigured, Unauthenticated
 
 log = structlog.get_logger("trm_broker.node")
-
-
-class BrokerRefused(Problem):
-    status, slug, title = 502, "broker-refused", "The broker refused the message"
 
 
 @dataclass
@@ -123,11 +115,18 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
         engine = create_engine(settings.node_database_url)
         await store.create_schema(engine)
         broker = BrokerClient(settings.node_broker_url, broker_http)
-        app.state.node = NodeState(settings, session_factory(engine), keys, broker)
-        log.info("node_started", participants=keys.participants())
+        sessions = session_factory(engine)
+        app.state.node = NodeState(settings, sessions, keys, broker)
+        puller = None
+        if settings.node_pull:  # the broker cannot reach this node: fetch instead
+            puller = InboxPuller(sessions, keys, broker, wait=settings.node_pull_wait_seconds)
+            puller.start()
+        log.info("node_started", participants=keys.participants(), pull=settings.node_pull)
         try:
             yield
         finally:
+            if puller is not None:
+                await puller.stop()
             await broker.aclose()
             await engine.dispose()
 
@@ -145,13 +144,9 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
     ) -> dict[str, dict[str, str]]:
         """Called by the broker: verify, open, store once, answer a signed acknowledgement."""
         body = await broker_signed_body(request, state.settings, state.broker, session)
-        result = await inbox.receive(session, body, state.keys, state.broker)
-        try:
-            await session.commit()
-        except IntegrityError:
-            await session.rollback()  # delivered twice at once: answer with the stored ack
-            result = await inbox.receive(session, body, state.keys, state.broker)
-        log.info("message_rejected" if result.rejected else "message_received")
+        result = await inbox.receive_once(session, body, state.keys, state.broker)
+        event = "message_rejected" if result.rejected else "message_received"
+        log.info(event, message_id=result.message_id)
         return {"ack": result.ack}
 
     @app.get("/messages", response_model=ReceivedList, tags=["case workers"])
@@ -188,245 +183,116 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
 
         The per-type calls below (`/cases/{case_ref}/<type>`) take the same message with
         a typed header and payload; this one takes any type."""
-        return await send_message(state, session, body)
+        return await send_message(state.keys, state.broker, session, body)
 
     @app.post("/consents", status_code=201, tags=["case workers"])
     async def register_consent(body: ConsentRequest, state: State, _: CaseWorker) -> dict[str, Any]:
         """Register a consent at the broker, signed by the sending focal point (§7). The
         signed form stays here; only its digest travels."""
-        sender = _sender(state, body.sender)
+        sender = choose_sender(state.keys, body.sender)
         try:
             return await state.broker.register_consent(
                 state.keys.current[sender].signing, body.consent
             )
         except BrokerError as exc:
-            raise _refused(exc) from exc
+            raise refused(exc) from exc
 
     @app.post("/consents/{consent_id}/withdraw", tags=["case workers"])
     async def withdraw_consent(
         consent_id: str, state: State, _: CaseWorker, sender: str | None = None
     ) -> dict[str, Any]:
         """Withdraw a consent at once (§7)."""
-        signer = state.keys.current[_sender(state, sender)].signing
+        signer = state.keys.current[choose_sender(state.keys, sender)].signing
         try:
             return await state.broker.withdraw_consent(signer, consent_id)
         except BrokerError as exc:
-            raise _refused(exc) from exc
+            raise refused(exc) from exc
 
     @app.get("/cases/{case_ref}", tags=["case workers"])
     async def case_at_broker(
         case_ref: CaseRef, state: State, _: CaseWorker, reader: str | None = None
     ) -> dict[str, Any]:
         """The case's workflow state and timeline at the broker (metadata only)."""
-        signer = state.keys.current[_sender(state, reader)].signing
+        signer = state.keys.current[choose_sender(state.keys, reader)].signing
         try:
             return await state.broker.case(signer, case_ref)
         except BrokerError as exc:
-            raise _refused(exc) from exc
+            raise refused(exc) from exc
 
     # One call per message type (DESIGN.md §6), so nobody hand-builds an envelope.
-
-    @app.post("/cases/{case_ref}/referral", **_CASE_ROUTE)
-    async def send_referral(
-        case_ref: CaseRef, body: ReferralRequest, state: State, session: Session, _: CaseWorker
-    ) -> SentOut:
-        """Refer a case to the country of return's focal point."""
-        request = _outgoing(MessageType.REFERRAL, case_ref, body, body.header, body.payload)
-        return await send_message(state, session, request)
-
-    @app.post("/cases/{case_ref}/referral-response", **_CASE_ROUTE)
-    async def send_referral_response(
-        case_ref: CaseRef,
-        body: ReferralResponseRequest,
-        state: State,
-        session: Session,
-        _: CaseWorker,
-    ) -> SentOut:
-        """Accept or decline a referral (the destination's focal point)."""
-        type = MessageType.REFERRAL_RESPONSE
-        request = _outgoing(type, case_ref, body, body.header, body.payload)
-        return await send_message(state, session, request)
-
-    @app.post("/cases/{case_ref}/risk-assessment", **_CASE_ROUTE)
-    async def send_risk_assessment(
-        case_ref: CaseRef,
-        body: RiskAssessmentRequest,
-        state: State,
-        session: Session,
-        _: CaseWorker,
-    ) -> SentOut:
-        """Share a risk assessment and its recommendation."""
-        type = MessageType.RISK_ASSESSMENT
-        request = _outgoing(type, case_ref, body, body.header, body.payload)
-        return await send_message(state, session, request)
-
-    @app.post("/cases/{case_ref}/return-preparation", **_CASE_ROUTE)
-    async def send_return_preparation(
-        case_ref: CaseRef,
-        body: ReturnPreparationRequest,
-        state: State,
-        session: Session,
-        _: CaseWorker,
-    ) -> SentOut:
-        """Prepare a return with the designated receiving organisation."""
-        type = MessageType.RETURN_PREPARATION
-        request = _outgoing(type, case_ref, body, body.header, body.payload)
-        return await send_message(state, session, request)
-
-    @app.post("/cases/{case_ref}/reception-confirmation", **_CASE_ROUTE)
-    async def send_reception_confirmation(
-        case_ref: CaseRef,
-        body: ReceptionConfirmationRequest,
-        state: State,
-        session: Session,
-        _: CaseWorker,
-    ) -> SentOut:
-        """Confirm the person was received, or say why not (the receiving organisation)."""
-        type = MessageType.RECEPTION_CONFIRMATION
-        request = _outgoing(type, case_ref, body, body.header, body.payload)
-        return await send_message(state, session, request)
-
-    @app.post("/cases/{case_ref}/monitoring", **_CASE_ROUTE)
-    async def send_monitoring(
-        case_ref: CaseRef,
-        body: CaseMonitoringRequest,
-        state: State,
-        session: Session,
-        _: CaseWorker,
-    ) -> SentOut:
-        """Report on a period of monitoring after the return."""
-        type = MessageType.CASE_MONITORING
-        request = _outgoing(type, case_ref, body, body.header, body.payload)
-        return await send_message(state, session, request)
-
-    @app.post("/cases/{case_ref}/closure", **_CASE_ROUTE)
-    async def send_closure(
-        case_ref: CaseRef, body: CaseClosureRequest, state: State, session: Session, _: CaseWorker
-    ) -> SentOut:
-        """Close the case transfer."""
-        type = MessageType.CASE_CLOSURE
-        request = _outgoing(type, case_ref, body, body.header, body.payload)
-        return await send_message(state, session, request)
-
-    @app.post("/cases/{case_ref}/consent-withdrawal", **_CASE_ROUTE)
-    async def send_consent_withdrawal(
-        case_ref: CaseRef,
-        body: ConsentWithdrawalRequest,
-        state: State,
-        session: Session,
-        _: CaseWorker,
-    ) -> SentOut:
-        """Tell the other party the person withdrew consent: all exchange under it ends."""
-        type = MessageType.CONSENT_WITHDRAWAL
-        request = _outgoing(type, case_ref, body, body.header, body.payload)
-        return await send_message(state, session, request)
+    for call in CASE_CALLS:
+        _add_case_call(app, call)
 
     return app
 
 
-def _outgoing(
-    type: MessageType, case_ref: str, body: CaseMessage, header: BaseModel, payload: BaseModel
-) -> SendRequest:
-    """A per-type call's message, as the generic send takes it: the payload as given (unset
-    members left out), the header without nulls."""
-    return SendRequest(
-        type=type,
-        case_ref=case_ref,
-        recipient=body.recipient,
-        sender=body.sender,
-        header=header.model_dump(mode="json", exclude_none=True),
-        payload=payload.model_dump(mode="json", exclude_unset=True),
-        data_categories=body.data_categories,
-        consent_ref=body.consent_ref,
-        in_reply_to=body.in_reply_to,
+@dataclass(frozen=True)
+class CaseCall:
+    """A per-type call: ``POST /cases/{case_ref}/<path>`` taking ``request``."""
+
+    message_type: MessageType
+    path: str
+    request: type[CaseMessage]
+    doc: str
+
+
+CASE_CALLS = (
+    CaseCall(
+        MessageType.REFERRAL,
+        "referral",
+        ReferralRequest,
+        "Refer a case to the country of return's focal point.",
+    ),
+    CaseCall(
+        MessageType.REFERRAL_RESPONSE,
+        "referral-response",
+        ReferralResponseRequest,
+        "Accept or decline a referral (the destination's focal point).",
+    ),
+    CaseCall(
+        MessageType.RISK_ASSESSMENT,
+        "risk-assessment",
+        RiskAssessmentRequest,
+        "Share a risk assessment and its recommendation.",
+    ),
+    CaseCall(
+        MessageType.RETURN_PREPARATION,
+        "return-preparation",
+        ReturnPreparationRequest,
+        "Prepare a return with the designated receiving organisation.",
+    ),
+    CaseCall(
+        MessageType.RECEPTION_CONFIRMATION,
+        "reception-confirmation",
+        ReceptionConfirmationRequest,
+        "Confirm the person was received, or say why not (the receiving organisation).",
+    ),
+    CaseCall(
+        MessageType.CASE_MONITORING,
+        "monitoring",
+        CaseMonitoringRequest,
+        "Report on a period of monitoring after the return.",
+    ),
+    CaseCall(MessageType.CASE_CLOSURE, "closure", CaseClosureRequest, "Close the case transfer."),
+    CaseCall(
+        MessageType.CONSENT_WITHDRAWAL,
+        "consent-withdrawal",
+        ConsentWithdrawalRequest,
+        "Tell the other party the person withdrew consent: all exchange under it ends.",
+    ),
+)
+
+
+def _add_case_call(app: FastAPI, call: CaseCall) -> None:
+    async def endpoint(
+        case_ref: CaseRef, body: CaseMessage, state: State, session: Session, _: CaseWorker
+    ) -> SentOut:
+        request = typed_message(call.message_type, case_ref, body)
+        return await send_message(state.keys, state.broker, session, request)
+
+    # FastAPI reads the body's model from the signature: make it this type's request.
+    endpoint.__annotations__ = {**endpoint.__annotations__, "body": call.request}
+    name = "send_" + call.path.replace("-", "_")  # the operation's id and summary
+    app.post(f"/cases/{{case_ref}}/{call.path}", name=name, description=call.doc, **_CASE_ROUTE)(
+        endpoint
     )
-
-
-async def send_message(state: NodeState, session: AsyncSession, body: SendRequest) -> SentOut:
-    """Check the payload against its type's schema, seal it to the recipient, sign the
-    envelope, send it, and check the broker's receipt."""
-    reasons = check_payload(body.type, json.dumps(body.payload))
-    if reasons:
-        raise InvalidRequest(
-            f"The payload does not fit a {body.type.value} message "
-            f"(contracts/schemas/payloads/{body.type.value}.v1.json); fix the listed members.",
-            errors=[_body_error(reason) for reason in reasons],
-        )
-    sender = _sender(state, body.sender)
-    now = datetime.now(UTC)
-    registry = await state.broker.registry(refresh=True)
-    enc = registry.encryption_key(body.recipient, now)
-    if enc is None:
-        raise InvalidRequest(f"{body.recipient} has no current encryption key in the registry.")
-    try:
-        envelope, signed = compose_envelope(
-            signing_key=state.keys.current[sender].signing,
-            sender=sender,
-            recipient=body.recipient,
-            recipient_enc_kid=enc.kid,
-            recipient_enc_public=enc.public,
-            recipient_enc_alg=enc.alg,
-            type=body.type,
-            case_ref=body.case_ref,
-            header=body.header,
-            payload=body.payload,
-            data_categories=body.data_categories,
-            consent_ref=body.consent_ref,
-            in_reply_to=body.in_reply_to,
-            now=now,
-        )
-    except MalformedError as exc:  # a registry key this node cannot seal to
-        raise InvalidRequest(
-            f"{body.recipient}'s encryption key cannot be used ({exc}); ask the operator."
-        ) from exc
-    except ValueError as exc:  # pydantic's ValidationError: the header does not fit the type
-        raise InvalidRequest(
-            f"The header does not fit a {body.type.value} message; see the envelope contract."
-        ) from exc
-    try:
-        receipt = await state.broker.submit(signed, state.keys.current[sender].signing)
-    except BrokerError as exc:
-        raise _refused(exc) from exc
-    session.add(
-        store.SentMessage(
-            id=envelope.id,
-            type=envelope.type.value,
-            case_ref=envelope.case_ref,
-            sender=sender,
-            recipient=envelope.recipient,
-            sent_at=now,
-            envelope_digest=receipt.envelope_digest,
-            receipt=json.dumps(receipt.jws),
-        )
-    )
-    await session.commit()
-    structlog.contextvars.bind_contextvars(message_id=envelope.id)
-    log.info("message_sent", type=envelope.type.value)
-    return SentOut(
-        message_id=receipt.message_id,
-        envelope_digest=receipt.envelope_digest,
-        accepted_at=receipt.accepted_at,
-        receipt=receipt.jws,
-    )
-
-
-def _refused(exc: BrokerError) -> BrokerRefused:
-    """The broker's refusal, relayed with what it said to fix (its rule or consent gaps)."""
-    extra = {k: exc.problem[k] for k in ("rule", "gaps", "errors") if k in exc.problem}
-    return BrokerRefused(
-        str(exc), broker_status=exc.status, broker_problem=exc.problem.get("type"), **extra
-    )
-
-
-def _sender(state: NodeState, named: str | None) -> str:
-    served = state.keys.participants()
-    sender = named or (served[0] if len(served) == 1 else None)
-    if sender is None or sender not in served:
-        raise InvalidRequest(f"Name the sender: one of {', '.join(served)}.")
-    return sender
-
-
-def _body_error(reason: str) -> dict[str, str]:
-    """A payload reason (``payload/x/0: text``) as the API's validation errors put it."""
-    location, _, error = reason.partition(": ")
-    return {"location": "body/" + location, "error": error}

@@ -91,6 +91,21 @@ class Receipt:
     jws: dict[str, str]
 
 
+@dataclass(frozen=True)
+class InboxItem:
+    """One message waiting in the pull inbox; ``push`` is exactly the body a push carries."""
+
+    cursor: int
+    message_id: str
+    push: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class InboxPage:
+    items: list[InboxItem]
+    next: int | None
+
+
 class BrokerClient:
     def __init__(
         self, base_url: str, http: httpx.AsyncClient | None = None, registry_ttl: float = 60.0
@@ -192,6 +207,40 @@ class BrokerClient:
         """A message's state, asked by its sender or recipient (signed with ``signer``)."""
         response = await self._call("GET", f"/v1/messages/{message_id}", signer)
         result: dict[str, Any] = response.json()
+        return result
+
+    async def fetch_inbox(
+        self, signer: SigningKey, *, after: int | None, wait: float, limit: int = 20
+    ) -> InboxPage:
+        """The signer's unacknowledged messages after ``after`` (``GET /v1/inbox``), waiting
+        up to ``wait`` seconds for one to arrive (a long poll)."""
+        params: dict[str, str | int] = {"wait": f"{wait:g}", "limit": limit}
+        if after is not None:
+            params["after"] = after
+        # The read may take the whole wait: give the request that much more time.
+        timeout = httpx.Timeout(15.0, read=wait + 15.0)
+        response = await self._call("GET", "/v1/inbox", signer, params=params, timeout=timeout)
+        try:
+            data = response.json()
+            items = [
+                InboxItem(
+                    cursor=int(item["cursor"]),
+                    message_id=str(item["message_id"]),
+                    push={"envelope": item["envelope"], "receipt": item["receipt"]},
+                )
+                for item in data["items"]
+            ]
+            following = data.get("next")
+            return InboxPage(items, None if following is None else int(following))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BrokerError(502, {"title": "Malformed inbox page"}) from exc
+
+    async def ack_inbox(
+        self, signer: SigningKey, message_id: str, ack: dict[str, str]
+    ) -> dict[str, Any]:
+        """Hand the broker the node's signed answer to a pulled message (idempotent)."""
+        path = f"/v1/inbox/{message_id}/ack"
+        result: dict[str, Any] = (await self._call("POST", path, signer, json={"ack": ack})).json()
         return result
 
     async def register_consent(self, signer: SigningKey, body: dict[str, Any]) -> dict[str, Any]:

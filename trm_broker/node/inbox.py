@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.crypto import jws
@@ -27,6 +28,9 @@ from trm_broker.web.problems import BadSignature, InvalidEnvelope, NotFound, Unk
 
 @dataclass(frozen=True)
 class Acknowledgement:
+    """The node's signed answer to a message: received (stored), or rejected."""
+
+    message_id: str
     ack: dict[str, str]
     rejected: bool = False
 
@@ -85,12 +89,13 @@ async def receive(
     if opener is None:
         raise InvalidEnvelope(f"The payload is sealed to key {envelope.sealed.kid}, not held here.")
 
-    # 4. Once only: a repeated delivery gets the acknowledgement it got the first time.
-    existing = await store.received(session, envelope.id)
+    # 4. Once only (DESIGN.md §8, nodes deduplicate by message id): a repeated delivery gets
+    #    the very acknowledgement, or rejection, it got the first time.
+    existing = await store.answered(session, envelope.id)
     if existing is not None:
         if existing.envelope_digest != digest:
             raise InvalidEnvelope(f"Message {envelope.id} was received before with other content.")
-        return Acknowledgement(json.loads(existing.ack))
+        return Acknowledgement(envelope.id, json.loads(existing.ack), existing.rejected)
 
     # 5. Open the sealed payload; its binding must match this envelope.
     binding = Binding(
@@ -107,11 +112,12 @@ async def receive(
         raise InvalidEnvelope("The sealed payload does not open for this envelope.") from exc
 
     # 6. The payload must conform to its type's schema (contracts/schemas/payloads/). If it
-    #    does not, nothing is stored and the answer is a signed rejection: final for the
-    #    broker, and its reasons name locations only, never what the payload holds.
+    #    does not, the payload is not stored and the answer is a signed rejection: final for
+    #    the broker, and its reasons name locations only, never what the payload holds.
     reasons = check_payload(envelope.type, plaintext)
 
-    # 7. Answer with the recipient's signing key; store only a payload that conforms.
+    # 7. Answer with the recipient's signing key; store a payload that conforms, and of one
+    #    that does not only the rejection, to answer a repeat with.
     now = datetime.now(UTC)
     claims = AckClaims(
         v=1,
@@ -124,7 +130,10 @@ async def receive(
     )
     ack = jws.sign(claims.signed_claims(), keyset.signing, jws.TYP_ACK)
     if reasons:
-        return Acknowledgement(ack, rejected=True)
+        session.add(
+            store.RejectedMessage(id=envelope.id, envelope_digest=digest, ack=json.dumps(ack))
+        )
+        return Acknowledgement(envelope.id, ack, rejected=True)
     session.add(
         store.ReceivedMessage(
             id=envelope.id,
@@ -140,7 +149,21 @@ async def receive(
             ack=json.dumps(ack),
         )
     )
-    return Acknowledgement(ack)
+    return Acknowledgement(envelope.id, ack)
+
+
+async def receive_once(
+    session: AsyncSession, body: bytes, keys: Keyring, broker: BrokerClient
+) -> Acknowledgement:
+    """Receive and commit. The same message delivered twice at once (two pushes, or a push
+    and a pull) commits once; the other delivery gets the answer that was stored."""
+    result = await receive(session, body, keys, broker)
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        result = await receive(session, body, keys, broker)
+    return result
 
 
 async def _verified_acceptance(receipt: ParsedJws, digest: str, broker: BrokerClient) -> datetime:

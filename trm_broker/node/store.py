@@ -1,4 +1,5 @@
-"""The node's own database: what its participants received (decrypted) and what they sent.
+"""The node's own database: what its participants received (decrypted), what they refused,
+and what they sent.
 
 This is the country's case system, not the broker: decrypted payloads belong here.
 The schema is created on start (``create_schema``); it has no history to migrate yet.
@@ -7,6 +8,7 @@ The schema is created on start (``create_schema``); it has no history to migrate
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Integer, MetaData, String, Text, select
@@ -40,6 +42,26 @@ class ReceivedMessage(NodeBase):
     ack: Mapped[str] = mapped_column(Text)
 
 
+class RejectedMessage(NodeBase):
+    """A message whose payload did not fit its schema: only the signed rejection it got, so a
+    repeated delivery gets the same answer (its reasons are locations, never content)."""
+
+    __tablename__ = "node_rejected"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    envelope_digest: Mapped[str] = mapped_column(String(80))
+    ack: Mapped[str] = mapped_column(Text)
+
+
+@dataclass(frozen=True)
+class Answered:
+    """The answer a message already got here: its envelope's digest and the signed ack."""
+
+    envelope_digest: str
+    ack: str
+    rejected: bool
+
+
 class SentMessage(NodeBase):
     __tablename__ = "node_sent"
 
@@ -71,6 +93,17 @@ async def create_schema(engine: AsyncEngine) -> None:
 async def received(session: AsyncSession, message_id: str) -> ReceivedMessage | None:
     query = select(ReceivedMessage).where(ReceivedMessage.id == message_id)
     return (await session.scalars(query)).first()
+
+
+async def answered(session: AsyncSession, message_id: str) -> Answered | None:
+    """What the node answered ``message_id`` before, stored or rejected; ``None``: new."""
+    stored = await received(session, message_id)
+    if stored is not None:
+        return Answered(stored.envelope_digest, stored.ack, rejected=False)
+    rejected = await session.get(RejectedMessage, message_id)
+    if rejected is not None:
+        return Answered(rejected.envelope_digest, rejected.ack, rejected=True)
+    return None
 
 
 async def list_received(

@@ -50,7 +50,10 @@ async def drop_undelivered(session: AsyncSession, message_ids: Sequence[str], at
         return 0
     result = await session.execute(
         update(Delivery)
-        .where(Delivery.message_id.in_(message_ids), Delivery.status == "pending")
+        .where(
+            Delivery.message_id.in_(message_ids),
+            Delivery.status.in_(("pending", "dead_lettered")),
+        )
         .values(status="dropped", last_error="consent_withdrawn", last_attempt_at=at)
     )
     return int(getattr(result, "rowcount", 0) or 0)

@@ -104,20 +104,33 @@ class Message(Base):
 
 
 class Delivery(Base):
-    """One message's way to its recipient: the outbox row the dispatcher works through."""
+    """One message's way to its recipient: the outbox row the dispatcher works through.
+
+    ``next_attempt_at`` is both the retry schedule and a dispatcher's lease: a claimed row
+    is moved past the attempt's end, so it is due again only if its dispatcher died.
+    ``queued_at`` starts the maximum age (acceptance, or an operator's re-queue);
+    ``case_ref`` orders one case's deliveries to one recipient.
+    """
 
     __tablename__ = "deliveries"
-    __table_args__ = (Index("ix_deliveries_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_deliveries_recipient_case", "recipient_id", "case_ref", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     message_id: Mapped[str] = mapped_column(ForeignKey("messages.id"), unique=True)
     recipient_id: Mapped[str] = mapped_column(ForeignKey("participants.id"))
+    case_ref: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_error: Mapped[str | None] = mapped_column(String(200))
+    fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    dead_lettered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     ack: Mapped[str | None] = mapped_column(Text)
 
 

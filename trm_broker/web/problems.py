@@ -100,6 +100,10 @@ class Conflict(Problem):
     status, slug, title = 409, "conflict", "Conflicts with the current state"
 
 
+class InvalidAck(Problem):
+    status, slug, title = 422, "invalid-ack", "The acknowledgement does not verify"
+
+
 class TooLarge(Problem):
     status, slug, title = 413, "too-large", "The request body is too large"
 

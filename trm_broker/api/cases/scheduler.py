@@ -4,13 +4,12 @@ entry; the parties see open alerts at `GET /v1/alerts`."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from datetime import UTC, datetime
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from trm_broker.background import BackgroundLoop
 from trm_broker.domain import workflow
 from trm_broker.domain.ids import uuid7
 from trm_broker.domain.ledger_events import EventType, LedgerEvent
@@ -24,7 +23,9 @@ _WORKFLOW_ALERTS = {kind.value for kind in workflow.AlertKind}
 _WATCHED = [workflow.Stage.RETURN_PREPARED.value, workflow.Stage.RECEIVED.value]
 
 
-class AlertScheduler:
+class AlertScheduler(BackgroundLoop):
+    name = "alerts"
+
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
@@ -32,22 +33,13 @@ class AlertScheduler:
         *,
         interval: float = 60.0,
     ) -> None:
+        super().__init__(interval)
         self._sessions = sessions
         self._rules = rules
-        self._interval = interval
-        self._stopping = asyncio.Event()
 
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def run_forever(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.run_once(datetime.now(UTC))
-            except Exception as exc:  # the database may be briefly away: try again later
-                log.warning("alerts_error", error_type=type(exc).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=self._interval)
+    async def step(self) -> bool:
+        await self.run_once(datetime.now(UTC))
+        return False
 
     async def run_once(self, now: datetime) -> tuple[int, int]:
         """Raise the alerts now due and close those resolved; return (raised, closed)."""

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from trm_broker.api.auth import Caller
 from trm_broker.api.consents.schemas import ConsentIn, ConsentOut
 from trm_broker.crypto.canonical import canonical_json
+from trm_broker.delivery import outcomes
 from trm_broker.domain import consent as scope
 from trm_broker.domain.ids import uuid7
 from trm_broker.domain.ledger_events import EventType, LedgerEvent
@@ -155,6 +156,8 @@ async def withdraw(
     # ``keep``: the withdrawal message itself, which must still reach its recipient.
     messages = [m for m in await store.messages_under(session, row.id) if m.id != keep]
     dropped = await store.drop_undelivered(session, [m.id for m in messages], now)
+    if dropped:  # dead letters among them no longer need anyone's attention
+        await outcomes.close_alert_if_resolved(session, row.case_ref, now)
     countries = await registry.countries_of(
         session, {p for m in messages for p in (m.sender_id, m.recipient_id)}
     )

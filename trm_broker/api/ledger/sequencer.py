@@ -9,13 +9,12 @@ SQLite has a single writer anyway.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from datetime import UTC, datetime
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from trm_broker.background import BackgroundLoop
 from trm_broker.ledger import merkle
 from trm_broker.ledger.note import Checkpoint, NoteSigner, sign_checkpoint
 from trm_broker.store import ledger as store
@@ -23,7 +22,9 @@ from trm_broker.store import ledger as store
 log = structlog.get_logger("trm_broker.ledger")
 
 
-class LedgerSequencer:
+class LedgerSequencer(BackgroundLoop):
+    name = "sequencer"
+
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
@@ -32,35 +33,17 @@ class LedgerSequencer:
         interval: float = 0.2,
         batch_size: int = 2000,
     ) -> None:
+        super().__init__(interval)
         self._sessions = sessions
         self._signer = signer
-        self._interval = interval
         self._batch = batch_size
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
 
     @property
     def origin(self) -> str:
         return self._signer.name
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-
-    async def run_forever(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                integrated = await self.run_once()
-            except Exception as exc:  # a conflict or a database outage: try again shortly
-                log.warning("sequencer_error", error_type=type(exc).__name__)
-                integrated = 0
-            if integrated == 0 and not self._stopping.is_set():
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
+    async def step(self) -> bool:
+        return await self.run_once() > 0
 
     async def run_once(self) -> int:
         """Integrate one batch of queued entries; return how many (0: none, or another

@@ -100,6 +100,7 @@ async def submit_message(
         return receipt
     state.wake_dispatcher()
     state.wake_sequencer()
+    state.notify_inbox()
     return receipt
 
 

@@ -28,21 +28,38 @@ class ReceiptOut(BaseModel):
     )
 
 
+DeliveryState = Literal["pending", "acknowledged", "rejected", "dead_lettered", "dropped"]
+MessageState = Literal[
+    "accepted", "delivered", "acknowledged", "rejected", "dead_lettered", "dropped"
+]
+
+
 class DeliveryOut(BaseModel):
-    status: Literal["pending", "acknowledged", "rejected"]
-    attempts: int
+    status: DeliveryState
+    attempts: int = Field(description="Pushes tried, and answers received through the pull inbox.")
     last_attempt_at: datetime | None
-    last_error: str | None
-    acknowledged_at: datetime | None
+    last_error: str | None = Field(
+        description="Why the last push failed, as a code (timeout, http_503, "
+        "transport_ConnectError, ack_bad_signature …); never content."
+    )
+    fetched_at: datetime | None = Field(
+        description="When the recipient first fetched it from the pull inbox."
+    )
+    acknowledged_at: datetime | None = Field(description="When the signed answer was recorded.")
+    dead_lettered_at: datetime | None
 
 
 class MessageStatusOut(BaseModel):
     """Where a message is; never its content."""
 
     message_id: str
-    status: Literal["accepted", "acknowledged", "rejected"] = Field(
-        description="`rejected`: the recipient's node refused the payload in a signed answer "
-        "(its schema); final, like `acknowledged`."
+    status: MessageState = Field(
+        description="`accepted`: queued, not yet answered. `delivered`: fetched by the "
+        "recipient through the pull inbox, not yet acknowledged. `acknowledged`: the "
+        "recipient's signed acknowledgement is recorded. `rejected`: the recipient's node "
+        "refused the payload in a signed answer (its schema); final, like `acknowledged`. "
+        "`dead_lettered`: retried for TRM_DELIVERY_MAX_AGE_SECONDS without an answer; an "
+        "operator may re-queue it. `dropped`: the consent was withdrawn before delivery."
     )
     accepted_at: datetime
     envelope_digest: str

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.api.consents import service as consents
 from trm_broker.api.messages import rules as rules_check
-from trm_broker.api.messages.schemas import DeliveryOut, MessageStatusOut, ReceiptOut, SignedObject
+from trm_broker.api.messages.schemas import (
+    DeliveryOut,
+    DeliveryState,
+    MessageState,
+    MessageStatusOut,
+    ReceiptOut,
+    SignedObject,
+)
 from trm_broker.crypto import jws
 from trm_broker.crypto.canonical import canonical_json
 from trm_broker.crypto.encoding import sha256_digest
@@ -206,8 +214,10 @@ async def accept(
     delivery = Delivery(
         message_id=envelope.id,
         recipient_id=envelope.recipient,
+        case_ref=envelope.case_ref,
         status=outbox.PENDING,
         attempts=0,
+        queued_at=now,
         next_attempt_at=now,
     )
     await store.add(session, message, delivery)
@@ -230,13 +240,7 @@ async def status(session: AsyncSession, message_id: str, caller_id: str) -> Mess
         raise NotFound("You are not party to a message with this id.")
     return MessageStatusOut(
         message_id=message.id,
-        status=(
-            "acknowledged"
-            if delivery.status == outbox.ACKNOWLEDGED
-            else "rejected"
-            if delivery.status == outbox.REJECTED
-            else "accepted"
-        ),
+        status=message_status(delivery),
         accepted_at=message.accepted_at,
         envelope_digest=message.envelope_digest,
         ledger_index=(
@@ -244,10 +248,20 @@ async def status(session: AsyncSession, message_id: str, caller_id: str) -> Mess
         ),
         payload_purged_at=message.purged_at,
         delivery=DeliveryOut(
-            status=delivery.status,
+            status=cast(DeliveryState, delivery.status),
             attempts=delivery.attempts,
             last_attempt_at=delivery.last_attempt_at,
             last_error=delivery.last_error,
+            fetched_at=delivery.fetched_at,
             acknowledged_at=delivery.acknowledged_at,
+            dead_lettered_at=delivery.dead_lettered_at,
         ),
     )
+
+
+def message_status(delivery: Delivery) -> MessageState:
+    """A message's state, from its delivery's: ``pending`` is ``accepted`` until the
+    recipient fetches it from the pull inbox (then ``delivered``)."""
+    if delivery.status == outbox.PENDING:
+        return "delivered" if delivery.fetched_at is not None else "accepted"
+    return cast(MessageState, delivery.status)

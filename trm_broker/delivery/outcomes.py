@@ -1,0 +1,142 @@
+"""What ends or restarts a delivery, each with its ledger entry in the same transaction
+(DESIGN.md §9): the recipient's signed answer (by push or through the pull inbox), a dead
+letter after the maximum age (with an alert to both parties), an operator's re-queue."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from trm_broker.crypto import jws
+from trm_broker.domain.ids import uuid7
+from trm_broker.domain.ledger_events import EventType, LedgerEvent
+from trm_broker.store import cases, ledger, messages
+from trm_broker.store import deliveries as outbox
+from trm_broker.store import participants as registry
+from trm_broker.store.models import AlertRecord, Delivery, Message
+
+#: The alert a dead letter raises for its sender and recipient; closed when none is left in
+#: the case (re-queued and answered, or answered late through the pull inbox).
+DEAD_LETTER_ALERT = "delivery_dead_lettered"
+
+
+async def record_answer(
+    session: AsyncSession,
+    delivery_id: int,
+    message_id: str,
+    ack: dict[str, Any],
+    rejected: bool,
+    attempts: int,
+    now: datetime,
+) -> bool:
+    """Record a verified signed answer (acknowledgement or rejection) and its ledger entry;
+    ``False`` if the delivery was already answered (the first answer stands)."""
+    stored = json.dumps(ack)
+    if rejected:
+        recorded = await outbox.record_rejected(session, delivery_id, now, stored)
+    else:
+        recorded = await outbox.record_acknowledged(session, delivery_id, now, stored)
+    if not recorded:
+        return False
+    message = await _message(session, message_id)
+    event = EventType.MESSAGE_REJECTED if rejected else EventType.MESSAGE_ACKNOWLEDGED
+    # A rejection's reasons stay out of the ledger: its ``ack_digest`` commits to them.
+    await _record(session, event, message, now, ack_digest=jws.digest(ack), attempts=attempts)
+    await close_alert_if_resolved(session, message.case_ref, now)
+    return True
+
+
+async def dead_letter(session: AsyncSession, delivery: Delivery, now: datetime) -> bool:
+    """Stop retrying: record the dead letter, and alert its parties (once per case)."""
+    if not await outbox.dead_letter(session, delivery.id, now):
+        return False
+    message = await _message(session, delivery.message_id)
+    await _record(
+        session,
+        EventType.MESSAGE_DEAD_LETTERED,
+        message,
+        now,
+        attempts=delivery.attempts,
+        last_error=delivery.last_error or "waiting_for_earlier_message",
+    )
+    if not any(
+        a.kind == DEAD_LETTER_ALERT for a in await cases.open_alerts(session, message.case_ref)
+    ):
+        cases.add_alert(
+            session,
+            AlertRecord(
+                id=str(uuid7()),
+                case_ref=message.case_ref,
+                kind=DEAD_LETTER_ALERT,
+                party1=message.sender_id,
+                party2=message.recipient_id,
+                raised_at=now,
+            ),
+        )
+        await _record(session, EventType.ALERT_RAISED, message, now, alert=DEAD_LETTER_ALERT)
+    return True
+
+
+async def requeue(
+    session: AsyncSession, delivery: Delivery, operator_id: str, now: datetime
+) -> bool:
+    """Put a dead letter back in the queue; ``False`` if it is not (or no longer) one."""
+    if not await outbox.requeue(session, delivery.id, now):
+        return False
+    message = await _message(session, delivery.message_id)
+    await _record(session, EventType.MESSAGE_REQUEUED, message, now, requeued_by=operator_id)
+    return True
+
+
+async def close_alert_if_resolved(session: AsyncSession, case_ref: str, now: datetime) -> None:
+    """Close the case's dead-letter alert once no dead letter is left in it."""
+    if await outbox.dead_letters_in_case(session, case_ref):
+        return
+    for alert in await cases.open_alerts(session, case_ref):
+        if alert.kind == DEAD_LETTER_ALERT:
+            alert.closed_at = now
+            parties = tuple(p for p in (alert.party1, alert.party2) if p is not None)
+            countries = await registry.countries_of(session, set(parties))
+            ledger.append(
+                session,
+                LedgerEvent(
+                    EventType.ALERT_CLOSED,
+                    now,
+                    parties=parties,
+                    countries=tuple(countries[p] for p in parties),
+                    case_ref=case_ref,
+                    facts={"alert": DEAD_LETTER_ALERT},
+                ),
+            )
+
+
+async def _message(session: AsyncSession, message_id: str) -> Message:
+    message = await messages.get(session, message_id)
+    if message is None:  # deliveries reference their message (foreign key)
+        raise LookupError("a delivery without its message")
+    return message
+
+
+async def _record(
+    session: AsyncSession, event: EventType, message: Message, now: datetime, **facts: Any
+) -> None:
+    parties = (message.sender_id, message.recipient_id)
+    countries = await registry.countries_of(session, set(parties))
+    if event is EventType.ALERT_RAISED:
+        detail: dict[str, Any] = facts
+    else:
+        detail = {"message_id": message.id, "envelope_digest": message.envelope_digest, **facts}
+    ledger.append(
+        session,
+        LedgerEvent(
+            event,
+            now,
+            parties=parties,
+            countries=tuple(countries[p] for p in parties),
+            case_ref=message.case_ref,
+            facts=detail,
+        ),
+    )
