@@ -168,9 +168,16 @@ def broker_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Sett
 
 @asynccontextmanager
 async def running_broker(
-    settings: Settings, *, run_dispatcher: bool = False, run_sequencer: bool = True
+    settings: Settings,
+    *,
+    run_dispatcher: bool = False,
+    run_sequencer: bool = True,
+    **app_options: Any,
 ) -> AsyncIterator[Broker]:
-    app = create_app(settings, run_dispatcher=run_dispatcher, run_sequencer=run_sequencer)
+    """A broker app run in-process; ``app_options`` go to ``create_app``."""
+    app = create_app(
+        settings, run_dispatcher=run_dispatcher, run_sequencer=run_sequencer, **app_options
+    )
     async with app.router.lifespan_context(app):
         operator = KeySet.generate(OPERATOR_ID)
         async with app.state.broker.sessions() as session:

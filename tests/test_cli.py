@@ -95,3 +95,24 @@ def test_a_worker_refuses_to_start_without_the_brokers_key(
     assert result.exit_code == 2
     assert "TRM_BROKER_KEY_FILE" in result.output
     assert not (tmp_path / "missing.json").exists()  # never a new key of its own
+
+
+def test_the_brokers_key_is_created_once_then_rotated_keeping_the_old_public_half(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "broker-key.json"
+    created = CliRunner().invoke(app, ["keys", "new-broker", "--key-file", str(path)])
+    assert created.exit_code == 0, created.output
+    first = json.loads(path.read_text(encoding="utf-8"))["signing"]
+    assert first["kid"] in created.output
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    again = CliRunner().invoke(app, ["keys", "new-broker", "--key-file", str(path)])
+    assert again.exit_code == 2  # never overwritten
+    rotated = CliRunner().invoke(app, ["keys", "rotate-broker", "--key-file", str(path)])
+    assert rotated.exit_code == 0, rotated.output
+    document = json.loads(path.read_text(encoding="utf-8"))
+    assert document["signing"]["kid"] != first["kid"]
+    assert [(k["kid"], k["public"]) for k in document["retired"]] == [
+        (first["kid"], first["public"])
+    ]
+    assert "old ledger verifier key" in rotated.output

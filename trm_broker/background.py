@@ -40,13 +40,18 @@ class BackgroundLoop(ABC):
         """Do one batch of work; ``True`` if more may be waiting (the loop goes on at once)."""
 
     async def run_forever(self) -> None:
+        failures = 0
         while not self._stopping.is_set():
             try:
                 busy = await self.step()
+                failures = 0
             except Exception as exc:  # keep going: the next step may well succeed
-                log.warning(f"{self.name}_error", error_type=type(exc).__name__)
+                failures += 1
+                log.warning(f"{self.name}_error", error_type=type(exc).__name__, failures=failures)
                 busy = False
             if not busy and not self._stopping.is_set():
+                # After failures (a database outage), wait longer each time, up to 30 s.
+                wait = min(max(self._interval, 30.0), self._interval * 2 ** min(failures, 10))
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
+                    await asyncio.wait_for(self._wake.wait(), timeout=wait)

@@ -8,7 +8,7 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import uvicorn
@@ -16,7 +16,10 @@ import uvicorn
 from trm_broker.deliveries_cli import deliveries_app
 from trm_broker.ledger_cli import ledger_app
 from trm_broker.registry_cli import operator_app, participants_app
-from trm_broker.settings import get_settings
+from trm_broker.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 app = typer.Typer(
     help="trm-broker: signed, sealed, consent-gated case transfers.", no_args_is_help=True
@@ -41,7 +44,6 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Overrides TRM_PORT.")] = None,
 ) -> None:
     """Run the broker (API and delivery dispatcher)."""
-    from trm_broker.api.app import create_app
     from trm_broker.logs import configure_logging
     from trm_broker.store.database import create_engine
     from trm_broker.store.migrate import SchemaNotCurrentError, check_schema_current
@@ -64,7 +66,7 @@ def serve(
         typer.echo(f"trm-broker: refusing to start: {exc}", err=True)
         raise typer.Exit(2) from exc
     uvicorn.run(
-        create_app(settings.model_copy(update={"public_url": public_url})),
+        _broker_app(settings.model_copy(update={"public_url": public_url})),
         host=bind,
         port=bind_port,
         log_config=None,
@@ -83,7 +85,6 @@ def worker(
     claiming and lets the pushes in flight finish."""
     from sqlalchemy.engine import make_url
 
-    from trm_broker.api.app import create_app
     from trm_broker.logs import configure_logging
 
     settings = get_settings()
@@ -95,21 +96,33 @@ def worker(
             err=True,
         )
         raise typer.Exit(2)
-    if not settings.broker_key_file.exists():
+    if settings.broker_key is None and not settings.broker_key_file.exists():
         typer.echo(
             f"trm-broker: {settings.broker_key_file} does not exist: set TRM_BROKER_KEY_FILE "
-            "to the broker's key file (the worker signs pushes with it).",
+            "(or TRM_BROKER_KEY) to the broker's key (the worker signs pushes with it).",
             err=True,
         )
         raise typer.Exit(2)
     uvicorn.run(
-        create_app(settings, worker=True),
+        _broker_app(settings, worker=True),
         host=host or settings.host,
         port=port or settings.worker_port,
         log_config=None,
         access_log=False,
         server_header=False,
     )
+
+
+def _broker_app(settings: Settings, **options: Any) -> FastAPI:
+    """The broker's (or worker's) app; tracing enabled without its packages stops here."""
+    from trm_broker.api.app import create_app
+    from trm_broker.web.tracing import TracingUnavailable
+
+    try:
+        return create_app(settings, **options)
+    except TracingUnavailable as exc:
+        typer.echo(f"trm-broker: refusing to start: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def _public_url(configured: str | None, bind: str, port: int, setting: str) -> str:
@@ -169,6 +182,57 @@ def keys_new(
     keyset.write(out)
     json.dump({"participant": participant, "keys": keyset.public()}, sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+@keys_app.command("new-broker")
+def keys_new_broker(
+    key_file: Annotated[
+        Path | None, typer.Option(help="Where to write it; default TRM_BROKER_KEY_FILE.")
+    ] = None,
+) -> None:
+    """Create the broker's own key file (mode 0600) before its first start, e.g. to store it
+    as a secret; refuses to overwrite one. Prints its key id and ledger verifier key."""
+    from trm_broker.crypto import broker_keys
+    from trm_broker.crypto.keys import load_ed25519_public
+    from trm_broker.ledger.note import NoteVerifier
+
+    settings = get_settings()
+    path = key_file or settings.broker_key_file
+    if path.exists():
+        typer.echo(f"trm-broker: {path} exists; `keys rotate-broker` replaces its key", err=True)
+        raise typer.Exit(2)
+    keys = broker_keys.load(path, create=True)
+    public = load_ed25519_public(keys.signing.public_b64)
+    typer.echo(f"wrote {path}: broker key {keys.signing.kid}")
+    typer.echo(f"ledger verifier key: {NoteVerifier.of(settings.ledger_origin, public).vkey()}")
+
+
+@keys_app.command("rotate-broker")
+def keys_rotate_broker(
+    key_file: Annotated[
+        Path | None, typer.Option(help="The broker's key file; default TRM_BROKER_KEY_FILE.")
+    ] = None,
+) -> None:
+    """Give the broker a new signing key. The old key's public half stays in the file as
+    retired, so its receipts and checkpoints stay verifiable; restart every broker and
+    worker that reads the file (see README, "Rotating the broker's key")."""
+    from datetime import UTC, datetime
+
+    from trm_broker.crypto import broker_keys
+    from trm_broker.crypto.keys import load_ed25519_public
+    from trm_broker.ledger.note import NoteVerifier
+
+    settings = get_settings()
+    path = key_file or settings.broker_key_file
+    if not path.exists():
+        typer.echo(f"trm-broker: {path} does not exist (TRM_BROKER_KEY_FILE)", err=True)
+        raise typer.Exit(2)
+    before, after = broker_keys.rotate(path, datetime.now(UTC))
+    origin = settings.ledger_origin
+    typer.echo(f"retired {before.signing.kid}; the broker now signs with {after.signing.kid}")
+    for label, keys in (("new", after), ("old", before)):
+        public = load_ed25519_public(keys.signing.public_b64)
+        typer.echo(f"{label} ledger verifier key: {NoteVerifier.of(origin, public).vkey()}")
 
 
 @node_app.command("serve")

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Annotated, Any
@@ -66,7 +66,7 @@ def _leaves(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
-def _read_state(state: Path, verifier: NoteVerifier) -> Earlier | None:
+def _read_state(state: Path, verifier: Sequence[NoteVerifier]) -> Earlier | None:
     if not state.exists():
         return None
     try:
@@ -94,15 +94,24 @@ def _progress(out: IO[str], done: int, total: int) -> None:
         out.write(f"  {done}/{total} entries verified\n")
 
 
-def verify(url: str, vkey: str, key_file: Path | None, state: Path | None) -> Checkpoint:
-    """Run every check; return the verified checkpoint or raise :class:`LedgerFailure`."""
+def verify(
+    url: str, vkey: str | Sequence[str], key_file: Path | None, state: Path | None
+) -> Checkpoint:
+    """Run every check; return the verified checkpoint or raise :class:`LedgerFailure`.
+
+    ``vkey``: the broker's verifier key, or several (its current one and those it retired,
+    whose earlier checkpoints a ``state`` file may hold); all must name the same origin."""
     from trm_broker.crypto.keys import KeySet
     from trm_broker.web.signed_requests import SignedRequests
 
     try:
-        verifier = NoteVerifier.from_vkey(vkey)
+        verifier = [NoteVerifier.from_vkey(v) for v in ([vkey] if isinstance(vkey, str) else vkey)]
     except NoteError as exc:
         raise LedgerFailure(None, f"--broker-key is not a signed-note verifier key: {exc}") from exc
+    origins = {v.name for v in verifier}
+    if len(origins) != 1:
+        raise LedgerFailure(None, "every --broker-key must name the same ledger origin")
+    origin = origins.pop()
     auth = SignedRequests(KeySet.read(key_file).signing) if key_file else None
     with ExitStack() as stack:
         http = stack.enter_context(httpx.Client(timeout=30, follow_redirects=False, auth=auth))
@@ -110,7 +119,7 @@ def verify(url: str, vkey: str, key_file: Path | None, state: Path | None) -> Ch
         # 1. The latest checkpoint, signed by the broker's key for this origin.
         note = fetch.get("/v1/ledger/checkpoint").text
         try:
-            checkpoint = open_checkpoint(note, verifier, origin=verifier.name)
+            checkpoint = open_checkpoint(note, verifier, origin=origin)
         except NoteError as exc:
             raise LedgerFailure(None, f"the checkpoint's signature does not verify: {exc}") from exc
         # 2. What this auditor verified before, if anything.
@@ -162,10 +171,11 @@ def verify(url: str, vkey: str, key_file: Path | None, state: Path | None) -> Ch
 def verify_command(
     url: Annotated[str, typer.Option(help="The broker's base URL.")],
     broker_key: Annotated[
-        str,
+        list[str],
         typer.Option(
             help="The ledger's signed-note verifier key (`ledger.verifier_key` of "
-            "GET /v1/broker, obtained out of band), or a file holding it."
+            "GET /v1/broker, obtained out of band), or a file holding it. Repeat it for the "
+            "keys the broker retired (`ledger.retired_verifier_keys`)."
         ),
     ],
     key: Annotated[
@@ -177,9 +187,9 @@ def verify_command(
     ] = None,
 ) -> None:
     """Recompute the whole ledger and check it against the broker's signed checkpoint."""
-    vkey = Path(broker_key).read_text().strip() if Path(broker_key).is_file() else broker_key
+    vkeys = [Path(k).read_text().strip() if Path(k).is_file() else k for k in broker_key]
     try:
-        checkpoint = verify(url, vkey, key, state)
+        checkpoint = verify(url, vkeys, key, state)
     except LedgerFailure as failure:
         typer.echo(f"\nledger verification FAILED {failure}", err=True)
         raise typer.Exit(1) from failure

@@ -31,6 +31,11 @@ class Settings(BaseSettings):
         Path("./var/broker-key.json"),
         description="The broker's own Ed25519 signing key (receipts); created on first start.",
     )
+    broker_key: SecretStr | None = Field(
+        None,
+        description="The broker's key document (the JSON of a key file) from the environment, "
+        "instead of TRM_BROKER_KEY_FILE; never logged.",
+    )
     public_url: str | None = Field(
         None,
         description="The broker's base URL as callers address it (their signatures cover "
@@ -137,6 +142,16 @@ class Settings(BaseSettings):
         "(k-anonymity; 11 as in the CTDC dataset).",
     )
     log_level: str = Field("info", description="debug, info, warning or error.")
+    otel_enabled: bool = Field(
+        False,
+        description="Export OpenTelemetry traces of HTTP requests (method, route template, "
+        "status only); needs the `otel` extra, or the broker refuses to start.",
+    )
+    otel_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP traces URL, e.g. http://collector:4318/v1/traces; unset: the "
+        "standard OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT.",
+    )
 
     # --- reference NRM node -------------------------------------------------------------
     node_database_url: str = Field(

@@ -5,10 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import stat
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -33,7 +30,6 @@ from trm_broker.crypto.keys import (
     key_id,
     load_ed25519_public,
     load_encryption_public,
-    load_or_create_signing_key,
     load_x25519_public,
 )
 
@@ -332,42 +328,6 @@ def test_every_low_order_x25519_key_is_refused() -> None:
 def test_generated_x25519_keys_are_accepted() -> None:
     for _ in range(50):
         check_x25519_public(raw(EncryptionKey(X25519PrivateKey.generate()).public_b64))
-
-
-# --- The broker's own key file ----------------------------------------------------------
-
-
-def test_broker_key_file_is_created_private_and_loaded_again(tmp_path: Path) -> None:
-    path = tmp_path / "state" / "broker-key.json"
-    key = load_or_create_signing_key(path)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert json.loads(path.read_text(encoding="utf-8"))["signing"]["kid"] == key.kid
-    again = load_or_create_signing_key(path)
-    assert again.seed_b64() == key.seed_b64()
-    assert os.listdir(path.parent) == [path.name]  # no temporary file left behind
-
-
-def test_broker_key_file_created_by_eight_threads_at_once_is_one_key(tmp_path: Path) -> None:
-    for attempt in range(10):
-        path = tmp_path / str(attempt) / "broker-key.json"
-        start = threading.Barrier(8)
-
-        def create(path: Path = path, start: threading.Barrier = start) -> str:
-            start.wait()
-            return load_or_create_signing_key(path).kid
-
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            kids = list(pool.map(lambda _: create(), range(8)))
-        assert len(set(kids)) == 1
-        assert load_or_create_signing_key(path).kid == kids[0]
-        assert os.listdir(path.parent) == [path.name]
-
-
-def test_a_broken_broker_key_file_is_refused_as_malformed(tmp_path: Path) -> None:
-    path = tmp_path / "broker-key.json"
-    path.write_text("", encoding="utf-8")
-    with pytest.raises(MalformedError):
-        load_or_create_signing_key(path)
 
 
 # --- MLKEM768-X25519 (post-quantum hybrid) encryption keys -------------------------------

@@ -17,7 +17,8 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tests.support import referral
-from trm_broker.crypto.keys import KeySet, load_or_create_signing_key
+from trm_broker.crypto import broker_keys
+from trm_broker.crypto.keys import KeySet
 from trm_broker.devcluster import LocalCluster
 from trm_broker.ledger import merkle
 from trm_broker.ledger.note import Checkpoint, NoteSigner, sign_checkpoint
@@ -237,7 +238,7 @@ def test_the_ledger_verifies_and_every_tampering_is_located(ledger: Ledger, tmp_
 
     # Rewrite history consistently and re-sign it with the broker's own key: alone it
     # verifies (nothing to compare with), but the auditor's earlier run names the entry.
-    key = load_or_create_signing_key(ledger.cluster.workdir / "broker-key.json")
+    key = broker_keys.read(ledger.cluster.workdir / "broker-key.json").signing
 
     async def rewrite_and_resign(c: AsyncConnection) -> None:
         await alter(c)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import exc as sa_exc
 
 from trm_broker.logs import configure_logging
 from trm_broker.web import middleware, problems
@@ -61,18 +62,23 @@ async def test_every_request_is_logged_as_json_with_its_request_id(
 ) -> None:
     transport = httpx.ASGITransport(app=app_that_fails())
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        given = await client.get("/fine", headers={"x-request-id": "req-12345678"})
+        given = await client.get("/fine", headers={"x-request-id": "0123456789abcdef"})
         generated = await client.get("/fine?case=AT-1", headers={"x-request-id": "bad id\n"})
-    assert given.headers["x-request-id"] == "req-12345678"
+        # Words could name someone: a caller's id is kept only if hex or a UUID.
+        worded = await client.get("/fine", headers={"x-request-id": "maria.lopez.2026"})
+    assert given.headers["x-request-id"] == "0123456789abcdef"
     assert generated.headers["x-request-id"] != "bad id\n"
+    assert worded.headers["x-request-id"] != "maria.lopez.2026"
     lines = [json.loads(line) for line in json_logs.getvalue().splitlines() if line]
     requests = [line for line in lines if line["event"] == "request"]
     assert [r["request_id"] for r in requests] == [
-        "req-12345678",
+        "0123456789abcdef",
         generated.headers["x-request-id"],
+        worded.headers["x-request-id"],
     ]
     assert all(r["route"] == "/fine" and r["status"] == 200 for r in requests)
     assert "AT-1" not in json.dumps(lines)  # query strings are not logged
+    assert "maria" not in json.dumps(lines)
 
 
 async def test_a_broken_log_stream_prints_no_traceback_with_data(
@@ -89,3 +95,70 @@ async def test_a_broken_log_stream_prints_no_traceback_with_data(
         logging.getLogger().handlers.clear()
     captured = capsys.readouterr()
     assert SECRET not in captured.err + captured.out
+
+
+class _Sqlstate(Exception):
+    """A driver error carrying a SQLSTATE, as asyncpg's do."""
+
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(f"server said no to {SECRET}")
+        self.sqlstate = sqlstate
+
+
+def _raising(error: Exception) -> FastAPI:
+    app = FastAPI()
+    problems.install(app)
+    middleware.install(app)
+
+    @app.get("/fail")
+    async def fail() -> None:
+        raise error
+
+    return app
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionRefusedError(111, f"Connect call failed {SECRET}"),
+        TimeoutError(),
+        sa_exc.OperationalError(f"SELECT '{SECRET}'", {}, Exception("database is locked")),
+        sa_exc.InterfaceError("SELECT 1", {}, Exception("connection is closed")),
+        sa_exc.DBAPIError("SELECT 1", {}, _Sqlstate("57P01")),  # admin shutdown
+        sa_exc.DBAPIError("SELECT 1", {}, _Sqlstate("08006")),  # connection failure
+        sa_exc.TimeoutError(f"QueuePool limit reached {SECRET}"),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+async def test_an_unreachable_database_is_a_503_problem_wherever_it_is_met(
+    error: Exception, json_logs: io.StringIO
+) -> None:
+    """Raised outside the request's session (authentication, a session of its own), a
+    database outage is a 503 the caller can retry, never a 500; nothing of the error's text
+    reaches the caller or the log."""
+    transport = httpx.ASGITransport(app=_raising(error))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.get("/fail")
+    assert response.status_code == 503
+    assert response.headers["content-type"] == problems.MEDIA_TYPE
+    assert response.json()["type"] == "urn:trm-broker:problem:unavailable"
+    assert SECRET not in response.text
+    assert SECRET not in json_logs.getvalue()
+    assert "database_unavailable" in json_logs.getvalue()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        sa_exc.IntegrityError("INSERT", {}, _Sqlstate("23505")),
+        sa_exc.ProgrammingError("SELECT", {}, _Sqlstate("42P01")),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+async def test_other_database_errors_stay_internal_errors(error: Exception) -> None:
+    transport = httpx.ASGITransport(app=_raising(error))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.get("/fail")
+    assert response.status_code == 500
+    assert response.json()["type"] == "urn:trm-broker:problem:internal-error"
+    assert SECRET not in response.text

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 import structlog
@@ -27,15 +27,19 @@ from trm_broker.api.inbox.schemas import AckIn
 from trm_broker.api.ledger.endpoints import router as ledger_router
 from trm_broker.api.ledger.sequencer import LedgerSequencer
 from trm_broker.api.messages.endpoints import router as messages_router
+from trm_broker.api.metrics import BrokerMetrics
 from trm_broker.api.participants.endpoints import router as participants_router
 from trm_broker.api.participants.schemas import KeyRotationIn, ParticipantIn
-from trm_broker.crypto.keys import load_or_create_signing_key, load_signing_key
+from trm_broker.crypto import broker_keys
 from trm_broker.delivery.dispatcher import DeliveryDispatcher
 from trm_broker.delivery.retention import RetentionPurger
 from trm_broker.settings import Settings
 from trm_broker.store.database import create_engine, session_factory
 from trm_broker.store.migrate import check_schema_current
-from trm_broker.web import middleware, problems
+from trm_broker.web import middleware, problems, tracing
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = structlog.get_logger("trm_broker.app")
 
@@ -64,26 +68,39 @@ def create_app(
     run_dispatcher: bool | None = None,
     run_sequencer: bool = True,
     worker: bool = False,
+    tracer_provider: TracerProvider | None = None,
 ) -> FastAPI:
     """Build the broker app. Start-up refuses a database whose migrations are behind.
 
     ``run_dispatcher`` defaults to TRM_RUN_DISPATCHER. ``worker``: the app of
     `trm-broker worker`: the dispatcher and the health endpoints, no API, and the broker's
-    key must already exist.
+    key must already exist. With TRM_OTEL_ENABLED, requests are traced through
+    ``tracer_provider``, by default one exporting over OTLP (missing SDK:
+    :class:`~trm_broker.web.tracing.TracingUnavailable`, before anything starts).
     """
     dispatching = settings.run_dispatcher if run_dispatcher is None else run_dispatcher
+    metrics = BrokerMetrics()
+    traces = None
+    if settings.otel_enabled:
+        traces = tracer_provider or tracing.otlp_tracer_provider(
+            "trm-broker-worker" if worker else "trm-broker", settings.otel_endpoint
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url)
         try:
             await check_schema_current(engine)
-            load_key = load_signing_key if worker else load_or_create_signing_key
+            document = settings.broker_key.get_secret_value() if settings.broker_key else None
+            # A worker signs pushes with the broker's key: it must exist, never be made anew.
+            keys = broker_keys.load(settings.broker_key_file, document, create=not worker)
             state = BrokerState(
                 settings=settings,
                 engine=engine,
                 sessions=session_factory(engine),
-                signing_key=load_key(settings.broker_key_file),
+                signing_key=keys.signing,
+                retired_keys=keys.retired,
+                metrics=metrics,
             )
             app.state.broker = state
             async with httpx.AsyncClient(follow_redirects=False) as http:
@@ -110,10 +127,15 @@ def create_app(
                 log.info("broker_stopped")
         finally:
             await engine.dispose()
+            if traces is not None and tracer_provider is None:  # ours: flush what is left
+                await asyncio.to_thread(traces.shutdown)
 
     if worker:
         app = FastAPI(title="trm-broker worker", version=__version__, lifespan=lifespan)
         problems.install(app)
+        middleware.install(app, observe=metrics.observe_request)
+        if traces is not None:
+            tracing.install(app, traces)
         app.include_router(health.router)
         return app
     app = FastAPI(
@@ -123,7 +145,9 @@ def create_app(
         lifespan=lifespan,
     )
     problems.install(app)
-    middleware.install(app)
+    middleware.install(app, observe=metrics.observe_request)
+    if traces is not None:
+        tracing.install(app, traces)
     app.include_router(health.router)
     app.include_router(broker_info.router)
     app.include_router(participants_router)
@@ -152,6 +176,7 @@ def _dispatcher(state: BrokerState, http: httpx.AsyncClient) -> DeliveryDispatch
         concurrency=settings.delivery_concurrency,
         # SQLite has one dispatcher (inside serve): what a killed one leased is due now.
         release_on_start=state.engine.dialect.name == "sqlite",
+        observer=state.metrics,
     )
 
 

@@ -12,6 +12,8 @@ from fastapi import Depends, Request
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from trm_broker.api.metrics import BrokerMetrics
+from trm_broker.crypto.broker_keys import RetiredKey
 from trm_broker.crypto.keys import SigningKey
 from trm_broker.domain.inbox_url import InboxPolicy
 from trm_broker.domain.workflow import Rules
@@ -26,6 +28,8 @@ class BrokerState:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     signing_key: SigningKey
+    retired_keys: tuple[RetiredKey, ...] = ()
+    metrics: BrokerMetrics = field(default_factory=BrokerMetrics)
     extras: dict[str, Any] = field(default_factory=dict)
 
     def inbox_policy(self) -> InboxPolicy:

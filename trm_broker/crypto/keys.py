@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Final, Literal, TypeAlias
@@ -379,58 +378,3 @@ class KeySet:
     def read(cls, path: Path) -> KeySet:
         with path.open(encoding="utf-8") as handle:
             return cls.from_json(json.load(handle))
-
-
-def load_signing_key(path: Path) -> SigningKey:
-    """Load the broker's own key, which must exist (a worker signs pushes with it)."""
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} does not exist: point TRM_BROKER_KEY_FILE at the broker's key file"
-        )
-    return _read_broker_key(path)
-
-
-def _read_broker_key(path: Path) -> SigningKey:
-    try:
-        with path.open(encoding="utf-8") as handle:
-            data = json.load(handle)
-        return SigningKey.from_seed(data["signing"]["private"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise MalformedError(f"{path} is not a broker key file") from exc
-
-
-def load_or_create_signing_key(path: Path) -> SigningKey:
-    """Load the broker's own Ed25519 key, creating it (mode 0600) on first start.
-
-    The new file is written in full under a temporary name, then hard-linked into
-    place, so another process starting at the same moment never reads it half-written:
-    whichever link comes first wins, and the loser loads the winner's key.
-    """
-    if path.exists():
-        return _read_broker_key(path)
-    key = SigningKey.generate()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    document = {
-        "signing": {
-            "kid": key.kid,
-            "alg": "Ed25519",
-            "public": key.public_b64,
-            "private": key.seed_b64(),
-        }
-    }
-    # mkstemp creates the file with mode 0600 in the same folder (so os.link works).
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=2)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            # Another process put its key in place first: use theirs.
-            return _read_broker_key(path)
-    finally:
-        os.unlink(temporary)
-    return key

@@ -23,6 +23,7 @@ from trm_broker.crypto.http_signatures import sign_request
 from trm_broker.crypto.keys import SigningKey
 from trm_broker.delivery import outcomes
 from trm_broker.delivery.acknowledgement import AckRefused, verify_ack
+from trm_broker.delivery.observer import DeliveryObserver, Outcome
 from trm_broker.domain.inbox_url import InboxPolicy, InboxRefused
 from trm_broker.store import deliveries as outbox
 from trm_broker.store.deliveries import ClaimedDelivery
@@ -72,6 +73,7 @@ class DeliveryDispatcher(BackgroundLoop):
         max_age: float = 7 * 24 * 3600.0,
         concurrency: int = 16,
         release_on_start: bool = False,
+        observer: DeliveryObserver | None = None,
     ) -> None:
         super().__init__(poll_interval)
         self._sessions = sessions
@@ -84,6 +86,7 @@ class DeliveryDispatcher(BackgroundLoop):
         self._key = signing_key
         self._release_pending = release_on_start
         self._next_sweep = datetime.min.replace(tzinfo=UTC)
+        self._observer = observer
 
     @property
     def lease(self) -> timedelta:
@@ -132,6 +135,8 @@ class DeliveryDispatcher(BackgroundLoop):
                         error=delivery.last_error,
                     )
             await session.commit()
+        if count and self._observer is not None:
+            self._observer.dead_lettered(count)
         return count
 
     async def _attempt(self, delivery: ClaimedDelivery) -> None:
@@ -166,6 +171,11 @@ class DeliveryDispatcher(BackgroundLoop):
                     await outbox.record_failed(session, delivery.delivery_id, error, retry)
                     log.info("delivery_failed", error=error, attempts=attempts)
                 await session.commit()
+            if self._observer is not None:
+                outcome: Outcome = "failed"
+                if answer is not None:
+                    outcome = "rejected" if answer.rejected else "acknowledged"
+                self._observer.attempted(outcome, error)
         finally:
             structlog.contextvars.unbind_contextvars("message_id")
 

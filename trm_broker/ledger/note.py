@@ -119,6 +119,11 @@ class NoteVerifier:
         raw = _ed25519_key(encoded, "verifier key")
         return cls(name, bytes.fromhex(hex8), Ed25519PublicKey.from_public_bytes(raw))
 
+    @classmethod
+    def of(cls, name: str, public_key: Ed25519PublicKey) -> NoteVerifier:
+        """The verifier of ``public_key``'s notes under ``name``."""
+        return cls(name, key_hash(name, public_key.public_bytes_raw()), public_key)
+
     def vkey(self) -> str:
         raw = self.public_key.public_bytes_raw()
         return f"{self.name}+{self.key_hash.hex()}+{_b64encode(_ED25519 + raw)}"
@@ -259,9 +264,13 @@ def sign_checkpoint(checkpoint: Checkpoint, signer: NoteSigner) -> str:
     return signer.sign(checkpoint.body())
 
 
-def open_checkpoint(note: str, verifier: NoteVerifier, origin: str | None = None) -> Checkpoint:
-    """Verify ``verifier``'s signature on a checkpoint note, parse it, and check its origin."""
-    text, _ = open_note(note, [verifier])
+def open_checkpoint(
+    note: str, verifier: NoteVerifier | Sequence[NoteVerifier], origin: str | None = None
+) -> Checkpoint:
+    """Verify a checkpoint note signed by ``verifier`` (or by any of several: a broker's
+    current and retired keys), parse it, and check its origin."""
+    verifiers = [verifier] if isinstance(verifier, NoteVerifier) else list(verifier)
+    text, _ = open_note(note, verifiers)
     checkpoint = Checkpoint.parse(text)
     if origin is not None and checkpoint.origin != origin:
         raise NoteError(f"checkpoint is for {checkpoint.origin!r}, not {origin!r}")

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from trm_broker import __version__
 from trm_broker.domain.envelope import CASE_REF_PATTERN
 from trm_broker.domain.messages import MessageType
+from trm_broker.logs import bind_ids
 from trm_broker.node import inbox, store
 from trm_broker.node.auth import broker_signed_body
 from trm_broker.node.broker_client import BrokerClient, BrokerError
@@ -146,7 +147,8 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
         body = await broker_signed_body(request, state.settings, state.broker, session)
         result = await inbox.receive_once(session, body, state.keys, state.broker)
         event = "message_rejected" if result.rejected else "message_received"
-        log.info(event, message_id=result.message_id)
+        bind_ids(message_id=result.message_id)  # also on this request's `request` line
+        log.info(event)
         return {"ack": result.ack}
 
     @app.get("/messages", response_model=ReceivedList, tags=["case workers"])

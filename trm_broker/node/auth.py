@@ -22,7 +22,8 @@ async def broker_signed_body(
     """The body of a push, once its signature is the broker's, fresh and not replayed.
 
     1. Read the body (bounded) and the signature's key id.
-    2. The key id must be the broker's (``GET /v1/broker``).
+    2. The key id must be the broker's (``GET /v1/broker``): its current key, or one it
+       retired within the last hour (replicas restart one by one after a rotation).
     3. Verify signature, content digest and time window.
     4. Spend the nonce.
     """
@@ -30,12 +31,12 @@ async def broker_signed_body(
     if keyid is None:
         raise Unauthenticated("Only the broker pushes to this inbox, with a signed request.")
     try:
-        broker_kid, broker_public = await broker.broker_key()
+        broker_key = await broker.broker_key(keyid)
     except BrokerError as exc:
         raise Unavailable("The broker's key is not known yet; retry later.") from exc
-    if keyid != broker_kid:
-        raise Unauthenticated("The push is not signed with the broker's key.")
     now = datetime.now(UTC)
+    if broker_key is None or not broker_key.signs_pushes_at(now):
+        raise Unauthenticated("The push is not signed with the broker's key.")
     window = timedelta(seconds=settings.clock_skew_seconds)
     try:
         signed = verify_request(
@@ -43,7 +44,7 @@ async def broker_signed_body(
             target_uri(request, settings.node_public_url),
             lines,
             body,
-            broker_public,
+            broker_key.public,
             keyid,
             now=now,
             max_age=window,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -106,6 +106,30 @@ class InboxPage:
     next: int | None
 
 
+#: How long after its rotation a retired broker key still signs pushes: replicas restarted
+#: one by one, and pushes in flight, use it for a while.
+PUSH_GRACE = timedelta(hours=1)
+#: An unknown broker kid makes the node read `GET /v1/broker` again, at most this often.
+_BROKER_KEYS_REFRESH = 30.0
+
+
+@dataclass(frozen=True)
+class BrokerKey:
+    """One of the broker's signing keys: its current one (``retired_at`` None) or one it
+    retired, which still vouches for what it signed before."""
+
+    kid: str
+    public: Ed25519PublicKey
+    retired_at: datetime | None = None
+
+    def vouches_for_acceptance_at(self, accepted_at: datetime) -> bool:
+        """A receipt by this key is good for a message accepted at ``accepted_at``."""
+        return self.retired_at is None or accepted_at < self.retired_at
+
+    def signs_pushes_at(self, now: datetime) -> bool:
+        return self.retired_at is None or now < self.retired_at + PUSH_GRACE
+
+
 class BrokerClient:
     def __init__(
         self, base_url: str, http: httpx.AsyncClient | None = None, registry_ttl: float = 60.0
@@ -116,7 +140,8 @@ class BrokerClient:
         self._ttl = registry_ttl
         self._registry: Registry | None = None
         self._registry_at = 0.0
-        self._broker_key: tuple[str, Ed25519PublicKey] | None = None
+        self._broker_keys: dict[str, BrokerKey] | None = None
+        self._broker_keys_at = 0.0
 
     async def aclose(self) -> None:
         if self._owns_http:
@@ -143,12 +168,30 @@ class BrokerClient:
             raise BrokerError(response.status_code, problem if isinstance(problem, dict) else {})
         return response
 
-    async def broker_key(self) -> tuple[str, Ed25519PublicKey]:
-        """The broker's receipt-signing key, fetched once (trust on first use)."""
-        if self._broker_key is None:
-            data = (await self._call("GET", "/v1/broker")).json()["signing_key"]
-            self._broker_key = (data["kid"], load_ed25519_public(data["public"]))
-        return self._broker_key
+    async def broker_key(self, kid: str) -> BrokerKey | None:
+        """The broker's signing key ``kid``, current or retired; ``None`` if the broker does
+        not name it. Read from `GET /v1/broker` on first use (trust on first use), and again
+        when a kid is unknown, at most every 30 s: after a rotation, the new key."""
+        known = self._broker_keys or {}
+        stale = time.monotonic() - self._broker_keys_at > _BROKER_KEYS_REFRESH
+        if kid not in known and (self._broker_keys is None or stale):
+            data = (await self._call("GET", "/v1/broker")).json()
+            current = data["signing_key"]
+            keys = {
+                current["kid"]: BrokerKey(current["kid"], load_ed25519_public(current["public"]))
+            }
+            for item in data.get("retired_keys", []):
+                keys.setdefault(
+                    item["kid"],
+                    BrokerKey(
+                        item["kid"],
+                        load_ed25519_public(item["public"]),
+                        datetime.fromisoformat(item["retired_at"]),
+                    ),
+                )
+            self._broker_keys, self._broker_keys_at = keys, time.monotonic()
+            known = keys
+        return known.get(kid)
 
     async def registry(self, *, refresh: bool = False) -> Registry:
         fresh = time.monotonic() - self._registry_at < self._ttl
@@ -184,12 +227,12 @@ class BrokerClient:
             headers={"content-type": "application/jose+json"},
         )
         receipt_jws = response.json()["receipt"]
-        kid, public = await self.broker_key()
         try:
             parsed = jws.parse(receipt_jws, jws.TYP_RECEIPT)
-            if parsed.kid != kid:
-                raise VerificationError("receipt signed by another key than the broker's")
-            jws.verify(parsed, public)
+            key = await self.broker_key(parsed.kid)
+            if key is None or key.retired_at is not None:
+                raise VerificationError("receipt not signed by the broker's current key")
+            jws.verify(parsed, key.public)
             claims = parsed.claims()
         except VerificationError as exc:
             raise BrokerError(502, {"title": "Invalid receipt", "detail": str(exc)}) from exc

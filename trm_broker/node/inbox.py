@@ -168,15 +168,19 @@ async def receive_once(
 
 async def _verified_acceptance(receipt: ParsedJws, digest: str, broker: BrokerClient) -> datetime:
     """The receipt is the broker's, for exactly this envelope; return its acceptance time."""
-    kid, public = await broker.broker_key()
     try:
-        if receipt.kid != kid:
+        key = await broker.broker_key(receipt.kid)
+        if key is None:
             raise VerificationError("receipt not signed by the broker's key")
-        jws.verify(receipt, public)
+        jws.verify(receipt, key.public)
         claims = receipt.claims()
         if claims.get("envelope_digest") != digest:
             raise VerificationError("receipt is for another envelope")
-        return datetime.fromisoformat(str(claims["accepted_at"]))
+        accepted_at = datetime.fromisoformat(str(claims["accepted_at"]))
+        # A retired key vouches only for what the broker accepted before retiring it.
+        if not key.vouches_for_acceptance_at(accepted_at):
+            raise VerificationError("receipt signed by a key the broker had retired")
+        return accepted_at
     except (VerificationError, KeyError, ValueError) as exc:
         raise BadSignature(f"The broker's receipt does not verify: {exc}.") from exc
 

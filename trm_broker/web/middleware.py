@@ -10,35 +10,45 @@ from collections.abc import Awaitable, Callable
 import structlog
 from fastapi import FastAPI, Request, Response
 
+from trm_broker.logs import request_context
 from trm_broker.web.problems import internal_error, problem_response
 
-_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+#: A caller's request id is kept only if it cannot carry words (a name): hex, or a UUID.
+_SAFE_REQUEST_ID = re.compile(r"^(?:[0-9a-f]{16,64}|[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})$")
 log = structlog.get_logger("trm_broker.http")
 
 
-def install(app: FastAPI) -> None:
+#: Told of each request when it is answered: method, route template (``unmatched`` when no
+#: route matched, never the raw path), status and seconds taken.
+RequestObserver = Callable[[str, str, int, float], None]
+
+
+def install(app: FastAPI, *, observe: RequestObserver | None = None) -> None:
     @app.middleware("http")
     async def _request_context(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         incoming = request.headers.get("x-request-id", "")
         request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except Exception as exc:
-            # The exception's text may quote data it was handling: log its type only.
-            log.error("unexpected_error", error_type=type(exc).__name__)
-            response = problem_response(internal_error(), request)
-        route = request.scope.get("route")
-        log.info(
-            "request",
-            method=request.method,
-            route=getattr(route, "path", "unmatched"),
-            status=response.status_code,
-            duration_ms=round((time.perf_counter() - started) * 1000, 1),
-        )
+        with request_context(request_id) as ids:
+            started = time.perf_counter()
+            try:
+                response = await call_next(request)
+            except Exception as exc:
+                # The exception's text may quote data it was handling: log its type only.
+                log.error("unexpected_error", error_type=type(exc).__name__)
+                response = problem_response(internal_error(), request)
+            seconds = time.perf_counter() - started
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            log.info(
+                "request",
+                method=request.method,
+                route=route,
+                status=response.status_code,
+                duration_ms=round(seconds * 1000, 1),
+                **ids,
+            )
+            if observe is not None:
+                observe(request.method, route, response.status_code, seconds)
         response.headers["x-request-id"] = request_id
         return response

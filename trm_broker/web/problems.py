@@ -12,6 +12,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_BASE = "urn:trm-broker:problem:"
@@ -148,6 +149,34 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
+#: SQLSTATE classes that mean "the database is not there for us now" (PostgreSQL appendix
+#: A): connection exception, insufficient resources, operator intervention, system error.
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57", "58")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database is out of reach (down, restarting, cut off, out of
+    connections), rather than that the request or the code is wrong.
+
+    A refused or reset connection surfaces as the driver's bare ``OSError`` (SQLAlchemy
+    wraps only the driver's own exception types); a server going away mid-query, or
+    refusing new sessions while it starts or stops, as a ``DBAPIError`` with its SQLSTATE.
+    """
+    if isinstance(exc, OSError | sa_exc.TimeoutError):  # TimeoutError: the pool is exhausted
+        return True
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+        return exc.connection_invalidated or sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+    return False
+
+
+def unavailable_problem() -> Unavailable:
+    # Fixed text: the driver's message may quote the query or its parameters.
+    return Unavailable("The database is unreachable; nothing was applied. Retry later.")
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into problem+json."""
 
@@ -176,6 +205,19 @@ def install(app: FastAPI) -> None:
             exc.status_code, "HTTP error"
         )
         return problem_response(problem, request)
+
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        # Raised outside the request's session (authentication, a session of its own, the
+        # pool's connect): a database outage is a 503 the caller retries, never a 500.
+        if database_unavailable(exc):
+            log.warning("database_unavailable", error_type=type(exc).__name__)
+            return problem_response(unavailable_problem(), request)
+        # The exception's text may quote data it was handling: log its type only.
+        log.error("unexpected_error", error_type=type(exc).__name__)
+        return problem_response(internal_error(), request)
+
+    for error in (OSError, sa_exc.DBAPIError, sa_exc.TimeoutError):
+        app.add_exception_handler(error, _database)
 
 
 def internal_error() -> Problem:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import structlog
 from fastapi import APIRouter, Response
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.api.auth import SignedCaller
 from trm_broker.api.deps import BrokerState, Session, State
@@ -17,6 +20,7 @@ from trm_broker.store.models import Refusal
 from trm_broker.web.problems import Conflict, ConsentMissing, Problem, WorkflowRule
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
+log = structlog.get_logger("trm_broker.messages")
 
 _ENVELOPE_BODY: dict[str, Any] = {
     "requestBody": {
@@ -60,6 +64,7 @@ async def submit_message(
     """
     body = caller.body
     skew = timedelta(seconds=state.settings.clock_skew_seconds)
+    seen = service.Submission()
 
     async def accept() -> tuple[ReceiptOut, bool]:
         return await service.accept(
@@ -70,8 +75,32 @@ async def submit_message(
             skew,
             caller.participant_id,
             state.rules(),
+            seen=seen,
         )
 
+    try:
+        receipt, created = await _accept_once(session, state, accept)
+    except Problem as problem:
+        state.metrics.refused(seen.message_type, problem)
+        raise
+    if not created:
+        response.status_code = 200
+        return receipt
+    state.metrics.accepted(seen.message_type)
+    log.info("message_accepted", message_type=seen.message_type)
+    state.wake_dispatcher()
+    state.wake_sequencer()
+    state.notify_inbox()
+    return receipt
+
+
+async def _accept_once(
+    session: AsyncSession,
+    state: BrokerState,
+    accept: Callable[[], Awaitable[tuple[ReceiptOut, bool]]],
+) -> tuple[ReceiptOut, bool]:
+    """Run ``accept`` and commit; a concurrent request storing the same envelope makes this
+    one a repeat (the original receipt), never a refusal."""
     try:
         try:
             receipt, created = await accept()
@@ -95,13 +124,7 @@ async def submit_message(
             await session.rollback()
             await _record_refusal(state, problem)
             raise problem from None
-    if not created:
-        response.status_code = 200
-        return receipt
-    state.wake_dispatcher()
-    state.wake_sequencer()
-    state.notify_inbox()
-    return receipt
+    return receipt, created
 
 
 async def _record_refusal(state: BrokerState, problem: Problem) -> None:

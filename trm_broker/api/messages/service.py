@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
@@ -30,6 +31,7 @@ from trm_broker.domain.ledger_events import EventType, LedgerEvent
 from trm_broker.domain.participants import MESSAGING_KINDS, ParticipantKind
 from trm_broker.domain.signed_objects import ReceiptClaims
 from trm_broker.domain.workflow import Rules
+from trm_broker.logs import bind_ids
 from trm_broker.store import deliveries as outbox
 from trm_broker.store import ledger
 from trm_broker.store import messages as store
@@ -46,6 +48,14 @@ from trm_broker.web.problems import (
 )
 
 
+@dataclass
+class Submission:
+    """What is known so far of the envelope being accepted, for metrics: its type once the
+    envelope verified and parsed (``unknown`` before, or when it never does)."""
+
+    message_type: str = "unknown"
+
+
 def _as_rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -58,9 +68,12 @@ async def accept(
     clock_skew: timedelta,
     caller_id: str,
     rules: Rules,
+    *,
+    seen: Submission | None = None,
 ) -> tuple[ReceiptOut, bool]:
     """Verify and store one envelope with its outbox row; return the receipt and whether
-    it is new (False: the same envelope was accepted before and its receipt is returned)."""
+    it is new (False: the same envelope was accepted before and its receipt is returned).
+    ``seen`` learns the envelope's type as soon as it is known."""
     # 1. Structure and protected header (RFC 7515 §5.2): EdDSA only, typ envelope.
     try:
         obj = json.loads(body)
@@ -99,6 +112,10 @@ async def accept(
             "The envelope does not match the schema; fix: " + ", ".join(fields) + ".",
             fields=fields,
         ) from exc
+    # Signed and well formed: the rest of this request's log lines name the message.
+    bind_ids(message_id=envelope.id)
+    if seen is not None:
+        seen.message_type = envelope.type.value
 
     # 5. The signer is the sender, who also signed the request, and both parties may
     #    exchange case messages.
@@ -238,6 +255,7 @@ async def status(session: AsyncSession, message_id: str, caller_id: str) -> Mess
     delivery = await store.delivery_of(session, message_id) if message else None
     if message is None or delivery is None:
         raise NotFound("You are not party to a message with this id.")
+    bind_ids(message_id=message.id)  # found: the id is the broker's, not just the caller's text
     return MessageStatusOut(
         message_id=message.id,
         status=message_status(delivery),
