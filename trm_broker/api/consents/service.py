@@ -118,10 +118,14 @@ async def readable(session: AsyncSession, consent_id: str, caller: Caller) -> Co
 
 
 async def covering(
-    session: AsyncSession, consent_ref: str | None, message: scope.MessageFacts
+    session: AsyncSession, consent_ref: str | None, message: scope.MessageFacts, registrant: str
 ) -> scope.Consent | None:
     """The consent a message references, checked against the message (403 if it does not
-    cover it); ``None`` for a type that needs none."""
+    cover it); ``None`` for a type that needs none.
+
+    Only a consent registered by ``registrant``, the case's sending focal point (§7), can
+    cover its messages. Any other is answered exactly as an unknown id: its scope is not
+    the sender's to learn, nor to borrow."""
     if not scope.consent_needed(message.type):
         return None
     if consent_ref is None:
@@ -130,8 +134,11 @@ async def covering(
             rule="consent_missing",
         )
     row = await store.get(session, consent_ref)
-    if row is None:
-        raise ConsentMissing(f"No consent has id {consent_ref}.", rule="consent_unknown")
+    if row is None or row.registered_by != registrant:
+        raise ConsentMissing(
+            f"No consent with id {consent_ref} was registered by the case's sending focal point.",
+            rule="consent_unknown",
+        )
     consent = store.to_domain(row)
     try:
         scope.check(consent, message)

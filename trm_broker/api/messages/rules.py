@@ -76,13 +76,15 @@ async def _admit(
         data_categories=frozenset(envelope.data_categories),
         at=now,
     )
-    consent = await consents.covering(session, envelope.consent_ref, facts)
+    # The case's sending focal point registered its consent; a referral opens the case.
+    row = await cases.get(session, envelope.case_ref)
+    registrant = row.sending if row is not None else envelope.sender
+    consent = await consents.covering(session, envelope.consent_ref, facts, registrant)
     withdraws = None
     if envelope.type is MessageType.CONSENT_WITHDRAWAL:
         withdraws = await _withdrawn_consent(session, envelope)
 
     # 2. The workflow and return safeguards (§6), over the case's stored state.
-    row = await cases.get(session, envelope.case_ref)
     receiving_org = None
     header = HEADER_MODELS[envelope.type].model_validate(envelope.header)
     if envelope.type is MessageType.RETURN_PREPARATION:
