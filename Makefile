@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo serve test lint bench install clean
+.PHONY: demo serve test chaos lint bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,16 @@ serve: $(STAMP)
 test: $(STAMP)
 	./tools/ensure-postgres.sh
 	$(PY) -m pytest -q
+
+# The delivery proofs at length: 200 SIGKILLs per crash test, outages and load 10 times
+# longer (the normal suite runs them short). Override: make chaos TRM_CHAOS_KILLS=30
+TRM_CHAOS_KILLS ?= 200
+TRM_CHAOS_SCALE ?= 10
+chaos: $(STAMP)
+	./tools/ensure-postgres.sh
+	TRM_CHAOS_KILLS=$(TRM_CHAOS_KILLS) TRM_CHAOS_SCALE=$(TRM_CHAOS_SCALE) $(PY) -m pytest -q -s \
+		tests/e2e/test_delivery_crash.py tests/e2e/test_delivery_outage.py \
+		tests/e2e/test_delivery_scaleout.py tests/e2e/test_delivery_faults.py
 
 bench: $(STAMP)
 	$(PY) -m bench.ledger

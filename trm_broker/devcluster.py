@@ -27,13 +27,23 @@ def free_port() -> int:
 
 @dataclass
 class Process:
+    """One `trm-broker` process. ``args``, ``env`` and ``port`` are what it was started with,
+    so :meth:`LocalCluster.restart` starts it again the same way, on the same port."""
+
     name: str
     url: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
 
     def log_text(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    @property
+    def running(self) -> bool:
+        return self.popen.poll() is None
 
     def stop(self, timeout: float = 15.0) -> None:
         if self.popen.poll() is None:
@@ -43,6 +53,12 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown at all, as in a crash or a power cut."""
+        if self.popen.poll() is None:
+            self.popen.kill()
+        self.popen.wait()
 
 
 @dataclass
@@ -97,28 +113,92 @@ class LocalCluster:
         env.update(values)
         return env
 
-    def _cli(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "trm_broker.cli", *args]
-
-    def _spawn(self, name: str, port: int, args: list[str], env: dict[str, str]) -> Process:
-        log_path = self.workdir / f"{name}.log"
-        with log_path.open("wb") as log:
-            popen = subprocess.Popen(
-                self._cli(*args), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
-            )
-        process = Process(name, f"http://127.0.0.1:{port}", popen, log_path)
-        self.processes.append(process)
-        _wait_healthy(process)
-        return process
-
     def broker_env(self) -> dict[str, str]:
+        # The cluster's short delivery timings, unless extra_env sets others.
+        timings = {
+            "TRM_DELIVERY_POLL_SECONDS": "0.5",
+            "TRM_DELIVERY_BACKOFF_MAX_SECONDS": "2",
+        }
+        timings.update({k: v for k, v in self.extra_env.items() if k in timings})
         return self._env(
             TRM_DATABASE_URL=self.database_url,
             TRM_BROKER_KEY_FILE=str(self.workdir / "broker-key.json"),
-            TRM_DELIVERY_POLL_SECONDS="0.5",
             TRM_ALLOW_LOOPBACK_INBOXES="true",
-            TRM_DELIVERY_BACKOFF_MAX_SECONDS="2",
+            **timings,
         )
+
+    def _cli(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "trm_broker.cli", *args]
+
+    def _spawn(self, name: str, port_var: str, args: list[str], env: dict[str, str]) -> Process:
+        """Start a process on a free port (set in ``env[port_var]``) and wait until it is
+        healthy. Another socket may take the port between the choice and the bind: then it
+        is started again on another one."""
+        for attempt in range(3):
+            port = free_port()
+            process = self._launch(name, port, args, {**env, port_var: str(port)})
+            try:
+                _wait_healthy(process)
+                return process
+            except RuntimeError:
+                if process.running or not _bind_failed(process.log_text()) or attempt == 2:
+                    raise
+                self.processes.remove(process)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _launch(
+        self,
+        name: str,
+        port: int,
+        args: list[str],
+        env: dict[str, str],
+        *,
+        replaces: Process | None = None,
+    ) -> Process:
+        log_path = self.workdir / f"{name}.log"
+        # A restarted process appends to its log, after a line saying so.
+        with log_path.open("ab" if replaces is not None else "wb") as log:
+            if replaces is not None:
+                log.write(f"--- restarted at {time.time():.3f} ---\n".encode())
+                log.flush()
+            popen = subprocess.Popen(
+                self._cli(*args), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
+            )
+        process = Process(name, f"http://127.0.0.1:{port}", popen, log_path, args, env, port)
+        if replaces is not None and replaces in self.processes:
+            self.processes[self.processes.index(replaces)] = process
+        else:
+            self.processes.append(process)
+        if replaces is not None and self.broker is replaces:
+            self.broker = process
+        return process
+
+    def restart(self, process: Process, timeout: float = 60.0) -> Process:
+        """Start a stopped or killed process again: same command, environment, port, files
+        (the broker's URL and the nodes' inbox URLs stay valid). Returns the new process;
+        the cluster's ``broker`` follows if it was that one.
+
+        A port just freed may be held a moment by another socket (a client's ephemeral
+        port): a start that fails to bind it is tried again, a few times."""
+        if process.running:
+            raise RuntimeError(f"{process.name} is still running: stop or kill it first")
+        current = process
+        for attempt in range(5):
+            logged = current.log_path.stat().st_size if current.log_path.exists() else 0
+            current = self._launch(
+                process.name, process.port, process.args, process.env, replaces=current
+            )
+            try:
+                _wait_healthy(current, timeout)
+                return current
+            except RuntimeError:
+                with current.log_path.open("rb") as log:
+                    log.seek(logged)
+                    started = log.read().decode("utf-8", errors="replace")
+                if current.running or not _bind_failed(started) or attempt == 4:
+                    raise
+                time.sleep(0.5)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def migrate(self) -> None:
         subprocess.run(
@@ -151,12 +231,25 @@ class LocalCluster:
         self.operator = KeySet.read(key_file)
         return self.operator
 
-    def start_broker(self) -> Process:
-        port = free_port()
+    def start_broker(self, name: str = "broker", **env_values: str) -> Process:
+        """`trm-broker serve` on a free port. The first one started is ``self.broker`` (the
+        nodes' broker); more (e.g. two brokers on one PostgreSQL) need their own ``name``.
+        ``env_values`` (e.g. ``TRM_RUN_DISPATCHER="false"``) go to this process only."""
         env = self.broker_env()
-        env.update(TRM_HOST="127.0.0.1", TRM_PORT=str(port))
-        self.broker = self._spawn("broker", port, ["serve"], env)
-        return self.broker
+        env.update(env_values)
+        env.update(TRM_HOST="127.0.0.1")
+        process = self._spawn(name, "TRM_PORT", ["serve"], env)
+        if self.broker is None:
+            self.broker = process
+        return process
+
+    def start_worker(self, name: str = "worker", **env_values: str) -> Process:
+        """`trm-broker worker`: a delivery dispatcher of its own, on the broker's database
+        (PostgreSQL), answering /healthz on TRM_WORKER_PORT."""
+        env = self.broker_env()
+        env.update(env_values)
+        env.update(TRM_HOST="127.0.0.1")
+        return self._spawn(name, "TRM_WORKER_PORT", ["worker"], env)
 
     def start_node(self, name: str, participants: list[str]) -> Node:
         if self.broker is None:
@@ -167,18 +260,27 @@ class LocalCluster:
             if not path.exists():
                 KeySet.generate(participant).write(path)
             keysets.append(KeySet.read(path))
-        port = free_port()
         token = secrets.token_urlsafe(24)
         env = self._env(
             TRM_NODE_DATABASE_URL=f"sqlite+aiosqlite:///{self.workdir / (name + '.db')}",
             TRM_NODE_HOST="127.0.0.1",
-            TRM_NODE_PORT=str(port),
             TRM_NODE_BROKER_URL=self.broker.url,
             TRM_NODE_KEY_FILES=",".join(str(self.workdir / f"{p}.keys.json") for p in participants),
             TRM_NODE_API_TOKEN=token,
         )
-        process = self._spawn(name, port, ["node", "serve"], env)
+        process = self._spawn(name, "TRM_NODE_PORT", ["node", "serve"], env)
         return Node(process, token, keysets)
+
+    def restart_node(self, node: Node) -> Node:
+        """Start a stopped node again on its port and database: its registered inbox URL
+        stays valid, and what it received is still there."""
+        node.process = self.restart(node.process)
+        return node
+
+
+def _bind_failed(log: str) -> bool:
+    """Whether a process's start log says its port was taken (uvicorn: errno 98)."""
+    return "address already in use" in log.lower()
 
 
 def _wait_healthy(process: Process, timeout: float = 30.0) -> None:

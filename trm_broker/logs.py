@@ -27,7 +27,9 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        # Not cached: a logger first used before this call (a library importing ours, a
+        # test) would otherwise keep structlog's default, printing plain text to stdout.
+        cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,

@@ -22,6 +22,7 @@ from trm_broker.crypto.keys import KeySet
 from trm_broker.delivery.dispatcher import DeliveryDispatcher
 from trm_broker.domain.inbox_url import InboxPolicy
 from trm_broker.domain.messages import MessageType
+from trm_broker.store import deliveries as outbox
 from trm_broker.store.models import Delivery, LedgerEntry
 
 AT = KeySet.generate("at.focal-point")
@@ -288,3 +289,20 @@ async def test_a_consent_withdrawal_drops_dead_letters_and_closes_their_alert(
         assert "delivery_dead_lettered" not in {a["kind"] for a in alerts}
     requeue = await broker.call("POST", f"/v1/deliveries/{referral_id}/requeue", broker.operator)
     assert requeue.status_code == 409  # dropped for good
+
+
+async def test_a_push_cut_short_by_a_crash_still_counts_as_an_attempt(broker: Broker) -> None:
+    message_id = (await broker.submit(referral(AT, NG))).json()["message_id"]
+    now = datetime.now(UTC)
+    async with broker.app.state.broker.sessions() as session:  # a dispatcher that then died
+        claimed = await outbox.claim_due(session, now, now + timedelta(seconds=1), 10)
+        await session.commit()
+    assert [c.message_id for c in claimed] == [message_id]
+    body = await status(broker, message_id)
+    assert (body["status"], body["delivery"]["attempts"]) == ("accepted", 1)
+
+    inbox = Inbox()
+    await due_now(broker)  # its lease ran out
+    assert await dispatcher(broker, inbox).run_once() == 1
+    body = await status(broker, message_id)
+    assert (body["status"], body["delivery"]["attempts"]) == ("acknowledged", 2)

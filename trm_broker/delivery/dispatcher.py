@@ -148,7 +148,7 @@ class DeliveryDispatcher(BackgroundLoop):
                 answer, error = None, f"internal_{type(exc).__name__}"
             async with self._sessions() as session:
                 now = datetime.now(UTC)
-                attempts = delivery.attempts + 1
+                attempts = delivery.attempts  # counted when claimed
                 if answer is not None:
                     recorded = await outcomes.record_answer(
                         session,
@@ -166,7 +166,7 @@ class DeliveryDispatcher(BackgroundLoop):
                 else:
                     error = error or "unknown"
                     retry = now + timedelta(
-                        seconds=backoff_seconds(delivery.attempts, self._backoff_cap)
+                        seconds=backoff_seconds(attempts - 1, self._backoff_cap)
                     )
                     await outbox.record_failed(session, delivery.delivery_id, error, retry)
                     log.info("delivery_failed", error=error, attempts=attempts)

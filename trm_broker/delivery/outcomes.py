@@ -31,14 +31,18 @@ async def record_answer(
     rejected: bool,
     attempts: int,
     now: datetime,
+    *,
+    pulled: bool = False,
 ) -> bool:
     """Record a verified signed answer (acknowledgement or rejection) and its ledger entry;
     ``False`` if the delivery was already answered (the first answer stands)."""
     stored = json.dumps(ack)
     if rejected:
-        recorded = await outbox.record_rejected(session, delivery_id, now, stored)
+        recorded = await outbox.record_rejected(session, delivery_id, now, stored, pulled=pulled)
     else:
-        recorded = await outbox.record_acknowledged(session, delivery_id, now, stored)
+        recorded = await outbox.record_acknowledged(
+            session, delivery_id, now, stored, pulled=pulled
+        )
     if not recorded:
         return False
     message = await _message(session, message_id)

@@ -87,7 +87,8 @@ async def claim_due(
             Delivery.status == PENDING,
             Delivery.next_attempt_at <= now,
         )
-        .values(next_attempt_at=lease_until, last_attempt_at=now)
+        # A push is counted when it starts, so one cut short by a crash counts too.
+        .values(next_attempt_at=lease_until, last_attempt_at=now, attempts=Delivery.attempts + 1)
         .returning(Delivery.id)
     )
     ids = list(leased.scalars().all())
@@ -125,7 +126,7 @@ async def release(
             Delivery.status == PENDING,
             Delivery.next_attempt_at == lease_until,
         )
-        .values(next_attempt_at=now)
+        .values(next_attempt_at=now, attempts=Delivery.attempts - 1)  # never pushed
     )
     return int(getattr(result, "rowcount", 0) or 0)
 
@@ -142,20 +143,24 @@ async def release_all(session: AsyncSession, now: datetime) -> int:
 
 
 async def record_acknowledged(
-    session: AsyncSession, delivery_id: int, at: datetime, ack: str
+    session: AsyncSession, delivery_id: int, at: datetime, ack: str, *, pulled: bool = False
 ) -> bool:
-    """Mark a delivery acknowledged; ``False`` if it was already answered or dropped."""
-    return await _record_answer(session, delivery_id, at, ack, ACKNOWLEDGED)
+    """Mark a delivery acknowledged; ``False`` if it was already answered or dropped.
+    ``pulled``: the answer came through the pull inbox (counted as an attempt here; a
+    push was counted when claimed)."""
+    return await _record_answer(session, delivery_id, at, ack, ACKNOWLEDGED, pulled)
 
 
-async def record_rejected(session: AsyncSession, delivery_id: int, at: datetime, ack: str) -> bool:
+async def record_rejected(
+    session: AsyncSession, delivery_id: int, at: datetime, ack: str, *, pulled: bool = False
+) -> bool:
     """Mark a delivery rejected by its recipient's signed answer (never retried); ``False``
     if it was already answered or dropped."""
-    return await _record_answer(session, delivery_id, at, ack, REJECTED)
+    return await _record_answer(session, delivery_id, at, ack, REJECTED, pulled)
 
 
 async def _record_answer(
-    session: AsyncSession, delivery_id: int, at: datetime, ack: str, status: str
+    session: AsyncSession, delivery_id: int, at: datetime, ack: str, status: str, pulled: bool
 ) -> bool:
     # A dead letter may still be answered: a pull-mode recipient that fetched it late.
     result = await session.execute(
@@ -163,7 +168,7 @@ async def _record_answer(
         .where(Delivery.id == delivery_id, Delivery.status.in_(_HOLDS_BACK))
         .values(
             status=status,
-            attempts=Delivery.attempts + 1,
+            attempts=Delivery.attempts + (1 if pulled else 0),
             acknowledged_at=at,
             ack=ack,
             last_error=None,
@@ -178,7 +183,7 @@ async def record_failed(
     await session.execute(
         update(Delivery)
         .where(Delivery.id == delivery_id, Delivery.status == PENDING)
-        .values(attempts=Delivery.attempts + 1, last_error=error[:200], next_attempt_at=retry_at)
+        .values(last_error=error[:200], next_attempt_at=retry_at)
     )
 
 

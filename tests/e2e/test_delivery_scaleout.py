@@ -1,0 +1,103 @@
+"""Scale-out (issue 6): two broker processes (TRM_RUN_DISPATCHER=false) and two `trm-broker
+worker` processes on one PostgreSQL, under load sent to both brokers. Every message is
+delivered exactly once in effect: stored once at its node, one `message.acknowledged` in
+the ledger (read by an auditor), and acknowledged in GET /v1/messages/{id}. Both workers
+did deliveries, the brokers none. `make chaos` runs the load TRM_CHAOS_SCALE times longer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.load import (
+    FAST_DELIVERY,
+    LoadGenerator,
+    api_statuses,
+    chaos_rng,
+    chaos_scale,
+    check_delivery,
+    ledger_acknowledgements,
+    logs_hint,
+    two_countries,
+)
+from trm_broker import demo
+from trm_broker.devcluster import LocalCluster, Process
+
+LOAD_SECONDS = 10.0 * chaos_scale()
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240 + 2 * LOAD_SECONDS)]
+
+
+async def test_two_brokers_and_two_workers_deliver_each_message_once(
+    tmp_path: Path, empty_postgres_database: str
+) -> None:
+    seed, rng = chaos_rng()
+    started = time.monotonic()
+    with LocalCluster(tmp_path, empty_postgres_database, dict(FAST_DELIVERY)) as cluster:
+        cluster.migrate()
+        cluster.init_operator()
+        brokers = [cluster.start_broker("broker-1", TRM_RUN_DISPATCHER="false")]
+        workers: list[Process] = []
+        parties = await two_countries(
+            cluster,
+            lambda: brokers.append(cluster.start_broker("broker-2", TRM_RUN_DISPATCHER="false")),
+            lambda: workers.append(cluster.start_worker("worker-1")),
+            lambda: workers.append(cluster.start_worker("worker-2")),
+        )
+        auditor_key = demo.register_auditor(cluster, "at.rapporteur", "AT")
+        urls = [b.url for b in brokers]
+        load = LoadGenerator(urls, parties, rng, concurrency=8)
+        stop = asyncio.Event()
+        sending = asyncio.create_task(load.run(stop))
+        try:
+            await asyncio.sleep(LOAD_SECONDS)
+        finally:
+            stop.set()
+            await sending
+        report = await check_delivery(
+            f"scale-out postgresql, seed {seed}",
+            load,
+            [p.node for p in parties],
+            cluster.database_url,
+            started,
+        )
+        expected = {s.message_id for s in load.receipted}
+        ledger = await ledger_acknowledgements(brokers[1].url, auditor_key, expected)
+        statuses = await api_statuses(urls, load, parties)
+        not_one = {i: ledger[i] for i in expected if ledger[i] != 1}
+        status_counts = Counter(statuses.values())
+        delivered_by = {
+            p.name: p.log_text().count('"delivery_acknowledged"') for p in brokers + workers
+        }
+        print(
+            f"\n{report.summary()}\n  ledger (auditor): {len(expected) - len(not_one)} messages"
+            f" with exactly one message.acknowledged, {len(not_one)} otherwise;"
+            f" GET /v1/messages: {dict(status_counts)}; acknowledged by: {delivered_by}"
+        )
+        failed = (
+            not report.clean
+            or bool(not_one)
+            or status_counts != Counter({"acknowledged": report.receipted})
+            or not all(delivered_by[w.name] > 0 for w in workers)
+            or any(delivered_by[b.name] for b in brokers)
+        )
+        detail = (
+            f"{report.summary()}\nledger entries not one: {dict(list(not_one.items())[:20])}\n"
+            f"statuses: {dict(status_counts)}\ndelivered by: {delivered_by}\n"
+            f"{logs_hint(cluster, failed)}"
+        )
+    assert report.sent == report.receipted > 0, detail
+    assert (report.lost, report.duplicated, report.unexpected) == (0, 0, 0), detail
+    assert report.delivered == report.receipted, detail
+    assert report.out_of_order == 0, detail
+    assert report.altered == 0, detail
+    assert (report.not_acknowledged, report.ack_entries_not_one) == (0, 0), detail
+    assert not_one == {}, detail
+    assert status_counts == Counter({"acknowledged": report.receipted}), detail
+    assert all(delivered_by[w.name] > 0 for w in workers), detail
+    assert all(delivered_by[b.name] == 0 for b in brokers), detail
