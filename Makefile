@@ -23,7 +23,7 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	./tools/ensure-postgres.sh
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 # The delivery proofs at length: 200 SIGKILLs per crash test, outages and load 10 times
 # longer (the normal suite runs them short). Override: make chaos TRM_CHAOS_KILLS=30

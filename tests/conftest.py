@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,3 +109,33 @@ def database_url(backend: str, request: pytest.FixtureRequest) -> str:
     fixture = "sqlite_database" if backend == "sqlite" else "postgres_database"
     url: str = request.getfixturevalue(fixture)
     return url
+
+
+# --- what the proofs checked ----------------------------------------------------------------
+# The delivery proofs (tests/e2e/test_delivery_*) and the access-control matrix print their
+# counts (sent, receipted, delivered, lost, duplicated; cells checked). Passing tests' output
+# is captured, and with pytest-xdist it is on another process: show it in the summary.
+
+_PROOFS = ("tests/e2e/test_delivery_", "tests/security/test_access_matrix")
+_proof_lines: list[tuple[str, str]] = []
+_LOG_LINE = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and report.passed and report.nodeid.startswith(_PROOFS):
+        # Only what the test printed: not the log lines of brokers running in-process.
+        lines = [line for line in report.capstdout.splitlines() if not _LOG_LINE.match(line)]
+        text = "\n".join(lines).strip()
+        if text:
+            _proof_lines.append((report.nodeid, text))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _proof_lines:
+        return
+    terminalreporter.section("what the delivery and access proofs checked")
+    for nodeid, text in sorted(_proof_lines):
+        terminalreporter.write_line(nodeid)
+        for line in text.splitlines():
+            if line.strip():
+                terminalreporter.write_line("    " + line.strip())

@@ -172,6 +172,12 @@ class Settings(BaseSettings):
         description="Comma-separated key files (from `trm-broker keys new`) of the "
         "participants this node serves.",
     )
+    node_keys: SecretStr | None = Field(
+        None,
+        description="The node's key sets from the environment instead of files: a JSON array "
+        "of key files' contents (from `trm-broker keys new`), read after TRM_NODE_KEY_FILES; "
+        "never logged.",
+    )
     node_api_token: SecretStr | None = Field(
         None,
         description="Bearer token for the node's local case-worker API. Unset: refused.",

@@ -59,7 +59,7 @@ def test_random_bits_vary() -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        str(uuid.uuid4()),  # version 4
+        "9519ef94-5f80-4308-8ab4-330fb17cc0ed",  # version 4
         "0190a1b2-c3d4-7e5f-0a9b-0c1d2e3f4a5b",  # variant 0
         "0190a1b2-c3d4-7e5f-ca9b-0c1d2e3f4a5b",  # variant 110
         "0190A1B2-C3D4-7E5F-8A9B-0C1D2E3F4A5B",  # uppercase

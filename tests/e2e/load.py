@@ -663,11 +663,15 @@ def logs_hint(cluster: LocalCluster, failed: bool) -> str:
 
 
 async def ledger_acknowledgements(
-    broker_url: str, auditor_key: Path, expected: set[str], wait: float = 60.0
+    broker_url: str,
+    auditor_key: Path,
+    expected: set[str],
+    wait: float = 60.0,
+    event: str = "message.acknowledged",
 ) -> Counter[str]:
-    """How many ``message.acknowledged`` entries of the ledger name each message, read from
-    GET /v1/ledger/entries with an auditor's signed requests, once the sequencer has
-    integrated an entry for every message of ``expected`` (or ``wait`` has passed)."""
+    """How many ``event`` entries (``message.acknowledged``) of the ledger name each message,
+    read from GET /v1/ledger/entries with an auditor's signed requests, once the sequencer
+    has integrated one for every message of ``expected`` (or ``wait`` has passed)."""
     auth = SignedRequests(KeySet.read(auditor_key).signing)
     deadline = time.monotonic() + wait
     async with httpx.AsyncClient(timeout=30, auth=auth) as client:
@@ -681,7 +685,7 @@ async def ledger_acknowledgements(
                 response.raise_for_status()
                 page = response.json()
                 for item in page["entries"]:
-                    if item["entry"]["type"] == "message.acknowledged":
+                    if item["entry"]["type"] == event:
                         found[str(item["entry"]["message_id"])] += 1
                 start = page["next_start"]
             if expected <= found.keys() or time.monotonic() > deadline:

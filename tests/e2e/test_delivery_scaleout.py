@@ -1,8 +1,11 @@
-"""Scale-out (issue 6): two broker processes (TRM_RUN_DISPATCHER=false) and two `trm-broker
-worker` processes on one PostgreSQL, under load sent to both brokers. Every message is
-delivered exactly once in effect: stored once at its node, one `message.acknowledged` in
-the ledger (read by an auditor), and acknowledged in GET /v1/messages/{id}. Both workers
-did deliveries, the brokers none. `make chaos` runs the load TRM_CHAOS_SCALE times longer.
+"""Scale-out (issues 6 and 7): two broker processes (TRM_RUN_DISPATCHER=false) and two
+`trm-broker worker` processes on one PostgreSQL, under load sent to both brokers; halfway,
+the second broker is killed (SIGKILL) and the first carries on. Every message is delivered
+exactly once in effect: stored once at its node, one `message.accepted` and one
+`message.acknowledged` in the ledger (read by an auditor), and acknowledged in
+GET /v1/messages/{id}. The ledger has one order: the auditor's `ledger verify` recomputes
+every entry into the signed root. Both workers did deliveries, the brokers none.
+`make chaos` runs the load TRM_CHAOS_SCALE times longer.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.load import (
@@ -27,6 +31,7 @@ from tests.e2e.load import (
 )
 from trm_broker import demo
 from trm_broker.devcluster import LocalCluster, Process
+from trm_broker.ledger_cli import verify
 
 LOAD_SECONDS = 10.0 * chaos_scale()
 
@@ -55,7 +60,10 @@ async def test_two_brokers_and_two_workers_deliver_each_message_once(
         stop = asyncio.Event()
         sending = asyncio.create_task(load.run(stop))
         try:
-            await asyncio.sleep(LOAD_SECONDS)
+            await asyncio.sleep(LOAD_SECONDS / 2)
+            brokers[1].kill()  # requests to it now fail; senders retry on the other
+            killed_at = time.monotonic() - started
+            await asyncio.sleep(LOAD_SECONDS / 2)
         finally:
             stop.set()
             await sending
@@ -67,8 +75,15 @@ async def test_two_brokers_and_two_workers_deliver_each_message_once(
             started,
         )
         expected = {s.message_id for s in load.receipted}
-        ledger = await ledger_acknowledgements(brokers[1].url, auditor_key, expected)
-        statuses = await api_statuses(urls, load, parties)
+        survivor = brokers[0].url
+        ledger = await ledger_acknowledgements(survivor, auditor_key, expected)
+        accepted = await ledger_acknowledgements(
+            survivor, auditor_key, expected, event="message.accepted"
+        )
+        statuses = await api_statuses([survivor], load, parties)
+        vkey = httpx.get(survivor + "/v1/broker", timeout=5).json()["ledger"]["verifier_key"]
+        checkpoint = await asyncio.to_thread(verify, survivor, vkey, auditor_key, None)
+        accepted_not_one = {i: accepted[i] for i in expected if accepted[i] != 1}
         not_one = {i: ledger[i] for i in expected if ledger[i] != 1}
         status_counts = Counter(statuses.values())
         delivered_by = {
@@ -77,7 +92,9 @@ async def test_two_brokers_and_two_workers_deliver_each_message_once(
         print(
             f"\n{report.summary()}\n  ledger (auditor): {len(expected) - len(not_one)} messages"
             f" with exactly one message.acknowledged, {len(not_one)} otherwise;"
-            f" GET /v1/messages: {dict(status_counts)}; acknowledged by: {delivered_by}"
+            f" GET /v1/messages: {dict(status_counts)}; acknowledged by: {delivered_by};"
+            f" broker-2 killed at {killed_at:.1f} s; ledger verified: {checkpoint.size} entries,"
+            f" {len(expected) - len(accepted_not_one)} messages accepted exactly once"
         )
         failed = (
             not report.clean
@@ -85,6 +102,7 @@ async def test_two_brokers_and_two_workers_deliver_each_message_once(
             or status_counts != Counter({"acknowledged": report.receipted})
             or not all(delivered_by[w.name] > 0 for w in workers)
             or any(delivered_by[b.name] for b in brokers)
+            or bool(accepted_not_one)
         )
         detail = (
             f"{report.summary()}\nledger entries not one: {dict(list(not_one.items())[:20])}\n"
@@ -98,6 +116,8 @@ async def test_two_brokers_and_two_workers_deliver_each_message_once(
     assert report.altered == 0, detail
     assert (report.not_acknowledged, report.ack_entries_not_one) == (0, 0), detail
     assert not_one == {}, detail
+    assert accepted_not_one == {}, detail  # no message sequenced twice, none missing
+    assert checkpoint.size >= 2 * len(expected), detail
     assert status_counts == Counter({"acknowledged": report.receipted}), detail
     assert all(delivered_by[w.name] > 0 for w in workers), detail
     assert all(delivered_by[b.name] == 0 for b in brokers), detail

@@ -15,6 +15,7 @@ from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from trm_broker import __version__
+from trm_broker.crypto.errors import MalformedError
 from trm_broker.domain.envelope import CASE_REF_PATTERN
 from trm_broker.domain.messages import MessageType
 from trm_broker.logs import bind_ids
@@ -96,11 +97,16 @@ _CASE_ROUTE: dict[str, Any] = {
 
 
 def load_keyring(settings: Settings) -> Keyring:
-    if not settings.node_key_files:
+    documents = settings.node_keys.get_secret_value() if settings.node_keys else None
+    if not settings.node_key_files and documents is None:
         raise SystemExit(
-            "Set TRM_NODE_KEY_FILES to the key file(s) of the participants this node serves."
+            "Set TRM_NODE_KEY_FILES (or TRM_NODE_KEYS) to the key files of the participants "
+            "this node serves."
         )
-    return Keyring.read(settings.node_key_files)
+    try:
+        return Keyring.read(settings.node_key_files, documents)
+    except MalformedError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None = None) -> FastAPI:

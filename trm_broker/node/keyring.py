@@ -4,10 +4,12 @@ before a rotation, of either algorithm (X25519 or MLKEM768-X25519)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from trm_broker.crypto.errors import MalformedError
 from trm_broker.crypto.keys import AnyEncryptionKey, KeySet
 
 
@@ -27,8 +29,22 @@ class Keyring:
         return cls(current, decryption)
 
     @classmethod
-    def read(cls, paths: Iterable[Path]) -> Keyring:
-        return cls.from_keysets(KeySet.read(path) for path in paths)
+    def read(cls, paths: Iterable[Path], documents: str | None = None) -> Keyring:
+        """Key files, then ``documents`` (a JSON array of key files' contents, as
+        TRM_NODE_KEYS holds them): later ones of a participant become current."""
+        keysets = [KeySet.read(path) for path in paths]
+        if documents is not None:
+            try:
+                parsed = json.loads(documents)
+                if not isinstance(parsed, list):
+                    raise TypeError("not a JSON array")
+                keysets += [KeySet.from_json(item) for item in parsed]
+            except (ValueError, KeyError, TypeError) as exc:
+                # Never the text itself: it holds private keys.
+                raise MalformedError(
+                    "TRM_NODE_KEYS is not a JSON array of key files' contents"
+                ) from exc
+        return cls.from_keysets(keysets)
 
     def participants(self) -> list[str]:
         return sorted(self.current)
