@@ -53,5 +53,7 @@ class BackgroundLoop(ABC):
                 # After failures (a database outage), wait longer each time, up to 30 s.
                 wait = min(max(self._interval, 30.0), self._interval * 2 ** min(failures, 10))
                 self._wake.clear()
+                # asyncio.timeout, not wait_for, which on 3.11 can swallow a cancellation.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()

@@ -134,8 +134,11 @@ class InboxPuller:
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake at once when the puller is stopped."""
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+        # arrives as the event is set, and the task would outlive its cancellation.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
 
     async def _take(self, participant: str, signer: SigningKey, item: InboxItem) -> None:
         """Receive one item as a push, commit it, then acknowledge it at the broker.

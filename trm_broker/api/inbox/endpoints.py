@@ -58,10 +58,10 @@ async def fetch(
         if items or remaining <= 0:
             break
         # Woken at once by a message accepted here; others' (replicas) are seen by polling.
+        # asyncio.timeout, not wait_for, which on 3.11 can swallow a cancellation.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(
-                arrived.wait(), timeout=min(remaining, state.settings.delivery_poll_seconds)
-            )
+            async with asyncio.timeout(min(remaining, state.settings.delivery_poll_seconds)):
+                await arrived.wait()
     return InboxPage(
         items=[
             InboxItemOut(
