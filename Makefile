@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo serve test chaos lint bench install clean
+.PHONY: demo serve test chaos fuzz lint bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,15 @@ chaos: $(STAMP)
 	TRM_CHAOS_KILLS=$(TRM_CHAOS_KILLS) TRM_CHAOS_SCALE=$(TRM_CHAOS_SCALE) $(PY) -m pytest -q -s \
 		tests/e2e/test_delivery_crash.py tests/e2e/test_delivery_outage.py \
 		tests/e2e/test_delivery_scaleout.py tests/e2e/test_delivery_faults.py
+
+# The security fuzzing at length: 2,000 schemathesis examples per operation of the broker's
+# and the node's API, and the atheris parser targets for longer (make test runs both short).
+TRM_FUZZ_EXAMPLES ?= 2000
+TRM_FUZZ_RUNS ?= 500000
+fuzz: $(STAMP)
+	./tools/ensure-postgres.sh
+	TRM_FUZZ_EXAMPLES=$(TRM_FUZZ_EXAMPLES) TRM_FUZZ_RUNS=$(TRM_FUZZ_RUNS) $(PY) -m pytest -q -s \
+		tests/security/test_api_fuzz.py tests/fuzz
 
 bench: $(STAMP)
 	$(PY) -m bench.ledger
