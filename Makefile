@@ -35,14 +35,10 @@ chaos: $(STAMP)
 		tests/e2e/test_delivery_crash.py tests/e2e/test_delivery_outage.py \
 		tests/e2e/test_delivery_scaleout.py tests/e2e/test_delivery_faults.py
 
-# The security fuzzing at length: 2,000 schemathesis examples per operation of the broker's
-# and the node's API, and the atheris parser targets for longer (make test runs both short).
-TRM_FUZZ_EXAMPLES ?= 2000
-TRM_FUZZ_RUNS ?= 500000
-fuzz: $(STAMP)
-	./tools/ensure-postgres.sh
-	TRM_FUZZ_EXAMPLES=$(TRM_FUZZ_EXAMPLES) TRM_FUZZ_RUNS=$(TRM_FUZZ_RUNS) $(PY) -m pytest -q -s \
-		tests/security/test_api_fuzz.py tests/fuzz
+# The security fuzzing at length (issue 8): schemathesis over the broker's and the node's API
+# and atheris over the parsers. Not built yet: the target says so rather than pass.
+fuzz:
+	@echo "make fuzz: the API and parser fuzzing of issue 8 is not built yet" >&2; exit 1
 
 bench: $(STAMP)
 	$(PY) -m bench.ledger
