@@ -113,10 +113,16 @@ def database_url(backend: str, request: pytest.FixtureRequest) -> str:
 
 # --- what the proofs checked ----------------------------------------------------------------
 # The delivery proofs (tests/e2e/test_delivery_*) and the access-control matrix print their
-# counts (sent, receipted, delivered, lost, duplicated; cells checked). Passing tests' output
+# counts (sent, receipted, delivered, lost, duplicated; cells checked), and so do the
+# security proofs (fuzz examples and runs, canary hits). Passing tests' output
 # is captured, and with pytest-xdist it is on another process: show it in the summary.
 
-_PROOFS = ("tests/e2e/test_delivery_", "tests/security/test_access_matrix")
+_PROOFS = (
+    "tests/e2e/test_delivery_",
+    "tests/e2e/test_no_personal_data",
+    "tests/security/",
+    "tests/fuzz/",
+)
 _proof_lines: list[tuple[str, str]] = []
 _LOG_LINE = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]")
 
@@ -133,7 +139,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not _proof_lines:
         return
-    terminalreporter.section("what the delivery and access proofs checked")
+    terminalreporter.section("what the delivery and security proofs checked")
     for nodeid, text in sorted(_proof_lines):
         terminalreporter.write_line(nodeid)
         for line in text.splitlines():

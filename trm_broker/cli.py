@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import uvicorn
 
 from trm_broker.deliveries_cli import deliveries_app
 from trm_broker.ledger_cli import ledger_app
 from trm_broker.registry_cli import operator_app, participants_app
 from trm_broker.settings import Settings, get_settings
+from trm_broker.web import server
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -65,13 +65,11 @@ def serve(
     except SchemaNotCurrentError as exc:
         typer.echo(f"trm-broker: refusing to start: {exc}", err=True)
         raise typer.Exit(2) from exc
-    uvicorn.run(
+    server.run(
         _broker_app(settings.model_copy(update={"public_url": public_url})),
-        host=bind,
-        port=bind_port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
+        bind,
+        bind_port,
+        settings,
     )
 
 
@@ -103,13 +101,11 @@ def worker(
             err=True,
         )
         raise typer.Exit(2)
-    uvicorn.run(
+    server.run(
         _broker_app(settings, worker=True),
-        host=host or settings.host,
-        port=port or settings.worker_port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
+        host or settings.host,
+        port or settings.worker_port,
+        settings,
     )
 
 
@@ -249,13 +245,11 @@ def node_serve(
     load_keyring(settings)  # fail now, with a clear message, if the key files are missing
     bind, bind_port = host or settings.node_host, port or settings.node_port
     public_url = _public_url(settings.node_public_url, bind, bind_port, "TRM_NODE_PUBLIC_URL")
-    uvicorn.run(
+    server.run(
         create_node_app(settings.model_copy(update={"node_public_url": public_url})),
-        host=bind,
-        port=bind_port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
+        bind,
+        bind_port,
+        settings,
     )
 
 

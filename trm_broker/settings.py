@@ -51,7 +51,44 @@ class Settings(BaseSettings):
         description="Base URL of the broker that `trm-broker participants …` calls.",
     )
     max_envelope_bytes: int = Field(
-        1024 * 1024, description="Largest accepted envelope, in bytes (413 above)."
+        1024 * 1024,
+        ge=1024,
+        description="Largest accepted envelope, and request body of the broker and the node, "
+        "in bytes (413 above, before any parsing).",
+    )
+    max_json_depth: int = Field(
+        32,
+        ge=4,
+        le=256,
+        description="Deepest nesting of arrays and objects a JSON body may have (400 above, "
+        "checked before parsing).",
+    )
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How long a client has to send a request's headers (408 and the "
+        "connection closed after).",
+    )
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, description="How long a client has to send a request's body (408 after)."
+    )
+    rate_per_second: float = Field(
+        50.0,
+        ge=0,
+        description="Signed requests each participant may make per second, on average, per "
+        "broker process (429 with Retry-After above); 0: no limit.",
+    )
+    rate_burst: int = Field(
+        500, ge=1, description="Signed requests a participant may make at once above the rate."
+    )
+    address_rate_per_second: float = Field(
+        100.0,
+        ge=0,
+        description="Unsigned requests, and requests whose signature is refused, one client "
+        "address may make per second per broker process (429 above); 0: no limit.",
+    )
+    address_rate_burst: int = Field(
+        1000, ge=1, description="Such requests one address may make at once above the rate."
     )
     clock_skew_seconds: int = Field(
         300,
@@ -134,6 +171,11 @@ class Settings(BaseSettings):
     )
     alert_check_seconds: float = Field(
         60.0, description="How often the scheduler looks for overdue receptions and reports."
+    )
+    report_max_days: int = Field(
+        732,
+        ge=1,
+        description="Longest period (`to` - `from`) one auditors' report may cover, in days.",
     )
     report_min_cell: int = Field(
         11,

@@ -298,6 +298,10 @@ class LoadGenerator:
                 sent.accepted_at = str(claims["accepted_at"])
                 sent.repeat_answers += response.status_code == 200
                 return True
+            if response.status_code == 429:  # over the rate limit: wait as told
+                self.failed_requests["http_429"] += 1
+                await asyncio.sleep(float(response.headers.get("retry-after", "1")))
+                continue
             if response.status_code < 500 and _problem(response) != RETRYABLE_PROBLEM:
                 self.refused.append(
                     f"{kind.value} {sent.message_id} of {case_ref}: "

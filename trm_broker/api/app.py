@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from trm_broker import __version__
-from trm_broker.api import broker_info, health
+from trm_broker.api import address_limit, broker_info, docs, health
 from trm_broker.api.audit.endpoints import router as audit_router
 from trm_broker.api.cases.endpoints import router as cases_router
 from trm_broker.api.cases.scheduler import AlertScheduler
@@ -36,7 +36,7 @@ from trm_broker.delivery.retention import RetentionPurger
 from trm_broker.settings import Settings
 from trm_broker.store.database import create_engine, session_factory
 from trm_broker.store.migrate import check_schema_current
-from trm_broker.web import middleware, problems, tracing
+from trm_broker.web import limits, middleware, problems, tracing
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -143,12 +143,20 @@ def create_app(
         version=__version__,
         description="Signed, sealed, consent-gated case transfers between NRMs (DESIGN.md).",
         lifespan=lifespan,
+        dependencies=[address_limit.DEPENDENCY],
+        # Served by api/docs.py, as routes under the rate limit like every other.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     problems.install(app)
+    limits.install(app, settings)
+    address_limit.install(app)
     middleware.install(app, observe=metrics.observe_request)
     if traces is not None:
         tracing.install(app, traces)
     app.include_router(health.router)
+    app.include_router(docs.router)
     app.include_router(broker_info.router)
     app.include_router(participants_router)
     app.include_router(messages_router)

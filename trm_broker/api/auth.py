@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from trm_broker.api.deps import Session, State
+from trm_broker.api.rate_limits import CHARGED
 from trm_broker.crypto.errors import MalformedError
 from trm_broker.crypto.http_signatures import RequestSignatureError, verify_request
 from trm_broker.crypto.keys import load_ed25519_public
@@ -24,6 +25,7 @@ from trm_broker.web.problems import (
     BadSignature,
     Forbidden,
     KeyNotUsable,
+    Problem,
     ReplayedRequest,
     Unauthenticated,
 )
@@ -71,7 +73,19 @@ async def signed_caller(request: Request, state: State, session: Session) -> Cal
     2. The key must be a registered signing key, not revoked, inside its validity.
     3. Verify signature, content digest and time window (crypto.http_signatures).
     4. Record the nonce; a nonce seen before within the window is a replay.
+    5. Spend a token of the participant's rate limit; a refusal spends one of the address's.
     """
+    request.scope[CHARGED] = True
+    try:
+        caller = await _authenticate(request, state, session)
+    except Problem:
+        state.rate_limits.charge_address(request)  # over the limit: 429 instead
+        raise
+    state.rate_limits.charge_participant(caller.participant_id)
+    return caller
+
+
+async def _authenticate(request: Request, state: State, session: Session) -> Caller:
     body, lines, keyid = await signed_parts(request, state.settings.max_envelope_bytes)
     if keyid is None:
         raise _unauthenticated()

@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from trm_broker.api.metrics import BrokerMetrics
+from trm_broker.api.rate_limits import RateLimits
 from trm_broker.crypto.broker_keys import RetiredKey
 from trm_broker.crypto.keys import SigningKey
 from trm_broker.domain.inbox_url import InboxPolicy
@@ -31,6 +32,10 @@ class BrokerState:
     retired_keys: tuple[RetiredKey, ...] = ()
     metrics: BrokerMetrics = field(default_factory=BrokerMetrics)
     extras: dict[str, Any] = field(default_factory=dict)
+    rate_limits: RateLimits = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rate_limits = RateLimits.from_settings(self.settings)
 
     def inbox_policy(self) -> InboxPolicy:
         return InboxPolicy(

@@ -43,7 +43,7 @@ from trm_broker.node.schemas import (
 from trm_broker.node.sending import choose_sender, refused, send_message, typed_message
 from trm_broker.settings import Settings
 from trm_broker.store.database import create_engine, session_factory
-from trm_broker.web import middleware, problems
+from trm_broker.web import limits, middleware, problems
 from trm_broker.web.problems import NotConfigured, Unauthenticated
 
 log = structlog.get_logger("trm_broker.node")
@@ -139,6 +139,7 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
 
     app = FastAPI(title="trm-broker NRM node", version=__version__, lifespan=lifespan)
     problems.install(app)
+    limits.install(app, settings)
     middleware.install(app)
 
     @app.get("/healthz", tags=["health"])

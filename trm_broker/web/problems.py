@@ -6,6 +6,7 @@ hold personal data.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import structlog
@@ -14,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 PROBLEM_BASE = "urn:trm-broker:problem:"
 MEDIA_TYPE = "application/problem+json"
@@ -27,6 +29,9 @@ class Problem(Exception):
     status = 400
     slug = "bad-request"
     title = "Bad request"
+
+    #: Response header fields the problem carries (e.g. ``Retry-After``).
+    headers: dict[str, str] | None = None
 
     def __init__(self, detail: str, **extensions: Any) -> None:
         super().__init__(detail)
@@ -109,6 +114,25 @@ class TooLarge(Problem):
     status, slug, title = 413, "too-large", "The request body is too large"
 
 
+class TooDeep(Problem):
+    status, slug, title = 400, "too-deep", "The JSON is nested too deeply"
+
+
+class RequestTimeout(Problem):
+    status, slug, title = 408, "request-timeout", "The request was not received in time"
+
+
+class RateLimited(Problem):
+    """Too many requests from one participant (or, unsigned, one address): wait and retry."""
+
+    status, slug, title = 429, "rate-limited", "Too many requests"
+
+    def __init__(self, detail: str, retry_after: float) -> None:
+        seconds = max(1, math.ceil(retry_after))
+        super().__init__(detail, retry_after=seconds)
+        self.headers = {"retry-after": str(seconds)}
+
+
 class UnsupportedMediaType(Problem):
     status, slug, title = 415, "unsupported-media-type", "Unsupported media type"
 
@@ -126,7 +150,21 @@ def problem_response(problem: Problem, request: Request) -> JSONResponse:
         problem.body(instance=request.url.path),
         status_code=problem.status,
         media_type=MEDIA_TYPE,
+        headers=problem.headers,
     )
+
+
+async def send_problem(problem: Problem, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer with ``problem`` from ASGI middleware, before any route runs (the rest of the
+    request is not read, so the connection is not kept)."""
+    log.info("request_refused", problem=problem.slug, status=problem.status)
+    response = JSONResponse(
+        problem.body(instance=scope.get("path")),
+        status_code=problem.status,
+        media_type=MEDIA_TYPE,
+        headers={**(problem.headers or {}), "connection": "close"},
+    )
+    await response(scope, receive, send)
 
 
 def error_location(error: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Response
@@ -31,6 +32,12 @@ async def report(
         raise Forbidden("The report is for auditors.")
     if until <= since:
         raise InvalidRequest("`to` must be after `from`.")
+    longest = timedelta(days=state.settings.report_max_days)
+    if until - since > longest:
+        raise InvalidRequest(
+            f"A report covers at most {longest.days} days (TRM_REPORT_MAX_DAYS); ask for "
+            "several shorter periods."
+        )
     data = await service.report(session, since, until, state.settings.report_min_cell)
     if format == "csv":
         return Response(service.as_csv(data), media_type="text/csv; charset=utf-8")
