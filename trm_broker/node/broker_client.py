@@ -163,7 +163,7 @@ class BrokerClient:
         if response.status_code >= 400:
             try:
                 problem = response.json()
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested deeper than json reads
                 problem = {"title": f"HTTP {response.status_code}"}
             raise BrokerError(response.status_code, problem if isinstance(problem, dict) else {})
         return response
@@ -226,7 +226,10 @@ class BrokerClient:
             content=_json_bytes(envelope),
             headers={"content-type": "application/jose+json"},
         )
-        receipt_jws = response.json()["receipt"]
+        try:
+            receipt_jws = response.json()["receipt"]
+        except (ValueError, RecursionError, KeyError, TypeError) as exc:  # not JSON; no receipt
+            raise BrokerError(502, {"title": "Invalid receipt", "detail": "no receipt"}) from exc
         try:
             parsed = jws.parse(receipt_jws, jws.TYP_RECEIPT)
             key = await self.broker_key(parsed.kid)
@@ -238,13 +241,16 @@ class BrokerClient:
             raise BrokerError(502, {"title": "Invalid receipt", "detail": str(exc)}) from exc
         if claims.get("envelope_digest") != jws.digest(envelope):
             raise BrokerError(502, {"title": "Invalid receipt", "detail": "digest mismatch"})
-        return Receipt(
-            message_id=str(claims["message_id"]),
-            envelope_digest=str(claims["envelope_digest"]),
-            accepted_at=str(claims["accepted_at"]),
-            ledger_index=claims.get("ledger_index"),
-            jws=receipt_jws,
-        )
+        try:
+            return Receipt(
+                message_id=str(claims["message_id"]),
+                envelope_digest=str(claims["envelope_digest"]),
+                accepted_at=str(claims["accepted_at"]),
+                ledger_index=claims.get("ledger_index"),
+                jws=receipt_jws,
+            )
+        except KeyError as exc:  # signed by the broker, yet without a claim every receipt has
+            raise BrokerError(502, {"title": "Invalid receipt", "detail": "missing claim"}) from exc
 
     async def message_status(self, message_id: str, signer: SigningKey) -> dict[str, Any]:
         """A message's state, asked by its sender or recipient (signed with ``signer``)."""
@@ -275,7 +281,8 @@ class BrokerClient:
             ]
             following = data.get("next")
             return InboxPage(items, None if following is None else int(following))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
+            # OverflowError: int() of Infinity, which json reads; RecursionError: deep nesting.
             raise BrokerError(502, {"title": "Malformed inbox page"}) from exc
 
     async def ack_inbox(
