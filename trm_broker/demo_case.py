@@ -8,7 +8,7 @@ are shown on the way, each with the broker's explanation.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -125,8 +125,17 @@ def steps(now: datetime) -> list[tuple[str, str, str, str, dict[str, Any], dict[
     ]
 
 
-def play_case(at: Node, ng: Node, case_ref: str, echo: Callable[[str], None] = print) -> CaseRun:
-    """Play the case through the nodes' local APIs; raise if anything unexpected happens."""
+def play_case(
+    at: Node,
+    ng: Node,
+    case_ref: str,
+    echo: Callable[[str], None] = print,
+    payloads: Mapping[str, dict[str, Any]] | None = None,
+) -> CaseRun:
+    """Play the case through the nodes' local APIs; raise if anything unexpected happens.
+
+    ``payloads`` replaces the payload of the steps it names by path (``"referral"``,
+    ``"risk-assessment"``, ...), e.g. to fill every field of every form in a test."""
     now = datetime.now(UTC)
     run = CaseRun(case_ref, f"consent-{case_ref}")
     registered = _post(at, "/consents", {"consent": consent_body(case_ref, run.consent_ref, now)})
@@ -134,7 +143,10 @@ def play_case(at: Node, ng: Node, case_ref: str, echo: Callable[[str], None] = p
         raise RuntimeError(f"the consent was refused: {registered.text}")
     echo(f"  consent {run.consent_ref} registered by {SENDER} (the signed form stays there)")
     nodes = {SENDER: at, RECIPIENT: ng, SHELTER: ng}
-    plan = steps(now)
+    plan = [
+        (path, sender, recipient, label, header, (payloads or {}).get(path, payload))
+        for path, sender, recipient, label, header, payload in steps(now)
+    ]
     for index, (path, sender, recipient, label, header, payload) in enumerate(plan):
         if path == "risk-assessment" and not run.refusals:
             # First refusal: a return prepared before any risk assessment (TRM guidelines).

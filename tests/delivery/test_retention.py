@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select, update
+from sqlalchemy.engine import make_url
 
+from tests.e2e.test_no_personal_data import sealed_pieces, sqlite_files_bytes
 from tests.support import broker_settings, referral, running_broker
+from trm_broker.crypto.encoding import b64url_decode
 from trm_broker.crypto.keys import KeySet
 from trm_broker.delivery.retention import RetentionPurger
 from trm_broker.ledger import merkle
@@ -75,3 +79,44 @@ async def test_acknowledged_payloads_are_purged_after_retention_only(
         assert int(size) == len(entries)
         leaves = [merkle.leaf_hash(e.body) for e in entries]
         assert base64.b64decode(root) == merkle.root_of(leaves)
+
+
+async def test_on_sqlite_no_byte_of_a_purged_payload_stays_in_the_file_or_its_log(
+    sqlite_database: str, tmp_path: Path
+) -> None:
+    """secure_delete zeroes what a purge frees, and the purger empties the write-ahead log
+    after any purge, a withdrawal's too, where the pages from before the purge remain."""
+    database = Path(make_url(sqlite_database).database or "")
+    async with running_broker(broker_settings(sqlite_database, tmp_path)) as broker:
+        await broker.register(AT, "AT", inbox_url="https://node-at.example/inbox")
+        await broker.register(NG, "NG", inbox_url="https://node-ng.example/inbox")
+        # Payloads larger than a page: the database frees whole overflow pages when they go.
+        large = {"notes": "n" * 4000, "identification_summary": "s" * 4000}
+        kept, withdrawn = (referral(AT, NG, payload=large) for _ in range(2))
+        ids = [(await broker.submit(e)).json()["message_id"] for e in (kept, withdrawn)]
+        sessions = broker.app.state.broker.sessions
+        async with sessions() as session:
+            stored = {m.id: m.envelope for m in (await session.scalars(select(Message))).all()}
+        pieces = {message_id: sealed_pieces(stored[message_id] or b"") for message_id in ids}
+        assert all(any(p in sqlite_files_bytes(database) for p in pieces[i]) for i in ids)
+        purger = RetentionPurger(sessions, 30 * DAY)
+
+        # A consent withdrawal purges at once; the purger's next step empties the log.
+        case_ref = json.loads(b64url_decode(withdrawn["payload"]))["case_ref"]
+        answer = await broker.call("POST", f"/v1/consents/consent-{case_ref}/withdraw", AT)
+        assert answer.status_code == 200, answer.text
+        assert any(p in sqlite_files_bytes(database) for p in pieces[ids[1]])  # in the log
+        assert await purger.run_once(datetime.now(UTC)) == 0
+        assert not any(p in sqlite_files_bytes(database) for p in pieces[ids[1]])
+
+        # Retention purges the other, and empties the log again.
+        async with sessions() as session:
+            await session.execute(
+                update(Delivery)
+                .where(Delivery.message_id == ids[0])
+                .values(status="acknowledged", acknowledged_at=datetime.now(UTC) - 31 * DAY)
+            )
+            await session.commit()
+        assert any(p in sqlite_files_bytes(database) for p in pieces[ids[0]])
+        assert await purger.run_once(datetime.now(UTC)) == 1
+        assert not any(p in sqlite_files_bytes(database) for p in pieces[ids[0]])

@@ -296,3 +296,35 @@ async def test_a_malformed_case_reference_or_a_missing_token_is_refused(world: W
     )
     assert unauthenticated.status_code == 401
     assert world.recording.submitted == []
+
+
+# --- found by the API fuzzing (tests/security/test_api_fuzz.py) ------------------------------
+
+
+async def test_a_broker_refusal_keeps_its_status_and_says_what_to_fix(world: World) -> None:
+    """A referral the broker refuses (no consent registered) is the case worker's to fix:
+    the broker's 403, not a 502 that would read as the broker failing."""
+    body = referral_body()
+    body["consent_ref"] = "consent-never-registered"
+    response = await world.post(f"/cases/{world.case_ref}/referral", body)
+    assert response.status_code == 403, response.text
+    problem = response.json()
+    assert problem["type"] == "urn:trm-broker:problem:broker-refused"
+    assert (problem["status"], problem["broker_status"]) == (403, 403)
+    unknown = await world.node.get(
+        f"/cases/{world.case_ref}", params={"reader": AT.participant}, headers=AUTH
+    )
+    assert (unknown.status_code, unknown.json()["broker_status"]) == (404, 404)
+
+
+async def test_a_cursor_beyond_the_database_integers_is_refused(world: World) -> None:
+    response = await world.node.get("/messages", params={"after": 2**70}, headers=AUTH)
+    assert response.status_code == 400, response.text  # it was a 500 (SQLite overflow)
+
+
+async def test_a_consent_id_that_is_no_consent_id_is_refused_before_the_broker(
+    world: World,
+) -> None:
+    for consent_id in ("%5D%08x", "a%20b", "x" * 129):  # as sent: percent-encoded
+        response = await world.node.post(f"/consents/{consent_id}/withdraw", headers=AUTH)
+        assert response.status_code == 400, (consent_id, response.text)  # it was a 500

@@ -167,6 +167,7 @@ def create_app(
     app.include_router(cases_router)
     app.include_router(audit_router)
     _document_signed_bodies(app, [ParticipantIn, KeyRotationIn, ConsentIn, AckIn])
+    problems.document(app)
     return app
 
 

@@ -1,12 +1,16 @@
 """Minimum time (principle 6): a sealed payload leaves the broker once it is acknowledged and
 the retention window has passed. The message's metadata, digest and receipt stay; the
-deletion is itself a ledger event, so the ledger still accounts for every message."""
+deletion is itself a ledger event, so the ledger still accounts for every message.
+
+On SQLite the purger also empties the write-ahead log after any purge (its own or a consent
+withdrawal's): the log keeps the pages as they were before, payloads and all."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 import structlog
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from trm_broker.background import BackgroundLoop
@@ -14,6 +18,7 @@ from trm_broker.domain.ledger_events import EventType, LedgerEvent
 from trm_broker.store import ledger
 from trm_broker.store import messages as store
 from trm_broker.store import participants as registry
+from trm_broker.store.models import Message
 
 log = structlog.get_logger("trm_broker.retention")
 
@@ -33,6 +38,8 @@ class RetentionPurger(BackgroundLoop):
         self._sessions = sessions
         self._retention = retention
         self._batch = batch_size
+        #: How many payloads were purged when SQLite's log was last emptied.
+        self._purged_at_truncation: int | None = None
 
     async def step(self) -> bool:
         return await self.run_once(datetime.now(UTC)) == self._batch
@@ -65,6 +72,24 @@ class RetentionPurger(BackgroundLoop):
                     ),
                 )
             await session.commit()
+            if session.get_bind().dialect.name == "sqlite":
+                await self._truncate_wal(session)
         if due:
             log.info("payloads_purged", count=len(due))
         return len(due)
+
+    async def _truncate_wal(self, session: AsyncSession) -> None:
+        """Copy SQLite's write-ahead log into the file and empty it, if payloads were purged
+        since it was last emptied (here, or by a consent withdrawal, at most one interval
+        ago). secure_delete zeroes what a purge frees in the new pages; the log still holds
+        the old ones. Readers are waited for, up to the busy timeout."""
+        purged = await session.scalar(
+            select(func.count()).select_from(Message).where(Message.purged_at.is_not(None))
+        )
+        if not purged or purged == self._purged_at_truncation:
+            return
+        busy, _, _ = (await session.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))).one()
+        if busy:  # a reader kept it from finishing: the next step tries again
+            log.warning("wal_checkpoint_busy")
+        else:
+            self._purged_at_truncation = purged

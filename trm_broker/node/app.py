@@ -45,6 +45,7 @@ from trm_broker.settings import Settings
 from trm_broker.store.database import create_engine, session_factory
 from trm_broker.web import limits, middleware, problems
 from trm_broker.web.problems import NotConfigured, Unauthenticated
+from trm_broker.web.query import MAX_CURSOR, ConsentId
 
 log = structlog.get_logger("trm_broker.node")
 
@@ -163,7 +164,9 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
         state: State,
         session: Session,
         _: CaseWorker,
-        after: Annotated[int | None, Query(ge=0, description="The last seq already read.")] = None,
+        after: Annotated[
+            int | None, Query(ge=0, le=MAX_CURSOR, description="The last seq already read.")
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> ReceivedList:
         """Messages received for this node's participants, decrypted, in arrival order."""
@@ -208,7 +211,7 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
 
     @app.post("/consents/{consent_id}/withdraw", tags=["case workers"])
     async def withdraw_consent(
-        consent_id: str, state: State, _: CaseWorker, sender: str | None = None
+        consent_id: ConsentId, state: State, _: CaseWorker, sender: str | None = None
     ) -> dict[str, Any]:
         """Withdraw a consent at once (§7)."""
         signer = state.keys.current[choose_sender(state.keys, sender)].signing
@@ -231,7 +234,7 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
     # One call per message type (DESIGN.md §6), so nobody hand-builds an envelope.
     for call in CASE_CALLS:
         _add_case_call(app, call)
-
+    problems.document(app)
     return app
 
 

@@ -12,7 +12,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from trm_broker.crypto import jws
-from trm_broker.crypto.errors import VerificationError
+from trm_broker.crypto.errors import CryptoError, VerificationError
 from trm_broker.crypto.keys import SigningKey, load_ed25519_public
 from trm_broker.web.signed_requests import SignedRequests
 
@@ -175,20 +175,11 @@ class BrokerClient:
         known = self._broker_keys or {}
         stale = time.monotonic() - self._broker_keys_at > _BROKER_KEYS_REFRESH
         if kid not in known and (self._broker_keys is None or stale):
-            data = (await self._call("GET", "/v1/broker")).json()
-            current = data["signing_key"]
-            keys = {
-                current["kid"]: BrokerKey(current["kid"], load_ed25519_public(current["public"]))
-            }
-            for item in data.get("retired_keys", []):
-                keys.setdefault(
-                    item["kid"],
-                    BrokerKey(
-                        item["kid"],
-                        load_ed25519_public(item["public"]),
-                        datetime.fromisoformat(item["retired_at"]),
-                    ),
-                )
+            data = _object(await self._call("GET", "/v1/broker"))
+            try:
+                keys = _broker_keys(data)
+            except (KeyError, TypeError, ValueError, CryptoError) as exc:
+                raise BrokerError(502, {"title": "Malformed broker description"}) from exc
             self._broker_keys, self._broker_keys_at = keys, time.monotonic()
             known = keys
         return known.get(kid)
@@ -196,13 +187,16 @@ class BrokerClient:
     async def registry(self, *, refresh: bool = False) -> Registry:
         fresh = time.monotonic() - self._registry_at < self._ttl
         if self._registry is None or refresh or not fresh:
-            data = (await self._call("GET", "/v1/participants")).json()
-            participants = {p["id"]: p for p in data["participants"]}
-            keys = {
-                k["kid"]: RegisteredKey.from_json(k, p["id"])
-                for p in data["participants"]
-                for k in p["keys"]
-            }
+            data = _object(await self._call("GET", "/v1/participants"))
+            try:
+                participants = {p["id"]: p for p in data["participants"]}
+                keys = {
+                    k["kid"]: RegisteredKey.from_json(k, p["id"])
+                    for p in data["participants"]
+                    for k in p["keys"]
+                }
+            except (KeyError, TypeError, ValueError, CryptoError) as exc:
+                raise BrokerError(502, {"title": "Malformed registry"}) from exc
             self._registry = Registry(participants, keys)
             self._registry_at = time.monotonic()
         return self._registry
@@ -254,9 +248,7 @@ class BrokerClient:
 
     async def message_status(self, message_id: str, signer: SigningKey) -> dict[str, Any]:
         """A message's state, asked by its sender or recipient (signed with ``signer``)."""
-        response = await self._call("GET", f"/v1/messages/{message_id}", signer)
-        result: dict[str, Any] = response.json()
-        return result
+        return _object(await self._call("GET", f"/v1/messages/{message_id}", signer))
 
     async def fetch_inbox(
         self, signer: SigningKey, *, after: int | None, wait: float, limit: int = 20
@@ -290,48 +282,64 @@ class BrokerClient:
     ) -> dict[str, Any]:
         """Hand the broker the node's signed answer to a pulled message (idempotent)."""
         path = f"/v1/inbox/{message_id}/ack"
-        result: dict[str, Any] = (await self._call("POST", path, signer, json={"ack": ack})).json()
-        return result
+        return _object(await self._call("POST", path, signer, json={"ack": ack}))
 
     async def register_consent(self, signer: SigningKey, body: dict[str, Any]) -> dict[str, Any]:
         """Register a consent record, signed by the sending focal point (DESIGN.md §7)."""
-        result: dict[str, Any] = (
-            await self._call("POST", "/v1/consents", signer, json=body)
-        ).json()
-        return result
+        return _object(await self._call("POST", "/v1/consents", signer, json=body))
 
     async def withdraw_consent(self, signer: SigningKey, consent_id: str) -> dict[str, Any]:
         path = f"/v1/consents/{consent_id}/withdraw"
-        result: dict[str, Any] = (await self._call("POST", path, signer)).json()
-        return result
+        return _object(await self._call("POST", path, signer))
 
     async def case(self, signer: SigningKey, case_ref: str) -> dict[str, Any]:
         """A case's state and timeline, as one of its parties sees it."""
-        result: dict[str, Any] = (await self._call("GET", f"/v1/cases/{case_ref}", signer)).json()
-        return result
+        return _object(await self._call("GET", f"/v1/cases/{case_ref}", signer))
 
     # --- registry changes, signed by an operator's key --------------------------------
 
     async def register_participant(
         self, operator_key: SigningKey, body: dict[str, Any]
     ) -> dict[str, Any]:
-        response = await self._call("POST", "/v1/participants", operator_key, json=body)
-        result: dict[str, Any] = response.json()
-        return result
+        return _object(await self._call("POST", "/v1/participants", operator_key, json=body))
 
     async def add_key(
         self, operator_key: SigningKey, participant_id: str, body: dict[str, Any]
     ) -> dict[str, Any]:
         path = f"/v1/participants/{participant_id}/keys"
-        result: dict[str, Any] = (await self._call("POST", path, operator_key, json=body)).json()
-        return result
+        return _object(await self._call("POST", path, operator_key, json=body))
 
     async def revoke_key(
         self, operator_key: SigningKey, participant_id: str, kid: str
     ) -> dict[str, Any]:
         path = f"/v1/participants/{participant_id}/keys/{kid}/revoke"
-        result: dict[str, Any] = (await self._call("POST", path, operator_key)).json()
-        return result
+        return _object(await self._call("POST", path, operator_key))
+
+
+def _object(response: httpx.Response) -> dict[str, Any]:
+    """A broker answer's JSON object; anything else is the broker failing (502)."""
+    try:
+        data = response.json()
+    except (ValueError, RecursionError) as exc:  # not JSON, or nested deeper than json reads
+        raise BrokerError(502, {"title": "Malformed answer from the broker"}) from exc
+    if not isinstance(data, dict):
+        raise BrokerError(502, {"title": "Malformed answer from the broker"})
+    return data
+
+
+def _broker_keys(data: dict[str, Any]) -> dict[str, BrokerKey]:
+    current = data["signing_key"]
+    keys = {current["kid"]: BrokerKey(current["kid"], load_ed25519_public(current["public"]))}
+    for item in data.get("retired_keys", []):
+        keys.setdefault(
+            item["kid"],
+            BrokerKey(
+                item["kid"],
+                load_ed25519_public(item["public"]),
+                datetime.fromisoformat(item["retired_at"]),
+            ),
+        )
+    return keys
 
 
 def _parse_time(value: str | None) -> datetime | None:

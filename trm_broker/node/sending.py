@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,12 +27,39 @@ class BrokerRefused(Problem):
     status, slug, title = 502, "broker-refused", "The broker refused the message"
 
 
-def refused(exc: BrokerError) -> BrokerRefused:
+class BrokerFailed(Problem):
+    status, slug, title = 502, "broker-failed", "The broker did not answer as it should"
+
+
+class BrokerUnavailable(Problem):
+    status, slug, title = 503, "broker-unavailable", "The broker is unreachable; retry later"
+
+
+#: What the broker refuses because of the request itself is the case worker's to fix, and
+#: answered with the broker's own status. 401 is not: the node's own key was refused, a
+#: fault of this node's set-up (502), like a broker answering wrongly.
+_RELAYED = frozenset({400, 403, 404, 409, 413, 415, 422, 429})
+
+
+def refused(exc: BrokerError) -> Problem:
     """The broker's refusal, relayed with what it said to fix (its rule or consent gaps)."""
-    extra = {k: exc.problem[k] for k in ("rule", "gaps", "errors") if k in exc.problem}
-    return BrokerRefused(
-        str(exc), broker_status=exc.status, broker_problem=exc.problem.get("type"), **extra
-    )
+    extra: dict[str, Any] = {
+        k: exc.problem[k] for k in ("rule", "gaps", "errors") if k in exc.problem
+    }
+    details: dict[str, Any] = {
+        "broker_status": exc.status,
+        "broker_problem": exc.problem.get("type"),
+        **extra,
+    }
+    if exc.status in (503, 504):
+        return BrokerUnavailable(str(exc), **details)
+    if exc.status not in _RELAYED:
+        return BrokerFailed(str(exc), **details)
+    problem = BrokerRefused(str(exc), **details)
+    problem.status = exc.status
+    if exc.status == 429 and "retry_after" in exc.problem:
+        problem.headers = {"retry-after": str(exc.problem["retry_after"])}
+    return problem
 
 
 def choose_sender(keys: Keyring, named: str | None) -> str:

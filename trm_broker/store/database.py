@@ -28,12 +28,15 @@ def ensure_sqlite_folder(url: str) -> None:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers run beside the one writer; busy_timeout makes writers queue instead
-    # of failing; foreign keys are off by default in SQLite.
+    # of failing; foreign keys are off by default in SQLite. secure_delete overwrites what
+    # a delete or update frees with zeros: without it a purged payload stays readable in the
+    # file's free pages (principle 6; tests/e2e/test_no_personal_data.py).
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 

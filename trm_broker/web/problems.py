@@ -145,9 +145,16 @@ class NotConfigured(Problem):
     status, slug, title = 503, "not-configured", "Not configured"
 
 
+def _instance() -> str | None:
+    """The occurrence, named by its request id (the one in the log lines and in the
+    x-request-id header), never by the request's path: a path is caller-chosen text."""
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    return f"urn:trm-broker:request:{request_id}" if request_id else None
+
+
 def problem_response(problem: Problem, request: Request) -> JSONResponse:
     return JSONResponse(
-        problem.body(instance=request.url.path),
+        problem.body(instance=_instance()),
         status_code=problem.status,
         media_type=MEDIA_TYPE,
         headers=problem.headers,
@@ -159,7 +166,7 @@ async def send_problem(problem: Problem, scope: Scope, receive: Receive, send: S
     request is not read, so the connection is not kept)."""
     log.info("request_refused", problem=problem.slug, status=problem.status)
     response = JSONResponse(
-        problem.body(instance=scope.get("path")),
+        problem.body(instance=_instance()),
         status_code=problem.status,
         media_type=MEDIA_TYPE,
         headers={**(problem.headers or {}), "connection": "close"},
@@ -262,3 +269,54 @@ def internal_error() -> Problem:
     problem = Problem("The server failed; the request was not applied. Try again later.")
     problem.status, problem.slug, problem.title = 500, "internal-error", "Internal error"
     return problem
+
+
+#: The OpenAPI description of every error answer (RFC 9457; extension members allowed).
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details. `detail` says what to fix; some problems carry "
+    "extension members (`errors`, `kid`, `retry_after`, ...).",
+    "type": "object",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string", "format": "uri", "description": f"`{PROBLEM_BASE}<slug>`"},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+_PROBLEM_RESPONSE = {
+    "description": "An error, as RFC 9457 problem details: 400 invalid request, 401 not "
+    "authenticated, 403 not allowed, 404 not found, 408 too slow, 409 conflict, 413 too "
+    "large, 415 unsupported media type, 422 invalid acknowledgement, 429 rate limited "
+    "(with Retry-After), 503 unavailable.",
+    "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
+_FASTAPI_VALIDATION = "#/components/schemas/HTTPValidationError"
+
+
+def document(app: FastAPI) -> None:
+    """Describe in ``app``'s OpenAPI the errors it really answers: every operation's
+    ``default`` response is a problem, and FastAPI's own 422 (a shape this API never
+    answers: its validation errors are 400 problems) is removed."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        for item in schema.get("paths", {}).values():
+            for operation in item.values():
+                responses = operation.setdefault("responses", {})
+                unprocessable = responses.get("422", {})
+                if _FASTAPI_VALIDATION in str(unprocessable):
+                    del responses["422"]
+                responses.setdefault("default", _PROBLEM_RESPONSE)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        if _FASTAPI_VALIDATION not in str(schema.get("paths")):
+            components.pop("HTTPValidationError", None)
+            components.pop("ValidationError", None)
+        components["Problem"] = PROBLEM_SCHEMA
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

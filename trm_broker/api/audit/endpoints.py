@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import AwareDatetime
 
 from trm_broker.api.audit import service
 from trm_broker.api.auth import SignedCaller
 from trm_broker.api.deps import Session, State
 from trm_broker.domain.participants import ParticipantKind
 from trm_broker.web.problems import Forbidden, InvalidRequest
+from trm_broker.web.query import Timestamp
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -22,8 +22,8 @@ async def report(
     caller: SignedCaller,
     session: Session,
     state: State,
-    since: AwareDatetime = Query(alias="from"),  # noqa: B008
-    until: AwareDatetime = Query(alias="to"),  # noqa: B008
+    since: Annotated[Timestamp, Query(alias="from")],
+    until: Annotated[Timestamp, Query(alias="to")],
     format: Literal["json", "csv"] = "json",
 ) -> Any:
     """Counts by message type and country pair, referral-to-reception times, alerts, refusals

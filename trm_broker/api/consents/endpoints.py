@@ -13,6 +13,7 @@ from trm_broker.api.consents.schemas import ConsentIn, ConsentOut
 from trm_broker.api.deps import Session
 from trm_broker.web.body import parse_json
 from trm_broker.web.problems import Forbidden
+from trm_broker.web.query import ConsentId
 
 router = APIRouter(prefix="/v1/consents", tags=["consent"])
 
@@ -34,13 +35,15 @@ async def register_consent(caller: SignedCaller, session: Session) -> ConsentOut
 
 
 @router.get("/{consent_id}", response_model=ConsentOut)
-async def read_consent(consent_id: str, caller: SignedCaller, session: Session) -> ConsentOut:
+async def read_consent(consent_id: ConsentId, caller: SignedCaller, session: Session) -> ConsentOut:
     """A consent, for its registrant, the participants it names and the case's parties."""
     return service.out(await service.readable(session, consent_id, caller))
 
 
 @router.post("/{consent_id}/withdraw", response_model=ConsentOut)
-async def withdraw_consent(consent_id: str, caller: SignedCaller, session: Session) -> ConsentOut:
+async def withdraw_consent(
+    consent_id: ConsentId, caller: SignedCaller, session: Session
+) -> ConsentOut:
     """Withdraw at once: later messages refused, undelivered ones dropped, payloads deleted,
     recipients notified."""
     row = await service.readable(session, consent_id, caller)

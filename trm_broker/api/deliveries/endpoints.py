@@ -14,6 +14,7 @@ from trm_broker.delivery import outcomes
 from trm_broker.store import deliveries as outbox
 from trm_broker.store import messages
 from trm_broker.web.problems import Conflict, NotFound
+from trm_broker.web.query import MAX_CURSOR
 
 router = APIRouter(prefix="/v1/deliveries", tags=["deliveries"])
 
@@ -51,7 +52,7 @@ async def dead_letters(
         str, Query(pattern="^dead_lettered$", description="Only dead_lettered is listed.")
     ] = "dead_lettered",
     recipient: Annotated[str | None, Query(max_length=64)] = None,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_CURSOR)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> DeadLetterList:
     """Dead letters in acceptance order (operators only): re-queue them, oldest first,

@@ -21,6 +21,7 @@ from trm_broker.store import deliveries as outbox
 from trm_broker.store import messages
 from trm_broker.web.body import parse_json
 from trm_broker.web.problems import InvalidAck, NotFound
+from trm_broker.web.query import MAX_CURSOR
 
 router = APIRouter(prefix="/v1/inbox", tags=["inbox"])
 
@@ -30,7 +31,8 @@ async def fetch(
     caller: SignedCaller,
     state: State,
     after: Annotated[
-        int | None, Query(ge=0, description="The cursor of the last item already fetched.")
+        int | None,
+        Query(ge=0, le=MAX_CURSOR, description="The cursor of the last item already fetched."),
     ] = None,
     wait: Annotated[
         float,

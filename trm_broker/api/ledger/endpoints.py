@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
-from pydantic import AwareDatetime
 
 from trm_broker.api.auth import SignedCaller
 from trm_broker.api.deps import Session
@@ -14,6 +13,7 @@ from trm_broker.api.ledger.schemas import ConsistencyOut, EntryPage, EntryProof,
 from trm_broker.domain.countries import CountryCode
 from trm_broker.domain.ledger_events import EventType
 from trm_broker.store.ledger import Search
+from trm_broker.web.query import Timestamp
 
 router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
 
@@ -69,8 +69,8 @@ async def search(
     participant: Annotated[str | None, Query(max_length=64)] = None,
     country: CountryCode | None = None,
     type: EventType | None = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: Timestamp | None = None,
+    until: Timestamp | None = None,
     after: Annotated[int, Query(ge=-1, le=2**62)] = -1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     format: Literal["json", "csv"] = "json",
