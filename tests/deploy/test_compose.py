@@ -4,6 +4,7 @@ every caller signs the one public URL). Nothing is started: no Docker engine her
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from pathlib import PurePosixPath
@@ -256,3 +257,24 @@ def test_interpolations_have_a_default_or_are_required() -> None:
     assert interpolate("${X:-a}/${Y:?set Y}") == "a/required-value"
     with pytest.raises(AssertionError):
         interpolate("${UNSET}")
+
+
+def test_the_proxy_limits_slow_clients_and_request_rates() -> None:
+    """In front of the broker's own limits: the proxy cuts off slow clients and limits each
+    client address (the replicas see only the proxy's), answering 429 as a problem."""
+    config = _nginx()
+    for directive in ("client_header_timeout", "client_body_timeout", "send_timeout"):
+        assert re.search(rf"^\s*{directive}\s+\d+s;", config, re.MULTILINE), directive
+    zone = re.search(r"limit_req_zone\s+\$binary_remote_addr\s+zone=(\w+):", config)
+    assert zone is not None
+    location = re.search(r"location\s+/\s*\{(.*?)\}", config, re.DOTALL)
+    assert location is not None
+    assert re.search(rf"limit_req\s+zone={zone[1]}\b", location[1])
+    assert re.search(r"limit_req_status\s+429;", config)
+    refusal = re.search(r"location\s+@rate_limited\s*\{(.*?';)\s*\}", config, re.DOTALL)
+    assert refusal is not None
+    assert "application/problem+json" in refusal[1]
+    assert "Retry-After" in refusal[1]
+    body = re.search(r"return\s+429\s+'(.*)';", refusal[1])
+    assert body is not None
+    assert json.loads(body[1])["type"] == "urn:trm-broker:problem:rate-limited"
