@@ -189,3 +189,21 @@ async def test_an_old_envelope_cannot_probe_whether_someone_elses_message_id_exi
     assert (probe.status_code, unused.status_code) == (400, 400)
     assert probe.json()["detail"] == unused.json()["detail"]
     assert await broker.stored_counts() == (1, 1)
+
+
+async def test_a_percent_encoded_target_verifies_as_sent(broker: Broker) -> None:
+    """The signature covers the target URI as sent, percent-encoding included: the broker
+    compares the raw path, not a decoded and re-encoded one. (Found by the API fuzzing:
+    such requests were refused as bad signatures, hiding the real answer.)"""
+    for path, status in (
+        ("/v1/consents/%C3%A9t%C3%A9", 400),  # no consent id: the schema says what to fix
+        ("/v1/consents/a%20b", 400),
+        ("/v1/consents/%7Eabc", 400),
+        ("/v1/cases/AT-%41BC?x=%2F", 404),  # AT-ABC, not party to it
+    ):
+        response = await broker.call("GET", path, AT)
+        assert response.status_code == status, (path, response.text)
+    # The same request re-encoded in transit (%41 -> A) is not what was signed.
+    headers = sign_request("GET", "http://broker/v1/cases/AT-%41BC", b"", AT.signing)
+    altered = await broker.client.get("/v1/cases/AT-ABC", headers=headers)
+    assert_problem(altered, 401, "bad-signature")

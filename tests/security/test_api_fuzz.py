@@ -31,9 +31,9 @@ import httpx
 import pytest
 import schemathesis
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from hypothesis.errors import Unsatisfiable
+from hypothesis.errors import FlakyStrategyDefinition, Unsatisfiable
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.transport import Response
 from schemathesis.generation.modes import GenerationMode
@@ -46,7 +46,6 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.security.world import (
-    AT,
     AUDITOR,
     DE,
     FOCAL_POINT,
@@ -155,21 +154,18 @@ def broker_auth(world: World) -> Callable[[str], dict[str, Any]]:
 
 
 def real_ids(world: World) -> dict[str, list[Any]]:
-    participants = [AT.participant, *(k.participant for k in _keysets(world))]
+    # Participants and keys of the world who are not callers here: the only routes naming
+    # them change keys (an operator's fuzzed rotation expires the old key after its overlap,
+    # a revocation ends it), which must not take a caller's key away in the middle of a run.
+    bystanders = (NG, DE, SPARE)
     return {
         "message_id": sorted(world.messages.values()),
         "consent_id": sorted(world.consents.values()),
         "case_ref": sorted(world.case.values()),
         "index": sorted(world.entries.values()),
-        "participant_id": sorted(set(participants)),
-        # Keys of participants who are not callers here: an operator's fuzzed request may
-        # revoke them, which must not take a caller's own key away in the middle of a run.
-        "kid": sorted({k.signing.kid for k in (NG, DE, SPARE)} | {REVOKED_KEY.kid}),
+        "participant_id": sorted(k.participant for k in bystanders),
+        "kid": sorted({k.signing.kid for k in bystanders} | {REVOKED_KEY.kid}),
     }
-
-
-def _keysets(world: World) -> list[Any]:
-    return [world.keyset(c) for c in CALLERS if c not in (UNKNOWN_KEY, UNSIGNED)]
 
 
 @pytest.fixture(scope="module")
@@ -334,6 +330,7 @@ def test_the_stateful_phase_chains_operations_without_a_failure(
     target = targets[app]
     steps: Counter[str] = Counter()
     statuses: Counter[int] = Counter()
+    failures: list[str] = []
 
     class Workflow(SCHEMAS[app].as_state_machine()):  # type: ignore[misc]
         def call(self, case: Any, **kwargs: Any) -> Response:
@@ -344,21 +341,37 @@ def test_the_stateful_phase_chains_operations_without_a_failure(
             return Response.from_any(response)
 
         def validate_response(self, response: Any, case: Any, *args: Any, **kwargs: Any) -> None:
-            case.validate_response(response, checks=CHECKS)
+            try:
+                case.validate_response(response, checks=CHECKS)
+            except Exception as exc:  # kept: Hypothesis's replay of it may then turn flaky
+                failures.append(f"{case.operation.label}: {exc}")
+                raise
 
-    Workflow.run(
-        settings=settings(
-            max_examples=max(EXAMPLES // 4, 10),
-            stateful_step_count=8,
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        )
-    )
+    # The scenarios run against a live broker whose state moves on (a dead letter re-queued
+    # is gone from the list a later scenario draws from): a replay can then draw otherwise,
+    # which Hypothesis calls a flaky strategy. As schemathesis' own runner does, go on in a
+    # fresh session until the scenarios have made their calls; a failure still fails.
+    budget, sessions = 2 * EXAMPLES, 0
+    while sum(steps.values()) < budget and sessions < 20:
+        sessions += 1
+        try:
+            Workflow.run(
+                settings=settings(
+                    phases=[Phase.explicit, Phase.generate],  # no shrinking against live state
+                    max_examples=max(EXAMPLES // 4, 10),
+                    stateful_step_count=8,
+                    deadline=None,
+                    database=None,
+                    suppress_health_check=list(HealthCheck),
+                )
+            )
+        except FlakyStrategyDefinition:
+            continue
     seen = " ".join(f"{s}:{n}" for s, n in sorted(statuses.items()))
     print(
-        f"api fuzz {app} stateful: {sum(steps.values())} calls over {len(steps)} operations, "
-        f"0 failures; statuses {seen}"
+        f"api fuzz {app} stateful: {sum(steps.values())} calls over {len(steps)} operations "
+        f"in {sessions} session(s), 0 failures; statuses {seen}"
     )
+    assert failures == []
     assert sum(steps.values()) > 0
     assert max(statuses) < 500

@@ -307,6 +307,8 @@ async def test_page_sizes_and_report_periods_are_bounded(broker: Broker) -> None
         "/v1/ledger/search?limit=1001",
         f"/v1/inbox?after={huge}",
         f"/v1/ledger/search?after={huge}",
+        f"/v1/ledger/entries/{huge}",
+        "/v1/ledger/entries/-46095557422898154045440",
         "/v1/ledger/search?since=0.0",  # a number is no time (pydantic reads it as 1970)
         "/v1/audit/report?from=1&to=2",
     ):

@@ -36,12 +36,15 @@ class SignedRequests(httpx.Auth):
 
 
 def target_uri(request: Request, public_url: str | None) -> str:
-    """The URI the caller addressed. Behind a reverse proxy, the configured public base URL
-    replaces scheme and host, since the proxy may rewrite both."""
-    if not public_url:
-        return str(request.url)
-    query = request.url.query
-    return public_url.rstrip("/") + request.url.path + (f"?{query}" if query else "")
+    """The URI the caller addressed, its path and query exactly as sent (percent-encoding
+    and all: RFC 9421 signs the target URI, not a decoded and re-encoded one). Behind a
+    reverse proxy, the configured public base URL replaces scheme and host, since the
+    proxy may rewrite both."""
+    raw_path = request.scope.get("raw_path")
+    path = raw_path.decode("latin-1") if raw_path else request.url.path
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    base = public_url.rstrip("/") if public_url else f"{request.url.scheme}://{request.url.netloc}"
+    return base + path + (f"?{query}" if query else "")
 
 
 def header_lines(request: Request) -> list[tuple[str, str]]:

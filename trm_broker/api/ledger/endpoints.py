@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 
 from trm_broker.api.auth import SignedCaller
 from trm_broker.api.deps import Session
@@ -13,7 +13,7 @@ from trm_broker.api.ledger.schemas import ConsistencyOut, EntryPage, EntryProof,
 from trm_broker.domain.countries import CountryCode
 from trm_broker.domain.ledger_events import EventType
 from trm_broker.store.ledger import Search
-from trm_broker.web.query import Timestamp
+from trm_broker.web.query import MAX_CURSOR, Timestamp
 
 router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
 
@@ -52,7 +52,7 @@ async def entries(
 
 @router.get("/entries/{index}", response_model=EntryProof)
 async def entry(
-    index: int,
+    index: Annotated[int, Path(ge=0, le=MAX_CURSOR)],
     caller: SignedCaller,
     session: Session,
     tree_size: Annotated[int | None, Query(ge=1, le=2**62)] = None,
