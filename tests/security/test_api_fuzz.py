@@ -6,7 +6,8 @@ every kind of participant, a revoked key, dead letters, alerts), so generated re
 meet real objects: path parameters are drawn half of the time from the world's own ids.
 Each request is signed (RFC 9421) by one of the matrix's callers, drawn per example: a
 focal point, another country's, a receiving organisation, an auditor, an operator, an
-unknown key, a revoked key, or nobody. The node's local API gets its bearer token.
+unknown key, a revoked key, or nobody. The node's local API gets its bearer token, and
+its inbox pushes signed with the broker's key.
 
 For every response: no 5xx; every error an RFC 9457 problem (application/problem+json,
 with our type, a title and its own status); status code, content type, headers and body
@@ -201,13 +202,16 @@ def targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Targ
             running_node(tmp, [key_file], broker.client, NODE_TOKEN)
         ) as node:
             real = real_ids(world)
+            broker_key = broker.app.state.broker.signing_key
             yield {
                 "broker": Target("broker", portal, broker.client, broker_auth(world), real),
                 "node": Target(
                     "node",
                     portal,
                     node,
-                    lambda caller: {},
+                    # Pushes signed as the broker signs them, so the inbox's parsing is
+                    # reached; the case workers' calls carry the bearer token besides.
+                    lambda caller: {"auth": SignedRequests(broker_key)},
                     real,
                     fixed_headers={"authorization": f"Bearer {NODE_TOKEN}"},
                 ),

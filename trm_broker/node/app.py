@@ -25,6 +25,8 @@ from trm_broker.node.broker_client import BrokerClient, BrokerError
 from trm_broker.node.keyring import Keyring
 from trm_broker.node.puller import InboxPuller
 from trm_broker.node.schemas import (
+    PUSH_BODY,
+    AckOut,
     CaseClosureRequest,
     CaseMessage,
     CaseMonitoringRequest,
@@ -147,7 +149,7 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/inbox", tags=["inbox"])
+    @app.post("/inbox", tags=["inbox"], response_model=AckOut, openapi_extra=PUSH_BODY)
     async def receive(
         request: Request, state: State, session: Session
     ) -> dict[str, dict[str, str]]:

@@ -141,3 +141,48 @@ class ConsentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sender: str | None = Field(None, description="The sending focal point, if several.")
     consent: dict[str, Any]
+
+
+class Jws(BaseModel):
+    """A JWS in flattened JSON serialisation (RFC 7515 §7.2.2)."""
+
+    model_config = ConfigDict(extra="forbid")
+    protected: str
+    payload: str
+    signature: str
+
+
+class AckOut(BaseModel):
+    """The node's answer to a push: its signed acknowledgement (``trm-ack+jws``)."""
+
+    ack: Jws
+
+
+_JWS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["protected", "payload", "signature"],
+    "additionalProperties": False,
+    "properties": {name: {"type": "string"} for name in ("protected", "payload", "signature")},
+}
+
+#: The body of `POST /inbox`, read by the node itself once the broker's signature over the
+#: raw bytes verifies; described here for the OpenAPI.
+PUSH_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "title": "Push",
+                    "type": "object",
+                    "required": ["envelope", "receipt"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "envelope": {**_JWS_SCHEMA, "description": "The sender's envelope."},
+                        "receipt": {**_JWS_SCHEMA, "description": "The broker's receipt."},
+                    },
+                }
+            }
+        },
+    }
+}
