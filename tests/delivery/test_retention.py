@@ -120,3 +120,28 @@ async def test_on_sqlite_no_byte_of_a_purged_payload_stays_in_the_file_or_its_lo
         assert any(p in sqlite_files_bytes(database) for p in pieces[ids[0]])
         assert await purger.run_once(datetime.now(UTC)) == 1
         assert not any(p in sqlite_files_bytes(database) for p in pieces[ids[0]])
+
+
+async def test_a_withdrawal_leaves_no_copy_in_sqlites_log_for_long(
+    sqlite_database: str, tmp_path: Path
+) -> None:
+    """The withdrawal wakes the broker's own purger, which empties the write-ahead log at
+    once instead of at its next interval (a minute)."""
+    database = Path(make_url(sqlite_database).database or "")
+    async with running_broker(broker_settings(sqlite_database, tmp_path)) as broker:
+        await broker.register(AT, "AT", inbox_url="https://node-at.example/inbox")
+        await broker.register(NG, "NG", inbox_url="https://node-ng.example/inbox")
+        signed = referral(AT, NG, payload={"notes": "n" * 4000, "identification_summary": "s"})
+        message_id = (await broker.submit(signed)).json()["message_id"]
+        async with broker.app.state.broker.sessions() as session:
+            stored = await session.get(Message, message_id)
+            assert stored is not None
+            pieces = sealed_pieces(stored.envelope or b"")
+        case_ref = json.loads(b64url_decode(signed["payload"]))["case_ref"]
+        answer = await broker.call("POST", f"/v1/consents/consent-{case_ref}/withdraw", AT)
+        assert answer.status_code == 200, answer.text
+        for _ in range(100):  # a poll, not a timing: the purger runs as soon as it is woken
+            if not any(p in sqlite_files_bytes(database) for p in pieces):
+                break
+            await asyncio.sleep(0.1)
+        assert not any(p in sqlite_files_bytes(database) for p in pieces)

@@ -111,9 +111,11 @@ def create_app(
                     await sequencer.run_once()
                     state.extras["wake_sequencer"] = sequencer.wake
                     workers["sequencer"] = sequencer
-                    workers["retention"] = RetentionPurger(
+                    retention = RetentionPurger(
                         state.sessions, timedelta(seconds=settings.retention_seconds)
                     )
+                    state.extras["wake_retention"] = retention.wake
+                    workers["retention"] = retention
                     workers["alerts"] = AlertScheduler(
                         state.sessions, state.rules(), interval=settings.alert_check_seconds
                     )

@@ -48,6 +48,11 @@ class BrokerState:
         if wake is not None:
             wake()
 
+    def wake_retention(self) -> None:
+        wake = self.extras.get("wake_retention")
+        if wake is not None:
+            wake()
+
     def wake_sequencer(self) -> None:
         wake = self.extras.get("wake_sequencer")
         if wake is not None:

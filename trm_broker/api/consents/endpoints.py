@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from trm_broker.api.auth import SignedCaller
 from trm_broker.api.consents import service
 from trm_broker.api.consents.schemas import ConsentIn, ConsentOut
-from trm_broker.api.deps import Session
+from trm_broker.api.deps import Session, State
 from trm_broker.web.body import parse_json
 from trm_broker.web.problems import Forbidden
 from trm_broker.web.query import ConsentId
@@ -42,7 +42,7 @@ async def read_consent(consent_id: ConsentId, caller: SignedCaller, session: Ses
 
 @router.post("/{consent_id}/withdraw", response_model=ConsentOut)
 async def withdraw_consent(
-    consent_id: ConsentId, caller: SignedCaller, session: Session
+    consent_id: ConsentId, caller: SignedCaller, session: Session, state: State
 ) -> ConsentOut:
     """Withdraw at once: later messages refused, undelivered ones dropped, payloads deleted,
     recipients notified."""
@@ -51,4 +51,5 @@ async def withdraw_consent(
         raise Forbidden("Only the focal point that registered a consent withdraws it.")
     await service.withdraw(session, row, datetime.now(UTC))
     await session.commit()
+    state.wake_retention()  # on SQLite it empties the write-ahead log of the purged payloads
     return service.out(row)
