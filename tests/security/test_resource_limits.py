@@ -310,6 +310,7 @@ async def test_page_sizes_and_report_periods_are_bounded(broker: Broker) -> None
         f"/v1/ledger/entries/{huge}",
         "/v1/ledger/entries/-46095557422898154045440",
         "/v1/ledger/search?since=0.0",  # a number is no time (pydantic reads it as 1970)
+        "/v1/ledger/search?since=0001-01-01T00%3A01%3A01%2B02%3A08",  # no UTC equivalent
         "/v1/audit/report?from=1&to=2",
     ):
         assert_problem(await broker.call("GET", path, auditor), 400, "invalid-request")

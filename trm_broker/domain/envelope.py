@@ -9,11 +9,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from trm_broker.domain.ids import UUID7_PATTERN
 from trm_broker.domain.messages import HEADER_MODELS, DataCategory, MessageType
 from trm_broker.domain.participants import PARTICIPANT_ID_PATTERN
+from trm_broker.domain.times import UtcTime
 
 CASE_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$"
 CONSENT_REF_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
@@ -50,7 +51,7 @@ class Envelope(BaseModel):
     case_ref: str = Field(pattern=CASE_REF_PATTERN)
     sender: str = Field(pattern=PARTICIPANT_ID_PATTERN)
     recipient: str = Field(pattern=PARTICIPANT_ID_PATTERN)
-    created_at: AwareDatetime
+    created_at: UtcTime
     consent_ref: str | None = Field(None, pattern=CONSENT_REF_PATTERN)
     data_categories: list[DataCategory] = Field(default_factory=list, max_length=7)
     header: dict[str, Any]

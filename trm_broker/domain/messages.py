@@ -9,10 +9,11 @@ from __future__ import annotations
 from datetime import date
 from enum import StrEnum
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from trm_broker.domain.countries import CountryCode
 from trm_broker.domain.participants import PARTICIPANT_ID_PATTERN
+from trm_broker.domain.times import UtcTime
 
 
 class MessageType(StrEnum):
@@ -60,12 +61,12 @@ class RiskLevel(StrEnum):
 class RiskAssessmentHeader(_Header):
     risk_level: RiskLevel
     return_recommended: bool
-    assessed_at: AwareDatetime
+    assessed_at: UtcTime
 
 
 class ReturnPreparationHeader(_Header):
     receiving_org: str = Field(pattern=PARTICIPANT_ID_PATTERN)
-    planned_arrival: AwareDatetime
+    planned_arrival: UtcTime
     best_interests_ref: str | None = Field(None, pattern=r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -77,7 +78,7 @@ class ReceptionOutcome(StrEnum):
 
 class ReceptionConfirmationHeader(_Header):
     outcome: ReceptionOutcome
-    at: AwareDatetime
+    at: UtcTime
 
 
 class CaseMonitoringHeader(_Header):

@@ -16,7 +16,6 @@ from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -50,6 +49,7 @@ from trm_broker.domain.payload_codes import (
     TravelDocumentKind,
     WellbeingRating,
 )
+from trm_broker.domain.times import UtcTime
 
 PAYLOAD_VERSION = 1
 MAX_REASONS = 20  # as AckClaims.reasons allows
@@ -79,7 +79,7 @@ def _rfc3339(value: object) -> object:
 
 
 #: RFC 3339 §5.6 date-time, with an offset (JSON Schema ``format: date-time``).
-Moment = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+Moment = Annotated[UtcTime, BeforeValidator(_rfc3339)]
 
 
 def _country(code: str) -> str:

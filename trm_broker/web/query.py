@@ -6,9 +6,10 @@ import re
 from typing import Annotated, Any
 
 from fastapi import Path
-from pydantic import AwareDatetime, BeforeValidator
+from pydantic import BeforeValidator
 
 from trm_broker.domain.envelope import CONSENT_REF_PATTERN
+from trm_broker.domain.times import UtcTime
 
 #: The largest cursor or index a caller may name: beyond it, the database's integers end.
 MAX_CURSOR = 2**62
@@ -24,7 +25,7 @@ def _iso_8601_only(value: Any) -> Any:
 
 
 #: A time with its UTC offset, written in ISO 8601 (RFC 3339), as the schema says.
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_8601_only)]
+Timestamp = Annotated[UtcTime, BeforeValidator(_iso_8601_only)]
 
 #: A consent's id, as the registering node's case system names it.
 ConsentId = Annotated[str, Path(pattern=CONSENT_REF_PATTERN)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trm_broker.domain.consent import GivenBy
 from trm_broker.domain.countries import CountryCode
@@ -13,6 +13,7 @@ from trm_broker.domain.envelope import CASE_REF_PATTERN, CONSENT_REF_PATTERN
 from trm_broker.domain.messages import DataCategory, MessageType
 from trm_broker.domain.participants import PARTICIPANT_ID_PATTERN
 from trm_broker.domain.signed_objects import DIGEST_PATTERN
+from trm_broker.domain.times import UtcTime
 
 ParticipantId = Annotated[str, Field(pattern=PARTICIPANT_ID_PATTERN)]
 
@@ -38,8 +39,8 @@ class ConsentIn(BaseModel):
         default_factory=list, max_length=50, description="Or whole countries."
     )
     data_categories: list[DataCategory] = Field(min_length=1, max_length=7)
-    valid_from: AwareDatetime
-    valid_until: AwareDatetime | None = None
+    valid_from: UtcTime
+    valid_until: UtcTime | None = None
     form_digest: str = Field(
         pattern=DIGEST_PATTERN, description="sha-256 of the signed consent form kept at the node."
     )
