@@ -34,7 +34,7 @@ T = TypeVar("T")
 AUDITOR = "at.rapporteur"  # Austria's national rapporteur on trafficking
 
 
-def _eventually(what: str, check: Callable[[], T | None], timeout: float = 30.0) -> T:
+def eventually(what: str, check: Callable[[], T | None], timeout: float = 30.0) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = check()
@@ -102,7 +102,7 @@ def verify_ledger(cluster: LocalCluster, auditor_key: Path, entries: int) -> Che
         checkpoint = verify(broker.url, vkey, auditor_key, None)
         return checkpoint if checkpoint.size >= entries else None
 
-    return _eventually("the ledger to integrate every entry", check)
+    return eventually("the ledger to integrate every entry", check)
 
 
 def send_referral(sender: Node, case_ref: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +147,7 @@ def wait_acknowledged(cluster: LocalCluster, message_id: str, party: Node) -> di
         status: dict[str, Any] = httpx.get(url, timeout=5, auth=auth).json()
         return status if status.get("status") == "acknowledged" else None
 
-    return _eventually("the recipient's acknowledgement", check)
+    return eventually("the recipient's acknowledgement", check)
 
 
 def wait_received(node: Node, message_id: str) -> dict[str, Any]:
@@ -163,7 +163,7 @@ def wait_received(node: Node, message_id: str) -> dict[str, Any]:
                 return found
         return None
 
-    return _eventually("the message at the destination node", check)
+    return eventually("the message at the destination node", check)
 
 
 def run(echo: Callable[[str], None] = print) -> None:

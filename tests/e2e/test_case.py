@@ -15,14 +15,6 @@ from trm_broker.devcluster import LocalCluster
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def broker_database(backend: str, request: pytest.FixtureRequest) -> str | None:
-    if backend == "sqlite":
-        return None
-    url: str = request.getfixturevalue("empty_postgres_database")
-    return url
-
-
 def test_a_whole_case_goes_through_real_nodes(tmp_path: Path, broker_database: str | None) -> None:
     with LocalCluster(tmp_path, broker_database_url=broker_database) as cluster:
         cluster.migrate()

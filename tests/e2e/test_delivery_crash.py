@@ -39,14 +39,6 @@ KILLS = chaos_kills()
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180 + 15 * KILLS)]
 
 
-@pytest.fixture
-def broker_database(backend: str, request: pytest.FixtureRequest) -> str | None:
-    if backend == "sqlite":
-        return None  # the cluster's own SQLite file
-    url: str = request.getfixturevalue("empty_postgres_database")
-    return url
-
-
 async def test_no_message_lost_or_duplicated_when_the_broker_is_killed(
     tmp_path: Path, backend: str, broker_database: str | None
 ) -> None:

@@ -64,14 +64,6 @@ class FastCluster(LocalCluster):
         return env
 
 
-@pytest.fixture
-def broker_database(backend: str, request: pytest.FixtureRequest) -> str | None:
-    if backend == "sqlite":
-        return None
-    url: str = request.getfixturevalue("empty_postgres_database")
-    return url
-
-
 def case_ref(mode: str) -> str:
     return "AT-2026-FAULT-" + mode.upper().replace("_", "-")
 

@@ -31,14 +31,6 @@ BACKENDS = ["sqlite", "postgresql"] if OUTAGES > 1 else ["sqlite"]
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240 + 30 * OUTAGES)]
 
 
-@pytest.fixture
-def broker_database(backend: str, request: pytest.FixtureRequest) -> str | None:
-    if backend == "sqlite":
-        return None
-    url: str = request.getfixturevalue("empty_postgres_database")
-    return url
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_a_node_back_from_an_outage_gets_everything_in_order(
     tmp_path: Path, backend: str, broker_database: str | None

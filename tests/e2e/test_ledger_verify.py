@@ -32,14 +32,6 @@ MESSAGES = 12
 ENTRIES = 1 + 3 + 2 * MESSAGES  # bootstrap, three registrations, a consent and a message each
 
 
-@pytest.fixture
-def broker_database(backend: str, request: pytest.FixtureRequest) -> str | None:
-    if backend == "sqlite":
-        return None
-    url: str = request.getfixturevalue("empty_postgres_database")
-    return url
-
-
 class Ledger:
     """A running broker with a ledger of ENTRIES entries, and tools to tamper with it."""
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -47,7 +47,6 @@ from trm_broker.web.signed_requests import SignedRequests
 
 pytestmark = pytest.mark.e2e
 
-T = TypeVar("T")
 CASE_REF = "AT-2026-E2E-CANARY"
 #: Needles are cut into pieces this long: a row the database spread over several pages (or
 #: left in part in a free page) still holds whole pieces of it.
@@ -296,16 +295,6 @@ def dumped_rows(dump: str, table: str) -> list[dict[str, str]]:
     ]
 
 
-def eventually(what: str, check: Callable[[], T | None], timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result is not None:
-            return result
-        time.sleep(0.2)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
 def search(
     needles: Iterable[str], places: Mapping[str, bytes], forms: Callable[[str], list[bytes]]
 ) -> tuple[int, list[str]]:
@@ -320,14 +309,6 @@ def search(
 
 
 # --- the test ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def broker_database(backend: str, request: pytest.FixtureRequest) -> str | None:
-    if backend == "sqlite":
-        return None  # the cluster's own SQLite file, migrated by `trm-broker db upgrade`
-    url: str = request.getfixturevalue("empty_postgres_database")
-    return url
 
 
 def test_no_personal_data_reaches_the_broker_and_no_payload_outlives_consent(
@@ -423,7 +404,7 @@ def test_no_personal_data_reaches_the_broker_and_no_payload_outlives_consent(
             done = all(s["payload_purged_at"] for s in statuses) and "payloads_purged" in restarted
             return True if done else None
 
-        eventually("the payloads' purge", purged)
+        demo.eventually("the payloads' purge", purged)
         assert stored_envelopes(cluster) == {}
         metrics = httpx.get(broker.url + "/metrics", timeout=5).text
         after = broker_database_bytes(cluster)

@@ -71,14 +71,6 @@ def decoded_envelopes(cluster: LocalCluster) -> bytes:
     return decoded
 
 
-@pytest.fixture
-def broker_database(backend: str, request: pytest.FixtureRequest) -> str | None:
-    if backend == "sqlite":
-        return None  # the cluster's own SQLite file, migrated by `trm-broker db upgrade`
-    url: str = request.getfixturevalue("empty_postgres_database")
-    return url
-
-
 def test_referral_travels_sealed_end_to_end(tmp_path: Path, broker_database: str | None) -> None:
     payload, canaries = canary_payload()
     with LocalCluster(tmp_path, broker_database_url=broker_database) as cluster:

@@ -48,16 +48,13 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.security.world import (
     AUDITOR,
+    CALLERS,
     DE,
     FOCAL_POINT,
-    FOCAL_POINT_ABROAD,
     NG,
     OPERATOR,
-    RECEIVING_ORG,
-    REVOKED,
     REVOKED_KEY,
     SPARE,
-    UNKNOWN_KEY,
     UNSIGNED,
     World,
     build_world,
@@ -74,16 +71,6 @@ from trm_broker.web.signed_requests import SignedRequests
 EXAMPLES = int(os.environ.get("TRM_FUZZ_EXAMPLES", "100"))
 NODE_TOKEN = "fuzz-node-token-0123456789"
 NODE_KEYS = KeySet.generate("at.fuzzed-node")
-CALLERS = [
-    FOCAL_POINT,
-    FOCAL_POINT_ABROAD,
-    RECEIVING_ORG,
-    AUDITOR,
-    OPERATOR,
-    UNKNOWN_KEY,
-    REVOKED,
-    UNSIGNED,
-]
 
 
 def problem_details(ctx: Any, response: Any, case: Any) -> bool | None:
