@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo serve test chaos fuzz lint bench install clean
+.PHONY: demo serve test test-fast chaos fuzz lint bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ serve: $(STAMP)
 test: $(STAMP)
 	./tools/ensure-postgres.sh
 	$(PY) -m pytest -q -n auto
+
+# The inner loop: SQLite only, no end-to-end tests.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -n auto --ignore=tests/e2e -k "not postgresql"
 
 # The delivery proofs at length: 200 SIGKILLs per crash test, outages and load 10 times
 # longer (the normal suite runs them short). Override: make chaos TRM_CHAOS_KILLS=30
