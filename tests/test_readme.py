@@ -206,6 +206,26 @@ def test_shell_blocks_hold_no_placeholders_a_shell_would_misread() -> None:
             assert not re.search(r"…|\.\.\.", code), where
 
 
+def test_every_trm_variable_named_is_a_setting_or_a_test_knob() -> None:
+    """A renamed setting leaves no stale name behind: each ``TRM_`` name in the documents is
+    a setting (a trailing ``_`` names a family of them), or a knob the Makefile, the tests
+    or the tools read."""
+    from trm_broker.settings import Settings
+
+    settings = {f"TRM_{name.upper()}" for name in Settings.model_fields}
+    knobs = (ROOT / "Makefile").read_text(encoding="utf-8") + "".join(
+        path.read_text(encoding="utf-8")
+        for folder in ("tests", "tools", "bench")
+        for path in (ROOT / folder).rglob("*")
+        if path.suffix in (".py", ".sh") and path != Path(__file__)
+    )
+    for path in DOCUMENTS:
+        for name in set(re.findall(r"TRM_[A-Z0-9_]+", path.read_text(encoding="utf-8"))):
+            family = name.endswith("_") and any(s.startswith(name) for s in settings)
+            known = name in settings or family or re.search(rf"\b{name}\b", knobs)
+            assert known, f"{path.relative_to(ROOT)} names {name}, which nothing reads"
+
+
 # --- links -------------------------------------------------------------------------------
 
 
