@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from trm_broker.deliveries_cli import deliveries_app
-from trm_broker.ledger_cli import ledger_app
-from trm_broker.registry_cli import operator_app, participants_app
+from trm_broker.cli.deliveries import deliveries_app
+from trm_broker.cli.ledger import ledger_app
+from trm_broker.cli.registry import operator_app, participants_app
 from trm_broker.settings import Settings, get_settings
 from trm_broker.web import server
 
@@ -256,7 +256,7 @@ def node_serve(
 @contract_app.command("write")
 def contract_write() -> None:
     """Regenerate contracts/ (JSON Schemas and OpenAPI) from the code."""
-    from trm_broker.contract import write
+    from trm_broker.contract.schemas import write
 
     for path in write():
         typer.echo(f"wrote {path}")
@@ -271,7 +271,7 @@ def contract_vectors(
 ) -> None:
     """Generate a fresh set of test vectors (keys are new each time; the committed set is
     kept unless --force)."""
-    from trm_broker.contract_vectors import write
+    from trm_broker.contract.vectors import write
 
     if out.exists() and not force:
         typer.echo(f"{out} exists; pass --force to replace the published vectors.", err=True)
@@ -282,7 +282,7 @@ def contract_vectors(
 @app.command()
 def demo() -> None:
     """Start a broker and two nodes, send a referral end to end, print what happened."""
-    from trm_broker import demo as demo_module
+    from trm_broker.dev import demo as demo_module
 
     try:
         demo_module.run(typer.echo)
