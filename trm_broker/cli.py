@@ -15,7 +15,8 @@ import typer
 from trm_broker.deliveries_cli import deliveries_app
 from trm_broker.ledger_cli import ledger_app
 from trm_broker.registry_cli import operator_app, participants_app
-from trm_broker.settings import Settings, get_settings
+from trm_broker.settings import Settings
+from trm_broker.settings_explained import settings_or_exit
 from trm_broker.web import server
 
 if TYPE_CHECKING:
@@ -30,12 +31,14 @@ node_app = typer.Typer(help="The reference NRM node.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 contract_app = typer.Typer(help="The published wire contract.", no_args_is_help=True)
+docs_app = typer.Typer(help="The reference pages generated from the code.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
 app.add_typer(operator_app, name="operator")
 app.add_typer(participants_app, name="participants")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(contract_app, name="contract")
+app.add_typer(docs_app, name="docs")
 
 
 @app.command()
@@ -48,7 +51,7 @@ def serve(
     from trm_broker.store.database import create_engine
     from trm_broker.store.migrate import SchemaNotCurrentError, check_schema_current
 
-    settings = get_settings()
+    settings = settings_or_exit()
     configure_logging(settings.log_level)
 
     async def _check() -> None:
@@ -85,7 +88,7 @@ def worker(
 
     from trm_broker.logs import configure_logging
 
-    settings = get_settings()
+    settings = settings_or_exit()
     configure_logging(settings.log_level)
     if make_url(settings.database_url).get_backend_name() == "sqlite":
         typer.echo(
@@ -146,7 +149,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Apply the schema migrations (Alembic) to TRM_DATABASE_URL."""
     from trm_broker.store.migrate import upgrade
 
-    upgrade(get_settings().database_url, revision)
+    upgrade(settings_or_exit().database_url, revision)
     typer.echo(f"database schema upgraded to {revision}")
 
 
@@ -192,7 +195,7 @@ def keys_new_broker(
     from trm_broker.crypto.keys import load_ed25519_public
     from trm_broker.ledger.note import NoteVerifier
 
-    settings = get_settings()
+    settings = settings_or_exit()
     path = key_file or settings.broker_key_file
     if path.exists():
         typer.echo(f"trm-broker: {path} exists; `keys rotate-broker` replaces its key", err=True)
@@ -218,7 +221,7 @@ def keys_rotate_broker(
     from trm_broker.crypto.keys import load_ed25519_public
     from trm_broker.ledger.note import NoteVerifier
 
-    settings = get_settings()
+    settings = settings_or_exit()
     path = key_file or settings.broker_key_file
     if not path.exists():
         typer.echo(f"trm-broker: {path} does not exist (TRM_BROKER_KEY_FILE)", err=True)
@@ -240,7 +243,7 @@ def node_serve(
     from trm_broker.logs import configure_logging
     from trm_broker.node.app import create_node_app, load_keyring
 
-    settings = get_settings()
+    settings = settings_or_exit()
     configure_logging(settings.log_level)
     load_keyring(settings)  # fail now, with a clear message, if the key files are missing
     bind, bind_port = host or settings.node_host, port or settings.node_port
@@ -257,6 +260,16 @@ def node_serve(
 def contract_write() -> None:
     """Regenerate contracts/ (JSON Schemas and OpenAPI) from the code."""
     from trm_broker.contract import write
+
+    for path in write():
+        typer.echo(f"wrote {path}")
+
+
+@docs_app.command("write")
+def docs_write() -> None:
+    """Regenerate docs/configuration.md (from the settings) and docs/metrics.md (from the
+    metric registry)."""
+    from trm_broker.reference_docs import write
 
     for path in write():
         typer.echo(f"wrote {path}")

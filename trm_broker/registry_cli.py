@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from trm_broker.settings import get_settings
+from trm_broker.settings_explained import settings_or_exit
 
 operator_app = typer.Typer(help="The broker's operator.", no_args_is_help=True)
 participants_app = typer.Typer(
@@ -56,7 +56,7 @@ def operator_init(
     from trm_broker.store.database import create_engine, session_factory
     from trm_broker.store.migrate import SchemaNotCurrentError, check_schema_current
 
-    settings = get_settings()
+    settings = settings_or_exit()
     path = key_file or settings.operator_key_file
     if not country:
         raise _fail("give the operator's country, e.g. --country AT")
@@ -94,7 +94,7 @@ async def signed_call(
     from trm_broker.crypto.keys import KeySet
     from trm_broker.web.signed_requests import SignedRequests
 
-    settings = get_settings()
+    settings = settings_or_exit()
     key_path = operator_key or settings.operator_key_file
     try:
         operator = KeySet.read(key_path)
@@ -166,7 +166,7 @@ def participants_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print the registry as JSON.")] = False,
 ) -> None:
     """Print the public registry: participants and their keys."""
-    base = (broker_url or get_settings().broker_url).rstrip("/")
+    base = (broker_url or settings_or_exit().broker_url).rstrip("/")
     try:
         response = httpx.get(base + "/v1/participants", timeout=15)
         response.raise_for_status()
