@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from typer.testing import CliRunner
 
+from trm_broker.cli import app
 from trm_broker.settings import InvalidSettings, Settings, get_settings
 from trm_broker.settings_explained import allowed, env_names, explain
 
@@ -172,3 +174,22 @@ def test_serve_with_a_bad_value_exits_with_one_line_per_setting_and_no_traceback
     assert any(line.startswith("trm-broker: TRM_DELIVERY_POLL_SECONDS=0 ") for line in lines)
     assert len(lines) == 3  # one per setting, and where to read about them
     assert not (tmp_path / "broker.db").exists()  # refused before touching anything
+
+
+@pytest.mark.parametrize(
+    ("argv", "variable", "value"),
+    [
+        (["node", "serve"], "TRM_NODE_PULL_WAIT_SECONDS", "-1"),
+        (["worker"], "TRM_DELIVERY_BACKOFF_MAX_SECONDS", "0"),
+        (["db", "upgrade"], "TRM_DATABASE_URL", "mysql://db"),
+    ],
+)
+def test_every_command_refuses_a_bad_value_the_same_way(
+    environ: pytest.MonkeyPatch, argv: list[str], variable: str, value: str
+) -> None:
+    get_settings.cache_clear()
+    environ.setenv(variable, value)
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 2
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.stderr.startswith(f"trm-broker: {variable}")
