@@ -44,7 +44,7 @@ app.add_typer(docs_app, name="docs")
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Overrides TRM_HOST.")] = None,
-    port: Annotated[int | None, typer.Option(help="Overrides TRM_PORT.")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Overrides TRM_PORT.")] = None,
 ) -> None:
     """Run the broker (API and delivery dispatcher)."""
     from trm_broker.logs import configure_logging
@@ -79,7 +79,9 @@ def serve(
 @app.command()
 def worker(
     host: Annotated[str | None, typer.Option(help="Overrides TRM_HOST.")] = None,
-    port: Annotated[int | None, typer.Option(help="Overrides TRM_WORKER_PORT.")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Overrides TRM_WORKER_PORT.")
+    ] = None,
 ) -> None:
     """Run a delivery worker: the dispatcher alone, beside brokers started with
     TRM_RUN_DISPATCHER=false (PostgreSQL). It answers /healthz and /readyz; SIGTERM stops
@@ -237,7 +239,9 @@ def keys_rotate_broker(
 @node_app.command("serve")
 def node_serve(
     host: Annotated[str | None, typer.Option(help="Overrides TRM_NODE_HOST.")] = None,
-    port: Annotated[int | None, typer.Option(help="Overrides TRM_NODE_PORT.")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Overrides TRM_NODE_PORT.")
+    ] = None,
 ) -> None:
     """Run the reference NRM node (inbox and local case-worker API)."""
     from trm_broker.logs import configure_logging
