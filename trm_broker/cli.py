@@ -271,8 +271,7 @@ def contract_write() -> None:
 
 @docs_app.command("write")
 def docs_write() -> None:
-    """Regenerate docs/configuration.md (from the settings) and docs/metrics.md (from the
-    metric registry)."""
+    """Regenerate docs/configuration.md and docs/metrics.md from settings and metrics."""
     from trm_broker.reference_docs import write
 
     for path in write():
