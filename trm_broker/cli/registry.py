@@ -17,7 +17,7 @@ import httpx
 import typer
 
 from trm_broker.cli.signed_call import BrokerUrl, OperatorKey, fail, print_json, signed_call
-from trm_broker.settings import get_settings
+from trm_broker.settings_explained import settings_or_exit
 
 operator_app = typer.Typer(help="The broker's operator.", no_args_is_help=True)
 participants_app = typer.Typer(
@@ -44,7 +44,7 @@ def operator_init(
     from trm_broker.store.database import create_engine, session_factory
     from trm_broker.store.migrate import SchemaNotCurrentError, check_schema_current
 
-    settings = get_settings()
+    settings = settings_or_exit()
     path = key_file or settings.operator_key_file
     if not country:
         raise fail("give the operator's country, e.g. --country AT")
@@ -120,7 +120,7 @@ def participants_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print the registry as JSON.")] = False,
 ) -> None:
     """Print the public registry: participants and their keys."""
-    base = (broker_url or get_settings().broker_url).rstrip("/")
+    base = (broker_url or settings_or_exit().broker_url).rstrip("/")
     try:
         response = httpx.get(base + "/v1/participants", timeout=15)
         response.raise_for_status()

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from trm_broker.settings import get_settings
+from trm_broker.settings_explained import settings_or_exit
 
 OperatorKey = Annotated[
     Path | None,
@@ -34,7 +34,7 @@ async def signed_call(
     from trm_broker.crypto.keys import KeySet
     from trm_broker.web.signed_requests import SignedRequests
 
-    settings = get_settings()
+    settings = settings_or_exit()
     key_path = operator_key or settings.operator_key_file
     try:
         operator = KeySet.read(key_path)
