@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo serve test test-fast chaos fuzz lint bench install clean
+.PHONY: demo serve test test-fast chaos fuzz lint bench docs install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ fuzz: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.ledger
+
+# docs/configuration.md and docs/metrics.md, from the settings class and the metric registry
+# (tests/test_reference_docs.py fails when they drift).
+docs: $(STAMP)
+	$(VENV)/bin/trm-broker docs write
 
 # The dependency audit needs PyPI's JSON API; where it is unreachable it says it did not run.
 # TRM_AUDIT_OFFLINE=warn (the default here) then goes on; a CI with network sets it to fail.

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.support import broker_settings, referral, running_broker
-from trm_broker.api.ledger.sequencer import LedgerSequencer
+from trm_broker.background.sequencer import LedgerSequencer
 from trm_broker.crypto.keys import KeySet
 from trm_broker.domain.ledger_events import EventType, LedgerEvent
 from trm_broker.ledger import merkle

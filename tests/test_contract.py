@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from trm_broker.contract import CONTRACTS_DIR, render
+from trm_broker.contract.schemas import CONTRACTS_DIR, render
 from trm_broker.crypto import jws
 from trm_broker.crypto.keys import KeySet
 from trm_broker.domain.messages import MessageType

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from trm_broker.contract_vectors import write
+from trm_broker.contract.vectors import write
 from trm_broker.crypto import jws
 from trm_broker.crypto.encoding import b64url_decode
 from trm_broker.crypto.errors import MalformedError, SealError, VerificationError

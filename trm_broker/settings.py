@@ -1,45 +1,91 @@
-"""All configuration, from environment variables prefixed ``TRM_`` (see README, Configuration)."""
+"""All configuration, from environment variables prefixed ``TRM_``.
+
+docs/configuration.md lists every setting with its type, default, allowed values and meaning;
+it is generated from this class (`trm-broker docs write`) and a test fails when it drifts.
+
+Conventions:
+
+- **Durations** are numbers of seconds, in variables whose names end in ``_SECONDS``
+  (``TRM_CLOCK_SKEW_SECONDS=300``); an ISO 8601 duration (``PT5M``, ``P30D``) is accepted
+  too. The one exception is ``TRM_REPORT_MAX_DAYS``, a count of whole days, because an
+  auditors' report covers whole days. Five settings were durations without a unit before and
+  keep their old names as aliases: ``TRM_RISK_MAX_AGE``, ``TRM_MIN_NOTICE``,
+  ``TRM_RECEPTION_GRACE``, ``TRM_MONITORING_PERIOD`` and ``TRM_MONITORING_INTERVAL`` (each
+  now ``…_SECONDS``; the new name wins when both are set).
+- **Every setting is bounded**: a value outside its range stops the process at start with one
+  line per bad setting (:mod:`trm_broker.settings_explained`). Where 0 is allowed it means
+  "off" or "none", as the description says.
+- Secrets are ``SecretStr`` and never printed, not even when refused.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/trm-broker.db"
 DEFAULT_NODE_DATABASE_URL = "sqlite+aiosqlite:///./var/trm-node.db"
 
+DAY = 24 * 3600
+_DATABASE_URL = r"^(sqlite\+aiosqlite|postgresql\+asyncpg)://\S*$"
+_HTTP_URL = r"^https?://\S+$"
+_DATABASE_URLS = "a sqlite+aiosqlite:// or postgresql+asyncpg:// URL"
+_HTTP_URLS = "an http:// or https:// URL"
+_DURATION = TypeAdapter(timedelta)
+
+
+def _renamed(name: str, old: str) -> AliasChoices:
+    """The environment variables of a renamed setting: its name, then its old name."""
+    return AliasChoices(f"TRM_{name.upper()}", f"TRM_{old.upper()}")
+
 
 class Settings(BaseSettings):
     """One settings class for the broker, its dispatcher and the reference node."""
 
-    model_config = SettingsConfigDict(env_prefix="TRM_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TRM_", extra="ignore", populate_by_name=True)
 
     # --- broker -------------------------------------------------------------------------
     database_url: str = Field(
         DEFAULT_DATABASE_URL,
-        description="SQLAlchemy async URL; SQLite file by default, postgresql+asyncpg://… "
-        "for production.",
+        pattern=_DATABASE_URL,
+        json_schema_extra={"allowed": _DATABASE_URLS},
+        description="The broker's database (SQLAlchemy async URL). The SQLite file and its "
+        "folder are created on first use; use postgresql+asyncpg://… in production.",
     )
-    host: str = Field("127.0.0.1", description="Address `trm-broker serve` listens on.")
-    port: int = Field(8400, description="Port `trm-broker serve` listens on.")
+    host: str = Field(
+        "127.0.0.1", min_length=1, description="Address `trm-broker serve` listens on."
+    )
+    port: int = Field(8400, ge=1, le=65535, description="Port `trm-broker serve` listens on.")
     broker_key_file: Path = Field(
         Path("./var/broker-key.json"),
-        description="The broker's own Ed25519 signing key (receipts); created on first start.",
+        description="The broker's own Ed25519 signing key (receipts, checkpoints); created on "
+        "first start.",
     )
     broker_key: SecretStr | None = Field(
         None,
         description="The broker's key document (the JSON of a key file) from the environment, "
-        "instead of TRM_BROKER_KEY_FILE; never logged.",
+        "e.g. from a secret store, instead of TRM_BROKER_KEY_FILE; never logged.",
     )
     public_url: str | None = Field(
         None,
+        pattern=_HTTP_URL,
+        json_schema_extra={"allowed": _HTTP_URLS},
         description="The broker's base URL as callers address it (their signatures cover "
-        "it); unset: the URL each request arrived on. Set it behind a reverse proxy.",
+        "it). Unset: the URL each request arrived on, allowed only when listening on "
+        "loopback. Set it behind a reverse proxy.",
     )
     operator_key_file: Path = Field(
         Path("./var/operator-key.json"),
@@ -48,67 +94,106 @@ class Settings(BaseSettings):
     )
     broker_url: str = Field(
         "http://127.0.0.1:8400",
+        pattern=_HTTP_URL,
+        json_schema_extra={"allowed": _HTTP_URLS},
         description="Base URL of the broker that `trm-broker participants …` calls.",
     )
     max_envelope_bytes: int = Field(
         1024 * 1024,
         ge=1024,
-        description="Largest accepted envelope, and request body of the broker and the node, "
-        "in bytes (413 above, before any parsing).",
+        le=64 * 1024 * 1024,
+        description="Largest envelope, and largest request body of the broker and the node, "
+        "accepted, in bytes (413 above, before any parsing).",
     )
     max_json_depth: int = Field(
         32,
         ge=4,
         le=256,
         description="Deepest nesting of arrays and objects a JSON body may have (400 above, "
-        "checked before parsing).",
+        "found by a scan before parsing).",
     )
     header_timeout_seconds: float = Field(
         10.0,
         gt=0,
-        description="How long a client has to send a request's headers (408 and the "
-        "connection closed after).",
+        le=600,
+        allow_inf_nan=False,
+        description="How long a client has to send a request's headers, on a new connection "
+        "and between requests on a kept-alive one (408 and the connection closed after).",
     )
     body_timeout_seconds: float = Field(
-        30.0, gt=0, description="How long a client has to send a request's body (408 after)."
+        30.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="How long a client has to send a request's body once its headers are in "
+        "(408 after).",
     )
     rate_per_second: float = Field(
         50.0,
         ge=0,
+        le=1_000_000,
+        allow_inf_nan=False,
         description="Signed requests each participant may make per second, on average, per "
         "broker process (429 with Retry-After above); 0: no limit.",
     )
     rate_burst: int = Field(
-        500, ge=1, description="Signed requests a participant may make at once above the rate."
+        500,
+        ge=1,
+        le=1_000_000,
+        description="Signed requests a participant may make at once above that rate.",
     )
     address_rate_per_second: float = Field(
         100.0,
         ge=0,
-        description="Unsigned requests, and requests whose signature is refused, one client "
-        "address may make per second per broker process (429 above); 0: no limit.",
+        le=1_000_000,
+        allow_inf_nan=False,
+        description="Requests one client address may make per second, per broker process, "
+        "that are not authenticated as a participant (public reads, refused signatures, "
+        "unknown paths); 429 above; 0: no limit.",
     )
     address_rate_burst: int = Field(
-        1000, ge=1, description="Such requests one address may make at once above the rate."
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Such requests one address may make at once above that rate.",
     )
     clock_skew_seconds: int = Field(
         300,
+        ge=1,
+        le=3600,
         description="How far an envelope's created_at, or a signed request's created time, "
         "may be from the receiver's clock.",
     )
     delivery_timeout_seconds: float = Field(
-        10.0, description="Timeout of one push to a recipient's inbox."
+        10.0,
+        gt=0,
+        le=300,
+        allow_inf_nan=False,
+        description="Total deadline of one push to a recipient's inbox: connect, send and "
+        "read the answer (answers over 64 KiB are refused unread).",
     )
     delivery_poll_seconds: float = Field(
-        1.0, description="How often the dispatcher looks for due deliveries when idle."
+        1.0,
+        ge=0.01,
+        le=300,
+        allow_inf_nan=False,
+        description="How often an idle dispatcher looks for due deliveries.",
     )
     delivery_backoff_max_seconds: float = Field(
-        300.0, description="Upper bound of the wait between two delivery attempts."
+        300.0,
+        gt=0,
+        le=DAY,
+        allow_inf_nan=False,
+        description="Upper bound of the wait between two delivery attempts.",
     )
     delivery_max_age_seconds: float = Field(
-        7 * 24 * 3600.0,
+        7 * DAY,
         gt=0,
-        description="How long a delivery is retried after it was queued; then it is "
-        "dead-lettered, with an alert and a ledger entry, until an operator re-queues it.",
+        le=365 * DAY,
+        allow_inf_nan=False,
+        description="How long a delivery is retried after it was queued (7 days by default); "
+        "then it is a dead letter, with an alert and a ledger entry, until an operator "
+        "re-queues it.",
     )
     delivery_concurrency: int = Field(
         16, ge=1, le=256, description="Pushes one dispatcher has in flight at once."
@@ -119,100 +204,159 @@ class Settings(BaseSettings):
         "separate `trm-broker worker` processes run it (PostgreSQL only).",
     )
     worker_port: int = Field(
-        8401, description="Port of `trm-broker worker`'s health endpoint (on TRM_HOST)."
+        8401,
+        ge=1,
+        le=65535,
+        description="Port of `trm-broker worker`'s /healthz, /readyz and /metrics (on TRM_HOST).",
     )
     inbox_max_wait_seconds: float = Field(
         30.0,
         ge=0,
         le=300,
-        description="Longest wait of a long-poll on the pull inbox (GET /v1/inbox).",
+        allow_inf_nan=False,
+        description="Longest wait of a long-poll on the pull inbox (GET /v1/inbox?wait=); "
+        "0: no long-polls, every pull answers at once.",
     )
     allow_loopback_inboxes: bool = Field(
         False,
-        description="Let inbox URLs point at loopback (http allowed there): development only.",
+        description="Let inbox URLs point at loopback, where plain http is then allowed too "
+        "(development only).",
     )
     allow_private_inboxes: bool = Field(
-        False, description="Let inbox URLs resolve to private or reserved (non-global) addresses."
+        False,
+        description="Let inbox URLs resolve to private or reserved (non-global) addresses, for "
+        "nodes on an internal network.",
     )
     ledger_origin: str = Field(
         "trm-broker.example/ledger",
         pattern=r"^[^\s+]+$",
-        description="The ledger's origin line and signed-note key name (C2SP); set it to a "
-        "name of your own, e.g. trm.<ministry domain>/ledger, before the first start.",
+        json_schema_extra={"allowed": "a name without spaces or '+'"},
+        description="The ledger's origin line and signed-note key name (C2SP); set a name of "
+        "your own, e.g. trm.<ministry domain>/ledger, before the first start: checkpoints "
+        "name it.",
     )
     retention_seconds: int = Field(
-        30 * 24 * 3600,
+        30 * DAY,
         ge=0,
-        description="How long an acknowledged message's sealed payload stays at the broker.",
+        le=10 * 365 * DAY,
+        description="How long an acknowledged message's sealed payload stays at the broker "
+        "before it is deleted, with a payload.purged ledger entry (30 days by default); 0: "
+        "deleted as soon as it is acknowledged.",
     )
-    risk_max_age: timedelta = Field(
-        timedelta(days=30),
+    risk_max_age_seconds: float = Field(
+        30 * DAY,
+        gt=0,
+        le=10 * 365 * DAY,
+        allow_inf_nan=False,
+        validation_alias=_renamed("risk_max_age_seconds", "risk_max_age"),
         description="How recent the risk assessment recommending return must be when a "
-        "return is prepared (seconds, or ISO 8601 like P30D).",
+        "return is prepared (30 days by default).",
     )
-    min_notice: timedelta = Field(
-        timedelta(hours=72),
+    min_notice_seconds: float = Field(
+        72 * 3600,
+        ge=0,
+        le=365 * DAY,
+        allow_inf_nan=False,
+        validation_alias=_renamed("min_notice_seconds", "min_notice"),
         description="How far ahead of the planned arrival a return must be prepared, so the "
-        "receiving organisation can prepare.",
+        "receiving organisation can prepare (72 hours by default); 0: no notice needed.",
     )
-    reception_grace: timedelta = Field(
-        timedelta(hours=48),
+    reception_grace_seconds: float = Field(
+        48 * 3600,
+        ge=0,
+        le=365 * DAY,
+        allow_inf_nan=False,
+        validation_alias=_renamed("reception_grace_seconds", "reception_grace"),
         description="After the planned arrival, how long until a missing reception "
-        "confirmation raises an alert.",
+        "confirmation raises an alert (48 hours by default).",
     )
-    monitoring_period: timedelta = Field(
-        timedelta(days=365),
-        le=timedelta(days=3 * 365),
-        description="How long after reception monitoring reports are accepted (up to 3 years).",
+    monitoring_period_seconds: float = Field(
+        365 * DAY,
+        gt=0,
+        le=3 * 365 * DAY,
+        allow_inf_nan=False,
+        validation_alias=_renamed("monitoring_period_seconds", "monitoring_period"),
+        description="How long after reception monitoring reports are accepted (365 days by "
+        "default, at most 3 years).",
     )
-    monitoring_interval: timedelta = Field(
-        timedelta(days=91),
-        description="How long without a monitoring report before an overdue alert.",
+    monitoring_interval_seconds: float = Field(
+        91 * DAY,
+        gt=0,
+        le=3 * 365 * DAY,
+        allow_inf_nan=False,
+        validation_alias=_renamed("monitoring_interval_seconds", "monitoring_interval"),
+        description="How long without a monitoring report before an overdue alert (91 days by "
+        "default).",
     )
     alert_check_seconds: float = Field(
-        60.0, description="How often the scheduler looks for overdue receptions and reports."
+        60.0,
+        gt=0,
+        le=DAY,
+        allow_inf_nan=False,
+        description="How often the scheduler looks for overdue receptions and reports.",
     )
     report_max_days: int = Field(
         732,
         ge=1,
-        description="Longest period (`to` - `from`) one auditors' report may cover, in days.",
+        le=3660,
+        description="Longest period (`to` - `from`) one auditors' report may cover, in whole "
+        "days (400 above).",
     )
     report_min_cell: int = Field(
         11,
         ge=1,
+        le=1000,
         description="Counts smaller than this are suppressed in auditors' reports "
         "(k-anonymity; 11 as in the CTDC dataset).",
     )
-    log_level: str = Field("info", description="debug, info, warning or error.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe log events written: debug, info, warning or error."
+    )
     otel_enabled: bool = Field(
         False,
-        description="Export OpenTelemetry traces of HTTP requests (method, route template, "
-        "status only); needs the `otel` extra, or the broker refuses to start.",
+        description="Export OpenTelemetry traces of HTTP requests (method, route template and "
+        "status only); needs the `otel` extra (pip install 'trm-broker[otel]'), or the broker "
+        "refuses to start.",
     )
     otel_endpoint: str | None = Field(
         None,
+        pattern=_HTTP_URL,
+        json_schema_extra={"allowed": _HTTP_URLS},
         description="OTLP/HTTP traces URL, e.g. http://collector:4318/v1/traces; unset: the "
         "standard OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT.",
     )
 
     # --- reference NRM node -------------------------------------------------------------
     node_database_url: str = Field(
-        DEFAULT_NODE_DATABASE_URL, description="The node's own database (SQLite by default)."
+        DEFAULT_NODE_DATABASE_URL,
+        pattern=_DATABASE_URL,
+        json_schema_extra={"allowed": _DATABASE_URLS},
+        description="The node's own database (SQLAlchemy async URL; SQLite by default).",
     )
-    node_host: str = Field("127.0.0.1", description="Address `trm-broker node serve` listens on.")
-    node_port: int = Field(8500, description="Port `trm-broker node serve` listens on.")
+    node_host: str = Field(
+        "127.0.0.1", min_length=1, description="Address `trm-broker node serve` listens on."
+    )
+    node_port: int = Field(
+        8500, ge=1, le=65535, description="Port `trm-broker node serve` listens on."
+    )
     node_broker_url: str = Field(
-        "http://127.0.0.1:8400", description="Base URL of the broker the node talks to."
+        "http://127.0.0.1:8400",
+        pattern=_HTTP_URL,
+        json_schema_extra={"allowed": _HTTP_URLS},
+        description="Base URL of the broker the node talks to.",
     )
     node_public_url: str | None = Field(
         None,
+        pattern=_HTTP_URL,
+        json_schema_extra={"allowed": _HTTP_URLS},
         description="The node's base URL as the broker addresses it (the inbox URL without "
-        "its path); unset: the URL each request arrived on.",
+        "its path). Unset: the URL each request arrived on, allowed only when listening on "
+        "loopback.",
     )
     node_key_files: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated key files (from `trm-broker keys new`) of the "
-        "participants this node serves.",
+        "participants this node serves; this or TRM_NODE_KEYS is required.",
     )
     node_keys: SecretStr | None = Field(
         None,
@@ -222,7 +366,7 @@ class Settings(BaseSettings):
     )
     node_api_token: SecretStr | None = Field(
         None,
-        description="Bearer token for the node's local case-worker API. Unset: refused.",
+        description="Bearer token of the node's local case-worker API. Unset: the API answers 503.",
     )
 
     node_pull: bool = Field(
@@ -231,7 +375,12 @@ class Settings(BaseSettings):
         "waiting for pushes: for a node the broker cannot reach.",
     )
     node_pull_wait_seconds: float = Field(
-        20.0, ge=0, le=300, description="How long each of the node's long-polls waits."
+        20.0,
+        ge=0,
+        le=300,
+        allow_inf_nan=False,
+        description="How long each of the node's long-polls waits (at most the broker's "
+        "TRM_INBOX_MAX_WAIT_SECONDS); 0: poll without waiting.",
     )
 
     @field_validator("node_key_files", mode="before")
@@ -241,7 +390,65 @@ class Settings(BaseSettings):
             return [Path(part.strip()) for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _iso_durations(cls, value: object, info: ValidationInfo) -> object:
+        """A duration may be written in ISO 8601 (``P30D``), or as the old names of the
+        renamed durations took it (``3 days, 0:00:00``): turned into seconds here. Anything
+        else goes on to the number check, which names the problem."""
+        if not (info.field_name or "").endswith("_seconds") or not isinstance(value, str):
+            return value
+        try:
+            float(value)
+        except ValueError:
+            try:
+                return _DURATION.validate_python(value.strip()).total_seconds()
+            except ValidationError:
+                return value
+        return value
+
+    # --- the durations the domain uses as timedeltas --------------------------------------
+
+    @property
+    def risk_max_age(self) -> timedelta:
+        return timedelta(seconds=self.risk_max_age_seconds)
+
+    @property
+    def min_notice(self) -> timedelta:
+        return timedelta(seconds=self.min_notice_seconds)
+
+    @property
+    def reception_grace(self) -> timedelta:
+        return timedelta(seconds=self.reception_grace_seconds)
+
+    @property
+    def monitoring_period(self) -> timedelta:
+        return timedelta(seconds=self.monitoring_period_seconds)
+
+    @property
+    def monitoring_interval(self) -> timedelta:
+        return timedelta(seconds=self.monitoring_interval_seconds)
+
+
+class InvalidSettings(ValueError):
+    """Settings out of their bounds: ``problems`` has one readable line per bad setting."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The settings from the environment; :class:`InvalidSettings` names every bad one."""
+    from trm_broker.settings_explained import explain
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise InvalidSettings(explain(exc)) from None

@@ -14,9 +14,9 @@ import pytest
 
 from tests.support import broker_settings, referral, running_broker, running_node
 from trm_broker.api.app import create_app
+from trm_broker.background.dispatcher import DeliveryDispatcher
 from trm_broker.crypto import broker_keys
 from trm_broker.crypto.keys import KeySet
-from trm_broker.delivery.dispatcher import DeliveryDispatcher
 from trm_broker.domain.inbox_url import InboxPolicy
 from trm_broker.ledger.note import NoteError, NoteVerifier, open_checkpoint
 from trm_broker.web.signed_requests import SignedRequests

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.support import PROBLEM, Broker, broker_settings, envelope, referral, running_broker
-from trm_broker.api.cases.scheduler import AlertScheduler
+from trm_broker.background.alert_scheduler import AlertScheduler
 from trm_broker.crypto.keys import KeySet
 from trm_broker.domain.messages import DataCategory, MessageType
 from trm_broker.store.models import Delivery, Message

@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import select
 
 from tests.support import PROBLEM, Broker, broker_settings, referral, running_broker
+from trm_broker.background.dispatcher import DeliveryDispatcher
 from trm_broker.crypto import jws
 from trm_broker.crypto.keys import KeySet
-from trm_broker.delivery.dispatcher import DeliveryDispatcher
 from trm_broker.domain.inbox_url import InboxPolicy
 from trm_broker.store.models import LedgerEntry
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from tests.support import broker_settings, referral, running_broker, running_node
+from trm_broker.background.dispatcher import DeliveryDispatcher
 from trm_broker.crypto import jws
 from trm_broker.crypto.keys import KeySet
-from trm_broker.delivery.dispatcher import DeliveryDispatcher
 from trm_broker.domain.inbox_url import InboxPolicy
 from trm_broker.logs import configure_logging
 

@@ -13,8 +13,8 @@ from sqlalchemy import update
 
 from tests.support import Broker, broker_settings, referral, running_broker, running_node
 from trm_broker.api.app import create_app
+from trm_broker.background.dispatcher import DeliveryDispatcher
 from trm_broker.crypto.keys import KeySet
-from trm_broker.delivery.dispatcher import DeliveryDispatcher
 from trm_broker.domain.inbox_url import InboxPolicy
 from trm_broker.store.database import create_engine, session_factory
 from trm_broker.store.models import Delivery

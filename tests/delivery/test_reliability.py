@@ -17,9 +17,9 @@ from sqlalchemy import select, update
 
 from tests.api.test_case_transfer import consent_body
 from tests.support import PROBLEM, Broker, broker_settings, envelope, referral, running_broker
+from trm_broker.background.dispatcher import DeliveryDispatcher
 from trm_broker.crypto import jws
 from trm_broker.crypto.keys import KeySet
-from trm_broker.delivery.dispatcher import DeliveryDispatcher
 from trm_broker.domain.inbox_url import InboxPolicy
 from trm_broker.domain.messages import MessageType
 from trm_broker.store import deliveries as outbox

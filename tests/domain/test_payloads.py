@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trm_broker.contract import CONTRACTS_DIR
-from trm_broker.demo_case import DEMO_REFERRAL
+from trm_broker.contract.schemas import CONTRACTS_DIR
+from trm_broker.dev.demo_case import DEMO_REFERRAL
 from trm_broker.domain.countries import COUNTRY_CODES
 from trm_broker.domain.messages import MessageType
 from trm_broker.domain.payloads import MAX_REASONS, PAYLOAD_MODELS, check_payload

@@ -32,11 +32,11 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
 
-from trm_broker import demo
 from trm_broker.crypto import jws
 from trm_broker.crypto.errors import CryptoError
 from trm_broker.crypto.keys import KeySet, load_ed25519_public
-from trm_broker.devcluster import LocalCluster, Node, Process
+from trm_broker.dev import demo
+from trm_broker.dev.cluster import LocalCluster, Node, Process
 from trm_broker.domain.messages import DataCategory, MessageType
 from trm_broker.node.compose import compose_envelope
 from trm_broker.store.database import create_engine

@@ -26,10 +26,10 @@ from sqlalchemy.engine import make_url
 
 from tests.conftest import POSTGRES_URL
 from tests.support import referral
-from trm_broker import demo
+from trm_broker.cli.ledger import verify
 from trm_broker.crypto.keys import KeySet
-from trm_broker.devcluster import LocalCluster
-from trm_broker.ledger_cli import verify
+from trm_broker.dev import demo
+from trm_broker.dev.cluster import LocalCluster
 from trm_broker.web.signed_requests import SignedRequests
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]

@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from trm_broker import demo
-from trm_broker.demo_case import RECIPIENT, SENDER, SHELTER, play_case
-from trm_broker.devcluster import LocalCluster
+from trm_broker.dev import demo
+from trm_broker.dev.cluster import LocalCluster
+from trm_broker.dev.demo_case import RECIPIENT, SENDER, SHELTER, play_case
 
 pytestmark = pytest.mark.e2e
 

@@ -24,9 +24,9 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.support import referral
-from trm_broker import demo
 from trm_broker.crypto.keys import KeySet
-from trm_broker.devcluster import LocalCluster, Process
+from trm_broker.dev import demo
+from trm_broker.dev.cluster import LocalCluster, Process
 from trm_broker.ledger.note import NoteVerifier, open_checkpoint
 from trm_broker.web.signed_requests import SignedRequests
 

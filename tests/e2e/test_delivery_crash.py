@@ -32,7 +32,7 @@ from tests.e2e.load import (
     logs_hint,
     two_countries,
 )
-from trm_broker.devcluster import LocalCluster
+from trm_broker.dev.cluster import LocalCluster
 
 KILLS = chaos_kills()
 

@@ -25,9 +25,9 @@ from sqlalchemy import func, select
 
 from tests.e2e.faults import FaultyInbox
 from tests.e2e.load import chaos_scale
-from trm_broker import demo
-from trm_broker.demo_case import DEMO_REFERRAL, RECIPIENT, SENDER
-from trm_broker.devcluster import LocalCluster, Node
+from trm_broker.dev import demo
+from trm_broker.dev.cluster import LocalCluster, Node
+from trm_broker.dev.demo_case import DEMO_REFERRAL, RECIPIENT, SENDER
 from trm_broker.domain.ledger_events import EventType
 from trm_broker.store.database import create_engine
 from trm_broker.store.models import LedgerEntry

@@ -22,7 +22,7 @@ from tests.e2e.load import (
     logs_hint,
     two_countries,
 )
-from trm_broker.devcluster import LocalCluster
+from trm_broker.dev.cluster import LocalCluster
 
 OUTAGES = chaos_scale()
 #: The normal suite runs it on SQLite (its time is counted); `make chaos` on PostgreSQL too.

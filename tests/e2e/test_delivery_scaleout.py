@@ -29,9 +29,9 @@ from tests.e2e.load import (
     logs_hint,
     two_countries,
 )
-from trm_broker import demo
-from trm_broker.devcluster import LocalCluster, Process
-from trm_broker.ledger_cli import verify
+from trm_broker.cli.ledger import verify
+from trm_broker.dev import demo
+from trm_broker.dev.cluster import LocalCluster, Process
 
 LOAD_SECONDS = 10.0 * chaos_scale()
 

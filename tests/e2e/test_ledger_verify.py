@@ -17,13 +17,14 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tests.support import referral
+from trm_broker.cli.ledger import verify
 from trm_broker.crypto import broker_keys
 from trm_broker.crypto.keys import KeySet
-from trm_broker.devcluster import LocalCluster
+from trm_broker.dev.cluster import LocalCluster
 from trm_broker.ledger import merkle
+from trm_broker.ledger.audit import AuditFailure
 from trm_broker.ledger.note import Checkpoint, NoteSigner, sign_checkpoint
 from trm_broker.ledger.verifier import LedgerFailure
-from trm_broker.ledger_cli import verify
 from trm_broker.store.database import create_engine
 from trm_broker.store.models import LedgerCheckpoint, LedgerEntry, LedgerNode
 from trm_broker.web.signed_requests import SignedRequests
@@ -48,7 +49,7 @@ class Ledger:
     def verify(self, state: Path | None = None) -> Checkpoint:
         return verify(self.url, self.vkey, self.auditor_key, state)
 
-    def cli(self, state: Path) -> subprocess.CompletedProcess[str]:
+    def cli(self, state: Path, *more: str) -> subprocess.CompletedProcess[str]:
         """`trm-broker ledger verify`, as an auditor runs it."""
         return subprocess.run(
             self.cluster._cli(
@@ -62,7 +63,17 @@ class Ledger:
                 str(self.auditor_key),
                 "--state",
                 str(state),
+                *more,
             ),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    def check_evidence(self, evidence: Path) -> subprocess.CompletedProcess[str]:
+        """`trm-broker ledger check-evidence`, as a third party runs it."""
+        return subprocess.run(
+            self.cluster._cli("ledger", "check-evidence", str(evidence), "--broker-key", self.vkey),
             capture_output=True,
             text=True,
             check=False,
@@ -255,11 +266,27 @@ def test_the_ledger_verifies_and_every_tampering_is_located(ledger: Ledger, tmp_
     failure = ledger.failure(state)
     assert failure.index == 5
     assert "verified earlier" in str(failure)
+    # The two signed checkpoints of the same size disagree: that is evidence of a fork.
+    assert isinstance(failure, AuditFailure)
+    assert failure.evidence is not None
 
-    # And the command line says so, with a non-zero exit.
-    result = ledger.cli(state)
+    # And the command line says so, with a non-zero exit, and writes the evidence, which a
+    # third party checks with the broker's public key alone (no access to the broker).
+    evidence = tmp_path / "fork.json"
+    result = ledger.cli(state, "--evidence", str(evidence))
     assert result.returncode == 1
     assert "FAILED at index 5" in result.stderr
+    assert str(evidence) in result.stderr
+    shown = ledger.check_evidence(evidence)
+    assert shown.returncode == 0, shown.stderr
+    assert "history was rewritten" in shown.stdout
+    # Evidence that shows no fork (the latest checkpoint twice) is refused.
+    data = json.loads(evidence.read_text())
+    data["earlier_checkpoint"] = data["latest_checkpoint"]
+    evidence.write_text(json.dumps(data))
+    shown = ledger.check_evidence(evidence)
+    assert shown.returncode == 1
+    assert "shows no fork" in shown.stderr
     _restore(ledger, pristine)
     result = ledger.cli(state)
     assert result.returncode == 0, result.stderr

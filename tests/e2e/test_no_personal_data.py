@@ -35,9 +35,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from tests.e2e.test_transfer import broker_database_bytes, decoded_envelopes
-from trm_broker import demo, demo_case
 from trm_broker.crypto.encoding import b64url_decode
-from trm_broker.devcluster import LocalCluster, Node
+from trm_broker.dev import demo, demo_case
+from trm_broker.dev.cluster import LocalCluster, Node
 from trm_broker.domain.messages import MessageType
 from trm_broker.domain.payloads import PAYLOAD_MODELS, check_payload
 from trm_broker.node.app import CASE_CALLS

@@ -14,11 +14,11 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from trm_broker import demo
 from trm_broker.cli import app
 from trm_broker.crypto.keys import KeySet
-from trm_broker.demo_case import RECIPIENT, SENDER
-from trm_broker.devcluster import LocalCluster
+from trm_broker.dev import demo
+from trm_broker.dev.cluster import LocalCluster
+from trm_broker.dev.demo_case import RECIPIENT, SENDER
 from trm_broker.web.signed_requests import SignedRequests
 
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,7 @@ import httpx
 from typer.testing import CliRunner
 
 from trm_broker.cli import app
-from trm_broker.devcluster import LocalCluster
+from trm_broker.dev.cluster import LocalCluster
 
 
 def cli(*args: str) -> tuple[int, str]:

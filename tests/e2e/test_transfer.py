@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from trm_broker import demo, demo_case
 from trm_broker.crypto.encoding import b64url_decode
-from trm_broker.devcluster import LocalCluster
+from trm_broker.dev import demo, demo_case
+from trm_broker.dev.cluster import LocalCluster
 from trm_broker.store.database import create_engine
 from trm_broker.store.models import Message
 

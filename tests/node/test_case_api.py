@@ -15,10 +15,10 @@ import pytest
 
 from tests.domain.test_payloads import FULL
 from tests.support import PROBLEM, Broker, broker_settings, running_broker, running_node
+from trm_broker.background.dispatcher import DeliveryDispatcher
 from trm_broker.crypto import jws
 from trm_broker.crypto.keys import KeySet
 from trm_broker.crypto.seal import Binding, open_sealed
-from trm_broker.delivery.dispatcher import DeliveryDispatcher
 from trm_broker.domain.inbox_url import InboxPolicy
 from trm_broker.domain.messages import DataCategory, MessageType
 

@@ -10,10 +10,10 @@ from typing import Any
 from sqlalchemy import select
 
 from tests.support import Broker, broker_settings, running_broker, running_node
+from trm_broker.background.dispatcher import DeliveryDispatcher
 from trm_broker.crypto import jws
 from trm_broker.crypto.keys import KeySet
 from trm_broker.crypto.seal import SUITE_MLKEM768_X25519, SUITE_X25519
-from trm_broker.delivery.dispatcher import DeliveryDispatcher
 from trm_broker.domain.inbox_url import InboxPolicy
 from trm_broker.store.database import create_engine
 from trm_broker.store.models import Message

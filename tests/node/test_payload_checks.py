@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from tests.support import Broker, broker_settings, referral, running_broker, running_node
+from trm_broker.background.dispatcher import DeliveryDispatcher
 from trm_broker.crypto import jws
 from trm_broker.crypto.encoding import b64url_decode
 from trm_broker.crypto.keys import KeySet, load_ed25519_public
-from trm_broker.delivery.dispatcher import DeliveryDispatcher
 from trm_broker.domain.inbox_url import InboxPolicy
 from trm_broker.domain.signed_objects import AckClaims
 from trm_broker.web.signed_requests import SignedRequests

@@ -27,9 +27,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support import PROBLEM, Broker, broker_settings, running_broker
-from trm_broker import demo_case
 from trm_broker.crypto.keys import KeySet
-from trm_broker.devcluster import LocalCluster
+from trm_broker.dev import demo_case
+from trm_broker.dev.cluster import LocalCluster
 from trm_broker.web.limits import json_depth
 from trm_broker.web.rate_limit import RateLimiter
 

@@ -91,11 +91,11 @@ import pytest
 
 from tests.security.world import fingerprint
 from tests.support import PROBLEM, Broker, broker_settings, referral, running_broker, running_node
+from trm_broker.background.dispatcher import DeliveryDispatcher
 from trm_broker.crypto import jws
 from trm_broker.crypto.encoding import b64url_decode, b64url_encode
 from trm_broker.crypto.http_signatures import new_nonce, sign_request
 from trm_broker.crypto.keys import KeySet, SigningKey
-from trm_broker.delivery.dispatcher import DeliveryDispatcher
 from trm_broker.domain.inbox_url import InboxPolicy
 from trm_broker.web.signed_requests import SignedRequests
 

@@ -20,7 +20,7 @@ import httpx
 from sqlalchemy import func, select
 
 from tests.support import Broker, envelope, referral
-from trm_broker.api.cases.scheduler import AlertScheduler
+from trm_broker.background.alert_scheduler import AlertScheduler
 from trm_broker.crypto import jws
 from trm_broker.crypto.keys import KeySet, SigningKey
 from trm_broker.delivery import outcomes

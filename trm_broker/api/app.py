@@ -17,7 +17,6 @@ from trm_broker import __version__
 from trm_broker.api import address_limit, broker_info, docs, health
 from trm_broker.api.audit.endpoints import router as audit_router
 from trm_broker.api.cases.endpoints import router as cases_router
-from trm_broker.api.cases.scheduler import AlertScheduler
 from trm_broker.api.consents.endpoints import router as consents_router
 from trm_broker.api.consents.schemas import ConsentIn
 from trm_broker.api.deliveries.endpoints import router as deliveries_router
@@ -25,14 +24,15 @@ from trm_broker.api.deps import BrokerState
 from trm_broker.api.inbox.endpoints import router as inbox_router
 from trm_broker.api.inbox.schemas import AckIn
 from trm_broker.api.ledger.endpoints import router as ledger_router
-from trm_broker.api.ledger.sequencer import LedgerSequencer
 from trm_broker.api.messages.endpoints import router as messages_router
 from trm_broker.api.metrics import BrokerMetrics
 from trm_broker.api.participants.endpoints import router as participants_router
 from trm_broker.api.participants.schemas import KeyRotationIn, ParticipantIn
+from trm_broker.background.alert_scheduler import AlertScheduler
+from trm_broker.background.dispatcher import DeliveryDispatcher
+from trm_broker.background.retention import RetentionPurger
+from trm_broker.background.sequencer import LedgerSequencer
 from trm_broker.crypto import broker_keys
-from trm_broker.delivery.dispatcher import DeliveryDispatcher
-from trm_broker.delivery.retention import RetentionPurger
 from trm_broker.settings import Settings
 from trm_broker.store.database import create_engine, session_factory
 from trm_broker.store.migrate import check_schema_current

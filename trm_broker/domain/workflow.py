@@ -133,7 +133,8 @@ def _span(length: timedelta) -> str:
 
 @dataclass(frozen=True)
 class Rules:
-    """The safeguards' parameters (settings ``TRM_RISK_MAX_AGE``, ``TRM_MIN_NOTICE``, …).
+    """The safeguards' parameters (settings ``TRM_RISK_MAX_AGE_SECONDS``,
+    ``TRM_MIN_NOTICE_SECONDS``, …).
 
     ``clock_skew`` tolerates a sender's clock a little ahead of the broker's for the times a
     header states (assessed at, received at); use the envelope freshness window.

@@ -1,1 +1,3 @@
-"""The transfer ledger over HTTP, and its sequencer (DESIGN.md §9)."""
+"""The transfer ledger over HTTP (DESIGN.md §9).
+
+Its sequencer is a background loop: :mod:`trm_broker.background.sequencer`."""

@@ -15,8 +15,10 @@ from typing import Any, TypeVar
 
 import httpx
 
+from trm_broker.cli.ledger import verify
 from trm_broker.crypto.keys import KeySet
-from trm_broker.demo_case import (
+from trm_broker.dev.cluster import LocalCluster, Node, Process
+from trm_broker.dev.demo_case import (
     DEMO_REFERRAL,
     RECIPIENT,
     SENDER,
@@ -24,9 +26,7 @@ from trm_broker.demo_case import (
     consent_body,
     play_case,
 )
-from trm_broker.devcluster import LocalCluster, Node, Process
 from trm_broker.ledger.note import Checkpoint
-from trm_broker.ledger_cli import verify
 from trm_broker.web.signed_requests import SignedRequests
 
 T = TypeVar("T")

@@ -19,7 +19,7 @@ from trm_broker.domain.payloads import PAYLOAD_MODELS, PAYLOAD_VERSION
 from trm_broker.domain.signed_objects import AckClaims, ReceiptClaims
 from trm_broker.settings import Settings
 
-CONTRACTS_DIR = Path(__file__).resolve().parents[1] / "contracts"
+CONTRACTS_DIR = Path(__file__).resolve().parents[2] / "contracts"
 SCHEMA_ID = "urn:trm-broker:contract:v1:"
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from trm_broker.background import BackgroundLoop
+from trm_broker.background.loop import BackgroundLoop
 from trm_broker.domain import workflow
 from trm_broker.domain.ids import uuid7
 from trm_broker.domain.ledger_events import EventType, LedgerEvent

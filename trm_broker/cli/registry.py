@@ -16,26 +16,14 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from trm_broker.settings import get_settings
+from trm_broker.cli.signed_call import BrokerUrl, OperatorKey, fail, print_json, signed_call
+from trm_broker.settings_explained import settings_or_exit
 
 operator_app = typer.Typer(help="The broker's operator.", no_args_is_help=True)
 participants_app = typer.Typer(
     help="The registry of participants (changes signed with an operator key).",
     no_args_is_help=True,
 )
-
-OperatorKey = Annotated[
-    Path | None,
-    typer.Option("--operator-key", help="Operator key file; default TRM_OPERATOR_KEY_FILE."),
-]
-BrokerUrl = Annotated[
-    str | None, typer.Option("--broker-url", help="Broker base URL; default TRM_BROKER_URL.")
-]
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"trm-broker: {message}", err=True)
-    return typer.Exit(code)
 
 
 @operator_app.command("init")
@@ -56,14 +44,14 @@ def operator_init(
     from trm_broker.store.database import create_engine, session_factory
     from trm_broker.store.migrate import SchemaNotCurrentError, check_schema_current
 
-    settings = get_settings()
+    settings = settings_or_exit()
     path = key_file or settings.operator_key_file
     if not country:
-        raise _fail("give the operator's country, e.g. --country AT")
+        raise fail("give the operator's country, e.g. --country AT")
     created = not path.exists()
     keyset = KeySet.generate(participant) if created else KeySet.read(path)
     if keyset.participant != participant:
-        raise _fail(f"{path} holds keys of {keyset.participant}, not {participant}")
+        raise fail(f"{path} holds keys of {keyset.participant}, not {participant}")
 
     async def _register() -> None:
         engine = create_engine(settings.database_url)
@@ -84,37 +72,8 @@ def operator_init(
     except (OperatorExists, SchemaNotCurrentError, ValueError) as exc:
         if created:
             path.unlink()
-        raise _fail(str(exc).splitlines()[0]) from exc
+        raise fail(str(exc).splitlines()[0]) from exc
     typer.echo(f"operator {participant} registered; its key is in {path} (keep it secret)")
-
-
-async def signed_call(
-    method: str, path: str, operator_key: Path | None, broker_url: str | None, **kwargs: Any
-) -> Any:
-    from trm_broker.crypto.keys import KeySet
-    from trm_broker.web.signed_requests import SignedRequests
-
-    settings = get_settings()
-    key_path = operator_key or settings.operator_key_file
-    try:
-        operator = KeySet.read(key_path)
-    except (OSError, ValueError) as exc:
-        raise _fail(f"cannot read the operator key file {key_path}") from exc
-    base = (broker_url or settings.broker_url).rstrip("/")
-    async with httpx.AsyncClient(timeout=15, follow_redirects=False) as http:
-        try:
-            response = await http.request(
-                method, base + path, auth=SignedRequests(operator.signing), **kwargs
-            )
-        except httpx.HTTPError as exc:
-            raise _fail(f"the broker at {base} is unreachable ({type(exc).__name__})") from exc
-    if response.status_code >= 400:
-        try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text
-        raise _fail(f"the broker refused ({response.status_code}): {detail}")
-    return response.json()
 
 
 def _read_public(source: Path) -> dict[str, Any]:
@@ -124,12 +83,7 @@ def _read_public(source: Path) -> dict[str, Any]:
         data = json.loads(text)
         return {"participant": str(data["participant"]), "keys": data["keys"]}
     except (ValueError, KeyError, TypeError) as exc:
-        raise _fail(f"{source} is not the output of `trm-broker keys new`") from exc
-
-
-def print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+        raise fail(f"{source} is not the output of `trm-broker keys new`") from exc
 
 
 @participants_app.command("add")
@@ -166,12 +120,12 @@ def participants_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print the registry as JSON.")] = False,
 ) -> None:
     """Print the public registry: participants and their keys."""
-    base = (broker_url or get_settings().broker_url).rstrip("/")
+    base = (broker_url or settings_or_exit().broker_url).rstrip("/")
     try:
         response = httpx.get(base + "/v1/participants", timeout=15)
         response.raise_for_status()
     except httpx.HTTPError as exc:
-        raise _fail(f"cannot read the registry at {base} ({type(exc).__name__})") from exc
+        raise fail(f"cannot read the registry at {base} ({type(exc).__name__})") from exc
     data = response.json()
     if as_json:
         print_json(data)
@@ -202,7 +156,7 @@ def participants_rotate(
 ) -> None:
     """Add a participant's new signing or encryption key; the old one ends after the overlap."""
     if use not in ("sig", "enc"):
-        raise _fail("--use is sig or enc")
+        raise fail("--use is sig or enc")
     public = _read_public(public_keys)
     new = public["keys"]["signing" if use == "sig" else "encryption"]
     body = {"use": use, "alg": new["alg"], "public": new["public"], "kid": new["kid"]}

@@ -13,7 +13,7 @@ import structlog
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from trm_broker.background import BackgroundLoop
+from trm_broker.background.loop import BackgroundLoop
 from trm_broker.domain.ledger_events import EventType, LedgerEvent
 from trm_broker.store import ledger
 from trm_broker.store import messages as store

@@ -17,9 +17,9 @@ from fastapi import FastAPI, Request
 from sqlalchemy import select, update
 
 from tests.support import Broker, broker_settings, referral, running_broker, running_node
+from trm_broker.background.dispatcher import DeliveryDispatcher
 from trm_broker.crypto import jws
 from trm_broker.crypto.keys import KeySet, SigningKey
-from trm_broker.delivery.dispatcher import DeliveryDispatcher
 from trm_broker.domain.inbox_url import InboxPolicy
 from trm_broker.store.database import create_engine, session_factory
 from trm_broker.store.models import Delivery, LedgerEntry

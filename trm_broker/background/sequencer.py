@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from trm_broker.background import BackgroundLoop
+from trm_broker.background.loop import BackgroundLoop
 from trm_broker.ledger import merkle
 from trm_broker.ledger.note import Checkpoint, NoteSigner, sign_checkpoint
 from trm_broker.store import ledger as store

@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from tests.support import broker_settings, referral, running_broker
-from trm_broker.api.ledger.sequencer import LedgerSequencer
+from trm_broker.background.sequencer import LedgerSequencer
 from trm_broker.crypto.keys import KeySet, SigningKey
 from trm_broker.domain.ledger_events import EventType, LedgerEvent
 from trm_broker.ledger import merkle

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from trm_broker.registry_cli import BrokerUrl, OperatorKey, print_json, signed_call
+from trm_broker.cli.signed_call import BrokerUrl, OperatorKey, print_json, signed_call
 
 deliveries_app = typer.Typer(
     help="Dead letters (operator, signed with the operator key).", no_args_is_help=True

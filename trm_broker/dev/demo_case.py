@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from trm_broker.devcluster import Node
+from trm_broker.dev.cluster import Node
 
 SENDER = "at.focal-point"  # Austria: country of exploitation, where the case is opened
 RECIPIENT = "ng.naptip"  # Nigeria: country of return (NAPTIP, the Nigerian NRM)

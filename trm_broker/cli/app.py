@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from trm_broker.deliveries_cli import deliveries_app
-from trm_broker.ledger_cli import ledger_app
-from trm_broker.registry_cli import operator_app, participants_app
-from trm_broker.settings import Settings, get_settings
+from trm_broker.cli.deliveries import deliveries_app
+from trm_broker.cli.ledger import ledger_app
+from trm_broker.cli.registry import operator_app, participants_app
+from trm_broker.settings import Settings
+from trm_broker.settings_explained import settings_or_exit
 from trm_broker.web import server
 
 if TYPE_CHECKING:
@@ -30,25 +31,27 @@ node_app = typer.Typer(help="The reference NRM node.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 contract_app = typer.Typer(help="The published wire contract.", no_args_is_help=True)
+docs_app = typer.Typer(help="The reference pages generated from the code.", no_args_is_help=True)
 app.add_typer(node_app, name="node")
 app.add_typer(operator_app, name="operator")
 app.add_typer(participants_app, name="participants")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(contract_app, name="contract")
+app.add_typer(docs_app, name="docs")
 
 
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Overrides TRM_HOST.")] = None,
-    port: Annotated[int | None, typer.Option(help="Overrides TRM_PORT.")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Overrides TRM_PORT.")] = None,
 ) -> None:
     """Run the broker (API and delivery dispatcher)."""
     from trm_broker.logs import configure_logging
     from trm_broker.store.database import create_engine
     from trm_broker.store.migrate import SchemaNotCurrentError, check_schema_current
 
-    settings = get_settings()
+    settings = settings_or_exit()
     configure_logging(settings.log_level)
 
     async def _check() -> None:
@@ -76,7 +79,9 @@ def serve(
 @app.command()
 def worker(
     host: Annotated[str | None, typer.Option(help="Overrides TRM_HOST.")] = None,
-    port: Annotated[int | None, typer.Option(help="Overrides TRM_WORKER_PORT.")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Overrides TRM_WORKER_PORT.")
+    ] = None,
 ) -> None:
     """Run a delivery worker: the dispatcher alone, beside brokers started with
     TRM_RUN_DISPATCHER=false (PostgreSQL). It answers /healthz and /readyz; SIGTERM stops
@@ -85,7 +90,7 @@ def worker(
 
     from trm_broker.logs import configure_logging
 
-    settings = get_settings()
+    settings = settings_or_exit()
     configure_logging(settings.log_level)
     if make_url(settings.database_url).get_backend_name() == "sqlite":
         typer.echo(
@@ -146,7 +151,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Apply the schema migrations (Alembic) to TRM_DATABASE_URL."""
     from trm_broker.store.migrate import upgrade
 
-    upgrade(get_settings().database_url, revision)
+    upgrade(settings_or_exit().database_url, revision)
     typer.echo(f"database schema upgraded to {revision}")
 
 
@@ -192,7 +197,7 @@ def keys_new_broker(
     from trm_broker.crypto.keys import load_ed25519_public
     from trm_broker.ledger.note import NoteVerifier
 
-    settings = get_settings()
+    settings = settings_or_exit()
     path = key_file or settings.broker_key_file
     if path.exists():
         typer.echo(f"trm-broker: {path} exists; `keys rotate-broker` replaces its key", err=True)
@@ -211,14 +216,14 @@ def keys_rotate_broker(
 ) -> None:
     """Give the broker a new signing key. The old key's public half stays in the file as
     retired, so its receipts and checkpoints stay verifiable; restart every broker and
-    worker that reads the file (see README, "Rotating the broker's key")."""
+    worker that reads the file (see docs/operations.md, "Rotating the broker's key")."""
     from datetime import UTC, datetime
 
     from trm_broker.crypto import broker_keys
     from trm_broker.crypto.keys import load_ed25519_public
     from trm_broker.ledger.note import NoteVerifier
 
-    settings = get_settings()
+    settings = settings_or_exit()
     path = key_file or settings.broker_key_file
     if not path.exists():
         typer.echo(f"trm-broker: {path} does not exist (TRM_BROKER_KEY_FILE)", err=True)
@@ -234,13 +239,15 @@ def keys_rotate_broker(
 @node_app.command("serve")
 def node_serve(
     host: Annotated[str | None, typer.Option(help="Overrides TRM_NODE_HOST.")] = None,
-    port: Annotated[int | None, typer.Option(help="Overrides TRM_NODE_PORT.")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Overrides TRM_NODE_PORT.")
+    ] = None,
 ) -> None:
     """Run the reference NRM node (inbox and local case-worker API)."""
     from trm_broker.logs import configure_logging
     from trm_broker.node.app import create_node_app, load_keyring
 
-    settings = get_settings()
+    settings = settings_or_exit()
     configure_logging(settings.log_level)
     load_keyring(settings)  # fail now, with a clear message, if the key files are missing
     bind, bind_port = host or settings.node_host, port or settings.node_port
@@ -256,7 +263,16 @@ def node_serve(
 @contract_app.command("write")
 def contract_write() -> None:
     """Regenerate contracts/ (JSON Schemas and OpenAPI) from the code."""
-    from trm_broker.contract import write
+    from trm_broker.contract.schemas import write
+
+    for path in write():
+        typer.echo(f"wrote {path}")
+
+
+@docs_app.command("write")
+def docs_write() -> None:
+    """Regenerate docs/configuration.md and docs/metrics.md from settings and metrics."""
+    from trm_broker.contract.reference_docs import write
 
     for path in write():
         typer.echo(f"wrote {path}")
@@ -271,7 +287,7 @@ def contract_vectors(
 ) -> None:
     """Generate a fresh set of test vectors (keys are new each time; the committed set is
     kept unless --force)."""
-    from trm_broker.contract_vectors import write
+    from trm_broker.contract.vectors import write
 
     if out.exists() and not force:
         typer.echo(f"{out} exists; pass --force to replace the published vectors.", err=True)
@@ -282,7 +298,7 @@ def contract_vectors(
 @app.command()
 def demo() -> None:
     """Start a broker and two nodes, send a referral end to end, print what happened."""
-    from trm_broker import demo as demo_module
+    from trm_broker.dev import demo as demo_module
 
     try:
         demo_module.run(typer.echo)

@@ -14,9 +14,9 @@ from sqlalchemy.engine import make_url
 
 from tests.e2e.test_no_personal_data import sealed_pieces, sqlite_files_bytes
 from tests.support import broker_settings, referral, running_broker
+from trm_broker.background.retention import RetentionPurger
 from trm_broker.crypto.encoding import b64url_decode
 from trm_broker.crypto.keys import KeySet
-from trm_broker.delivery.retention import RetentionPurger
 from trm_broker.ledger import merkle
 from trm_broker.store.models import Delivery, LedgerEntry, Message
 

@@ -18,7 +18,7 @@ import httpx
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from trm_broker.background import BackgroundLoop
+from trm_broker.background.loop import BackgroundLoop
 from trm_broker.crypto.http_signatures import sign_request
 from trm_broker.crypto.keys import SigningKey
 from trm_broker.delivery import outcomes
