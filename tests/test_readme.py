@@ -251,6 +251,21 @@ def test_every_relative_link_resolves_inside_the_repository() -> None:
             assert anchor in anchors(linked), f"{where}: no such heading"
 
 
+def test_every_repository_path_named_exists() -> None:
+    """A module moved or a test renamed leaves no stale path behind (a line that says the
+    thing is planned may name what does not exist yet)."""
+    named = re.compile(
+        r"`((?:trm_broker|tests|tools|deploy|contracts|security|migrations|bench)/[^`\s]*)`"
+    )
+    for path in DOCUMENTS:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            for name in named.findall(line):
+                if "planned" in line.lower():
+                    continue
+                where = f"{path.relative_to(ROOT)} names {name}"
+                assert (ROOT / name.split(":")[0]).exists(), f"{where}, which does not exist"
+
+
 def test_no_document_cites_a_design_outside_the_repository() -> None:
     for path in DOCUMENTS:
         text = path.read_text(encoding="utf-8")
