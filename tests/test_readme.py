@@ -1,6 +1,7 @@
 """The documentation keeps its promises: the README is a short front door that starts with the
-two commands, every `make` target and `trm-broker` command the documents show is one the
-Makefile and the CLI accept as written, and every relative link resolves to a file (and a
+two commands and maps every page of docs/; every `make` target and `trm-broker` command the
+documents show is one the Makefile and the CLI accept as written; every `TRM_` name and
+repository path they name exists; and every relative link resolves to a file (and a
 heading) inside the repository."""
 
 from __future__ import annotations
