@@ -126,7 +126,8 @@ class MessageAccepted(_MessageEntry):
     sender_kid: KeyId = Field(description="The key that signed the envelope.")
     created_at: EntryTime = Field(description="The envelope's created_at, as an entry time.")
     consent_ref: str | None = Field(
-        pattern=CONSENT_REF_PATTERN, description="Null only for a consent_withdrawal."
+        pattern=CONSENT_REF_PATTERN,
+        description="The envelope's; null when it names none (only a consent_withdrawal may).",
     )
     data_categories: list[DataCategory] = Field(
         json_schema_extra={"uniqueItems": True}, description="Sorted."
