@@ -32,7 +32,8 @@ SUITES = {
     "DHKEM-X25519-HKDF-SHA256/HKDF-SHA256/ChaCha20Poly1305": ("X25519", hpke.KEM.X25519),
     "MLKEM768-X25519/HKDF-SHA256/ChaCha20Poly1305": ("MLKEM768-X25519", hpke.KEM.MLKEM768_X25519),
 }
-TYP_ENVELOPE, TYP_RECEIPT = "trm-envelope+jws", "trm-receipt+jws"
+TYP_ENVELOPE, TYP_RECEIPT, TYP_ACK = "trm-envelope+jws", "trm-receipt+jws", "trm-ack+jws"
+ACK_MEMBERS = {"v", "message_id", "envelope_digest", "recipient", "received_at", "status"}
 
 
 class Refused(Exception):
@@ -234,7 +235,67 @@ def check_request(case: dict[str, Any], vectors: dict[str, Any]) -> dict[str, An
     return {"valid": True}
 
 
-CHECKS = {"envelope": check_envelope, "receipt": check_receipt, "request": check_request}
+def check_acknowledgement(case: dict[str, Any], vectors: dict[str, Any]) -> dict[str, Any]:
+    """A recipient's signed answer to an envelope, judged as the broker judges it when the
+    answer arrives (at ``now``); refusals carry the broker's codes (``ack_*``)."""
+    now = parse_time(vectors["now"])
+    registry = Registry(vectors["registry"])
+    envelope = case["envelope"]
+    message = json.loads(b64url(envelope["payload"]))
+    digest = "sha-256:" + b64url_encode(hashlib.sha256(rfc8785.dumps(envelope)).digest())
+    # 1. JWS structure and header: EdDSA only, typ trm-ack+jws, a 64-byte signature.
+    try:
+        kid, obj, signing_input, signature = verify_jws(case["ack"], TYP_ACK)
+        if not isinstance(kid, str) or len(signature) != 64:
+            raise Refused("malformed")
+    except (Refused, ValueError, KeyError, TypeError):
+        raise Refused("ack_malformed") from None
+    # 2. A signing key of the envelope's recipient; 3. usable now.
+    entry = registry.keys.get(kid)
+    if entry is None or entry["use"] != "sig" or entry["participant"] != message["recipient"]:
+        raise Refused("ack_unknown_key")
+    if not registry.usable(entry, now):
+        raise Refused("ack_key_not_usable")
+    # 4. The signature, then canonical claims.
+    public = Ed25519PublicKey.from_public_bytes(b64url(entry["public"]))
+    try:
+        check_signature(public, signature, signing_input)
+    except Refused:
+        raise Refused("ack_bad_signature") from None
+    try:
+        claims = canonical_claims(obj["payload"])
+    except (Refused, ValueError):
+        raise Refused("ack_malformed") from None
+    # 5. For exactly this message, these envelope bytes and this recipient.
+    if (
+        claims.get("message_id") != message["id"]
+        or claims.get("envelope_digest") != digest
+        or claims.get("recipient") != message["recipient"]
+        or claims.get("status") not in ("received", "rejected")
+    ):
+        raise Refused("ack_mismatch")
+    # 6. The schema (schemas/acknowledgement.v1.json): no other member; reasons (1 to 20
+    #    strings of 1 to 200 characters) in a rejection and only there.
+    reasons = claims.get("reasons", [])
+    if (
+        set(claims) - {"reasons"} != ACK_MEMBERS
+        or claims["v"] != 1
+        or not isinstance(claims["received_at"], str)
+        or not isinstance(reasons, list)
+        or len(reasons) > 20
+        or not all(isinstance(r, str) and 1 <= len(r) <= 200 for r in reasons)
+        or (claims["status"] == "rejected") != bool(reasons)
+    ):
+        raise Refused("ack_malformed")
+    return {"valid": True, "status": claims["status"]}
+
+
+CHECKS = {
+    "envelope": check_envelope,
+    "receipt": check_receipt,
+    "request": check_request,
+    "acknowledgement": check_acknowledgement,
+}
 
 
 def verdict(case: dict[str, Any], vectors: dict[str, Any]) -> dict[str, Any]:
@@ -253,10 +314,11 @@ def main(path: str) -> int:
     for case in vectors["cases"]:
         got = verdict(case, vectors)
         expected = case["expect"]
+        # A valid case may also name what a verifier finds (a payload, a status).
         agrees = got["valid"] == expected["valid"] and (
             got.get("error") == expected.get("error")
             if not expected["valid"]
-            else expected.get("payload") in (None, got.get("payload"))
+            else all(got.get(name) == value for name, value in expected.items())
         )
         failures += not agrees
         shown = "valid" if got["valid"] else f"refused ({got['error']})"

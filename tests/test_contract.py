@@ -7,6 +7,7 @@ import json
 from trm_broker.contract.schemas import CONTRACTS_DIR, render
 from trm_broker.crypto import jws
 from trm_broker.crypto.keys import KeySet
+from trm_broker.domain.ledger_events import EventType
 from trm_broker.domain.messages import MessageType
 from trm_broker.domain.signed_objects import AckClaims, ReceiptClaims
 
@@ -19,6 +20,19 @@ def test_committed_contract_files_match_the_code() -> None:
         or (CONTRACTS_DIR / path).read_text(encoding="utf-8") != text
     ]
     assert stale == [], "run `trm-broker contract write` and commit contracts/"
+
+
+def test_no_schema_is_left_behind_that_the_code_no_longer_writes() -> None:
+    rendered = set(render())
+    published = {
+        str(path.relative_to(CONTRACTS_DIR))
+        for folder in ("schemas", "openapi")
+        for path in (CONTRACTS_DIR / folder).rglob("*.json")
+    }
+    assert published == rendered
+    assert {p for p in rendered if p.startswith("schemas/ledger/")} == {
+        f"schemas/ledger/{t.value}.v1.json" for t in EventType
+    } | {"schemas/ledger/entry.v1.json"}
 
 
 def test_the_broker_openapi_publishes_every_endpoint() -> None:

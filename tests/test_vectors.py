@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from trm_broker.contract.vectors import write
 from trm_broker.crypto import jws
@@ -25,7 +26,10 @@ from trm_broker.crypto.http_signatures import (
 )
 from trm_broker.crypto.keys import encryption_key_from_secret, load_ed25519_public
 from trm_broker.crypto.seal import Binding, open_sealed
+from trm_broker.delivery.acknowledgement import ACK_CODES, AckRefused, check_ack, parse_ack
+from trm_broker.domain.signed_objects import AckClaims
 from trm_broker.node.broker_client import RegisteredKey
+from trm_broker.store.models import ParticipantKey
 
 CONTRACTS = Path(__file__).resolve().parents[1] / "contracts"
 COMMITTED = CONTRACTS / "vectors" / "vectors.json"
@@ -129,7 +133,12 @@ def _request(case: dict[str, Any], vectors: dict[str, Any], now: datetime) -> di
 
 def our_verdict(case: dict[str, Any], vectors: dict[str, Any]) -> dict[str, Any]:
     now = datetime.fromisoformat(vectors["now"])
-    check = {"envelope": _envelope, "receipt": _receipt, "request": _request}[case["kind"]]
+    check = {
+        "envelope": _envelope,
+        "receipt": _receipt,
+        "request": _request,
+        "acknowledgement": _acknowledgement,
+    }[case["kind"]]
     try:
         return check(case, vectors, now)
     except Refused as refused:
@@ -216,3 +225,60 @@ def test_the_script_imports_only_cryptography_rfc8785_and_the_standard_library()
         for alias in node.names
     }
     assert imported - set(sys.stdlib_module_names) <= {"cryptography", "rfc8785", "__future__"}
+
+
+# --- acknowledgements: the broker's own check (delivery/acknowledgement.py) ---------------
+
+
+def _acknowledgement(
+    case: dict[str, Any], vectors: dict[str, Any], now: datetime
+) -> dict[str, Any]:
+    """The verdict of the broker's check of an answer, its key looked up in the vectors'
+    registry as the broker looks it up in its own."""
+    registry = {
+        e["kid"]: ParticipantKey(
+            kid=e["kid"],
+            participant_id=e["participant"],
+            use=e["use"],
+            alg=e["alg"],
+            public_key=e["public"],
+            valid_from=datetime.fromisoformat(e["valid_from"]),
+            valid_until=e["valid_until"] and datetime.fromisoformat(e["valid_until"]),
+            revoked_at=e["revoked_at"] and datetime.fromisoformat(e["revoked_at"]),
+        )
+        for e in vectors["registry"]
+    }
+    envelope = case["envelope"]
+    message = json.loads(b64url_decode(envelope["payload"]))
+    try:
+        parsed = parse_ack(case["ack"])
+        claims = check_ack(
+            parsed,
+            registry.get(parsed.kid),
+            message["id"],
+            message["recipient"],
+            jws.digest(envelope),
+            now,
+        )
+    except AckRefused as refused:
+        raise Refused(refused.code) from refused
+    return {"valid": True, "status": claims.status}
+
+
+def test_the_acknowledgement_vectors_show_both_answers_and_every_refusal_code() -> None:
+    acks = [case for case, _ in _cases(COMMITTED) if case["kind"] == "acknowledgement"]
+    assert {c["expect"].get("status") for c in acks if c["expect"]["valid"]} == {
+        "received",
+        "rejected",
+    }
+    assert {c["expect"]["error"] for c in acks if not c["expect"]["valid"]} == set(ACK_CODES)
+
+
+def test_a_valid_acknowledgement_vector_fits_the_published_schema() -> None:
+    schema = json.loads((CONTRACTS / "schemas" / "acknowledgement.v1.json").read_text())
+    validator = Draft202012Validator(schema)
+    for case, _ in _cases(COMMITTED):
+        if case["kind"] == "acknowledgement" and case["expect"]["valid"]:
+            claims = jws.parse(case["ack"], jws.TYP_ACK).claims()
+            assert [e.message for e in validator.iter_errors(claims)] == [], case["name"]
+            assert AckClaims.model_validate(claims).status == case["expect"]["status"]

@@ -193,3 +193,27 @@ async def test_a_replayed_or_altered_push_is_refused(setup: Setup) -> None:
     assert altered.status_code == 401
     assert altered.json()["type"].endswith(":bad-signature")
     assert elsewhere.status_code == 401
+
+
+async def test_the_senders_key_is_judged_at_the_brokers_acceptance_not_at_created_at(
+    setup: Setup,
+) -> None:
+    """contracts/README.md, Receiving step 2: the same envelope (created before the key was
+    revoked) is refused with a receipt saying it was accepted after the revocation."""
+    push = await setup.accepted(referral(AT, NG))
+    revoked = await setup.broker.call(
+        "POST",
+        f"/v1/participants/{AT.participant}/keys/{AT.signing.kid}/revoke",
+        setup.broker.operator,
+    )
+    assert revoked.status_code == 200
+    claims = json.loads(b64url_decode(push["receipt"]["payload"]))
+    later = (datetime.now(UTC) + timedelta(seconds=1)).isoformat(timespec="milliseconds")
+    claims["accepted_at"] = later.replace("+00:00", "Z")
+    broker_key = setup.broker.app.state.broker.signing_key
+    late_receipt = jws.sign(claims, broker_key, jws.TYP_RECEIPT)
+    refused = await setup.post([NG], {**push, "receipt": late_receipt})
+    assert refused.status_code in (401, 403), refused.text
+    assert AT.signing.kid in refused.json()["detail"]
+    assert setup.stored == 0
+    assert (await setup.post([NG], push)).status_code == 200

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from trm_broker.domain.envelope import Envelope
+from trm_broker.domain.ledger_entries import ENTRY, ENTRY_MODELS
 from trm_broker.domain.messages import HEADER_MODELS
 from trm_broker.domain.payloads import PAYLOAD_MODELS, PAYLOAD_VERSION
 from trm_broker.domain.signed_objects import AckClaims, ReceiptClaims
@@ -24,7 +25,10 @@ SCHEMA_ID = "urn:trm-broker:contract:v1:"
 
 
 def _schema(model: type[BaseModel], name: str) -> dict[str, Any]:
-    schema = model.model_json_schema()
+    return _with_id(model.model_json_schema(), name)
+
+
+def _with_id(schema: dict[str, Any], name: str) -> dict[str, Any]:
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID + name,
@@ -49,6 +53,13 @@ def render() -> dict[str, str]:
         name = f"payload-{message_type.value}"
         path = f"schemas/payloads/{message_type.value}.v{PAYLOAD_VERSION}.json"
         documents[path] = _schema(payload, name)
+    for event_type, entry in ENTRY_MODELS.items():
+        documents[f"schemas/ledger/{event_type.value}.v1.json"] = _schema(
+            entry, f"ledger-{event_type.value}"
+        )
+    documents["schemas/ledger/entry.v1.json"] = _with_id(
+        {"title": "Ledger entry", **ENTRY.json_schema()}, "ledger-entry"
+    )
     settings = Settings()
     documents["openapi/broker.json"] = create_app(settings).openapi()
     documents["openapi/node.json"] = create_node_app(settings).openapi()

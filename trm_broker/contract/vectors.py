@@ -27,7 +27,7 @@ from trm_broker.crypto.encoding import b64url_decode, b64url_encode
 from trm_broker.crypto.http_signatures import sign_request
 from trm_broker.crypto.keys import AnyEncryptionKey, SigningKey, generate_encryption_key
 from trm_broker.domain.messages import DataCategory, MessageType
-from trm_broker.domain.signed_objects import ReceiptClaims
+from trm_broker.domain.signed_objects import AckClaims, ReceiptClaims
 from trm_broker.node.compose import compose_envelope
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -52,6 +52,7 @@ class _Keys:
         self.at_sig_revoked = SigningKey.generate()
         self.at_enc = generate_encryption_key("X25519")
         self.ng_sig = SigningKey.generate()
+        self.ng_sig_revoked = SigningKey.generate()
         self.ng_enc = generate_encryption_key("X25519")
         self.ng_enc_pq = generate_encryption_key("MLKEM768-X25519")
         self.broker = SigningKey.generate()
@@ -79,6 +80,7 @@ class _Keys:
             entry("at.focal-point", self.at_sig_revoked, revoked_at=NOW - timedelta(days=1)),
             entry("at.focal-point", self.at_enc),
             entry("ng.naptip", self.ng_sig),
+            entry("ng.naptip", self.ng_sig_revoked, revoked_at=NOW - timedelta(days=1)),
             entry("ng.naptip", self.ng_enc),
             entry("ng.naptip", self.ng_enc_pq),
         ]
@@ -89,6 +91,7 @@ class _Keys:
             self.at_sig_revoked.kid: self.at_sig_revoked.seed_b64(),
             self.at_enc.kid: self.at_enc.secret_b64(),
             self.ng_sig.kid: self.ng_sig.seed_b64(),
+            self.ng_sig_revoked.kid: self.ng_sig_revoked.seed_b64(),
             self.ng_enc.kid: self.ng_enc.secret_b64(),
             self.ng_enc_pq.kid: self.ng_enc_pq.secret_b64(),
             self.broker.kid: self.broker.seed_b64(),
@@ -270,6 +273,117 @@ def _receipt_cases(keys: _Keys) -> list[dict[str, Any]]:
     ]
 
 
+def _ack_claims(envelope: dict[str, str], **changes: Any) -> dict[str, Any]:
+    """The claims a node signs for ``envelope`` (a received one unless ``changes`` say)."""
+    claims = AckClaims(
+        v=1,
+        message_id=_claims(envelope)["id"],
+        envelope_digest=jws.digest(envelope),
+        recipient=_claims(envelope)["recipient"],
+        received_at=_iso(NOW - timedelta(seconds=20)) or "",
+        status="received",
+    ).signed_claims()
+    return {**claims, **changes}
+
+
+def _sign_ack(payload: bytes, key: SigningKey, **header: str) -> dict[str, str]:
+    """Sign ``payload``'s exact bytes as an acknowledgement, with ``header`` changes."""
+    protected = b64url_encode(
+        canonical_json({"alg": "EdDSA", "kid": key.kid, "typ": jws.TYP_ACK, **header})
+    )
+    signing_input = f"{protected}.{b64url_encode(payload)}".encode()
+    return {
+        "protected": protected,
+        "payload": b64url_encode(payload),
+        "signature": b64url_encode(key.sign(signing_input)),
+    }
+
+
+def _ack_cases(keys: _Keys) -> list[dict[str, Any]]:
+    """The recipient's signed answers to one envelope (contracts/schemas/acknowledgement.v1.json),
+    with the code the broker gives a refused one (`last_error`, the pull inbox's `reason`)."""
+    envelope = _envelope(keys.at_sig, keys.ng_enc)
+    other = _envelope(keys.at_sig, keys.ng_enc)
+    valid = jws.sign(_ack_claims(envelope), keys.ng_sig, jws.TYP_ACK)
+    reasons = ["payload/immediate_needs/1: not a known code"]
+    rejection = _ack_claims(envelope, status="rejected", reasons=reasons)
+
+    def signed(claims: dict[str, Any], key: SigningKey = keys.ng_sig) -> dict[str, str]:
+        return _sign_ack(canonical_json(claims), key)
+
+    cases = [
+        ("valid-received", valid, {"valid": True, "status": "received"}),
+        ("valid-rejected", signed(rejection), {"valid": True, "status": "rejected"}),
+        (
+            "flipped-signature-bit",
+            {**valid, "signature": _flip(valid["signature"], 5)},
+            _bad("ack_bad_signature"),
+        ),
+        ("for-another-envelope", signed(_ack_claims(other)), _bad("ack_mismatch")),
+        (
+            "for-another-recipient",
+            signed(_ack_claims(envelope, recipient="at.focal-point")),
+            _bad("ack_mismatch"),
+        ),
+        ("unknown-status", signed(_ack_claims(envelope, status="lost")), _bad("ack_mismatch")),
+        (
+            "signed-by-the-sender",
+            signed(_ack_claims(envelope), keys.at_sig),
+            _bad("ack_unknown_key"),
+        ),
+        (
+            "unknown-kid",
+            signed(_ack_claims(envelope), SigningKey.generate()),
+            _bad("ack_unknown_key"),
+        ),
+        (
+            "revoked-key",
+            signed(_ack_claims(envelope), keys.ng_sig_revoked),
+            _bad("ack_key_not_usable"),
+        ),
+        (
+            "receipt-typ",
+            jws.sign(_ack_claims(envelope), keys.ng_sig, jws.TYP_RECEIPT),
+            _bad("ack_malformed"),
+        ),
+        (
+            "alg-none",
+            _sign_ack(canonical_json(_ack_claims(envelope)), keys.ng_sig, alg="none"),
+            _bad("ack_malformed"),
+        ),
+        (
+            "not-canonical",
+            _sign_ack(json.dumps(_ack_claims(envelope), indent=1).encode(), keys.ng_sig),
+            _bad("ack_malformed"),
+        ),
+        (
+            "rejected-without-reasons",
+            signed(_ack_claims(envelope, status="rejected")),
+            _bad("ack_malformed"),
+        ),
+        (
+            "received-with-reasons",
+            signed(_ack_claims(envelope, reasons=reasons)),
+            _bad("ack_malformed"),
+        ),
+        (
+            "unknown-member",
+            signed(_ack_claims(envelope, note="a member the schema does not name")),
+            _bad("ack_malformed"),
+        ),
+    ]
+    return [
+        {
+            "name": f"acknowledgement/{name}",
+            "kind": "acknowledgement",
+            "envelope": envelope,
+            "ack": ack,
+            "expect": expect,
+        }
+        for name, ack, expect in cases
+    ]
+
+
 def _request(
     key: SigningKey, body: bytes, *, created: datetime, target: str = "/v1/messages"
 ) -> dict[str, Any]:
@@ -352,7 +466,10 @@ def build() -> dict[str, Any]:
         "broker": {"kid": keys.broker.kid, "alg": "Ed25519", "public": keys.broker.public_b64},
         "registry": keys.registry(),
         "private_keys": keys.private(),
-        "cases": _envelope_cases(keys) + _receipt_cases(keys) + _request_cases(keys),
+        "cases": _envelope_cases(keys)
+        + _receipt_cases(keys)
+        + _request_cases(keys)
+        + _ack_cases(keys),
     }
 
 
