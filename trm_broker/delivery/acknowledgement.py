@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from trm_broker.crypto import jws
 from trm_broker.crypto.errors import VerificationError
 from trm_broker.crypto.keys import load_ed25519_public
+from trm_broker.domain.participants import KeyUse
 from trm_broker.domain.signed_objects import AckClaims
 from trm_broker.store import participants as registry
 
@@ -39,7 +40,7 @@ async def verify_ack(
     except VerificationError as exc:
         raise AckRefused("ack_malformed") from exc
     key = await registry.key(session, parsed.kid)
-    if key is None or key.use != "sig" or key.participant_id != recipient_id:
+    if key is None or key.use is not KeyUse.SIG or key.participant_id != recipient_id:
         raise AckRefused("ack_unknown_key")
     if not registry.is_usable(key, now):
         raise AckRefused("ack_key_not_usable")

@@ -39,7 +39,7 @@ def append(session: AsyncSession, event: LedgerEvent) -> LedgerEntry:
     countries = [*event.countries, None, None]
     entry = LedgerEntry(
         body=body,
-        type=event.type.value,
+        type=event.type,
         at=event.at,
         case_ref=event.case_ref,
         party1=parties[0],

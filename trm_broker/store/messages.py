@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from trm_broker.domain.messages import DeliveryStatus
 from trm_broker.store.models import Delivery, Message
 
 
@@ -48,7 +49,7 @@ async def purgeable(session: AsyncSession, cutoff: datetime, limit: int) -> Sequ
         .join(Delivery, Delivery.message_id == Message.id)
         .where(
             # A signed rejection is as final as an acknowledgement: the payload goes too.
-            Delivery.status.in_(("acknowledged", "rejected")),
+            Delivery.status.in_((DeliveryStatus.ACKNOWLEDGED, DeliveryStatus.REJECTED)),
             Delivery.acknowledged_at <= cutoff,
             Message.envelope.is_not(None),
         )
