@@ -64,10 +64,10 @@ async def test_the_database_refuses_a_value_outside_the_enumeration(engine: Asyn
     async with engine.begin() as connection:
         await connection.execute(insert, {"id": "at.good", "kind": "focal_point", "at": now})
     # Written by hand, past the models' own validation: the CHECK is the database's.
-    with pytest.raises(sa.exc.IntegrityError, match="ck_participants_kind|CHECK constraint"):
+    with pytest.raises(sa.exc.IntegrityError, match=r"ck_participants_kind|CHECK constraint"):
         async with engine.begin() as connection:
             await connection.execute(insert, {"id": "at.bad", "kind": "focal-point", "at": now})
-    with pytest.raises(sa.exc.IntegrityError, match="ck_participant_keys_use|CHECK constraint"):
+    with pytest.raises(sa.exc.IntegrityError, match=r"ck_participant_keys_use|CHECK constraint"):
         async with engine.begin() as connection:
             await connection.execute(
                 sa.text(
@@ -113,6 +113,7 @@ async def test_members_are_stored_as_their_strings_and_read_back_as_members(
     async with session_factory(engine)() as session:
         key = await session.get(ParticipantKey, "k2")
         participant = await session.get(Participant, "ng.naptip")
-    assert key is not None and participant is not None
+    assert key is not None
+    assert participant is not None
     assert key.use is KeyUse.ENC
     assert participant.kind is ParticipantKind.FOCAL_POINT
