@@ -136,18 +136,12 @@ async def receive(
         )
         return Acknowledgement(envelope.id, ack, rejected=True)
     session.add(
-        store.ReceivedMessage(
-            id=envelope.id,
-            type=envelope.type.value,
-            case_ref=envelope.case_ref,
-            sender=envelope.sender,
-            recipient=envelope.recipient,
-            created_at=envelope.created_at,
-            received_at=now,
-            envelope_digest=digest,
-            header=canonical_json(envelope.header).decode(),
+        store.received_row(
+            envelope,
+            digest=digest,
             payload=canonical_json(payload).decode(),
             ack=json.dumps(ack),
+            now=now,
         )
     )
     return Acknowledgement(envelope.id, ack)

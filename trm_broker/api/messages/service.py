@@ -211,31 +211,16 @@ async def accept(
         broker_key,
         jws.TYP_RECEIPT,
     )
-    message = Message(
-        id=envelope.id,
-        type=envelope.type.value,
-        case_ref=envelope.case_ref,
-        sender_id=envelope.sender,
-        recipient_id=envelope.recipient,
+    message = await store.add_accepted(
+        session,
+        envelope,
+        signed=canonical_json(obj),
+        digest=digest,
         sender_kid=parsed.kid,
-        created_at=envelope.created_at,
-        accepted_at=now,
-        envelope_digest=digest,
-        envelope=canonical_json(obj),
         receipt=json.dumps(receipt),
-        consent_ref=envelope.consent_ref,
+        ledger_entry=entry,
+        now=now,
     )
-    delivery = Delivery(
-        message_id=envelope.id,
-        recipient_id=envelope.recipient,
-        case_ref=envelope.case_ref,
-        status=outbox.PENDING,
-        attempts=0,
-        queued_at=now,
-        next_attempt_at=now,
-    )
-    await store.add(session, message, delivery)
-    message.ledger_seq = entry.seq
     if admitted.withdraws is not None:  # takes effect at once, for everything but itself
         await consents.withdraw(session, admitted.withdraws, now, keep=envelope.id)
     return _receipt_out(message), True
