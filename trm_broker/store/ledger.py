@@ -80,6 +80,17 @@ async def checkpoint_at(session: AsyncSession, size: int) -> LedgerCheckpoint | 
     return await session.get(LedgerCheckpoint, size)
 
 
+async def checkpoint_at_least(session: AsyncSession, size: int) -> LedgerCheckpoint | None:
+    """The smallest signed checkpoint of ``size`` entries or more (the primary key's order)."""
+    query = (
+        select(LedgerCheckpoint)
+        .where(LedgerCheckpoint.size >= size)
+        .order_by(LedgerCheckpoint.size)
+        .limit(1)
+    )
+    return (await session.scalars(query)).first()
+
+
 async def nodes(
     session: AsyncSession, wanted: Iterable[tuple[int, int]]
 ) -> dict[tuple[int, int], bytes]:
