@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.crypto.canonical import canonical_json
-from trm_broker.domain.ledger_events import LedgerEvent
+from trm_broker.domain.ledger_events import EventType, LedgerEvent
 from trm_broker.store.models import LedgerCheckpoint, LedgerEntry, LedgerNode
 
 #: PostgreSQL advisory lock key of the sequencer: one integrating writer among replicas.
@@ -148,7 +148,7 @@ class Search:
     case_ref: str | None = None
     participant: str | None = None
     country: str | None = None
-    type: str | None = None
+    type: EventType | None = None
     since: datetime | None = None
     until: datetime | None = None
 

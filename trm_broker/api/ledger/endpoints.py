@@ -89,7 +89,7 @@ async def search(
         case_ref=case_ref,
         participant=participant,
         country=country,
-        type=type.value if type is not None else None,
+        type=type,
         since=since,
         until=until,
     )
