@@ -27,6 +27,7 @@ from trm_broker.crypto.http_signatures import (
 from trm_broker.crypto.keys import encryption_key_from_secret, load_ed25519_public
 from trm_broker.crypto.seal import Binding, open_sealed
 from trm_broker.delivery.acknowledgement import ACK_CODES, AckRefused, check_ack, parse_ack
+from trm_broker.domain.participants import KeyUse
 from trm_broker.domain.signed_objects import AckClaims
 from trm_broker.node.broker_client import RegisteredKey
 from trm_broker.store.models import ParticipantKey
@@ -239,7 +240,7 @@ def _acknowledgement(
         e["kid"]: ParticipantKey(
             kid=e["kid"],
             participant_id=e["participant"],
-            use=e["use"],
+            use=KeyUse(e["use"]),
             alg=e["alg"],
             public_key=e["public"],
             valid_from=datetime.fromisoformat(e["valid_from"]),

@@ -4,6 +4,7 @@ closed, and parties (only) read the case."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,8 +17,9 @@ from sqlalchemy import select
 from tests.support import PROBLEM, Broker, broker_settings, envelope, referral, running_broker
 from trm_broker.background.alert_scheduler import AlertScheduler
 from trm_broker.crypto.keys import KeySet
+from trm_broker.domain.ledger_events import EventType
 from trm_broker.domain.messages import DataCategory, MessageType
-from trm_broker.store.models import Delivery, Message
+from trm_broker.store.models import Delivery, LedgerEntry, Message
 
 AT = KeySet.generate("at.focal-point")  # sending focal point (country of exploitation)
 NG = KeySet.generate("ng.naptip")  # destination focal point (country of return)
@@ -246,6 +248,19 @@ async def test_withdrawal_stops_everything_at_once(broker: Broker) -> None:
     alerts = (await broker.call("GET", "/v1/alerts", NG)).json()["alerts"]
     assert [(a["case_ref"], a["kind"]) for a in alerts] == [(case, "consent_withdrawn")]
     assert (await broker.call("GET", "/v1/alerts", OTHER)).json()["alerts"] == []
+    # ... and the notice is in the ledger, as an entry NG is a party of (the withdrawal's own
+    # entry names only AT).
+    async with sessions() as session:
+        raised = (
+            await session.scalars(
+                select(LedgerEntry).where(
+                    LedgerEntry.type == EventType.ALERT_RAISED, LedgerEntry.case_ref == case
+                )
+            )
+        ).all()
+    assert [(e.party1, e.party2, json.loads(e.body)["alert"]) for e in raised] == [
+        (NG.participant, AT.participant, "consent_withdrawn")
+    ]
 
 
 async def test_a_withdrawal_message_takes_effect_and_still_reaches_its_recipient(

@@ -19,6 +19,7 @@ from trm_broker.crypto import jws
 from trm_broker.crypto.canonical import canonical_json
 from trm_broker.crypto.encoding import sha256_digest
 from trm_broker.crypto.keys import KeySet
+from trm_broker.domain.times import rfc3339
 from trm_broker.ledger import merkle
 from trm_broker.ledger.note import Checkpoint, NoteVerifier, open_checkpoint
 
@@ -181,7 +182,7 @@ async def test_search_by_case_participant_country_type_and_time_as_json_and_csv(
     assert len(await search("participant=ng.naptip")) == 3  # its registration, two messages
     assert len(await search("country=FR")) == 1
     assert await search("case_ref=AT-2026-0002", reader=FR) == []  # not party to it
-    soon = (datetime.now(UTC) + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    soon = rfc3339(datetime.now(UTC) + timedelta(hours=1), timespec="auto")
     assert await search(f"type=message.accepted&since={soon}") == []
     page = await search("limit=2")
     rest = await search(f"after={page[-1]['index']}&limit=1000")

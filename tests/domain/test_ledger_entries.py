@@ -8,10 +8,9 @@ from typing import get_args
 import pytest
 from pydantic import ValidationError
 
-from trm_broker.delivery.outcomes import DEAD_LETTER_ALERT
+from trm_broker.domain.alerts import AlertKind
 from trm_broker.domain.ledger_entries import ENTRY, ENTRY_MODELS, AlertName
 from trm_broker.domain.ledger_events import EventType, LedgerEvent
-from trm_broker.domain.workflow import AlertKind
 
 
 def test_every_event_type_has_the_model_of_its_entry() -> None:
@@ -21,7 +20,7 @@ def test_every_event_type_has_the_model_of_its_entry() -> None:
 
 
 def test_the_alert_names_are_every_kind_of_alert_a_case_can_have() -> None:
-    kinds = {k.value for k in AlertKind} | {DEAD_LETTER_ALERT, "consent_withdrawn"}
+    kinds = {k.value for k in AlertKind}
     assert set(get_args(AlertName)) == kinds
 
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
-from trm_broker.domain.times import UtcTime
+from trm_broker.domain.times import UtcTime, rfc3339
 
 TIMES = TypeAdapter(UtcTime)
 OFFSETS = st.integers(-(24 * 60 - 1), 24 * 60 - 1).map(lambda m: timezone(timedelta(minutes=m)))
@@ -31,3 +31,24 @@ def test_an_accepted_time_always_has_a_utc_equivalent(value: datetime) -> None:
 def test_a_time_with_no_utc_equivalent_is_refused(text: str) -> None:
     with pytest.raises(ValidationError, match="out of range in UTC"):
         TIMES.validate_python(text)
+
+
+@pytest.mark.parametrize(
+    ("moment", "milliseconds", "auto"),
+    [
+        (
+            datetime(2026, 11, 23, 10, 0, tzinfo=UTC),
+            "2026-11-23T10:00:00.000Z",
+            "2026-11-23T10:00:00Z",
+        ),
+        (
+            datetime(2026, 11, 23, 11, 0, 0, 123456, tzinfo=timezone(timedelta(hours=1))),
+            "2026-11-23T10:00:00.123Z",
+            "2026-11-23T10:00:00.123456Z",
+        ),
+    ],
+)
+def test_rfc3339_writes_one_spelling_in_utc(moment: datetime, milliseconds: str, auto: str) -> None:
+    assert rfc3339(moment) == milliseconds
+    assert rfc3339(moment, timespec="auto") == auto
+    assert datetime.fromisoformat(rfc3339(moment, timespec="auto")) == moment

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from pydantic import BaseModel
 
+from trm_broker.domain.alerts import AlertKind
 from trm_broker.domain.consent import GivenBy
 from trm_broker.domain.messages import (
     HEADER_MODELS,
@@ -34,7 +35,6 @@ from trm_broker.domain.messages import (
 from trm_broker.domain.participants import ParticipantKind
 from trm_broker.domain.workflow import (
     RULES,
-    AlertKind,
     CaseTransfer,
     Party,
     RiskAssessment,

@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -434,7 +434,7 @@ class BrokerView:
     """The broker's database: each delivery's status, and how many ``message.acknowledged``
     ledger entries name each message."""
 
-    statuses: dict[str, str]
+    statuses: Mapping[str, str]
     attempts: dict[str, int]
     acknowledged_entries: Counter[str]
 

@@ -105,6 +105,14 @@ class _Sqlstate(Exception):
         self.sqlstate = sqlstate
 
 
+class _SqliteCode(Exception):
+    """A driver error carrying SQLite's result code name, as sqlite3's do."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no such table near {SECRET}")
+        self.sqlite_errorname = name
+
+
 def _raising(error: Exception) -> FastAPI:
     app = FastAPI()
     problems.install(app)
@@ -127,6 +135,8 @@ def _raising(error: Exception) -> FastAPI:
         sa_exc.DBAPIError("SELECT 1", {}, _Sqlstate("57P01")),  # admin shutdown
         sa_exc.DBAPIError("SELECT 1", {}, _Sqlstate("08006")),  # connection failure
         sa_exc.TimeoutError(f"QueuePool limit reached {SECRET}"),
+        sa_exc.OperationalError("SELECT 1", {}, _SqliteCode("SQLITE_BUSY")),
+        sa_exc.OperationalError("SELECT 1", {}, _SqliteCode("SQLITE_IOERR_READ")),
     ],
     ids=lambda error: type(error).__name__,
 )
@@ -152,13 +162,27 @@ async def test_an_unreachable_database_is_a_503_problem_wherever_it_is_met(
     [
         sa_exc.IntegrityError("INSERT", {}, _Sqlstate("23505")),
         sa_exc.ProgrammingError("SELECT", {}, _Sqlstate("42P01")),
+        # SQLite reports a missing table or a syntax error as an OperationalError too.
+        sa_exc.OperationalError("SELECT", {}, _SqliteCode("SQLITE_ERROR")),
+        sa_exc.DBAPIError("SELECT", {}, _Sqlstate("22001")),  # a value too long: a bug
     ],
     ids=lambda error: type(error).__name__,
 )
-async def test_other_database_errors_stay_internal_errors(error: Exception) -> None:
+async def test_other_database_errors_stay_internal_errors(
+    error: Exception, json_logs: io.StringIO
+) -> None:
+    """A bug, logged at error level with where it was raised, never the error's text."""
     transport = httpx.ASGITransport(app=_raising(error))
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         response = await client.get("/fail")
     assert response.status_code == 500
     assert response.json()["type"] == "urn:trm-broker:problem:internal-error"
     assert SECRET not in response.text
+    [logged] = [
+        json.loads(line)
+        for line in json_logs.getvalue().splitlines()
+        if '"unexpected_error"' in line
+    ]
+    assert logged["level"] == "error"
+    assert any("test_plumbing.py" in frame and "in fail" in frame for frame in logged["trace"])
+    assert SECRET not in json_logs.getvalue()

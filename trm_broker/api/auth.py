@@ -18,7 +18,7 @@ from trm_broker.api.rate_limits import CHARGED
 from trm_broker.crypto.errors import MalformedError
 from trm_broker.crypto.http_signatures import RequestSignatureError, verify_request
 from trm_broker.crypto.keys import load_ed25519_public
-from trm_broker.domain.participants import ParticipantKind
+from trm_broker.domain.participants import KeyUse, ParticipantKind
 from trm_broker.store import nonces
 from trm_broker.store import participants as registry
 from trm_broker.web.problems import (
@@ -91,7 +91,7 @@ async def _authenticate(request: Request, state: State, session: Session) -> Cal
         raise _unauthenticated()
     now = datetime.now(UTC)
     key = await registry.key(session, keyid)
-    if key is None or key.use != "sig":
+    if key is None or key.use is not KeyUse.SIG:
         # The key id is caller-chosen text until found in the registry: never echoed.
         raise Unauthenticated("The signature's keyid is not a registered signing key.")
     if key.revoked_at is not None:
@@ -131,7 +131,7 @@ async def _authenticate(request: Request, state: State, session: Session) -> Cal
     await session.commit()
     return Caller(
         participant_id=participant.id,
-        kind=ParticipantKind(participant.kind),
+        kind=participant.kind,
         country=participant.country,
         kid=keyid,
         proof=RequestProof(

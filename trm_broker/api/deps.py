@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from trm_broker.api.metrics import BrokerMetrics
@@ -20,7 +21,7 @@ from trm_broker.domain.inbox_url import InboxPolicy
 from trm_broker.domain.workflow import Rules
 from trm_broker.ledger.note import NoteSigner
 from trm_broker.settings import Settings
-from trm_broker.web.problems import Conflict, Unavailable
+from trm_broker.web.problems import Conflict, database_unavailable, unavailable_problem
 
 
 @dataclass
@@ -94,22 +95,40 @@ def broker_state(request: Request) -> BrokerState:
 State = Annotated[BrokerState, Depends(broker_state)]
 
 
+#: SQLSTATE class 40, transaction rollback (PostgreSQL appendix A): a serialization failure
+#: or a deadlock with a concurrent request, which the caller resolves by retrying.
+_ROLLED_BACK_SQLSTATE = "40"
+
+
 async def db_session(state: State) -> AsyncIterator[AsyncSession]:
-    """One session per request. Endpoints commit at their boundary; services never do."""
+    """One session per request. Endpoints commit at their boundary; services never do.
+
+    A database error is told apart by what the caller can do about it: a conflict with a
+    concurrent change is a 409 (read again and retry), the database out of reach a 503
+    (retry later), and anything else (a missing table, a bad statement) a bug: it goes on
+    to the problem handler, which logs it with its trace and answers 500.
+    """
     async with state.sessions() as session:
         try:
             yield session
-        except IntegrityError as exc:
-            await session.rollback()
-            raise Conflict(
-                "The change conflicts with one made at the same time; read the current state "
-                "and retry."
-            ) from exc
-        except (OperationalError, DBAPIError) as exc:
-            await session.rollback()
-            raise Unavailable(
-                "The database is unreachable; nothing was applied. Retry later."
-            ) from exc
+        except DBAPIError as exc:
+            await _rollback(session)
+            sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+            if isinstance(exc, IntegrityError) or sqlstate.startswith(_ROLLED_BACK_SQLSTATE):
+                raise Conflict(
+                    "The change conflicts with one made at the same time; read the current "
+                    "state and retry."
+                ) from exc
+            if database_unavailable(exc):
+                raise unavailable_problem(exc) from exc
+            raise
+
+
+async def _rollback(session: AsyncSession) -> None:
+    # The connection may be gone with the error: the rollback then fails too, and the
+    # first error is the one to answer.
+    with contextlib.suppress(DBAPIError, OSError):
+        await session.rollback()
 
 
 Session = Annotated[AsyncSession, Depends(db_session)]

@@ -22,9 +22,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from trm_broker.delivery.observer import Outcome, error_class
-from trm_broker.delivery.outcomes import DEAD_LETTER_ALERT
+from trm_broker.domain.alerts import AlertKind
 from trm_broker.domain.messages import MessageType
-from trm_broker.domain.workflow import AlertKind
 from trm_broker.store import gauges
 from trm_broker.web.problems import Problem
 
@@ -35,7 +34,7 @@ DATABASE_TIMEOUT_SECONDS = 5.0
 #: Request latencies up to the pull inbox's long-polls (at most 300 s, 30 s by default).
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_ALERT_KINDS = (*(kind.value for kind in AlertKind), DEAD_LETTER_ALERT, "consent_withdrawn")
+_ALERT_KINDS = tuple(kind.value for kind in AlertKind)
 #: A label value we did not spell ourselves must look like a code, or it becomes ``other``.
 _CODE = re.compile(r"^[a-z0-9_-]{1,64}$")
 

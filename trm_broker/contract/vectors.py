@@ -28,6 +28,7 @@ from trm_broker.crypto.http_signatures import sign_request
 from trm_broker.crypto.keys import AnyEncryptionKey, SigningKey, generate_encryption_key
 from trm_broker.domain.messages import DataCategory, MessageType
 from trm_broker.domain.signed_objects import AckClaims, ReceiptClaims
+from trm_broker.domain.times import rfc3339
 from trm_broker.node.compose import compose_envelope
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -43,7 +44,7 @@ PAYLOAD: dict[str, Any] = {
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment else None
+    return rfc3339(moment, timespec="auto") if moment else None
 
 
 class _Keys:

@@ -13,12 +13,13 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from trm_broker.crypto.errors import MalformedError
 from trm_broker.crypto.keys import SigningKey
+from trm_broker.domain.times import rfc3339
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class RetiredKey:
     retired_at: datetime
 
     def to_json(self) -> dict[str, str]:
-        at = self.retired_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        at = rfc3339(self.retired_at, timespec="auto")
         return {"kid": self.kid, "alg": "Ed25519", "public": self.public_b64, "retired_at": at}
 
 

@@ -13,6 +13,7 @@ from trm_broker.crypto import jws
 from trm_broker.crypto.errors import MalformedError, VerificationError
 from trm_broker.crypto.jws import ParsedJws
 from trm_broker.crypto.keys import load_ed25519_public
+from trm_broker.domain.participants import KeyUse
 from trm_broker.domain.signed_objects import AckClaims
 from trm_broker.store import participants as registry
 from trm_broker.store.models import ParticipantKey
@@ -71,7 +72,7 @@ def check_ack(
     """2.-5. The checks of an answer once its key (``parsed.kid``) is looked up."""
     # 2. A signing key of the recipient's, 3. usable now (the broker checks an answer when
     #    it arrives), 4. the signature over the canonical claims.
-    if key is None or key.use != "sig" or key.participant_id != recipient_id:
+    if key is None or key.use is not KeyUse.SIG or key.participant_id != recipient_id:
         raise AckRefused("ack_unknown_key")
     if not registry.is_usable(key, now):
         raise AckRefused("ack_key_not_usable")

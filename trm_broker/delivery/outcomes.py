@@ -11,16 +11,16 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.crypto import jws
-from trm_broker.domain.ids import uuid7
+from trm_broker.domain.alerts import AlertKind
 from trm_broker.domain.ledger_events import EventType, LedgerEvent
-from trm_broker.store import cases, ledger, messages
+from trm_broker.store import alerts, cases, ledger, messages
 from trm_broker.store import deliveries as outbox
 from trm_broker.store import participants as registry
-from trm_broker.store.models import AlertRecord, Delivery, Message
+from trm_broker.store.models import Delivery, Message
 
 #: The alert a dead letter raises for its sender and recipient; closed when none is left in
 #: the case (re-queued and answered, or answered late through the pull inbox).
-DEAD_LETTER_ALERT = "delivery_dead_lettered"
+DEAD_LETTER_ALERT = AlertKind.DELIVERY_DEAD_LETTERED
 
 
 async def record_answer(
@@ -69,18 +69,15 @@ async def dead_letter(session: AsyncSession, delivery: Delivery, now: datetime) 
     if not any(
         a.kind == DEAD_LETTER_ALERT for a in await cases.open_alerts(session, message.case_ref)
     ):
-        cases.add_alert(
+        parties = (message.sender_id, message.recipient_id)
+        alerts.raise_alert(
             session,
-            AlertRecord(
-                id=str(uuid7()),
-                case_ref=message.case_ref,
-                kind=DEAD_LETTER_ALERT,
-                party1=message.sender_id,
-                party2=message.recipient_id,
-                raised_at=now,
-            ),
+            DEAD_LETTER_ALERT,
+            message.case_ref,
+            parties,
+            now,
+            countries=await registry.countries_of(session, set(parties)),
         )
-        await _record(session, EventType.ALERT_RAISED, message, now, alert=DEAD_LETTER_ALERT)
     return True
 
 
@@ -101,20 +98,9 @@ async def close_alert_if_resolved(session: AsyncSession, case_ref: str, now: dat
         return
     for alert in await cases.open_alerts(session, case_ref):
         if alert.kind == DEAD_LETTER_ALERT:
-            alert.closed_at = now
-            parties = tuple(p for p in (alert.party1, alert.party2) if p is not None)
-            countries = await registry.countries_of(session, set(parties))
-            ledger.append(
-                session,
-                LedgerEvent(
-                    EventType.ALERT_CLOSED,
-                    now,
-                    parties=parties,
-                    countries=tuple(countries[p] for p in parties),
-                    case_ref=case_ref,
-                    facts={"alert": DEAD_LETTER_ALERT},
-                ),
-            )
+            parties = {p for p in (alert.party1, alert.party2) if p is not None}
+            countries = await registry.countries_of(session, parties)
+            alerts.close_alert(session, alert, now, countries=countries)
 
 
 async def _message(session: AsyncSession, message_id: str) -> Message:
@@ -129,10 +115,7 @@ async def _record(
 ) -> None:
     parties = (message.sender_id, message.recipient_id)
     countries = await registry.countries_of(session, set(parties))
-    if event is EventType.ALERT_RAISED:
-        detail: dict[str, Any] = facts
-    else:
-        detail = {"message_id": message.id, "envelope_digest": message.envelope_digest, **facts}
+    detail = {"message_id": message.id, "envelope_digest": message.envelope_digest, **facts}
     ledger.append(
         session,
         LedgerEvent(

@@ -12,11 +12,12 @@ categories, countries and times.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import TypeAlias
 
 from trm_broker.domain.messages import DataCategory, MessageType
+from trm_broker.domain.times import rfc3339
 
 
 class GivenBy(StrEnum):
@@ -46,10 +47,6 @@ class ConsentRefused(Exception):
         super().__init__(detail)
         self.gaps = gaps
         self.detail = detail
-
-
-def _utc_text(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _require_aware(name: str, moment: datetime | None) -> None:
@@ -144,13 +141,23 @@ def _findings(consent: Consent, message: MessageFacts) -> list[tuple[ScopeGap, s
     findings: list[tuple[ScopeGap, str]] = []
     # 1. Validity in time: withdrawal stops all further exchange at once (DESIGN.md §7).
     if consent.withdrawn_at is not None and message.at >= consent.withdrawn_at:
-        findings.append((ScopeGap.WITHDRAWN, f"was withdrawn at {_utc_text(consent.withdrawn_at)}"))
+        findings.append(
+            (
+                ScopeGap.WITHDRAWN,
+                f"was withdrawn at {rfc3339(consent.withdrawn_at, timespec='auto')}",
+            )
+        )
     if message.at < consent.valid_from:
         findings.append(
-            (ScopeGap.NOT_YET_VALID, f"is not valid before {_utc_text(consent.valid_from)}")
+            (
+                ScopeGap.NOT_YET_VALID,
+                f"is not valid before {rfc3339(consent.valid_from, timespec='auto')}",
+            )
         )
     if consent.valid_until is not None and message.at >= consent.valid_until:
-        findings.append((ScopeGap.EXPIRED, f"expired at {_utc_text(consent.valid_until)}"))
+        findings.append(
+            (ScopeGap.EXPIRED, f"expired at {rfc3339(consent.valid_until, timespec='auto')}")
+        )
     # 2. A consent is given for one case: it never lends itself to another person's case.
     if message.case_ref != consent.case_ref:
         findings.append((ScopeGap.CASE, f"does not cover case {message.case_ref}"))

@@ -26,8 +26,8 @@ from trm_broker.domain.signed_objects import DIGEST_PATTERN
 ENTRY_TIME_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
 KEY_ID_PATTERN = r"^[A-Za-z0-9_-]{43}$"
 COUNTRY_PATTERN = r"^[A-Z]{2}$"
-#: The kinds of alert a case can have (`GET /v1/alerts`): the workflow's deadlines
-#: (``workflow.AlertKind``), a dead letter, a withdrawn consent.
+#: The kinds of alert a case can have (`GET /v1/alerts`, ``domain.alerts.AlertKind``): the
+#: workflow's deadlines, a dead letter, a withdrawn consent.
 AlertName = Literal[
     "reception_overdue", "monitoring_overdue", "delivery_dead_lettered", "consent_withdrawn"
 ]

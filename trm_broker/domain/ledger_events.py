@@ -8,9 +8,11 @@ Its leaf in the Merkle tree is the hash of the RFC 8785 JSON of :meth:`LedgerEve
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from trm_broker.domain.times import rfc3339
 
 
 class EventType(StrEnum):
@@ -29,11 +31,6 @@ class EventType(StrEnum):
     MESSAGE_REQUEUED = "message.requeued"  # an operator put a dead letter back in the queue
     ALERT_RAISED = "alert.raised"
     ALERT_CLOSED = "alert.closed"
-
-
-def rfc3339(moment: datetime) -> str:
-    """UTC, millisecond precision, ``Z``: one spelling of a time, so digests are stable."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,19 @@ class MessageType(StrEnum):
     CONSENT_WITHDRAWAL = "consent_withdrawal"
 
 
+class DeliveryStatus(StrEnum):
+    """Where a message's delivery to its recipient stands (DESIGN.md §8)."""
+
+    PENDING = "pending"
+    ACKNOWLEDGED = "acknowledged"
+    #: The recipient's node refused the payload in a signed answer: final, like an ack.
+    REJECTED = "rejected"
+    #: Retried for the maximum age without an answer: waits for an operator's re-queue.
+    DEAD_LETTERED = "dead_lettered"
+    #: Stopped for good by a consent withdrawal (DESIGN.md §7).
+    DROPPED = "dropped"
+
+
 class DataCategory(StrEnum):
     """Categories of personal data a sealed payload may carry (DESIGN.md §7)."""
 

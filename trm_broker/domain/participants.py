@@ -14,5 +14,12 @@ class ParticipantKind(StrEnum):
     OPERATOR = "operator"
 
 
+class KeyUse(StrEnum):
+    """What a participant's public key is for (RFC 7517 ``use``)."""
+
+    SIG = "sig"  # Ed25519: signs envelopes, answers and requests
+    ENC = "enc"  # HPKE: payloads are sealed to it
+
+
 #: Kinds that exchange case messages; auditors and operators never send or receive them.
 MESSAGING_KINDS = frozenset({ParticipantKind.FOCAL_POINT, ParticipantKind.RECEIVING_ORG})

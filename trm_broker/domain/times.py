@@ -9,7 +9,7 @@ where the caller can be told, instead of failing later.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime
 
@@ -24,3 +24,12 @@ def _representable_in_utc(value: datetime) -> datetime:
 
 #: An aware datetime that has a UTC equivalent.
 UtcTime = Annotated[AwareDatetime, AfterValidator(_representable_in_utc)]
+
+
+def rfc3339(moment: datetime, *, timespec: Literal["milliseconds", "auto"] = "milliseconds") -> str:
+    """The one spelling of a time this system writes (RFC 3339 section 5.6): in UTC, with
+    ``Z``, to the millisecond (``2026-11-23T10:00:00.000Z``), so that a digest over it is
+    stable. ``timespec="auto"`` keeps the microseconds a time has (none are written when it
+    has none), for the few texts that have always been written so (a retired key's time,
+    the contract vectors, a consent's detail)."""
+    return moment.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")

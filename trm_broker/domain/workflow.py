@@ -20,6 +20,7 @@ from typing import Any, ClassVar, NoReturn, TypeVar
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
+from trm_broker.domain.alerts import AlertKind
 from trm_broker.domain.consent import GivenBy
 from trm_broker.domain.messages import (
     HEADER_MODELS,
@@ -201,11 +202,6 @@ class Stage(StrEnum):
     RECEIVED = "received"
     NOT_RECEIVED = "not_received"  # not arrived, or declined assistance
     CLOSED = "closed"
-
-
-class AlertKind(StrEnum):
-    RECEPTION_OVERDUE = "reception_overdue"
-    MONITORING_OVERDUE = "monitoring_overdue"
 
 
 @dataclass(frozen=True)

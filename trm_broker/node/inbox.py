@@ -20,6 +20,7 @@ from trm_broker.crypto.seal import Binding, open_sealed
 from trm_broker.domain.envelope import Envelope
 from trm_broker.domain.payloads import check_payload
 from trm_broker.domain.signed_objects import AckClaims
+from trm_broker.domain.times import rfc3339
 from trm_broker.node import store
 from trm_broker.node.broker_client import BrokerClient
 from trm_broker.node.keyring import Keyring
@@ -124,7 +125,7 @@ async def receive(
         message_id=envelope.id,
         envelope_digest=digest,
         recipient=envelope.recipient,
-        received_at=now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        received_at=rfc3339(now),
         status="rejected" if reasons else "received",
         reasons=reasons,
     )
@@ -135,18 +136,12 @@ async def receive(
         )
         return Acknowledgement(envelope.id, ack, rejected=True)
     session.add(
-        store.ReceivedMessage(
-            id=envelope.id,
-            type=envelope.type.value,
-            case_ref=envelope.case_ref,
-            sender=envelope.sender,
-            recipient=envelope.recipient,
-            created_at=envelope.created_at,
-            received_at=now,
-            envelope_digest=digest,
-            header=canonical_json(envelope.header).decode(),
+        store.received_row(
+            envelope,
+            digest=digest,
             payload=canonical_json(payload).decode(),
             ack=json.dumps(ack),
+            now=now,
         )
     )
     return Acknowledgement(envelope.id, ack)

@@ -137,15 +137,11 @@ async def send_message(
     except BrokerError as exc:
         raise refused(exc) from exc
     session.add(
-        store.SentMessage(
-            id=envelope.id,
-            type=envelope.type.value,
-            case_ref=envelope.case_ref,
-            sender=sender,
-            recipient=envelope.recipient,
-            sent_at=now,
-            envelope_digest=receipt.envelope_digest,
+        store.sent_row(
+            envelope,
+            digest=receipt.envelope_digest,
             receipt=json.dumps(receipt.jws),
+            now=now,
         )
     )
     await session.commit()

@@ -15,7 +15,10 @@ from sqlalchemy import Integer, MetaData, String, Text, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from trm_broker.store.models import NAMING, UTCDateTime
+from trm_broker.crypto.canonical import canonical_json
+from trm_broker.domain.envelope import Envelope
+from trm_broker.domain.messages import MessageType
+from trm_broker.store.models import NAMING, UTCDateTime, stored_enum
 
 
 class NodeBase(DeclarativeBase):
@@ -30,7 +33,7 @@ class ReceivedMessage(NodeBase):
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(36), unique=True)
-    type: Mapped[str] = mapped_column(String(32))
+    type: Mapped[MessageType] = mapped_column(stored_enum(MessageType, "type", 32))
     case_ref: Mapped[str] = mapped_column(String(64))
     sender: Mapped[str] = mapped_column(String(64))
     recipient: Mapped[str] = mapped_column(String(64))
@@ -66,7 +69,7 @@ class SentMessage(NodeBase):
     __tablename__ = "node_sent"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    type: Mapped[str] = mapped_column(String(32))
+    type: Mapped[MessageType] = mapped_column(stored_enum(MessageType, "type", 32))
     case_ref: Mapped[str] = mapped_column(String(64))
     sender: Mapped[str] = mapped_column(String(64))
     recipient: Mapped[str] = mapped_column(String(64))
@@ -83,6 +86,40 @@ class NodeNonce(NodeBase):
     keyid: Mapped[str] = mapped_column(String(64), primary_key=True)
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+def received_row(
+    envelope: Envelope, *, digest: str, payload: str, ack: str, now: datetime
+) -> ReceivedMessage:
+    """What the node keeps of a message it opened and acknowledged: the envelope's own
+    members, its clear header, the decrypted ``payload`` (canonical JSON) and the ack."""
+    return ReceivedMessage(
+        id=envelope.id,
+        type=envelope.type,
+        case_ref=envelope.case_ref,
+        sender=envelope.sender,
+        recipient=envelope.recipient,
+        created_at=envelope.created_at,
+        received_at=now,
+        envelope_digest=digest,
+        header=canonical_json(envelope.header).decode(),
+        payload=payload,
+        ack=ack,
+    )
+
+
+def sent_row(envelope: Envelope, *, digest: str, receipt: str, now: datetime) -> SentMessage:
+    """What the node keeps of a message it sent: the envelope's members and the receipt."""
+    return SentMessage(
+        id=envelope.id,
+        type=envelope.type,
+        case_ref=envelope.case_ref,
+        sender=envelope.sender,
+        recipient=envelope.recipient,
+        sent_at=now,
+        envelope_digest=digest,
+        receipt=receipt,
+    )
 
 
 async def create_schema(engine: AsyncEngine) -> None:

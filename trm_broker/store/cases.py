@@ -28,7 +28,7 @@ def insert(session: AsyncSession, case: CaseTransfer, at: datetime) -> None:
             sending=case.sending,
             destination=case.destination,
             receiving_org=case.receiving_org,
-            stage=case.stage.value,
+            stage=case.stage,
             state=json.dumps(case.to_json(), sort_keys=True),
             version=1,
             updated_at=at,
@@ -45,7 +45,7 @@ async def replace(
         .where(CaseTransferRow.case_ref == row.case_ref, CaseTransferRow.version == row.version)
         .values(
             receiving_org=case.receiving_org,
-            stage=case.stage.value,
+            stage=case.stage,
             state=json.dumps(case.to_json(), sort_keys=True),
             version=row.version + 1,
             updated_at=at,
@@ -94,10 +94,6 @@ async def alerts_for(
     if not include_closed:
         query = query.where(AlertRecord.closed_at.is_(None))
     return (await session.scalars(query.order_by(AlertRecord.raised_at).limit(1000))).all()
-
-
-def add_alert(session: AsyncSession, alert: AlertRecord) -> None:
-    session.add(alert)
 
 
 def add_refusal(session: AsyncSession, refusal: Refusal) -> None:

@@ -9,8 +9,8 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from trm_broker.domain.consent import Consent, GivenBy
-from trm_broker.domain.messages import DataCategory, MessageType
+from trm_broker.domain.consent import Consent
+from trm_broker.domain.messages import DataCategory, DeliveryStatus, MessageType
 from trm_broker.store.models import ConsentRecord, Delivery, Message
 
 
@@ -19,7 +19,7 @@ def to_domain(row: ConsentRecord) -> Consent:
         id=row.id,
         case_ref=row.case_ref,
         registered_by=row.registered_by,
-        given_by=GivenBy(row.given_by),
+        given_by=row.given_by,
         purposes=frozenset(MessageType(p) for p in json.loads(row.purposes)),
         recipients=frozenset(json.loads(row.recipients)),
         recipient_countries=frozenset(json.loads(row.recipient_countries)),
@@ -52,9 +52,9 @@ async def drop_undelivered(session: AsyncSession, message_ids: Sequence[str], at
         update(Delivery)
         .where(
             Delivery.message_id.in_(message_ids),
-            Delivery.status.in_(("pending", "dead_lettered")),
+            Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.DEAD_LETTERED)),
         )
-        .values(status="dropped", last_error="consent_withdrawn", last_attempt_at=at)
+        .values(status=DeliveryStatus.DROPPED, last_error="consent_withdrawn", last_attempt_at=at)
     )
     return int(getattr(result, "rowcount", 0) or 0)
 
@@ -64,6 +64,6 @@ async def acknowledged_recipients(session: AsyncSession, message_ids: Sequence[s
     if not message_ids:
         return set()
     query = select(Delivery.recipient_id).where(
-        Delivery.message_id.in_(message_ids), Delivery.status == "acknowledged"
+        Delivery.message_id.in_(message_ids), Delivery.status == DeliveryStatus.ACKNOWLEDGED
     )
     return set((await session.scalars(query)).all())

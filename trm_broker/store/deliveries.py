@@ -11,16 +11,15 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from trm_broker.domain.messages import DeliveryStatus
 from trm_broker.store.models import Delivery, Message, Participant
 
-PENDING = "pending"
-ACKNOWLEDGED = "acknowledged"
-#: The recipient's node refused the payload in a signed answer: final, like an acknowledgement.
-REJECTED = "rejected"
-#: Retried for the maximum age without an answer: waits for an operator's re-queue.
-DEAD_LETTERED = "dead_lettered"
-#: Stopped for good by a consent withdrawal (DESIGN.md §7).
-DROPPED = "dropped"
+# The statuses, by their short names here (``outbox.PENDING``): see ``DeliveryStatus``.
+PENDING = DeliveryStatus.PENDING
+ACKNOWLEDGED = DeliveryStatus.ACKNOWLEDGED
+REJECTED = DeliveryStatus.REJECTED
+DEAD_LETTERED = DeliveryStatus.DEAD_LETTERED
+DROPPED = DeliveryStatus.DROPPED
 #: The states in which a delivery still holds back later ones of its case to its recipient.
 _HOLDS_BACK = (PENDING, DEAD_LETTERED)
 

@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.crypto.canonical import canonical_json
-from trm_broker.domain.ledger_events import LedgerEvent
+from trm_broker.domain.ledger_events import EventType, LedgerEvent
 from trm_broker.store.models import LedgerCheckpoint, LedgerEntry, LedgerNode
 
 #: PostgreSQL advisory lock key of the sequencer: one integrating writer among replicas.
@@ -39,7 +39,7 @@ def append(session: AsyncSession, event: LedgerEvent) -> LedgerEntry:
     countries = [*event.countries, None, None]
     entry = LedgerEntry(
         body=body,
-        type=event.type.value,
+        type=event.type,
         at=event.at,
         case_ref=event.case_ref,
         party1=parties[0],
@@ -78,6 +78,17 @@ async def latest_checkpoint(session: AsyncSession) -> LedgerCheckpoint | None:
 
 async def checkpoint_at(session: AsyncSession, size: int) -> LedgerCheckpoint | None:
     return await session.get(LedgerCheckpoint, size)
+
+
+async def checkpoint_at_least(session: AsyncSession, size: int) -> LedgerCheckpoint | None:
+    """The smallest signed checkpoint of ``size`` entries or more (the primary key's order)."""
+    query = (
+        select(LedgerCheckpoint)
+        .where(LedgerCheckpoint.size >= size)
+        .order_by(LedgerCheckpoint.size)
+        .limit(1)
+    )
+    return (await session.scalars(query)).first()
 
 
 async def nodes(
@@ -137,7 +148,7 @@ class Search:
     case_ref: str | None = None
     participant: str | None = None
     country: str | None = None
-    type: str | None = None
+    type: EventType | None = None
     since: datetime | None = None
     until: datetime | None = None
 

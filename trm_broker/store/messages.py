@@ -8,7 +8,9 @@ from datetime import datetime
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from trm_broker.store.models import Delivery, Message
+from trm_broker.domain.envelope import Envelope
+from trm_broker.domain.messages import DeliveryStatus
+from trm_broker.store.models import Delivery, LedgerEntry, Message
 
 
 async def get(session: AsyncSession, message_id: str) -> Message | None:
@@ -32,11 +34,51 @@ async def delivery_of(session: AsyncSession, message_id: str) -> Delivery | None
     return (await session.scalars(query)).first()
 
 
-async def add(session: AsyncSession, message: Message, delivery: Delivery) -> None:
-    """Write the message and its outbox row in the caller's transaction (DESIGN.md §8)."""
+async def add_accepted(
+    session: AsyncSession,
+    envelope: Envelope,
+    *,
+    signed: bytes,
+    digest: str,
+    sender_kid: str,
+    receipt: str,
+    ledger_entry: LedgerEntry,
+    now: datetime,
+) -> Message:
+    """Write an accepted envelope's message row and its outbox row (due at once) in the
+    caller's transaction (DESIGN.md §8). The rows take the envelope's own members; ``signed``
+    is the envelope as stored (its canonical JSON) and ``digest`` the digest it is known by;
+    ``ledger_entry`` records the acceptance (its ``seq`` is known once flushed).
+    """
+    message = Message(
+        id=envelope.id,
+        type=envelope.type,
+        case_ref=envelope.case_ref,
+        sender_id=envelope.sender,
+        recipient_id=envelope.recipient,
+        sender_kid=sender_kid,
+        created_at=envelope.created_at,
+        accepted_at=now,
+        envelope_digest=digest,
+        envelope=signed,
+        receipt=receipt,
+        consent_ref=envelope.consent_ref,
+    )
     session.add(message)
     await session.flush()  # the outbox row references the message
-    session.add(delivery)
+    message.ledger_seq = ledger_entry.seq
+    session.add(
+        Delivery(
+            message_id=envelope.id,
+            recipient_id=envelope.recipient,
+            case_ref=envelope.case_ref,
+            status=DeliveryStatus.PENDING,
+            attempts=0,
+            queued_at=now,
+            next_attempt_at=now,
+        )
+    )
+    return message
     await session.flush()
 
 
@@ -48,7 +90,7 @@ async def purgeable(session: AsyncSession, cutoff: datetime, limit: int) -> Sequ
         .join(Delivery, Delivery.message_id == Message.id)
         .where(
             # A signed rejection is as final as an acknowledgement: the payload goes too.
-            Delivery.status.in_(("acknowledged", "rejected")),
+            Delivery.status.in_((DeliveryStatus.ACKNOWLEDGED, DeliveryStatus.REJECTED)),
             Delivery.acknowledged_at <= cutoff,
             Message.envelope.is_not(None),
         )

@@ -4,11 +4,13 @@ envelope as received, whose personal data is HPKE-sealed to the recipient."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     DateTime,
+    Enum,
     ForeignKey,
     Index,
     Integer,
@@ -20,6 +22,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from trm_broker.domain.alerts import AlertKind
+from trm_broker.domain.consent import GivenBy
+from trm_broker.domain.ledger_events import EventType
+from trm_broker.domain.messages import DeliveryStatus, MessageType
+from trm_broker.domain.participants import KeyUse, ParticipantKind
+from trm_broker.domain.workflow import Stage
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -51,6 +60,22 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def stored_enum(enum: type[StrEnum], name: str, length: int) -> Enum:
+    """A column of ``enum``'s values, stored as the same strings as always (``VARCHAR`` of
+    ``length``, no native type to migrate when a member is added), read back as members, and
+    guarded by a CHECK constraint named ``ck_<table>_<name>``: a value written by hand or by
+    an older release that the code does not know is refused by the database itself."""
+    return Enum(
+        enum,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=length,
+        values_callable=lambda members: [member.value for member in members],
+        validate_strings=True,
+    )
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
@@ -59,7 +84,7 @@ class Participant(Base):
     __tablename__ = "participants"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(20))
+    kind: Mapped[ParticipantKind] = mapped_column(stored_enum(ParticipantKind, "kind", 20))
     country: Mapped[str] = mapped_column(String(2))
     inbox_url: Mapped[str | None] = mapped_column(String(2048))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -73,7 +98,7 @@ class ParticipantKey(Base):
 
     kid: Mapped[str] = mapped_column(String(64), primary_key=True)
     participant_id: Mapped[str] = mapped_column(ForeignKey("participants.id"))
-    use: Mapped[str] = mapped_column(String(3))
+    use: Mapped[KeyUse] = mapped_column(stored_enum(KeyUse, "use", 3))
     alg: Mapped[str] = mapped_column(String(32))
     public_key: Mapped[str] = mapped_column(String(4096))
     valid_from: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -86,7 +111,7 @@ class Message(Base):
     __table_args__ = (Index("ix_messages_case_ref", "case_ref"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    type: Mapped[str] = mapped_column(String(32))
+    type: Mapped[MessageType] = mapped_column(stored_enum(MessageType, "type", 32))
     case_ref: Mapped[str] = mapped_column(String(64))
     sender_id: Mapped[str] = mapped_column(ForeignKey("participants.id"))
     recipient_id: Mapped[str] = mapped_column(ForeignKey("participants.id"))
@@ -122,7 +147,7 @@ class Delivery(Base):
     message_id: Mapped[str] = mapped_column(ForeignKey("messages.id"), unique=True)
     recipient_id: Mapped[str] = mapped_column(ForeignKey("participants.id"))
     case_ref: Mapped[str | None] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[DeliveryStatus] = mapped_column(stored_enum(DeliveryStatus, "status", 16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -159,7 +184,7 @@ class RegistryChange(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    action: Mapped[str] = mapped_column(String(32))
+    action: Mapped[EventType] = mapped_column(stored_enum(EventType, "action", 32))
     participant_id: Mapped[str] = mapped_column(ForeignKey("participants.id"))
     kid: Mapped[str | None] = mapped_column(String(64))
     operator_id: Mapped[str] = mapped_column(ForeignKey("participants.id"))
@@ -191,7 +216,7 @@ class LedgerEntry(Base):
     idx: Mapped[int | None] = mapped_column(BigInteger, unique=True)
     body: Mapped[bytes] = mapped_column(LargeBinary)
     leaf_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
-    type: Mapped[str] = mapped_column(String(40))
+    type: Mapped[EventType] = mapped_column(stored_enum(EventType, "type", 40))
     at: Mapped[datetime] = mapped_column(UTCDateTime())
     case_ref: Mapped[str | None] = mapped_column(String(64))
     party1: Mapped[str | None] = mapped_column(String(64))
@@ -235,7 +260,7 @@ class ConsentRecord(Base):
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     case_ref: Mapped[str] = mapped_column(String(64))
     registered_by: Mapped[str] = mapped_column(ForeignKey("participants.id"))
-    given_by: Mapped[str] = mapped_column(String(16))
+    given_by: Mapped[GivenBy] = mapped_column(stored_enum(GivenBy, "given_by", 16))
     purposes: Mapped[str] = mapped_column(Text)
     recipients: Mapped[str] = mapped_column(Text)
     recipient_countries: Mapped[str] = mapped_column(Text)
@@ -261,7 +286,7 @@ class CaseTransferRow(Base):
     sending: Mapped[str] = mapped_column(String(64), index=True)
     destination: Mapped[str] = mapped_column(String(64), index=True)
     receiving_org: Mapped[str | None] = mapped_column(String(64))
-    stage: Mapped[str] = mapped_column(String(20))
+    stage: Mapped[Stage] = mapped_column(stored_enum(Stage, "stage", 20))
     state: Mapped[str] = mapped_column(Text)
     version: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -276,7 +301,7 @@ class AlertRecord(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     case_ref: Mapped[str] = mapped_column(String(64))
-    kind: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[AlertKind] = mapped_column(stored_enum(AlertKind, "kind", 32))
     party1: Mapped[str] = mapped_column(String(64))
     party2: Mapped[str | None] = mapped_column(String(64))
     party3: Mapped[str | None] = mapped_column(String(64))
@@ -294,6 +319,6 @@ class Refusal(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime())
     rule: Mapped[str] = mapped_column(String(80))
-    message_type: Mapped[str] = mapped_column(String(32))
+    message_type: Mapped[MessageType] = mapped_column(stored_enum(MessageType, "message_type", 32))
     sender_country: Mapped[str] = mapped_column(String(2))
     recipient_country: Mapped[str] = mapped_column(String(2))

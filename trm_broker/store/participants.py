@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from trm_broker.domain.participants import KeyUse, ParticipantKind
 from trm_broker.store.models import Participant, ParticipantKey
 
 
@@ -19,7 +20,7 @@ async def list_all(session: AsyncSession) -> Sequence[Participant]:
     return (await session.scalars(select(Participant).order_by(Participant.id))).all()
 
 
-async def any_of_kind(session: AsyncSession, kind: str) -> bool:
+async def any_of_kind(session: AsyncSession, kind: ParticipantKind) -> bool:
     query = select(Participant.id).where(Participant.kind == kind).limit(1)
     return (await session.scalars(query)).first() is not None
 
@@ -47,7 +48,7 @@ async def key(session: AsyncSession, kid: str) -> ParticipantKey | None:
 
 
 async def usable_key(
-    session: AsyncSession, participant_id: str, use: str, now: datetime
+    session: AsyncSession, participant_id: str, use: KeyUse, now: datetime
 ) -> ParticipantKey | None:
     """The participant's current key for ``use``: valid now, not revoked, newest first."""
     query = (
@@ -66,7 +67,7 @@ async def usable_key(
 
 
 async def usable_keys(
-    session: AsyncSession, participant_id: str, use: str, now: datetime
+    session: AsyncSession, participant_id: str, use: KeyUse, now: datetime
 ) -> Sequence[ParticipantKey]:
     query = select(ParticipantKey).where(
         ParticipantKey.participant_id == participant_id,

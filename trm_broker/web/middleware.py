@@ -11,7 +11,7 @@ import structlog
 from fastapi import FastAPI, Request, Response
 
 from trm_broker.logs import request_context
-from trm_broker.web.problems import internal_error, problem_response
+from trm_broker.web.problems import internal_error, log_internal_error, problem_response
 
 #: A caller's request id is kept only if it cannot carry words (a name): hex, or a UUID.
 _SAFE_REQUEST_ID = re.compile(r"^(?:[0-9a-f]{16,64}|[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})$")
@@ -35,8 +35,7 @@ def install(app: FastAPI, *, observe: RequestObserver | None = None) -> None:
             try:
                 response = await call_next(request)
             except Exception as exc:
-                # The exception's text may quote data it was handling: log its type only.
-                log.error("unexpected_error", error_type=type(exc).__name__)
+                log_internal_error(exc)
                 response = problem_response(internal_error(), request)
             seconds = time.perf_counter() - started
             route = getattr(request.scope.get("route"), "path", "unmatched")

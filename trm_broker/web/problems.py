@@ -7,6 +7,7 @@ hold personal data.
 from __future__ import annotations
 
 import math
+import traceback
 from typing import Any
 
 import structlog
@@ -198,6 +199,14 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 #: A): connection exception, insufficient resources, operator intervention, system error.
 _UNAVAILABLE_SQLSTATES = ("08", "53", "57", "58")
 
+#: SQLite's primary result codes that mean the same (https://sqlite.org/rescode.html): busy
+#: or locked by another writer, the file not openable, an I/O error, the disk full, out of
+#: memory. ``SQLITE_ERROR`` (a missing table, a bad statement) is a bug, not an outage.
+_UNAVAILABLE_SQLITE = frozenset(
+    {"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_FULL"}
+    | {"SQLITE_NOMEM", "SQLITE_PROTOCOL", "SQLITE_READONLY"}
+)
+
 
 def database_unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` says the database is out of reach (down, restarting, cut off, out of
@@ -206,18 +215,75 @@ def database_unavailable(exc: BaseException) -> bool:
     A refused or reset connection surfaces as the driver's bare ``OSError`` (SQLAlchemy
     wraps only the driver's own exception types); a server going away mid-query, or
     refusing new sessions while it starts or stops, as a ``DBAPIError`` with its SQLSTATE.
+    SQLite reports a missing table or a syntax error as an ``OperationalError`` too: its
+    result code tells those (bugs) from a busy or unreadable file.
     """
     if isinstance(exc, OSError | sa_exc.TimeoutError):  # TimeoutError: the pool is exhausted
         return True
-    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
         return True
-    if isinstance(exc, sa_exc.DBAPIError):
-        sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
-        return exc.connection_invalidated or sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
-    return False
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+    if sqlstate:
+        return sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+    sqlite_code = getattr(exc.orig, "sqlite_errorname", None)
+    if isinstance(sqlite_code, str):
+        primary = sqlite_code.split("_")[:2]  # SQLITE_IOERR_READ -> SQLITE_IOERR
+        return "_".join(primary) in _UNAVAILABLE_SQLITE
+    # No code to go by: the DBAPI's own classes say whether it is the database's operation
+    # (PEP 249: "not necessarily under the control of the programmer") or the statement.
+    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
 
 
-def unavailable_problem() -> Unavailable:
+def error_trace(exc: BaseException) -> list[str]:
+    """Where ``exc`` was raised, as ``file:line in function`` frames (innermost last) with
+    the type of every exception in its chain: the exception's text and the frames' source
+    lines and variables are left out, as they may quote the data being handled."""
+    frames: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        frames.append(f"{type(current).__module__}.{type(current).__qualname__}")
+        frames.extend(
+            f"{_short_path(frame.filename)}:{frame.lineno} in {frame.name}"
+            for frame in traceback.extract_tb(current.__traceback__)
+        )
+        current = current.__cause__ or current.__context__
+    return frames
+
+
+def _short_path(filename: str) -> str:
+    """A source file named from its package (``trm_broker/api/deps.py``, ``sqlalchemy/...``),
+    not by where it is installed."""
+    for marker in ("site-packages/", "/trm_broker/", "/tests/"):
+        _, found, tail = filename.rpartition(marker)
+        if found:
+            return tail if marker == "site-packages/" else marker.lstrip("/") + tail
+    return filename.rsplit("/", 1)[-1]
+
+
+def _database_code(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "sqlite_errorname", None)
+    return str(code) if code else None
+
+
+def log_internal_error(exc: BaseException) -> None:
+    """A bug, logged at error level with its trace (and a database's error code), so it
+    is told from an outage; never the exception's text, which may quote data."""
+    log.error(
+        "unexpected_error",
+        error_type=type(exc).__name__,
+        database_code=_database_code(exc),
+        trace=error_trace(exc),
+    )
+
+
+def unavailable_problem(exc: BaseException) -> Unavailable:
+    """The 503 for a database out of reach, logged as a warning (an outage, not a bug)."""
+    log.warning("database_unavailable", error_type=type(exc).__name__)
     # Fixed text: the driver's message may quote the query or its parameters.
     return Unavailable("The database is unreachable; nothing was applied. Retry later.")
 
@@ -255,10 +321,8 @@ def install(app: FastAPI) -> None:
         # Raised outside the request's session (authentication, a session of its own, the
         # pool's connect): a database outage is a 503 the caller retries, never a 500.
         if database_unavailable(exc):
-            log.warning("database_unavailable", error_type=type(exc).__name__)
-            return problem_response(unavailable_problem(), request)
-        # The exception's text may quote data it was handling: log its type only.
-        log.error("unexpected_error", error_type=type(exc).__name__)
+            return problem_response(unavailable_problem(exc), request)
+        log_internal_error(exc)
         return problem_response(internal_error(), request)
 
     for error in (OSError, sa_exc.DBAPIError, sa_exc.TimeoutError):

@@ -12,13 +12,14 @@ from trm_broker.api.consents.schemas import ConsentIn, ConsentOut
 from trm_broker.crypto.canonical import canonical_json
 from trm_broker.delivery import outcomes
 from trm_broker.domain import consent as scope
+from trm_broker.domain.alerts import AlertKind
 from trm_broker.domain.ids import uuid7
 from trm_broker.domain.ledger_events import EventType, LedgerEvent
 from trm_broker.domain.participants import ParticipantKind
-from trm_broker.store import cases, ledger
+from trm_broker.store import alerts, cases, ledger
 from trm_broker.store import consents as store
 from trm_broker.store import participants as registry
-from trm_broker.store.models import AlertRecord, ConsentRecord
+from trm_broker.store.models import ConsentRecord
 from trm_broker.web.problems import Conflict, ConsentMissing, Forbidden, NotFound
 
 
@@ -31,7 +32,7 @@ def out(row: ConsentRecord) -> ConsentOut:
         id=row.id,
         case_ref=row.case_ref,
         registered_by=row.registered_by,
-        given_by=scope.GivenBy(row.given_by),
+        given_by=row.given_by,
         purposes=json.loads(row.purposes),
         recipients=json.loads(row.recipients),
         recipient_countries=json.loads(row.recipient_countries),
@@ -60,7 +61,7 @@ async def register(
         id=new.id or str(uuid7()),
         case_ref=new.case_ref,
         registered_by=caller.participant_id,
-        given_by=new.given_by.value,
+        given_by=new.given_by,
         purposes=_json([p.value for p in new.purposes]),
         recipients=_json(new.recipients),
         recipient_countries=_json(list(new.recipient_countries)),
@@ -191,16 +192,13 @@ async def withdraw(
             ),
         )
     for recipient in received:
-        cases.add_alert(
+        alerts.raise_alert(
             session,
-            AlertRecord(
-                id=str(uuid7()),
-                case_ref=row.case_ref,
-                kind="consent_withdrawn",
-                party1=recipient,
-                party2=row.registered_by,
-                raised_at=now,
-            ),
+            AlertKind.CONSENT_WITHDRAWN,
+            row.case_ref,
+            (recipient, row.registered_by),
+            now,
+            countries=countries,
         )
     ledger.append(
         session,

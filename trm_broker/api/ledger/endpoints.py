@@ -26,9 +26,18 @@ Index = Annotated[int, Query(ge=0, le=2**62)]
 @router.get("/checkpoint", response_class=Response, responses=_NOTE)
 async def checkpoint(
     session: Session,
-    size: Annotated[int | None, Query(ge=0, le=2**62, description="A past size.")] = None,
+    size: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=2**62,
+            description="At least this many entries: the smallest signed checkpoint of this "
+            "size or more (its note states its size, which may be larger).",
+        ),
+    ] = None,
 ) -> Response:
-    """The latest signed checkpoint (C2SP tlog-checkpoint), or the one of a past size."""
+    """The latest signed checkpoint (C2SP tlog-checkpoint), or the first signed one covering
+    ``size`` entries. 404 (with ``latest_size``) when none covers them yet."""
     note = await service.checkpoint_note(session, size)
     return Response(note, media_type="text/plain; charset=utf-8")
 
@@ -80,7 +89,7 @@ async def search(
         case_ref=case_ref,
         participant=participant,
         country=country,
-        type=type.value if type is not None else None,
+        type=type,
         since=since,
         until=until,
     )

@@ -57,14 +57,25 @@ async def tree_size(session: AsyncSession) -> int:
 
 
 async def checkpoint_note(session: AsyncSession, size: int | None) -> str:
+    """The latest signed checkpoint, or with ``size`` the first one that covers ``size``
+    entries: the one of exactly that size if the broker signed one, else the next larger.
+
+    The sequencer signs one checkpoint per batch, so most sizes are never signed; an
+    auditor asking for a size gets the nearest note that commits to those entries and reads
+    its size in the note (a consistency proof then relates it to any other).
+    """
+    latest = await store.latest_checkpoint(session)
+    if latest is None:
+        raise Unavailable("The ledger has no checkpoint yet; retry in a second.")
     if size is None:
-        latest = await store.latest_checkpoint(session)
-        if latest is None:
-            raise Unavailable("The ledger has no checkpoint yet; retry in a second.")
         return latest.note
-    found = await store.checkpoint_at(session, size)
+    found = await store.checkpoint_at_least(session, size)
     if found is None:
-        raise NotFound(f"The broker issued no checkpoint of size {size}.")
+        raise NotFound(
+            f"The broker has signed no checkpoint of size {size} or more yet; the latest is "
+            f"of size {latest.size}. Ask for a size up to it, or retry once the ledger grows.",
+            latest_size=latest.size,
+        )
     return found.note
 
 

@@ -13,7 +13,6 @@ from trm_broker.domain import workflow
 from trm_broker.domain.consent import MessageFacts
 from trm_broker.domain.envelope import Envelope
 from trm_broker.domain.messages import HEADER_MODELS, MessageType
-from trm_broker.domain.participants import ParticipantKind
 from trm_broker.store import cases
 from trm_broker.store import consents as consent_store
 from trm_broker.store import participants as registry
@@ -22,7 +21,7 @@ from trm_broker.web.problems import Conflict, ConsentMissing, WorkflowRule
 
 
 def _party(row: Participant) -> workflow.Party:
-    return workflow.Party(id=row.id, kind=ParticipantKind(row.kind), country=row.country)
+    return workflow.Party(id=row.id, kind=row.kind, country=row.country)
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ async def admit(
         problem.refusal = Refusal(
             at=now,
             rule=str(problem.extensions.get("rule", problem.slug))[:80],
-            message_type=envelope.type.value,
+            message_type=envelope.type,
             sender_country=sender.country,
             recipient_country=recipient.country,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import cast
 
 from pydantic import ValidationError
@@ -30,6 +30,7 @@ from trm_broker.domain.envelope import Envelope, is_fresh
 from trm_broker.domain.ledger_events import EventType, LedgerEvent
 from trm_broker.domain.participants import MESSAGING_KINDS, ParticipantKind
 from trm_broker.domain.signed_objects import ReceiptClaims
+from trm_broker.domain.times import rfc3339
 from trm_broker.domain.workflow import Rules
 from trm_broker.logs import bind_ids
 from trm_broker.store import deliveries as outbox
@@ -54,10 +55,6 @@ class Submission:
     envelope verified and parsed (``unknown`` before, or when it never does)."""
 
     message_type: str = "unknown"
-
-
-def _as_rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 async def accept(
@@ -195,7 +192,7 @@ async def accept(
                 "message_type": envelope.type.value,
                 "envelope_digest": digest,
                 "sender_kid": parsed.kid,
-                "created_at": _as_rfc3339(envelope.created_at),
+                "created_at": rfc3339(envelope.created_at),
                 "consent_ref": envelope.consent_ref,
                 "data_categories": sorted(c.value for c in envelope.data_categories),
             },
@@ -205,7 +202,7 @@ async def accept(
         v=1,
         message_id=envelope.id,
         envelope_digest=digest,
-        accepted_at=_as_rfc3339(now),
+        accepted_at=rfc3339(now),
         ledger_index=None,
         ledger_entry=sha256_digest(entry.body),
     )
@@ -214,31 +211,16 @@ async def accept(
         broker_key,
         jws.TYP_RECEIPT,
     )
-    message = Message(
-        id=envelope.id,
-        type=envelope.type.value,
-        case_ref=envelope.case_ref,
-        sender_id=envelope.sender,
-        recipient_id=envelope.recipient,
+    message = await store.add_accepted(
+        session,
+        envelope,
+        signed=canonical_json(obj),
+        digest=digest,
         sender_kid=parsed.kid,
-        created_at=envelope.created_at,
-        accepted_at=now,
-        envelope_digest=digest,
-        envelope=canonical_json(obj),
         receipt=json.dumps(receipt),
-        consent_ref=envelope.consent_ref,
+        ledger_entry=entry,
+        now=now,
     )
-    delivery = Delivery(
-        message_id=envelope.id,
-        recipient_id=envelope.recipient,
-        case_ref=envelope.case_ref,
-        status=outbox.PENDING,
-        attempts=0,
-        queued_at=now,
-        next_attempt_at=now,
-    )
-    await store.add(session, message, delivery)
-    message.ledger_seq = entry.seq
     if admitted.withdraws is not None:  # takes effect at once, for everything but itself
         await consents.withdraw(session, admitted.withdraws, now, keep=envelope.id)
     return _receipt_out(message), True

@@ -29,7 +29,7 @@ from trm_broker.crypto.keys import (
 from trm_broker.domain.ids import uuid7
 from trm_broker.domain.inbox_url import InboxPolicy, InboxRefused
 from trm_broker.domain.ledger_events import EventType, LedgerEvent
-from trm_broker.domain.participants import ParticipantKind
+from trm_broker.domain.participants import KeyUse, ParticipantKind
 from trm_broker.store import ledger, registry_changes
 from trm_broker.store import participants as registry
 from trm_broker.store.models import Participant, ParticipantKey, RegistryChange
@@ -91,7 +91,7 @@ async def _record(
     change = RegistryChange(
         id=str(uuid7()),
         recorded_at=now,
-        action=action.value,
+        action=action,
         participant_id=participant_id,
         kid=kid,
         operator_id=caller.participant_id if caller is not None else participant_id,
@@ -139,7 +139,7 @@ async def register(
         ParticipantKey(
             kid=_kid("Ed25519", new.keys.signing.public, new.keys.signing.kid),
             participant_id=new.id,
-            use="sig",
+            use=KeyUse.SIG,
             alg="Ed25519",
             public_key=new.keys.signing.public,
             valid_from=now,
@@ -147,7 +147,7 @@ async def register(
         ParticipantKey(
             kid=_kid(new.keys.encryption.alg, new.keys.encryption.public, new.keys.encryption.kid),
             participant_id=new.id,
-            use="enc",
+            use=KeyUse.ENC,
             alg=new.keys.encryption.alg,
             public_key=new.keys.encryption.public,
             valid_from=now,
@@ -160,7 +160,7 @@ async def register(
             )
     participant = Participant(
         id=new.id,
-        kind=new.kind.value,
+        kind=new.kind,
         country=new.country,
         inbox_url=str(new.inbox_url) if new.inbox_url else None,
         created_at=now,
@@ -184,7 +184,7 @@ async def bootstrap_operator(
     Nobody can sign for this change yet, so it is recorded without a request proof; every
     later change is signed by an operator the registry already knows.
     """
-    if await registry.any_of_kind(session, ParticipantKind.OPERATOR.value):
+    if await registry.any_of_kind(session, ParticipantKind.OPERATOR):
         raise OperatorExists("an operator is already registered")
     new = ParticipantIn.model_validate(
         {"id": participant_id, "kind": "operator", "country": country, "keys": public}
@@ -195,13 +195,17 @@ async def bootstrap_operator(
     registry.add(
         session,
         Participant(
-            id=participant_id, kind="operator", country=new.country, inbox_url=None, created_at=now
+            id=participant_id,
+            kind=ParticipantKind.OPERATOR,
+            country=new.country,
+            inbox_url=None,
+            created_at=now,
         ),
         [
             ParticipantKey(
                 kid=signing_kid,
                 participant_id=participant_id,
-                use="sig",
+                use=KeyUse.SIG,
                 alg="Ed25519",
                 public_key=new.keys.signing.public,
                 valid_from=now,
@@ -211,7 +215,7 @@ async def bootstrap_operator(
                     new.keys.encryption.alg, new.keys.encryption.public, new.keys.encryption.kid
                 ),
                 participant_id=participant_id,
-                use="enc",
+                use=KeyUse.ENC,
                 alg=new.keys.encryption.alg,
                 public_key=new.keys.encryption.public,
                 valid_from=now,
@@ -222,7 +226,10 @@ async def bootstrap_operator(
     await _record(session, EventType.OPERATOR_BOOTSTRAPPED, participant_id, signing_kid, now, None)
 
 
-_ALGS_FOR_USE: dict[str, tuple[str, ...]] = {"sig": ("Ed25519",), "enc": ENCRYPTION_ALGS}
+_ALGS_FOR_USE: dict[KeyUse, tuple[str, ...]] = {
+    KeyUse.SIG: ("Ed25519",),
+    KeyUse.ENC: ENCRYPTION_ALGS,
+}
 
 
 async def rotate_key(
@@ -231,20 +238,21 @@ async def rotate_key(
     """Add a key; the participant's usable keys of that use expire after the overlap (§4)."""
     if await registry.get(session, participant_id) is None:
         raise NotFound(f"No participant has id {participant_id}.")
-    if new.alg not in _ALGS_FOR_USE[new.use]:
-        raise InvalidRequest(f"A {new.use} key must be {' or '.join(_ALGS_FOR_USE[new.use])}.")
+    use = KeyUse(new.use)
+    if new.alg not in _ALGS_FOR_USE[use]:
+        raise InvalidRequest(f"A {use} key must be {' or '.join(_ALGS_FOR_USE[use])}.")
     kid = _kid(new.alg, new.public, new.kid)
     if await registry.key(session, kid) is not None:
         raise Conflict(f"Key {kid} is already registered; a rotation needs a new key.")
     overlap_end = now + timedelta(seconds=new.overlap_seconds)
-    for old in await registry.usable_keys(session, participant_id, new.use, now):
+    for old in await registry.usable_keys(session, participant_id, use, now):
         if old.valid_until is None or old.valid_until > overlap_end:
             old.valid_until = overlap_end
     session.add(
         ParticipantKey(
             kid=kid,
             participant_id=participant_id,
-            use=new.use,
+            use=use,
             alg=new.alg,
             public_key=new.public,
             valid_from=now,
