@@ -66,10 +66,11 @@ def _unauthenticated() -> Unauthenticated:
 async def signed_caller(request: Request, state: State, session: Session) -> Caller:
     """Authenticate a request by its ``trm`` signature, then spend its nonce.
 
-    1. Read the body (bounded: 413 before any parsing) and find the signature's key id.
-    2. The key must be a registered signing key, not revoked, inside its validity.
-    3. Verify signature, content digest and time window (crypto.http_signatures).
-    4. Record the nonce; a nonce seen before within the window is a replay.
+    1-4. The check a node makes of the broker's pushes too
+       (``web/signed_requests.verify_signed_request``): read the body (bounded: 413 before
+       any parsing); the key must be a registered signing key, not revoked, inside its
+       validity; verify signature, content digest and time window; spend the nonce (one
+       seen before within the window is a replay).
     5. Spend a token of the participant's rate limit; a refusal spends one of the address's.
     """
     request.scope[CHARGED] = True

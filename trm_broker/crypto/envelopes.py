@@ -250,9 +250,8 @@ async def _verified_receipt(
         ) from exc
     # The digest first: once it matches, the envelope is the very object the broker
     # accepted, and its id (read before its signature is checked) is the one accepted.
-    if claims.get("envelope_digest") != jws.digest(envelope) or claims.get("message_id") != _claim(
-        envelope, "id"
-    ):
+    same_digest = claims.get("envelope_digest") == jws.digest(envelope)
+    if not same_digest or claims.get("message_id") != _claim(envelope, "id"):
         raise VerificationError(
             "The broker's receipt is for another envelope; send each envelope with its own "
             "receipt.",
