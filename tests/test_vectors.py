@@ -4,7 +4,9 @@ the expected verdict on every case, for the committed set and for a freshly made
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -13,126 +15,107 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from jsonschema import Draft202012Validator
 
 from trm_broker.contract.vectors import write
-from trm_broker.crypto import jws
+from trm_broker.crypto import envelopes, jws
 from trm_broker.crypto.encoding import b64url_decode
-from trm_broker.crypto.errors import MalformedError, SealError, VerificationError
-from trm_broker.crypto.http_signatures import (
-    RequestSignatureError,
-    signature_keyid,
-    verify_request,
-)
+from trm_broker.crypto.envelopes import KeyRecord
+from trm_broker.crypto.errors import Code, VerificationError
+from trm_broker.crypto.http_signatures import SignedRequest, check_signed_request, signature_keyid
 from trm_broker.crypto.keys import encryption_key_from_secret, load_ed25519_public
-from trm_broker.crypto.seal import Binding, open_sealed
 from trm_broker.delivery.acknowledgement import ACK_CODES, AckRefused, check_ack, parse_ack
 from trm_broker.domain.participants import KeyUse
 from trm_broker.domain.signed_objects import AckClaims
-from trm_broker.node.broker_client import RegisteredKey
+from trm_broker.node.broker_client import BrokerKey, RegisteredKey
 from trm_broker.store.models import ParticipantKey
 
 CONTRACTS = Path(__file__).resolve().parents[1] / "contracts"
 COMMITTED = CONTRACTS / "vectors" / "vectors.json"
 SCRIPT = CONTRACTS / "verify_vectors.py"
 
-
-class Refused(Exception):
-    pass
-
-
-def _registry(vectors: dict[str, Any]) -> dict[str, RegisteredKey]:
-    return {e["kid"]: RegisteredKey.from_json(e, e["participant"]) for e in vectors["registry"]}
+# The verdicts below come from the product's own verifiers (crypto/envelopes.py and
+# crypto/http_signatures.check_signed_request), the very code the broker and the nodes
+# call; this file only feeds them the vectors' registry, broker key and private keys.
 
 
-def _signing_key(vectors: dict[str, Any], kid: str, now: datetime) -> RegisteredKey:
-    key = _registry(vectors).get(kid)
-    if key is None or key.use != "sig":
-        raise Refused("unknown-key")
-    if not key.usable(now):
-        raise Refused("key-not-usable")
-    return key
+def _registry(vectors: dict[str, Any]) -> dict[str, KeyRecord]:
+    keys = (RegisteredKey.from_json(e, e["participant"]) for e in vectors["registry"])
+    return {
+        k.kid: KeyRecord(
+            k.kid, k.participant, k.use, k.public, k.valid_from, k.valid_until, k.revoked_at
+        )
+        for k in keys
+    }
 
 
-def _envelope(case: dict[str, Any], vectors: dict[str, Any], now: datetime) -> dict[str, Any]:
-    try:
-        parsed = jws.parse(case["envelope"], jws.TYP_ENVELOPE)
-    except MalformedError as exc:
-        raise Refused("malformed") from exc
-    except VerificationError as exc:
-        raise Refused("unsupported-alg") from exc
-    key = _signing_key(vectors, parsed.kid, now)
-    try:
-        jws.verify(parsed, load_ed25519_public(key.public))
-    except VerificationError as exc:
-        raise Refused("bad-signature") from exc
-    try:
-        claims = parsed.claims()
-    except MalformedError as exc:
-        raise Refused("not-canonical") from exc
-    if claims["sender"] != key.participant:
-        raise Refused("sender-mismatch")
-    sealed = claims["sealed"]
-    recipient_key = _registry(vectors)[sealed["kid"]]
-    private = encryption_key_from_secret(recipient_key.alg, vectors["private_keys"][sealed["kid"]])
-    binding = Binding(*(claims[k] for k in ("id", "type", "case_ref", "sender", "recipient")))
-    try:
-        plaintext = open_sealed(sealed, private, binding)
-    except SealError as exc:
-        raise Refused("seal-does-not-open") from exc
-    return {"valid": True, "payload": json.loads(plaintext)}
+def _keys(vectors: dict[str, Any]) -> envelopes.KeyLookup:
+    registry = _registry(vectors)
+
+    async def lookup(kid: str) -> KeyRecord | None:
+        return registry.get(kid)
+
+    return lookup
 
 
-def _receipt(case: dict[str, Any], vectors: dict[str, Any], now: datetime) -> dict[str, Any]:
-    parsed = jws.parse(case["receipt"], jws.TYP_RECEIPT)
-    if parsed.kid != vectors["broker"]["kid"]:
-        raise Refused("not-broker-key")
-    jws.verify(parsed, load_ed25519_public(vectors["broker"]["public"]))
-    claims = parsed.claims()
-    envelope_id = json.loads(b64url_decode(case["envelope"]["payload"]))["id"]
-    if (claims["envelope_digest"], claims["message_id"]) != (
-        jws.digest(case["envelope"]),
-        envelope_id,
-    ):
-        raise Refused("digest-mismatch")
+async def _envelope(case: dict[str, Any], vectors: dict[str, Any], now: datetime) -> Any:
+    verified = await envelopes.verify_envelope(case["envelope"], _keys(vectors), at=now)
+    kid = verified.envelope.sealed.kid
+    entry = next((e for e in vectors["registry"] if e["kid"] == kid), None)
+    if entry is None or kid not in vectors["private_keys"]:
+        raise VerificationError(code=Code.SEAL_DOES_NOT_OPEN)
+    private = encryption_key_from_secret(entry["alg"], vectors["private_keys"][kid])
+    _, payload = envelopes.open_payload(verified.envelope, private)
+    return {"valid": True, "payload": payload}
+
+
+async def _receipt(case: dict[str, Any], vectors: dict[str, Any], now: datetime) -> Any:
+    broker = vectors["broker"]
+
+    async def signers(kid: str) -> BrokerKey | None:
+        return (
+            BrokerKey(kid, load_ed25519_public(broker["public"])) if kid == broker["kid"] else None
+        )
+
+    await envelopes.verify_receipt(case["receipt"], case["envelope"], signers)
     return {"valid": True}
 
 
-def _request(case: dict[str, Any], vectors: dict[str, Any], now: datetime) -> dict[str, Any]:
+async def _request(case: dict[str, Any], vectors: dict[str, Any], now: datetime) -> Any:
     request = case["request"]
     headers = [(name, value) for name, value in request["headers"]]
+    registry = _registry(vectors)
+
+    async def resolve(keyid: str, at: datetime) -> Ed25519PublicKey:
+        key = registry.get(keyid)
+        if key is None or key.use != "sig":
+            raise VerificationError(code=Code.UNKNOWN_KEY)
+        if not key.valid_at(at):
+            raise VerificationError(code=Code.KEY_NOT_USABLE)
+        return load_ed25519_public(key.public)
+
+    async def spend(keyid: str, signed: SignedRequest, at: datetime) -> bool:
+        return True  # each case is a first use
+
     keyid = signature_keyid(headers)
     assert keyid is not None
-    key = _signing_key(vectors, keyid, now)
-    window = timedelta(seconds=vectors["request_window_seconds"])
-    try:
-        verify_request(
-            request["method"],
-            request["target_uri"],
-            headers,
-            b64url_decode(request["body"]),
-            load_ed25519_public(key.public),
-            keyid,
-            now=now,
-            max_age=window,
-            skew=window,
-        )
-    except RequestSignatureError as exc:
-        text = str(exc)
-        code = (
-            "malformed"
-            if "parameters" in text
-            else "stale"
-            if "too old" in text or "future" in text
-            else "digest-mismatch"
-            if "Content-Digest" in text
-            else "bad-signature"
-        )
-        raise Refused(code) from exc
+    await check_signed_request(
+        request["method"],
+        request["target_uri"],
+        headers,
+        b64url_decode(request["body"]),
+        keyid,
+        now=now,
+        window=timedelta(seconds=vectors["request_window_seconds"]),
+        resolve=resolve,
+        spend=spend,
+    )
     return {"valid": True}
 
 
 def our_verdict(case: dict[str, Any], vectors: dict[str, Any]) -> dict[str, Any]:
+    """The product's verdict on a case, and the stable code of a refusal."""
     now = datetime.fromisoformat(vectors["now"])
     check = {
         "envelope": _envelope,
@@ -141,9 +124,9 @@ def our_verdict(case: dict[str, Any], vectors: dict[str, Any]) -> dict[str, Any]
         "acknowledgement": _acknowledgement,
     }[case["kind"]]
     try:
-        return check(case, vectors, now)
-    except Refused as refused:
-        return {"valid": False, "error": str(refused)}
+        return dict(asyncio.run(check(case, vectors, now)))
+    except VerificationError as refused:
+        return {"valid": False, "error": refused.code.value}
 
 
 def _cases(path: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -158,6 +141,19 @@ def test_this_package_reaches_each_committed_verdict(
     case: dict[str, Any], vectors: dict[str, Any]
 ) -> None:
     assert our_verdict(case, vectors) == case["expect"]
+
+
+def test_every_code_the_vectors_name_is_one_the_product_raises() -> None:
+    refused = [c for c, _ in _cases(COMMITTED) if not c["expect"]["valid"]]
+    named = {c["expect"]["error"] for c in refused if c["kind"] != "acknowledgement"}
+    assert named <= {code.value for code in Code}
+    # acknowledgements are refused with the broker's delivery codes (a delivery's last_error)
+    assert {c["expect"]["error"] for c in refused if c["kind"] == "acknowledgement"} <= set(
+        ACK_CODES
+    )
+    # and the standalone script refuses with no code the product lacks
+    script_codes = set(re.findall(r'Refused\("([a-z-]+)"\)', SCRIPT.read_text(encoding="utf-8")))
+    assert script_codes <= {code.value for code in Code}
 
 
 def test_the_committed_set_covers_the_published_cases() -> None:
@@ -231,7 +227,7 @@ def test_the_script_imports_only_cryptography_rfc8785_and_the_standard_library()
 # --- acknowledgements: the broker's own check (delivery/acknowledgement.py) ---------------
 
 
-def _acknowledgement(
+async def _acknowledgement(
     case: dict[str, Any], vectors: dict[str, Any], now: datetime
 ) -> dict[str, Any]:
     """The verdict of the broker's check of an answer, its key looked up in the vectors'
@@ -261,8 +257,8 @@ def _acknowledgement(
             jws.digest(envelope),
             now,
         )
-    except AckRefused as refused:
-        raise Refused(refused.code) from refused
+    except AckRefused as refused:  # the broker's delivery codes (``ack_*``)
+        return {"valid": False, "error": refused.code}
     return {"valid": True, "status": claims.status}
 
 

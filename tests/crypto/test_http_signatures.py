@@ -7,16 +7,20 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from http_message_signatures import HTTPMessageSigner, algorithms
 from hypothesis import given
 from hypothesis import strategies as st
 
+from trm_broker.crypto.errors import Code, VerificationError
 from trm_broker.crypto.http_signatures import (
     COVERED,
     RequestSignatureError,
     SignedRequest,
+    check_signed_request,
     sign_request,
     signature_keyid,
     verify_request,
@@ -284,3 +288,101 @@ def test_the_verified_parts_are_returned_for_keeping_as_proof() -> None:
     assert result.content_digest == dict(headers)["Content-Digest"]
     # A kept proof verifies without its body: the signature covers the digest.
     assert verify(headers, body=None).keyid == KEY.kid
+
+
+# --- the whole check the broker and the nodes make: key, signature, window, nonce ------
+
+
+class Nonces:
+    """A nonce table in memory: what store/nonces.spend does, for the pure check."""
+
+    def __init__(self) -> None:
+        self.spent: set[tuple[str, str]] = set()
+
+    async def spend(self, keyid: str, signed: SignedRequest, now: datetime) -> bool:
+        first = (keyid, signed.nonce) not in self.spent
+        self.spent.add((keyid, signed.nonce))
+        return first
+
+
+async def resolve(keyid: str, now: datetime) -> Ed25519PublicKey:
+    if keyid != KEY.kid:
+        raise VerificationError("not a registered signing key", code=Code.UNKNOWN_KEY)
+    return KEY.private.public_key()
+
+
+async def check(
+    headers: Headers, nonces: Nonces, *, body: bytes = BODY, now: datetime = NOW
+) -> Code:
+    with pytest.raises(VerificationError) as raised:
+        await check_signed_request(
+            "POST",
+            URL,
+            headers,
+            body,
+            KEY.kid,
+            now=now,
+            window=WINDOW,
+            resolve=resolve,
+            spend=nonces.spend,
+        )
+    assert raised.value.kid == KEY.kid  # the key was found: an answer may name it
+    return raised.value.code
+
+
+async def test_a_signed_request_passes_once_and_its_replay_is_refused() -> None:
+    nonces, headers = Nonces(), signed()
+    signed_request = await check_signed_request(
+        "POST",
+        URL,
+        headers,
+        BODY,
+        KEY.kid,
+        now=NOW,
+        window=WINDOW,
+        resolve=resolve,
+        spend=nonces.spend,
+    )
+    assert signed_request.keyid == KEY.kid
+    assert await check(headers, nonces) is Code.REPLAYED
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"now": NOW + WINDOW + timedelta(seconds=1)}, Code.STALE),
+        ({"now": NOW - WINDOW - timedelta(seconds=1)}, Code.STALE),
+        ({"body": BODY + b" "}, Code.DIGEST_MISMATCH),
+    ],
+    ids=["too-old", "from-the-future", "body-changed"],
+)
+async def test_each_refusal_has_its_code(change: dict[str, Any], code: Code) -> None:
+    assert await check(signed(), Nonces(), **change) is code
+
+
+async def test_a_signature_outside_the_profile_is_malformed() -> None:
+    headers = [
+        (name, value.replace(';tag="trm-broker/v1"', ';tag="other"'))
+        if name.lower() == "signature-input"
+        else (name, value)
+        for name, value in signed()
+    ]
+    assert await check(headers, Nonces()) is Code.MALFORMED
+
+
+async def test_an_unknown_key_is_refused_by_the_resolver_before_any_nonce_is_spent() -> None:
+    nonces = Nonces()
+    with pytest.raises(VerificationError) as raised:
+        await check_signed_request(
+            "POST",
+            URL,
+            signed(),
+            BODY,
+            "someone-else",
+            now=NOW,
+            window=WINDOW,
+            resolve=resolve,
+            spend=nonces.spend,
+        )
+    assert raised.value.code is Code.UNKNOWN_KEY
+    assert nonces.spent == set()

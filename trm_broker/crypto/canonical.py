@@ -7,7 +7,7 @@ from typing import Any
 
 import rfc8785
 
-from trm_broker.crypto.errors import MalformedError
+from trm_broker.crypto.errors import Code, MalformedError
 
 
 def canonical_json(value: Any) -> bytes:
@@ -46,5 +46,5 @@ def parse_canonical_json(data: bytes) -> Any:
         # float() those beyond the double range; neither can be RFC 8785 canonical.
         raise MalformedError("payload holds a number too large to read") from exc
     if canonical_json(value) != data:
-        raise MalformedError("payload is not in RFC 8785 canonical form")
+        raise MalformedError("payload is not in RFC 8785 canonical form", code=Code.NOT_CANONICAL)
     return value

@@ -8,8 +8,10 @@ the broker to a node's inbox, carries one signature labelled ``trm`` that covers
 
 ``content-digest`` is the RFC 9530 SHA-256 digest of the body (also of an empty body), so
 the signature covers the request exactly. ``keyid`` is the registry key id (RFC 7638
-thumbprint) of the caller's Ed25519 signing key. The verifier here checks the signature,
-the digest and the time window; the caller looks up the key and refuses a replayed nonce.
+thumbprint) of the caller's Ed25519 signing key. :func:`verify_request` checks the
+signature, the digest and the time window; :func:`check_signed_request`, the one check the
+broker and the nodes make, also looks the key up and spends the nonce through callables the
+caller passes (its registry or the broker's keys; its nonce table).
 
 The signature base and parsing come from the ``http-message-signatures`` library; this
 module fixes the profile and turns every failure into a :class:`RequestSignatureError`.
@@ -20,7 +22,7 @@ from __future__ import annotations
 import base64
 import re
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,7 +38,7 @@ from http_message_signatures import (
 )
 from http_message_signatures.exceptions import HTTPMessageSignaturesException
 
-from trm_broker.crypto.errors import VerificationError
+from trm_broker.crypto.errors import Code, VerificationError
 from trm_broker.crypto.keys import SigningKey
 
 LABEL = "trm"
@@ -49,7 +51,8 @@ _NONCE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 
 
 class RequestSignatureError(VerificationError):
-    """A request's signature is missing, malformed, stale, or does not verify."""
+    """A request's signature is missing, malformed, stale, or does not verify; ``code`` says
+    which (``malformed``, ``stale``, ``digest-mismatch`` or ``bad-signature``)."""
 
 
 @dataclass(frozen=True)
@@ -116,16 +119,28 @@ class _Verifier(HTTPMessageVerifier):
     max_clock_skew = timedelta(days=365 * 100)
 
 
-def _reason(exc: Exception) -> str:
+def _refusal(exc: Exception) -> RequestSignatureError:
     """A fixed explanation: the library's message may quote caller-chosen header text."""
     text = str(exc)
     if "Content-Digest" in text or "content digest" in text:
-        return "the Content-Digest is missing, malformed or does not match the body"
+        return RequestSignatureError(
+            "the Content-Digest is missing, malformed or does not match the body",
+            code=Code.DIGEST_MISMATCH,
+        )
     if "not covered" in text or "Required component" in text:
-        return "the signature must cover @method, @target-uri and content-digest"
+        return RequestSignatureError(
+            "the signature must cover @method, @target-uri and content-digest",
+            code=Code.MALFORMED,
+        )
     if "tag" in text:
-        return f'the request needs one signature labelled "{LABEL}" with tag "{TAG}"'
-    return "the signature does not match this request (method, target URI, body) and key"
+        return RequestSignatureError(
+            f'the request needs one signature labelled "{LABEL}" with tag "{TAG}"',
+            code=Code.MALFORMED,
+        )
+    return RequestSignatureError(
+        "the signature does not match this request (method, target URI, body) and key",
+        code=Code.BAD_SIGNATURE,
+    )
 
 
 def new_nonce() -> str:
@@ -162,7 +177,9 @@ def sign_request(
             body=body,
         )
     except HTTPMessageSignaturesException as exc:
-        raise RequestSignatureError(f"the request cannot be signed: {exc}") from exc
+        raise RequestSignatureError(
+            f"the request cannot be signed: {exc}", code=Code.MALFORMED
+        ) from exc
     return dict(message.headers.items())
 
 
@@ -178,14 +195,18 @@ def signature_keyid(headers: Iterable[tuple[str, str]]) -> str | None:
     try:
         parsed = http_sf.parse(", ".join(values).encode("ascii"), tltype="dictionary")
     except (ValueError, UnicodeEncodeError) as exc:
-        raise RequestSignatureError("Signature-Input is not a structured field dictionary") from exc
+        raise RequestSignatureError(
+            "Signature-Input is not a structured field dictionary", code=Code.MALFORMED
+        ) from exc
     if not isinstance(parsed, dict) or LABEL not in parsed:
-        raise RequestSignatureError(f'Signature-Input has no signature labelled "{LABEL}"')
+        raise RequestSignatureError(
+            f'Signature-Input has no signature labelled "{LABEL}"', code=Code.MALFORMED
+        )
     member: Any = parsed[LABEL]
     params = member[1] if isinstance(member, tuple) and len(member) == 2 else None
     keyid = params.get("keyid") if isinstance(params, dict) else None
     if not isinstance(keyid, str) or not keyid:
-        raise RequestSignatureError('the signature has no "keyid" parameter')
+        raise RequestSignatureError('the signature has no "keyid" parameter', code=Code.MALFORMED)
     return keyid
 
 
@@ -228,31 +249,45 @@ def verify_request(
             body=body,
         )
     except (HTTPMessageSignaturesException, ValueError, TypeError) as exc:
-        raise RequestSignatureError(_reason(exc)) from exc
+        raise _refusal(exc) from exc
     if len(results) != 1:
-        raise RequestSignatureError("exactly one signature labelled trm is expected")
+        raise RequestSignatureError(
+            "exactly one signature labelled trm is expected", code=Code.MALFORMED
+        )
     params = results[0].parameters
     if set(params) != _PARAMETERS:
         raise RequestSignatureError(
-            "the signature's parameters must be exactly created, keyid, alg, nonce and tag"
+            "the signature's parameters must be exactly created, keyid, alg, nonce and tag",
+            code=Code.MALFORMED,
         )
     if params.get("keyid") != keyid or params.get("alg") != "ed25519":
-        raise RequestSignatureError("the signature names another key or algorithm")
+        raise RequestSignatureError(
+            "the signature names another key or algorithm", code=Code.MALFORMED
+        )
     covered = results[0].covered_components
     digest = covered.get('"content-digest"', "")
     if not _SHA256_DIGEST.fullmatch(digest):
-        raise RequestSignatureError("the Content-Digest must be one sha-256 member")
+        raise RequestSignatureError(
+            "the Content-Digest must be one sha-256 member", code=Code.MALFORMED
+        )
     created = params.get("created")
     if not isinstance(created, int):
-        raise RequestSignatureError('the signature has no "created" time')
+        raise RequestSignatureError('the signature has no "created" time', code=Code.MALFORMED)
     created_at = datetime.fromtimestamp(created, UTC)
     if created_at > now + skew:
-        raise RequestSignatureError("the signature's created time is in the future")
+        raise RequestSignatureError(
+            "the signature's created time is in the future; check the signer's clock",
+            code=Code.STALE,
+        )
     if created_at < now - max_age:
-        raise RequestSignatureError("the signature is too old; sign each request when sending")
+        raise RequestSignatureError(
+            "the signature is too old; sign each request when sending", code=Code.STALE
+        )
     nonce = results[0].nonce
     if not nonce or not 16 <= len(nonce) <= 64 or not set(nonce) <= _NONCE_CHARS:
-        raise RequestSignatureError("the signature needs a nonce of 16-64 base64url characters")
+        raise RequestSignatureError(
+            "the signature needs a nonce of 16-64 base64url characters", code=Code.MALFORMED
+        )
     return SignedRequest(
         keyid=keyid,
         created=created_at,
@@ -261,6 +296,49 @@ def verify_request(
         signature=f"{LABEL}=:{_signature_bytes(lines)}:",
         content_digest=digest,
     )
+
+
+#: The signer's public key for ``keyid``, if it may sign requests at ``now``; otherwise a
+#: :class:`VerificationError` (``unknown-key``, ``key-not-usable``, ``not-broker-key``).
+KeyResolver = Callable[[str, datetime], Awaitable[Ed25519PublicKey]]
+#: Spends a verified request's nonce (``store/nonces.spend``); ``False``: spent before.
+NonceSpender = Callable[[str, SignedRequest, datetime], Awaitable[bool]]
+
+
+async def check_signed_request(
+    method: str,
+    url: str,
+    headers: Iterable[tuple[str, str]],
+    body: bytes,
+    keyid: str,
+    *,
+    now: datetime,
+    window: timedelta,
+    resolve: KeyResolver,
+    spend: NonceSpender,
+) -> SignedRequest:
+    """The whole check of a signed request, as the broker and a node make it.
+
+    1. ``resolve`` the key named by ``keyid``: registered (or the broker's), usable now.
+    2. :func:`verify_request` with the window on both sides of ``now``.
+    3. ``spend`` the nonce: one seen before within the window is a replay (RFC 9421 §7.2.2).
+    Every refusal is a :class:`RequestSignatureError` with its code; once the key is known
+    its ``kid`` is set, so an answer may name it.
+    """
+    public = await resolve(keyid, now)
+    try:
+        signed = verify_request(
+            method, url, headers, body, public, keyid, now=now, max_age=window, skew=window
+        )
+    except VerificationError as exc:
+        raise RequestSignatureError(str(exc), code=exc.code, kid=keyid) from exc
+    if not await spend(keyid, signed, now):
+        raise RequestSignatureError(
+            "This signed request was already received; sign every request afresh.",
+            code=Code.REPLAYED,
+            kid=keyid,
+        )
+    return signed
 
 
 def _signature_bytes(lines: list[tuple[str, str]]) -> str:

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from trm_broker.crypto.canonical import canonical_json, parse_canonical_json
 from trm_broker.crypto.encoding import b64url_decode, b64url_encode, sha256_digest
-from trm_broker.crypto.errors import MalformedError, VerificationError
+from trm_broker.crypto.errors import Code, MalformedError, VerificationError
 from trm_broker.crypto.keys import SigningKey
 
 TYP_ENVELOPE = "trm-envelope+jws"
@@ -75,17 +75,17 @@ def parse(obj: Any, expected_typ: str) -> ParsedJws:
     if not isinstance(header, dict):
         raise MalformedError("JWS protected header must be an object")
     if header.get("alg") != "EdDSA":
-        raise VerificationError("JWS alg must be EdDSA")
+        raise VerificationError("JWS alg must be EdDSA", code=Code.UNSUPPORTED_ALG)
     if "crit" in header:
-        raise VerificationError("JWS crit extensions are not supported")
+        raise VerificationError("JWS crit extensions are not supported", code=Code.UNSUPPORTED_ALG)
     if header.get("typ") != expected_typ:
-        raise VerificationError(f"JWS typ must be {expected_typ}")
+        raise VerificationError(f"JWS typ must be {expected_typ}", code=Code.WRONG_TYP)
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
         raise MalformedError("JWS protected header lacks kid")
     signature = b64url_decode(obj["signature"])
     if len(signature) != 64:
-        raise VerificationError("Ed25519 signatures are 64 bytes")
+        raise VerificationError("Ed25519 signatures are 64 bytes", code=Code.BAD_SIGNATURE)
     return ParsedJws(
         kid=kid,
         typ=expected_typ,
@@ -100,7 +100,7 @@ def verify(parsed: ParsedJws, public_key: Ed25519PublicKey) -> None:
     try:
         public_key.verify(parsed.signature, parsed.signing_input)
     except InvalidSignature as exc:
-        raise VerificationError("JWS signature does not verify") from exc
+        raise VerificationError("JWS signature does not verify", code=Code.BAD_SIGNATURE) from exc
 
 
 def digest(obj: dict[str, str]) -> str:

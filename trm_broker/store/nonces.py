@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete
@@ -33,6 +33,22 @@ async def remember(
     statement = insert(table).values(**values).on_conflict_do_nothing()
     result = await session.execute(statement)
     return bool(getattr(result, "rowcount", 0) == 1)
+
+
+async def spend(
+    session: AsyncSession,
+    keyid: str,
+    nonce: str,
+    created: datetime,
+    window: timedelta,
+    table: type[Any] = RequestNonce,
+) -> bool:
+    """Spend a verified request's nonce; ``False`` when it was spent before (a replay).
+
+    It is kept for twice the window: a signature is accepted while ``created`` lies within
+    the window of the receiver's clock on either side, so no replay can outlive that.
+    """
+    return await remember(session, keyid, nonce, created + 2 * window, table)
 
 
 async def prune(session: AsyncSession, now: datetime, table: type[Any] = RequestNonce) -> int:

@@ -18,6 +18,9 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
+# Re-exported: the one helper, kept in the pure layer so the envelope verifier uses it too.
+from trm_broker.domain.schema_errors import error_location as error_location
+
 PROBLEM_BASE = "urn:trm-broker:problem:"
 MEDIA_TYPE = "application/problem+json"
 
@@ -173,15 +176,6 @@ async def send_problem(problem: Problem, scope: Scope, receive: Receive, send: S
         headers={**(problem.headers or {}), "connection": "close"},
     )
     await response(scope, receive, send)
-
-
-def error_location(error: Any) -> str:
-    """Where a schema error is, without echoing what was sent: an unknown member's name is
-    caller-chosen text, so it is reported as its parent's ``(unknown member)``."""
-    location = [str(part) for part in error.get("loc", ())]
-    if error.get("type") == "extra_forbidden" and location:
-        location[-1] = "(unknown member)"
-    return "/".join(location)
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:

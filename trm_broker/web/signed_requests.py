@@ -2,20 +2,33 @@
 
 :class:`SignedRequests` is the small client class any Python caller uses: give it to
 ``httpx`` as ``auth`` and every request it sends is signed with the caller's key.
-:func:`target_uri` is what a server compares the signed ``@target-uri`` with.
+:func:`verify_signed_request` is the one check a receiver makes, the broker of every
+signed call and a node of the broker's pushes alike; :func:`target_uri` is what it
+compares the signed ``@target-uri`` with.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from fastapi import Request
 
-from trm_broker.crypto.http_signatures import RequestSignatureError, sign_request, signature_keyid
+from trm_broker.crypto.errors import VerificationError
+from trm_broker.crypto.http_signatures import (
+    KeyResolver,
+    NonceSpender,
+    SignedRequest,
+    check_signed_request,
+    sign_request,
+    signature_keyid,
+)
 from trm_broker.crypto.keys import SigningKey
 from trm_broker.web.body import read_limited
-from trm_broker.web.problems import BadSignature
+from trm_broker.web.problems import Unauthenticated
+from trm_broker.web.refusals import request_problem
 
 
 class SignedRequests(httpx.Auth):
@@ -63,6 +76,56 @@ async def signed_parts(
     lines = header_lines(request)
     try:
         keyid = signature_keyid(lines)
-    except RequestSignatureError as exc:
-        raise BadSignature(f"{exc}.") from exc
+    except VerificationError as exc:
+        raise request_problem(exc) from exc
     return body, lines, keyid
+
+
+@dataclass(frozen=True)
+class VerifiedRequest:
+    """A request whose ``trm`` signature verified and whose nonce is now spent."""
+
+    keyid: str
+    target_uri: str
+    body: bytes
+    signed: SignedRequest
+
+
+async def verify_signed_request(
+    request: Request,
+    *,
+    limit: int,
+    public_url: str | None,
+    window: timedelta,
+    resolve: KeyResolver,
+    spend: NonceSpender,
+    unsigned: str,
+) -> VerifiedRequest:
+    """Authenticate a request by its ``trm`` signature, then spend its nonce.
+
+    1. Read the body (bounded: 413 before any parsing) and the signature's key id; no
+       signature at all is 401 ``unauthenticated`` with the ``unsigned`` detail.
+    2. ``resolve`` the key, verify signature, content digest and time window, and spend
+       the nonce (``crypto.http_signatures.check_signed_request``).
+    Every refusal is answered from the one table (web/refusals.py). The caller commits the
+    spent nonce before any endpoint work, so it stays spent even if the call then fails.
+    """
+    body, lines, keyid = await signed_parts(request, limit)
+    if keyid is None:
+        raise Unauthenticated(unsigned)
+    uri = target_uri(request, public_url)
+    try:
+        signed = await check_signed_request(
+            request.method,
+            uri,
+            lines,
+            body,
+            keyid,
+            now=datetime.now(UTC),
+            window=window,
+            resolve=resolve,
+            spend=spend,
+        )
+    except VerificationError as exc:
+        raise request_problem(exc) from exc
+    return VerifiedRequest(keyid=keyid, target_uri=uri, body=body, signed=signed)

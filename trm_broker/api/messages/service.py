@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.api.consents import service as consents
@@ -20,15 +19,14 @@ from trm_broker.api.messages.schemas import (
     ReceiptOut,
     SignedObject,
 )
-from trm_broker.crypto import jws
+from trm_broker.crypto import envelopes, jws
 from trm_broker.crypto.canonical import canonical_json
 from trm_broker.crypto.encoding import sha256_digest
-from trm_broker.crypto.errors import MalformedError, VerificationError
-from trm_broker.crypto.keys import SigningKey, load_ed25519_public
+from trm_broker.crypto.errors import VerificationError
+from trm_broker.crypto.keys import SigningKey
 from trm_broker.crypto.seal import suite_for
-from trm_broker.domain.envelope import Envelope, is_fresh
 from trm_broker.domain.ledger_events import EventType, LedgerEvent
-from trm_broker.domain.participants import MESSAGING_KINDS, ParticipantKind
+from trm_broker.domain.participants import MESSAGING_KINDS
 from trm_broker.domain.signed_objects import ReceiptClaims
 from trm_broker.domain.times import rfc3339
 from trm_broker.domain.workflow import Rules
@@ -38,15 +36,8 @@ from trm_broker.store import ledger
 from trm_broker.store import messages as store
 from trm_broker.store import participants as registry
 from trm_broker.store.models import Delivery, Message
-from trm_broker.web.problems import (
-    BadSignature,
-    Conflict,
-    Forbidden,
-    InvalidEnvelope,
-    NotFound,
-    UnknownSender,
-    error_location,
-)
+from trm_broker.web.problems import Conflict, Forbidden, InvalidEnvelope, NotFound
+from trm_broker.web.refusals import object_problem
 
 
 @dataclass
@@ -71,70 +62,39 @@ async def accept(
     """Verify and store one envelope with its outbox row; return the receipt and whether
     it is new (False: the same envelope was accepted before and its receipt is returned).
     ``seen`` learns the envelope's type as soon as it is known."""
-    # 1. Structure and protected header (RFC 7515 §5.2): EdDSA only, typ envelope.
+    # 1-6. The envelope verifier (crypto/envelopes.py): structure and protected header,
+    #      the signing key from the registry usable now, the signature, canonical payload,
+    #      the envelope model, and the signer is the sender.
     try:
         obj = json.loads(body)
-        parsed = jws.parse(obj, jws.TYP_ENVELOPE)
     except (ValueError, RecursionError) as exc:  # incl. JSONDecodeError, huge integers
         raise InvalidEnvelope("The body must be a JWS in flattened JSON serialisation.") from exc
-    except VerificationError as exc:
-        raise InvalidEnvelope(f"The JWS is not acceptable: {exc}.") from exc
-
-    # 2. The signing key, from the registry: known, a signing key, usable now.
-    key = await registry.key(session, parsed.kid)
-    if key is None or key.use != "sig":
-        # The kid is the caller's text until found in the registry: never echoed.
-        raise UnknownSender("No registered signing key has the envelope's kid.")
-    if not registry.is_usable(key, now):
-        raise UnknownSender(
-            f"Signing key {parsed.kid} is revoked or outside its validity.", kid=parsed.kid
-        )
-
-    # 3. The signature (RFC 7515 §5.2 step 8).
     try:
-        jws.verify(parsed, load_ed25519_public(key.public_key))
+        verified = await envelopes.verify_envelope(obj, _registry_keys(session), at=now)
     except VerificationError as exc:
-        raise BadSignature(
-            f"The envelope's signature does not verify with key {parsed.kid}."
-        ) from exc
-
-    # 4. The signed payload: canonical JSON of a well-formed envelope.
-    try:
-        envelope = Envelope.model_validate(parsed.claims())
-    except MalformedError as exc:
-        raise InvalidEnvelope(f"The signed payload is not acceptable: {exc}.") from exc
-    except ValidationError as exc:
-        fields = sorted({error_location(e) or "envelope" for e in exc.errors()})
-        raise InvalidEnvelope(
-            "The envelope does not match the schema; fix: " + ", ".join(fields) + ".",
-            fields=fields,
-        ) from exc
+        raise object_problem(exc) from exc
+    envelope, kid = verified.envelope, verified.kid
     # Signed and well formed: the rest of this request's log lines name the message.
     bind_ids(message_id=envelope.id)
     if seen is not None:
         seen.message_type = envelope.type.value
 
-    # 5. The signer is the sender, who also signed the request, and both parties may
-    #    exchange case messages.
+    # 7. The request is signed by the sender too, and both parties may exchange case messages.
     if envelope.sender != caller_id:
         raise Forbidden(
             "The request must be signed by the envelope's sender; "
             "a participant sends only its own messages."
         )
-    if envelope.sender != key.participant_id:
-        raise Forbidden(
-            f"Key {parsed.kid} belongs to {key.participant_id}, not to sender {envelope.sender}."
-        )
     sender = await registry.get(session, envelope.sender)
     recipient = await registry.get(session, envelope.recipient)
-    if sender is None or ParticipantKind(sender.kind) not in MESSAGING_KINDS:
+    if sender is None or sender.kind not in MESSAGING_KINDS:
         raise Forbidden(f"Participant {envelope.sender} may not send case messages.")
     if recipient is None:
         raise InvalidEnvelope(f"Recipient {envelope.recipient} is not registered.")
-    if ParticipantKind(recipient.kind) not in MESSAGING_KINDS:
+    if recipient.kind not in MESSAGING_KINDS:
         raise InvalidEnvelope(f"Recipient {envelope.recipient} does not receive case messages.")
 
-    # 6. Sealed to one of the recipient's usable encryption keys.
+    # 8. Sealed to one of the recipient's usable encryption keys.
     enc_key = await registry.key(session, envelope.sealed.kid)
     if (
         enc_key is None
@@ -151,10 +111,10 @@ async def accept(
             f"{suite_for(enc_key.alg)}."
         )
 
-    # 7. Idempotency: the same id with the same envelope returns the original receipt. Only
+    # 9. Idempotency: the same id with the same envelope returns the original receipt. Only
     #    the sender's own messages are looked at before freshness, so nobody else can use
     #    an old envelope to learn whether an id exists.
-    digest = jws.digest(obj)
+    digest = verified.digest
     existing = await store.get(session, envelope.id)
     if existing is not None and existing.sender_id != envelope.sender:
         existing = None  # treated as new: freshness first, then the id conflicts (409)
@@ -166,18 +126,17 @@ async def accept(
             )
         return _receipt_out(existing), False
 
-    # 8. Freshness, checked after idempotency so a retried old envelope still gets its receipt.
-    if not is_fresh(envelope.created_at, now, clock_skew):
-        raise InvalidEnvelope(
-            f"created_at is more than {int(clock_skew.total_seconds())} s from the broker's "
-            "clock; check the sender's clock and send a new envelope."
-        )
+    # 10. Freshness, checked after idempotency so a retried old envelope still gets its receipt.
+    try:
+        envelopes.require_fresh(envelope, now, clock_skew)
+    except VerificationError as exc:
+        raise object_problem(exc) from exc
 
-    # 9. Consent covers it, and the case's workflow and return safeguards allow it; the
+    # 11. Consent covers it, and the case's workflow and return safeguards allow it; the
     #    case's new state is written in this transaction (DESIGN.md §6, §7).
     admitted = await rules_check.admit(session, envelope, sender, recipient, now, rules)
 
-    # 10. Store the message, its outbox row and its ledger entry in one transaction; the
+    # 12. Store the message, its outbox row and its ledger entry in one transaction; the
     #     caller commits, then we answer (DESIGN.md §8).
     entry = ledger.append(
         session,
@@ -191,7 +150,7 @@ async def accept(
                 "message_id": envelope.id,
                 "message_type": envelope.type.value,
                 "envelope_digest": digest,
-                "sender_kid": parsed.kid,
+                "sender_kid": kid,
                 "created_at": rfc3339(envelope.created_at),
                 "consent_ref": envelope.consent_ref,
                 "data_categories": sorted(c.value for c in envelope.data_categories),
@@ -216,7 +175,7 @@ async def accept(
         envelope,
         signed=canonical_json(obj),
         digest=digest,
-        sender_kid=parsed.kid,
+        sender_kid=kid,
         receipt=json.dumps(receipt),
         ledger_entry=entry,
         now=now,
@@ -224,6 +183,26 @@ async def accept(
     if admitted.withdraws is not None:  # takes effect at once, for everything but itself
         await consents.withdraw(session, admitted.withdraws, now, keep=envelope.id)
     return _receipt_out(message), True
+
+
+def _registry_keys(session: AsyncSession) -> envelopes.KeyLookup:
+    """The envelope verifier's key lookup: the broker's own registry."""
+
+    async def lookup(kid: str) -> envelopes.KeyRecord | None:
+        key = await registry.key(session, kid)
+        if key is None:
+            return None
+        return envelopes.KeyRecord(
+            kid=key.kid,
+            participant=key.participant_id,
+            use=key.use,
+            public=key.public_key,
+            valid_from=key.valid_from,
+            valid_until=key.valid_until,
+            revoked_at=key.revoked_at,
+        )
+
+    return lookup
 
 
 def _receipt_out(message: Message) -> ReceiptOut:
