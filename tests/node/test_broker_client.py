@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -13,7 +14,7 @@ import pytest
 
 from trm_broker.crypto import jws
 from trm_broker.crypto.keys import SigningKey
-from trm_broker.node.broker_client import BrokerClient, BrokerError
+from trm_broker.node.broker_client import BrokerClient, BrokerError, RegisteredKey
 
 BROKER_KEY = SigningKey.generate()
 SENDER_KEY = SigningKey.generate()
@@ -114,3 +115,24 @@ async def test_a_malformed_inbox_page_is_refused(
     with pytest.raises(BrokerError) as refused:
         await client.fetch_inbox(SENDER_KEY, after=None, wait=0)
     assert refused.value.problem == {"title": "Malformed inbox page"}
+
+
+def test_a_sender_key_is_trusted_only_inside_its_validity() -> None:
+    """The node judges a sender's key at the broker's acceptance time as the broker did:
+    not before the key's valid_from, not at or after its revocation or expiry."""
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    key = RegisteredKey(
+        kid="k",
+        participant="at.focal-point",
+        use="sig",
+        alg="Ed25519",
+        public="",
+        valid_from=start,
+        valid_until=start + timedelta(days=30),
+        revoked_at=start + timedelta(days=10),
+    )
+    assert not key.valid_at(start - timedelta(seconds=1))
+    assert key.valid_at(start)
+    assert key.valid_at(start + timedelta(days=9))
+    assert not key.valid_at(start + timedelta(days=10))
+    assert not key.valid_at(start + timedelta(days=31))

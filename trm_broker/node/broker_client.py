@@ -52,7 +52,10 @@ class RegisteredKey:
         )
 
     def valid_at(self, moment: datetime) -> bool:
-        """Neither revoked nor expired at ``moment`` (a signature made then may be trusted)."""
+        """Valid at ``moment``: already valid, neither revoked nor expired (a signature made
+        then may be trusted). The broker judges the same at acceptance."""
+        if self.valid_from > moment:
+            return False
         if self.revoked_at is not None and self.revoked_at <= moment:
             return False
         return self.valid_until is None or self.valid_until > moment
