@@ -83,7 +83,24 @@ async def test_a_broker_signed_receipt_missing_a_claim_is_refused(
     _answer(broker, 201, {"receipt": jws.sign(claims, BROKER_KEY, jws.TYP_RECEIPT)})
     with pytest.raises(BrokerError) as refused:
         await client.submit(ENVELOPE, SENDER_KEY)
-    assert refused.value.problem == {"title": "Invalid receipt", "detail": "missing claim"}
+    assert refused.value.problem["title"] == "Invalid receipt"
+    assert "accepted_at" in refused.value.problem["detail"]
+
+
+async def test_a_receipt_for_another_envelope_is_refused(
+    broker: Broker, client: BrokerClient
+) -> None:
+    other = jws.sign({"v": 1, "id": "m-2"}, SENDER_KEY, jws.TYP_ENVELOPE)
+    claims = {
+        "v": 1,
+        "message_id": "m-2",
+        "envelope_digest": jws.digest(other),
+        "accepted_at": "2025-03-01T12:00:01.000Z",
+    }
+    _answer(broker, 201, {"receipt": jws.sign(claims, BROKER_KEY, jws.TYP_RECEIPT)})
+    with pytest.raises(BrokerError) as refused:
+        await client.submit(ENVELOPE, SENDER_KEY)
+    assert "digest-mismatch" in refused.value.problem["detail"]
 
 
 async def test_a_whole_receipt_is_taken(broker: Broker, client: BrokerClient) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -105,6 +105,8 @@ class VerifiedEnvelope:
 class VerifiedReceipt:
     message_id: str
     accepted_at: datetime
+    #: Every signed claim (ledger index, envelope digest, …), checked as above.
+    claims: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -268,7 +270,9 @@ async def _verified_receipt(
             "The receipt is signed by a key the broker had retired before that acceptance.",
             code=Code.NOT_BROKER_KEY,
         )
-    return VerifiedReceipt(message_id=str(claims["message_id"]), accepted_at=accepted_at)
+    return VerifiedReceipt(
+        message_id=str(claims["message_id"]), accepted_at=accepted_at, claims=dict(claims)
+    )
 
 
 async def verify_push(push: object, keys: KeyLookup, signers: ReceiptSignerLookup) -> VerifiedPush:

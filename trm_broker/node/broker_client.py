@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from trm_broker.crypto import jws
+from trm_broker.crypto import envelopes
 from trm_broker.crypto.errors import CryptoError, VerificationError
 from trm_broker.crypto.keys import SigningKey, load_ed25519_public
 from trm_broker.web.signed_requests import SignedRequests
@@ -227,17 +227,16 @@ class BrokerClient:
             receipt_jws = response.json()["receipt"]
         except (ValueError, RecursionError, KeyError, TypeError) as exc:  # not JSON; no receipt
             raise BrokerError(502, {"title": "Invalid receipt", "detail": "no receipt"}) from exc
+        # The same check a receiving node makes (crypto.envelopes.verify_receipt): the
+        # broker's key, this very envelope; a retired key vouches only for what it accepted
+        # before retiring (a resubmission is answered with its original receipt).
         try:
-            parsed = jws.parse(receipt_jws, jws.TYP_RECEIPT)
-            key = await self.broker_key(parsed.kid)
-            if key is None or key.retired_at is not None:
-                raise VerificationError("receipt not signed by the broker's current key")
-            jws.verify(parsed, key.public)
-            claims = parsed.claims()
+            verified = await envelopes.verify_receipt(receipt_jws, envelope, self.broker_key)
+            claims = verified.claims
         except VerificationError as exc:
-            raise BrokerError(502, {"title": "Invalid receipt", "detail": str(exc)}) from exc
-        if claims.get("envelope_digest") != jws.digest(envelope):
-            raise BrokerError(502, {"title": "Invalid receipt", "detail": "digest mismatch"})
+            raise BrokerError(
+                502, {"title": "Invalid receipt", "detail": f"{exc} ({exc.code.value})"}
+            ) from exc
         try:
             return Receipt(
                 message_id=str(claims["message_id"]),
