@@ -143,7 +143,7 @@ def create_app(
     app = FastAPI(
         title="trm-broker",
         version=__version__,
-        description="Signed, sealed, consent-gated case transfers between NRMs (DESIGN.md).",
+        description="Signed, sealed, consent-gated case transfers between NRMs (docs/design.md).",
         lifespan=lifespan,
         dependencies=[address_limit.DEPENDENCY],
         # Served by api/docs.py, as routes under the rate limit like every other.

@@ -151,7 +151,7 @@ SignedCaller = Annotated[Caller, Depends(signed_caller)]
 
 
 def operator(caller: SignedCaller) -> Caller:
-    """Registry changes are signed by an operator's key (DESIGN.md §4)."""
+    """Registry changes are signed by an operator's key (docs/design.md §4)."""
     if caller.kind is not ParticipantKind.OPERATOR:
         raise Forbidden("Only an operator may change the registry.")
     return caller

@@ -72,7 +72,7 @@ class BrokerState:
             signal.set()
 
     def rules(self) -> Rules:
-        """The workflow's time limits (DESIGN.md §6), from the settings."""
+        """The workflow's time limits (docs/design.md §6), from the settings."""
         return Rules(
             risk_max_age=self.settings.risk_max_age,
             min_notice=self.settings.min_notice,

@@ -1,4 +1,4 @@
-"""Raises and closes the workflow's alerts (DESIGN.md §6): a reception confirmation overdue
+"""Raises and closes the workflow's alerts (docs/design.md §6): a reception confirmation overdue
 after the planned arrival plus grace, a monitoring report overdue. Each change is a ledger
 entry; the parties see open alerts at `GET /v1/alerts`."""
 

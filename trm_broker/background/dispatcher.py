@@ -2,7 +2,7 @@
 an acknowledgement (delivered) or a rejection of the payload (final, never retried).
 
 Each attempt runs in three steps so no network call happens inside a transaction
-(DESIGN.md §8): claim under a lease and commit; POST; record the outcome and commit.
+(docs/design.md §8): claim under a lease and commit; POST; record the outcome and commit.
 """
 
 from __future__ import annotations

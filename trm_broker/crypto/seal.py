@@ -1,7 +1,7 @@
 """HPKE (RFC 9180) base-mode sealing of payloads to a recipient's encryption key.
 
 The ``info`` string binds a ciphertext to its envelope's id, type, case reference, sender
-and recipient (DESIGN.md §5): moved into any other envelope, it fails to open.
+and recipient (docs/design.md §5): moved into any other envelope, it fails to open.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """What ends or restarts a delivery, each with its ledger entry in the same transaction
-(DESIGN.md §9): the recipient's signed answer (by push or through the pull inbox), a dead
+(docs/design.md §9): the recipient's signed answer (by push or through the pull inbox), a dead
 letter after the maximum age (with an alert to both parties), an operator's re-queue."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The alerts raised for the parties of a case (DESIGN.md §6, §7, §9); each is open until
+"""The alerts raised for the parties of a case (docs/design.md §6, §7, §9); each is open until
 what it reports is resolved, and each is recorded in the ledger when raised."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Consent scope (DESIGN.md §7): does a consent record cover a message?
+"""Consent scope (docs/design.md §7): does a consent record cover a message?
 
-"No consent, no transfer" (DESIGN.md §2, principle 2): every message that carries personal
+"No consent, no transfer" (docs/design.md §2, principle 2): every message that carries personal
 data must reference a consent whose scope covers its purpose (message type), its recipient
 and its data categories, that is valid at the message's acceptance time and not withdrawn.
 
@@ -73,7 +73,7 @@ class MessageFacts:
 
 @dataclass(frozen=True)
 class Consent:
-    """A consent record as registered by the sending focal point (DESIGN.md §7).
+    """A consent record as registered by the sending focal point (docs/design.md §7).
 
     Valid from ``valid_from`` (inclusive) until ``valid_until`` (exclusive; ``None``: open
     ended). Withdrawal takes effect at ``withdrawn_at``: a message accepted at or after it is
@@ -129,7 +129,7 @@ ConsentScope: TypeAlias = Consent
 def consent_needed(message_type: MessageType) -> bool:
     """Whether a message of this type must reference a covering consent.
 
-    Every type carries, or may carry, personal data in its sealed payload (DESIGN.md §2,
+    Every type carries, or may carry, personal data in its sealed payload (docs/design.md §2,
     principle 2), except ``consent_withdrawal``: it references the consent it withdraws,
     which is checked on its own (it must be possible to withdraw an expired or out-of-scope
     consent too).
@@ -139,7 +139,7 @@ def consent_needed(message_type: MessageType) -> bool:
 
 def _findings(consent: Consent, message: MessageFacts) -> list[tuple[ScopeGap, str]]:
     findings: list[tuple[ScopeGap, str]] = []
-    # 1. Validity in time: withdrawal stops all further exchange at once (DESIGN.md §7).
+    # 1. Validity in time: withdrawal stops all further exchange at once (docs/design.md §7).
     if consent.withdrawn_at is not None and message.at >= consent.withdrawn_at:
         findings.append(
             (

@@ -1,4 +1,4 @@
-"""The envelope (DESIGN.md §5): the signed JSON object a message travels in.
+"""The envelope (docs/design.md §5): the signed JSON object a message travels in.
 
 The clear part is routing and workflow metadata without personal data; the personal data
 is in ``sealed``, opened only by the recipient.

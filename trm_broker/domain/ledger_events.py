@@ -1,4 +1,4 @@
-"""The events the transfer ledger records (DESIGN.md §9): metadata and digests only.
+"""The events the transfer ledger records (docs/design.md §9): metadata and digests only.
 
 An entry never holds a payload, a person's name or free text from a message: only ids of
 organisations and messages, the pseudonymous case reference, types, times and digests.

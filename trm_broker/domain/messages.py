@@ -1,4 +1,4 @@
-"""The TRM message types and the clear header facts each carries (DESIGN.md §6).
+"""The TRM message types and the clear header facts each carries (docs/design.md §6).
 
 Headers hold no personal data: only the workflow facts the broker must enforce. Their
 models forbid extra members, so no free text can slip into the clear part of an envelope.
@@ -28,7 +28,7 @@ class MessageType(StrEnum):
 
 
 class DeliveryStatus(StrEnum):
-    """Where a message's delivery to its recipient stands (DESIGN.md §8)."""
+    """Where a message's delivery to its recipient stands (docs/design.md §8)."""
 
     PENDING = "pending"
     ACKNOWLEDGED = "acknowledged"
@@ -36,12 +36,12 @@ class DeliveryStatus(StrEnum):
     REJECTED = "rejected"
     #: Retried for the maximum age without an answer: waits for an operator's re-queue.
     DEAD_LETTERED = "dead_lettered"
-    #: Stopped for good by a consent withdrawal (DESIGN.md §7).
+    #: Stopped for good by a consent withdrawal (docs/design.md §7).
     DROPPED = "dropped"
 
 
 class DataCategory(StrEnum):
-    """Categories of personal data a sealed payload may carry (DESIGN.md §7)."""
+    """Categories of personal data a sealed payload may carry (docs/design.md §7)."""
 
     IDENTITY = "identity"
     CONTACT = "contact"

@@ -1,4 +1,4 @@
-"""Who takes part in the exchange (DESIGN.md §4)."""
+"""Who takes part in the exchange (docs/design.md §4)."""
 
 from __future__ import annotations
 

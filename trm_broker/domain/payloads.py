@@ -1,4 +1,4 @@
-"""The sealed payload of each message type (DESIGN.md §6): what the TRM standard forms carry.
+"""The sealed payload of each message type (docs/design.md §6): what the TRM standard forms carry.
 
 Payloads hold the personal data, sealed to the recipient: the broker never reads them, the
 recipient's node checks them against these models (strictly, as their JSON Schemas in

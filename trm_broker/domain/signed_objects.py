@@ -1,4 +1,4 @@
-"""The claims of the broker's receipt and of a recipient's acknowledgement (DESIGN.md §5).
+"""The claims of the broker's receipt and of a recipient's acknowledgement (docs/design.md §5).
 
 Both travel as JWS (flattened JSON, EdDSA) over their RFC 8785 canonical JSON; the
 ``typ`` header is ``trm-receipt+jws`` or ``trm-ack+jws``.

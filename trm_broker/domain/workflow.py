@@ -1,4 +1,4 @@
-"""The case-transfer workflow (DESIGN.md §6) and the return safeguards (§2, principle 5).
+"""The case-transfer workflow (docs/design.md §6) and the return safeguards (§2, principle 5).
 
 A *case transfer* links one case reference between a sending focal point (country of
 exploitation) and a destination focal point (country of return). :func:`apply` is the whole
@@ -318,7 +318,7 @@ def _risk_assessment(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransf
     _require(header.assessed_at <= step.at + rules.clock_skew, "risk_assessment_in_future")
     new = RiskAssessment(header.assessed_at, header.risk_level, header.return_recommended)
     latest = case.last_risk_assessment
-    # The latest assessment counts (DESIGN.md §6): one made earlier but sent later is
+    # The latest assessment counts (docs/design.md §6): one made earlier but sent later is
     # accepted (it is a fact of the case) but does not displace it.
     if latest is not None and new.assessed_at < latest.assessed_at:
         return case
@@ -451,7 +451,7 @@ def apply(case: CaseTransfer | None, step: Step, rules: Rules) -> CaseTransfer:
         _refuse("case_not_referred", type=kind)
     withdrawal = step.type is MessageType.CONSENT_WITHDRAWAL
     _require(case.stage is not Stage.CLOSED or withdrawal, "case_closed", type=kind)
-    # Messages of a case go only between its parties (DESIGN.md §4: focal points read their
+    # Messages of a case go only between its parties (docs/design.md §4: focal points read their
     # own cases; receiving organisations what is addressed to them).
     parties = {party for party in (case.sending, case.destination, case.receiving_org) if party}
     among = step.sender.id in parties and step.recipient.id in parties
@@ -460,7 +460,7 @@ def apply(case: CaseTransfer | None, step: Step, rules: Rules) -> CaseTransfer:
 
 
 def due_alerts(case: CaseTransfer, now: datetime, rules: Rules) -> frozenset[AlertKind]:
-    """The alerts a case calls for at ``now`` (DESIGN.md §6): a reception confirmation
+    """The alerts a case calls for at ``now`` (docs/design.md §6): a reception confirmation
     overdue after the planned arrival plus grace, or a monitoring report overdue after
     ``monitoring_interval`` without one, during the monitoring period. None once closed."""
     alerts: set[AlertKind] = set()

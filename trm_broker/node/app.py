@@ -233,7 +233,7 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
         except BrokerError as exc:
             raise refused(exc) from exc
 
-    # One call per message type (DESIGN.md §6), so nobody hand-builds an envelope.
+    # One call per message type (docs/design.md §6), so nobody hand-builds an envelope.
     for call in CASE_CALLS:
         _add_case_call(app, call)
     problems.document(app)

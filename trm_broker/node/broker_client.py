@@ -74,7 +74,7 @@ class Registry:
     keys: dict[str, RegisteredKey]
 
     def encryption_key(self, participant: str, now: datetime) -> RegisteredKey | None:
-        """The participant's current encryption key: usable, newest first (DESIGN.md §4)."""
+        """The participant's current encryption key: usable, newest first (docs/design.md §4)."""
         usable = [
             k
             for k in self.keys.values()
@@ -287,7 +287,7 @@ class BrokerClient:
         return _object(await self._call("POST", path, signer, json={"ack": ack}))
 
     async def register_consent(self, signer: SigningKey, body: dict[str, Any]) -> dict[str, Any]:
-        """Register a consent record, signed by the sending focal point (DESIGN.md §7)."""
+        """Register a consent record, signed by the sending focal point (docs/design.md §7)."""
         return _object(await self._call("POST", "/v1/consents", signer, json=body))
 
     async def withdraw_consent(self, signer: SigningKey, consent_id: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Composing an envelope: seal the payload to the recipient, then sign the whole (DESIGN.md §5)."""
+"""Composing an envelope (docs/design.md §5): seal the payload to the recipient, then sign
+the whole."""
 
 from __future__ import annotations
 

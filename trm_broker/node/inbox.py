@@ -58,7 +58,7 @@ async def receive(
     if opener is None:
         raise InvalidEnvelope(f"The payload is sealed to key {envelope.sealed.kid}, not held here.")
 
-    # 4. Once only (DESIGN.md §8, nodes deduplicate by message id): a repeated delivery gets
+    # 4. Once only (docs/design.md §8, nodes deduplicate by message id): a repeated delivery gets
     #    the very acknowledgement, or rejection, it got the first time.
     existing = await store.answered(session, envelope.id)
     if existing is not None:

@@ -1,4 +1,4 @@
-"""Pull mode (DESIGN.md §8): a node the broker cannot reach fetches its messages instead.
+"""Pull mode (docs/design.md §8): a node the broker cannot reach fetches its messages instead.
 
 For each participant the node serves, a loop long-polls the broker's ``GET /v1/inbox``
 signed as that participant, receives each item exactly as a push (``inbox.receive_once``:

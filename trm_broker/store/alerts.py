@@ -1,5 +1,5 @@
 """Alerts for the parties of a case, each raised and closed together with its ledger entry
-in the caller's transaction (DESIGN.md §6, §7, §9)."""
+in the caller's transaction (docs/design.md §6, §7, §9)."""
 
 from __future__ import annotations
 

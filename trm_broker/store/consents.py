@@ -1,4 +1,4 @@
-"""Queries on consent records (DESIGN.md §7)."""
+"""Queries on consent records (docs/design.md §7)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ async def messages_under(session: AsyncSession, consent_id: str) -> Sequence[Mes
 
 
 async def drop_undelivered(session: AsyncSession, message_ids: Sequence[str], at: datetime) -> int:
-    """Stop every pending delivery of these messages for good (DESIGN.md §7: withdrawal)."""
+    """Stop every pending delivery of these messages for good (docs/design.md §7: withdrawal)."""
     if not message_ids:
         return 0
     result = await session.execute(

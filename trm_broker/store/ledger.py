@@ -1,7 +1,7 @@
 """Queries on the ledger: appending events, the sequencer's work, nodes, checkpoints, search.
 
 ``append`` is the one call every feature uses to record an event, inside the transaction of
-the change it records (DESIGN.md §9): the entry commits or rolls back with it.
+the change it records (docs/design.md §9): the entry commits or rolls back with it.
 """
 
 from __future__ import annotations

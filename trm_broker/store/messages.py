@@ -46,7 +46,7 @@ async def add_accepted(
     now: datetime,
 ) -> Message:
     """Write an accepted envelope's message row and its outbox row (due at once) in the
-    caller's transaction (DESIGN.md §8). The rows take the envelope's own members; ``signed``
+    caller's transaction (docs/design.md §8). The rows take the envelope's own members; ``signed``
     is the envelope as stored (its canonical JSON) and ``digest`` the digest it is known by;
     ``ledger_entry`` records the acceptance (its ``seq`` is known once flushed).
     """

@@ -248,7 +248,7 @@ class LedgerCheckpoint(Base):
 
 
 class ConsentRecord(Base):
-    """A consent (DESIGN.md §7), registered by the sending focal point in a signed request.
+    """A consent (docs/design.md §7), registered by the sending focal point in a signed request.
 
     Scope lists are RFC 8785 JSON arrays. ``proof`` is the verified signed request (JSON of
     method, target URI, digest, signature input and signature), as for registry changes.

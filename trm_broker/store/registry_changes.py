@@ -1,4 +1,4 @@
-"""The signed record of every registry change (DESIGN.md §4, §9)."""
+"""The signed record of every registry change (docs/design.md §4, §9)."""
 
 from __future__ import annotations
 

@@ -88,7 +88,7 @@ class UnknownSender(Problem):
 
 
 class ConsentMissing(Problem):
-    """No consent, or one whose scope does not cover the message (DESIGN.md §7)."""
+    """No consent, or one whose scope does not cover the message (docs/design.md §7)."""
 
     status, slug, title = 403, "consent-refused", "Consent does not cover this message"
     #: What the auditors' report keeps of the refusal (set by the broker; never in the body).
@@ -96,7 +96,7 @@ class ConsentMissing(Problem):
 
 
 class WorkflowRule(Problem):
-    """The message breaks a rule of the case-transfer workflow (DESIGN.md §6)."""
+    """The message breaks a rule of the case-transfer workflow (docs/design.md §6)."""
 
     status, slug, title = 409, "workflow-rule", "The case's workflow does not allow this"
     refusal: object | None = None

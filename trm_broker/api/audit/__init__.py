@@ -1,1 +1,1 @@
-"""The auditors' report: aggregates only, small cells suppressed (DESIGN.md §9)."""
+"""The auditors' report: aggregates only, small cells suppressed (docs/design.md §9)."""

@@ -48,7 +48,7 @@ def out(row: ConsentRecord) -> ConsentOut:
 async def register(
     session: AsyncSession, new: ConsentIn, caller: Caller, now: datetime
 ) -> ConsentOut:
-    """A consent is registered by the focal point that sends the case (DESIGN.md §7)."""
+    """A consent is registered by the focal point that sends the case (docs/design.md §7)."""
     if caller.kind is not ParticipantKind.FOCAL_POINT:
         raise Forbidden("Only a focal point registers consents, for the cases it sends.")
     transfer = await cases.get(session, new.case_ref)
@@ -155,7 +155,7 @@ async def covering(
 async def withdraw(
     session: AsyncSession, row: ConsentRecord, now: datetime, keep: str | None = None
 ) -> None:
-    """Withdrawal takes effect at once (DESIGN.md §7): later messages under the consent are
+    """Withdrawal takes effect at once (docs/design.md §7): later messages under the consent are
     refused; undelivered ones are dropped; payloads kept under it are deleted; and every
     participant who received data under it is notified (an alert, metadata only)."""
     if row.withdrawn_at is not None:

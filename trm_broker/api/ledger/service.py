@@ -26,7 +26,7 @@ from trm_broker.web.problems import Forbidden, InvalidRequest, NotFound, Unavail
 
 
 def reader_of(caller: Caller) -> str | None:
-    """Auditors read every entry; parties the entries they are party to (DESIGN.md §4)."""
+    """Auditors read every entry; parties the entries they are party to (docs/design.md §4)."""
     if caller.kind is ParticipantKind.AUDITOR:
         return None
     if caller.kind is ParticipantKind.OPERATOR:

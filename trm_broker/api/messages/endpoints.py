@@ -26,7 +26,7 @@ _ENVELOPE_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "description": "The envelope: a JWS (flattened JSON, alg EdDSA, typ trm-envelope+jws) "
-        "whose payload is the RFC 8785 JSON of the envelope (DESIGN.md §5).",
+        "whose payload is the RFC 8785 JSON of the envelope (docs/design.md §5).",
         "content": {
             "application/jose+json": {
                 "schema": {

@@ -1,5 +1,5 @@
 """Principles 2 and 5, enforced on every accepted message: consent covers it, and the case's
-workflow and return safeguards allow it (DESIGN.md §6, §7)."""
+workflow and return safeguards allow it (docs/design.md §6, §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Accepting an envelope: every check of DESIGN.md §5, in order, before anything is stored."""
+"""Accepting an envelope: every check of docs/design.md §5, in order, before anything is stored."""
 
 from __future__ import annotations
 
@@ -133,11 +133,11 @@ async def accept(
         raise object_problem(exc) from exc
 
     # 11. Consent covers it, and the case's workflow and return safeguards allow it; the
-    #    case's new state is written in this transaction (DESIGN.md §6, §7).
+    #    case's new state is written in this transaction (docs/design.md §6, §7).
     admitted = await rules_check.admit(session, envelope, sender, recipient, now, rules)
 
     # 12. Store the message, its outbox row and its ledger entry in one transaction; the
-    #     caller commits, then we answer (DESIGN.md §8).
+    #     caller commits, then we answer (docs/design.md §8).
     entry = ledger.append(
         session,
         LedgerEvent(

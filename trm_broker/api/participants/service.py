@@ -65,7 +65,7 @@ def _kid(alg: str, public: str, claimed: str | None) -> str:
 
 
 async def check_inbox(url: str, policy: InboxPolicy) -> None:
-    """Refuse inbox URLs the broker must not call (DESIGN.md §4; no internal hosts)."""
+    """Refuse inbox URLs the broker must not call (docs/design.md §4; no internal hosts)."""
     try:
         host = policy.check_url(url)
         # A name that does not resolve yet is accepted; it is checked again at each push.
@@ -82,7 +82,7 @@ async def _record(
     now: datetime,
     caller: Caller | None,
 ) -> None:
-    """Keep the operator's signed request beside the change it made (DESIGN.md §4), and
+    """Keep the operator's signed request beside the change it made (docs/design.md §4), and
     record the change in the ledger (§9). ``caller`` is None only for the bootstrap."""
     participant = await registry.get(session, participant_id)
     if participant is None:
