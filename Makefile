@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo serve test chaos fuzz lint bench install clean
+.PHONY: demo serve test test-fast chaos fuzz lint bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ serve: $(STAMP)
 test: $(STAMP)
 	./tools/ensure-postgres.sh
 	$(PY) -m pytest -q -n auto
+
+# The inner loop: SQLite only, no real processes (e2e), no fuzzing, the long state machines
+# at a quarter of their examples. `make test` runs everything.
+test-fast: $(STAMP)
+	TRM_TEST_FAST=1 $(PY) -m pytest -q -n auto -m "not e2e and not postgres and not fuzz"
 
 # The delivery proofs at length: 200 SIGKILLs per crash test, outages and load 10 times
 # longer (the normal suite runs them short). Override: make chaos TRM_CHAOS_KILLS=30

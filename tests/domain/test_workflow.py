@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from pydantic import BaseModel
 
+from tests.pace import examples
 from trm_broker.domain.consent import GivenBy
 from trm_broker.domain.messages import (
     HEADER_MODELS,
@@ -1193,5 +1194,5 @@ class CaseTransferMachine(RuleBasedStateMachine):
             assert due_alerts(self.case, self.now + timedelta(days=999), RULES_) == frozenset()
 
 
-CaseTransferMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=50)
+CaseTransferMachine.TestCase.settings = settings(max_examples=examples(200), stateful_step_count=50)
 TestCaseTransferMachine = CaseTransferMachine.TestCase
