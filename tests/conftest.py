@@ -11,6 +11,7 @@ import asyncio
 import os
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,6 +53,20 @@ async def _admin(*statements: str) -> None:
         await connection.close()
 
 
+async def _create(name: str, template: str, wait: float = 60.0) -> None:
+    """CREATE DATABASE from ``template``, tried again while the server says the template
+    is in use (a connection the server had not yet closed, on a busy machine)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            await _admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+            return
+        except asyncpg.ObjectInUseError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
 def _postgres_reachable() -> bool:
     try:
         asyncio.run(_admin("SELECT 1"))
@@ -74,14 +89,17 @@ def postgres_template() -> Iterator[str]:
         )
     )
     upgrade(_sa_url(_TEMPLATE))
+    # No connection to the template from now on, not even autovacuum's (it skips databases
+    # that allow none): CREATE DATABASE ... TEMPLATE fails while anyone is connected to it.
+    asyncio.run(_admin(f'ALTER DATABASE "{_TEMPLATE}" ALLOW_CONNECTIONS false'))
     yield _TEMPLATE
     asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{_TEMPLATE}" WITH (FORCE)'))
 
 
 def _fresh_database(template: str | None) -> Iterator[str]:
     name = f"trm_test_{secrets.token_hex(6)}"
-    clause = f' TEMPLATE "{template}"' if template else ""
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"{clause}'))
+    # An empty one from template0, which accepts no connections (template1 may have some).
+    asyncio.run(_create(name, template or "template0"))
     yield _sa_url(name)
     asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 

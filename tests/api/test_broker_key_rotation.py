@@ -69,7 +69,7 @@ async def test_what_the_retired_key_signed_stays_good_after_a_rotation(
             dispatcher = DeliveryDispatcher(
                 app.state.broker.sessions,
                 node,
-                timeout=5,
+                timeout=30,  # a push's deadline: room for a loaded machine
                 poll_interval=0.1,
                 backoff_cap=0.1,
                 policy=InboxPolicy(allow_loopback=True),

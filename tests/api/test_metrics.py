@@ -47,7 +47,7 @@ def dispatcher(broker: Broker, http: httpx.AsyncClient) -> DeliveryDispatcher:
     return DeliveryDispatcher(
         state.sessions,
         http,
-        timeout=5,
+        timeout=30,  # a push's deadline: room for a loaded machine
         poll_interval=0.1,
         backoff_cap=1,
         policy=InboxPolicy(allow_loopback=True),
