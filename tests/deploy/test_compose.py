@@ -104,8 +104,9 @@ def test_it_runs_every_role_with_replicated_brokers_on_one_postgresql(
     assert len({(url.host, url.database) for url in databases}) == 1, databases
     url = next(iter(databases))
     assert url.get_backend_name() == "postgresql", url
-    assert url.host in services, f"{url.host} is no service of the file"
-    assert services[url.host].get("image", "").startswith("postgres:"), url.host
+    host = str(url.host)
+    assert host in services, f"{host} is no service of the file"
+    assert services[host].get("image", "").startswith("postgres:"), host
 
 
 def test_depends_on_names_services_with_known_conditions(services: Mapping[str, Service]) -> None:
