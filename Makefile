@@ -25,9 +25,10 @@ test: $(STAMP)
 	./tools/ensure-postgres.sh
 	$(PY) -m pytest -q -n auto
 
-# The inner loop: SQLite only, no end-to-end tests.
+# The inner loop: SQLite only, no real processes (e2e), no fuzzing, the long state machines
+# at a quarter of their examples. `make test` runs everything.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -n auto --ignore=tests/e2e -k "not postgresql"
+	TRM_TEST_FAST=1 $(PY) -m pytest -q -n auto -m "not e2e and not postgres and not fuzz"
 
 # The delivery proofs at length: 200 SIGKILLs per crash test, outages and load 10 times
 # longer (the normal suite runs them short). Override: make chaos TRM_CHAOS_KILLS=30

@@ -11,14 +11,23 @@ import asyncio
 import os
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
+from hypothesis import HealthCheck, settings
 from sqlalchemy.engine import make_url
 
+from tests.databases import copy_sqlite, migrated_sqlite_template
 from trm_broker.store.migrate import upgrade
+
+# No property test may depend on the machine's speed: hypothesis's deadline (200 ms per
+# example) and its too-slow health check fail on a loaded machine (two suites on two cores)
+# with nothing wrong in the code. Tests still set their own max_examples.
+settings.register_profile("trm", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "trm"))
 
 POSTGRES_URL = os.environ.get(
     "TRM_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -44,6 +53,20 @@ async def _admin(*statements: str) -> None:
         await connection.close()
 
 
+async def _create(name: str, template: str, wait: float = 60.0) -> None:
+    """CREATE DATABASE from ``template``, tried again while the server says the template
+    is in use (a connection the server had not yet closed, on a busy machine)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            await _admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+            return
+        except asyncpg.ObjectInUseError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
 def _postgres_reachable() -> bool:
     try:
         asyncio.run(_admin("SELECT 1"))
@@ -66,14 +89,17 @@ def postgres_template() -> Iterator[str]:
         )
     )
     upgrade(_sa_url(_TEMPLATE))
+    # No connection to the template from now on, not even autovacuum's (it skips databases
+    # that allow none): CREATE DATABASE ... TEMPLATE fails while anyone is connected to it.
+    asyncio.run(_admin(f'ALTER DATABASE "{_TEMPLATE}" ALLOW_CONNECTIONS false'))
     yield _TEMPLATE
     asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{_TEMPLATE}" WITH (FORCE)'))
 
 
 def _fresh_database(template: str | None) -> Iterator[str]:
     name = f"trm_test_{secrets.token_hex(6)}"
-    clause = f' TEMPLATE "{template}"' if template else ""
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"{clause}'))
+    # An empty one from template0, which accepts no connections (template1 may have some).
+    asyncio.run(_create(name, template or "template0"))
     yield _sa_url(name)
     asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
@@ -90,11 +116,16 @@ def empty_postgres_database(postgres_template: str) -> Iterator[str]:
     yield from _fresh_database(None)
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once per session (per xdist worker): each test copies it."""
+    return migrated_sqlite_template(tmp_path_factory.mktemp("sqlite-template"))
+
+
 @pytest.fixture
-def sqlite_database(tmp_path: Path) -> str:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}"
-    upgrade(url)
-    return url
+def sqlite_database(sqlite_template: Path, tmp_path: Path) -> str:
+    """A fresh, migrated SQLite database for one test: a copy of the template."""
+    return copy_sqlite(sqlite_template, tmp_path / "broker.db")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -109,6 +140,32 @@ def database_url(backend: str, request: pytest.FixtureRequest) -> str:
     fixture = "sqlite_database" if backend == "sqlite" else "postgres_database"
     url: str = request.getfixturevalue(fixture)
     return url
+
+
+# --- markers: what `make test-fast` leaves out ---------------------------------------------
+
+_TESTS = Path(__file__).parent
+#: Tests that run real processes besides pytest's (a broker, a node, pip building a wheel,
+#: the benchmark): every test under tests/e2e, and these files.
+_PROCESSES = (_TESTS / "e2e", _TESTS / "deploy" / "test_wheel.py", _TESTS / "test_bench.py")
+#: The fuzzing (schemathesis over the APIs, atheris over the parsers); `make fuzz` at length.
+_FUZZING = (_TESTS / "security" / "test_api_fuzz.py", _TESTS / "fuzz")
+_POSTGRES_FIXTURES = {"postgres_template", "postgres_database", "empty_postgres_database"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what the inner loop leaves out (`make test-fast`: -m "not e2e and not postgres
+    and not fuzz"), so no file has to remember its marks: ``e2e`` for real processes,
+    ``fuzz`` for the fuzzing, ``postgres`` for every test on PostgreSQL."""
+    for item in items:
+        if any(item.path.is_relative_to(place) for place in _PROCESSES):
+            item.add_marker(pytest.mark.e2e)
+        if any(item.path.is_relative_to(place) for place in _FUZZING):
+            item.add_marker(pytest.mark.fuzz)
+        callspec = getattr(item, "callspec", None)
+        on_postgres = callspec is not None and callspec.params.get("backend") == "postgresql"
+        if on_postgres or _POSTGRES_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.postgres)
 
 
 # --- what the proofs checked ----------------------------------------------------------------

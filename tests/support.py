@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,6 +32,25 @@ from trm_broker.web.signed_requests import SignedRequests
 
 PROBLEM = "application/problem+json"
 OPERATOR_ID = "operator.test"
+
+#: How long a test waits for what happens in the background (the sequencer, a dispatcher,
+#: a purge, a puller) before it fails. Generous, because a loaded machine is slow; a test
+#: that passes waits only as long as the thing takes.
+WAIT_SECONDS = 60.0
+
+
+async def polling(timeout: float = WAIT_SECONDS, interval: float = 0.05) -> AsyncIterator[int]:
+    """Rounds of a poll for ``timeout`` seconds of wall clock (not a count of rounds, whose
+    length depends on the machine): ``async for _ in polling(): if done(): break``, then
+    assert the condition after the loop, so a timeout fails with the test's own message."""
+    deadline = time.monotonic() + timeout
+    round_ = 0
+    while True:
+        yield round_
+        round_ += 1
+        if time.monotonic() > deadline:
+            return
+        await asyncio.sleep(interval)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import broker_settings, referral, running_broker, running_node
+from tests.support import broker_settings, polling, referral, running_broker, running_node
 from trm_broker.api.app import create_app
 from trm_broker.background.dispatcher import DeliveryDispatcher
 from trm_broker.crypto import broker_keys
@@ -29,13 +29,12 @@ INBOX = "http://127.0.0.1:9/inbox"  # reached through the in-process node's tran
 async def checkpoint_covering(client: httpx.AsyncClient, app: Any, sent_entries: int) -> str:
     """The latest checkpoint once it covers the message's acceptance (the sequencer runs
     beside the app)."""
-    for _ in range(200):
+    async for _ in polling():
         note = (await client.get("/v1/ledger/checkpoint")).text
         # registrations (3 entries: operator, AT, NG), consent, then the acceptance
         if int(note.split("\n")[1]) >= 4 + sent_entries:
             return note
         app.state.broker.wake_sequencer()
-        await asyncio.sleep(0.05)
     raise AssertionError("the sequencer did not integrate the acceptance")
 
 
@@ -70,7 +69,7 @@ async def test_what_the_retired_key_signed_stays_good_after_a_rotation(
             dispatcher = DeliveryDispatcher(
                 app.state.broker.sessions,
                 node,
-                timeout=5,
+                timeout=30,  # a push's deadline: room for a loaded machine
                 poll_interval=0.1,
                 backoff_cap=0.1,
                 policy=InboxPolicy(allow_loopback=True),
@@ -83,7 +82,7 @@ async def test_what_the_retired_key_signed_stays_good_after_a_rotation(
 
         # Its acknowledgement is a ledger entry: the next checkpoint is the new key's.
         new_note = old_note
-        for _ in range(100):
+        async for _ in polling():
             app.state.broker.wake_sequencer()
             await asyncio.sleep(0.05)
             new_note = (await b.get("/v1/ledger/checkpoint")).text

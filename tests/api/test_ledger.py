@@ -3,7 +3,6 @@ inclusion and consistency proofs verify; auditors read all entries, parties thei
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import csv
 import io
@@ -14,7 +13,15 @@ from typing import Any
 
 import pytest
 
-from tests.support import OPERATOR_ID, PROBLEM, Broker, broker_settings, referral, running_broker
+from tests.support import (
+    OPERATOR_ID,
+    PROBLEM,
+    Broker,
+    broker_settings,
+    polling,
+    referral,
+    running_broker,
+)
 from trm_broker.crypto import jws
 from trm_broker.crypto.canonical import canonical_json
 from trm_broker.crypto.encoding import sha256_digest
@@ -54,13 +61,12 @@ async def checkpoint_of_size(broker: Broker, at_least: int) -> Checkpoint:
     """The latest checkpoint, once it covers ``at_least`` entries (the sequencer runs in the
     background and integrates within a second)."""
     key = await verifier(broker)
-    for _ in range(100):
+    async for _ in polling():
         response = await broker.client.get("/v1/ledger/checkpoint")
         assert response.status_code == 200, response.text
         checkpoint = open_checkpoint(response.text, key, origin=key.name)
         if checkpoint.size >= at_least:
             return checkpoint
-        await asyncio.sleep(0.05)
     raise AssertionError(f"the ledger did not reach {at_least} entries")
 
 

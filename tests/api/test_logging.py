@@ -95,7 +95,7 @@ async def test_log_lines_carry_request_and_message_ids_and_no_data(
             dispatcher = DeliveryDispatcher(
                 state.sessions,
                 to_node,
-                timeout=5,
+                timeout=30,  # a push's deadline: room for a loaded machine
                 poll_interval=0.1,
                 backoff_cap=1,
                 policy=InboxPolicy(allow_loopback=True),

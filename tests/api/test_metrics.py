@@ -3,7 +3,6 @@ Prometheus; never an id of a message, case or participant."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
-from tests.support import Broker, broker_settings, referral, running_broker, running_node
+from tests.support import Broker, broker_settings, polling, referral, running_broker, running_node
 from trm_broker.api.app import create_app
 from trm_broker.background.dispatcher import DeliveryDispatcher
 from trm_broker.crypto.keys import KeySet
@@ -48,7 +47,7 @@ def dispatcher(broker: Broker, http: httpx.AsyncClient) -> DeliveryDispatcher:
     return DeliveryDispatcher(
         state.sessions,
         http,
-        timeout=5,
+        timeout=30,  # a push's deadline: room for a loaded machine
         poll_interval=0.1,
         backoff_cap=1,
         policy=InboxPolicy(allow_loopback=True),
@@ -194,11 +193,10 @@ async def test_queue_depth_oldest_age_and_ledger_are_read_at_each_scrape(
         assert age is not None
         assert 3600 <= age < 3700
 
-        for _ in range(50):  # the sequencer integrates within a moment of each commit
+        async for _ in polling(interval=0.1):  # the sequencer integrates after each commit
             text = await scrape(broker.client)
             if value(text, "trm_ledger_unsequenced_entries") == 0:
                 break
-            await asyncio.sleep(0.1)
         assert value(text, "trm_ledger_unsequenced_entries") == 0
         size = value(text, "trm_ledger_size")
         assert size is not None
@@ -238,11 +236,10 @@ async def test_the_in_process_dispatcher_counts_its_attempts(
         assert (await broker.register(AT, "AT")).status_code == 201
         assert (await broker.register(NG, "NG", inbox_url=INBOX)).status_code == 201
         assert (await broker.submit(referral(AT, NG))).status_code == 202
-        for _ in range(100):
+        async for _ in polling(interval=0.1):
             text = await scrape(broker.client)
             if value(text, "trm_delivery_attempts_total", outcome="failed", error="transport"):
                 break
-            await asyncio.sleep(0.1)
         assert value(text, "trm_delivery_attempts_total", outcome="failed", error="transport")
 
 

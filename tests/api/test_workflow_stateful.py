@@ -15,10 +15,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from sqlalchemy import select
 
+from tests.databases import copy_sqlite, process_sqlite_template
+from tests.pace import examples
 from tests.support import Broker, broker_settings, envelope, running_broker
 from trm_broker.crypto.keys import KeySet
 from trm_broker.domain.messages import DataCategory, MessageType
-from trm_broker.store.migrate import upgrade_async
 from trm_broker.store.models import Delivery, Message
 
 AT = KeySet.generate("at.focal-point")
@@ -69,8 +70,7 @@ class CaseTransferMachine(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.stack = AsyncExitStack()
         self.tmp = tempfile.TemporaryDirectory()
-        url = f"sqlite+aiosqlite:///{Path(self.tmp.name) / 'broker.db'}"
-        self.loop.run_until_complete(upgrade_async(url))
+        url = copy_sqlite(process_sqlite_template(), Path(self.tmp.name) / "broker.db")
         self.broker: Broker = self.loop.run_until_complete(
             self.stack.enter_async_context(
                 running_broker(broker_settings(url, Path(self.tmp.name)))
@@ -257,7 +257,7 @@ class CaseTransferMachine(RuleBasedStateMachine):
 
 TestCaseTransferMachine = CaseTransferMachine.TestCase
 TestCaseTransferMachine.settings = settings(
-    max_examples=12,
+    max_examples=examples(12),
     stateful_step_count=12,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

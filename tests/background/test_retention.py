@@ -3,7 +3,6 @@ still verifies."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from datetime import UTC, datetime, timedelta
@@ -13,7 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
 
 from tests.e2e.test_no_personal_data import sealed_pieces, sqlite_files_bytes
-from tests.support import broker_settings, referral, running_broker
+from tests.support import broker_settings, polling, referral, running_broker
 from trm_broker.background.retention import RetentionPurger
 from trm_broker.crypto.encoding import b64url_decode
 from trm_broker.crypto.keys import KeySet
@@ -59,7 +58,7 @@ async def test_acknowledged_payloads_are_purged_after_retention_only(
         assert status["envelope_digest"] == stored[ids[0]].envelope_digest
 
         # The purge is a ledger entry, and the ledger still verifies with it.
-        for _ in range(100):
+        async for _ in polling():
             async with sessions() as session:
                 entries = (
                     await session.scalars(
@@ -70,7 +69,6 @@ async def test_acknowledged_payloads_are_purged_after_retention_only(
                 ).all()
             if entries and entries[-1].type == "payload.purged":
                 break
-            await asyncio.sleep(0.05)
         purged = entries[-1]
         assert purged.type == "payload.purged"
         assert ids[0].encode() in purged.body
@@ -140,8 +138,7 @@ async def test_a_withdrawal_leaves_no_copy_in_sqlites_log_for_long(
         case_ref = json.loads(b64url_decode(signed["payload"]))["case_ref"]
         answer = await broker.call("POST", f"/v1/consents/consent-{case_ref}/withdraw", AT)
         assert answer.status_code == 200, answer.text
-        for _ in range(100):  # a poll, not a timing: the purger runs as soon as it is woken
+        async for _ in polling(interval=0.1):  # the purger runs as soon as it is woken
             if not any(p in sqlite_files_bytes(database) for p in pieces):
                 break
-            await asyncio.sleep(0.1)
         assert not any(p in sqlite_files_bytes(database) for p in pieces)

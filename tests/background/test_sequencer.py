@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from tests.support import broker_settings, referral, running_broker
+from tests.support import broker_settings, polling, referral, running_broker
 from trm_broker.background.sequencer import LedgerSequencer
 from trm_broker.crypto.keys import KeySet, SigningKey
 from trm_broker.domain.ledger_events import EventType, LedgerEvent
@@ -78,9 +78,8 @@ async def test_the_broker_integrates_what_it_accepts_by_itself(
         await broker.register(at, "AT")
         await broker.register(ng, "NG")
         message_id = (await broker.submit(referral(at, ng))).json()["message_id"]
-        for _ in range(500):
+        async for _ in polling(interval=0.02):
             index = (await broker.status(message_id, at)).json()["ledger_index"]
             if index is not None:
                 break
-            await asyncio.sleep(0.02)
         assert index == 4  # after the bootstrap, the two registrations and the consent

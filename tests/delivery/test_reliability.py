@@ -74,7 +74,7 @@ def dispatcher(broker: Broker, inbox: Inbox, *, max_age: float = 3600) -> Delive
     return DeliveryDispatcher(
         broker.app.state.broker.sessions,
         inbox.http,
-        timeout=5,
+        timeout=30,  # a push's deadline: room for a loaded machine
         poll_interval=0.1,
         backoff_cap=0.01,
         max_age=max_age,
@@ -258,7 +258,7 @@ async def test_on_sqlite_the_dispatcher_takes_over_what_a_killed_one_had_leased(
     started = DeliveryDispatcher(
         broker.app.state.broker.sessions,
         inbox.http,
-        timeout=5,
+        timeout=30,  # a push's deadline: room for a loaded machine
         poll_interval=0.1,
         backoff_cap=0.01,
         policy=InboxPolicy(allow_loopback=True),

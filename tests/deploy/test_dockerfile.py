@@ -5,6 +5,7 @@ here (no Docker engine): the file is read, and its health check command is run f
 from __future__ import annotations
 
 import http.server
+import importlib
 import os
 import re
 import shlex
@@ -12,10 +13,12 @@ import socket
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from packaging.specifiers import SpecifierSet
 
 from tests.deploy.manifests import (
     DOCKERFILE,
@@ -27,7 +30,9 @@ from tests.deploy.manifests import (
     effective_settings,
     in_build_context,
     role_of,
+    serves,
 )
+from trm_broker.cli import app as cli_app
 from trm_broker.settings import Settings
 
 BUILD_TOOLS = ("gcc", "g++", "build-essential", "make", "clang", "libc6-dev", "python3-dev")
@@ -43,10 +48,21 @@ def final(stages: list[Stage]) -> Stage:
     return stages[-1]
 
 
-def test_it_has_a_builder_and_a_final_stage_on_slim_python_3_11(stages: list[Stage]) -> None:
+def test_the_image_runs_on_the_python_the_venv_was_built_with_and_the_package_supports(
+    stages: list[Stage], final: Stage
+) -> None:
+    # A venv's scripts point at the interpreter that made it: the final stage must run on
+    # the same base image as the stage it copies the venv from, or `trm-broker` breaks.
     assert len(stages) >= 2, "multi-stage: a builder, then the image"
-    for stage in stages:
-        assert re.fullmatch(r"python:3\.11-slim(-\w+)?", stage.base), stage.base
+    (copied,) = [item for item in final.all("COPY") if item.arguments.startswith("--from=")]
+    builder = next(s for s in stages if s.name == copied.arguments.split()[0].split("=", 1)[1])
+    assert builder.base == final.base, (builder.base, final.base)
+    # ... and that Python is one the package declares it runs on (pyproject requires-python).
+    match = re.fullmatch(r"python:(\d+\.\d+)(?:[.-]\S*)?", final.base)
+    assert match is not None, f"{final.base}: no Python version in the image tag"
+    with (ROOT / "pyproject.toml").open("rb") as handle:
+        requires = tomllib.load(handle)["project"]["requires-python"]
+    assert SpecifierSet(requires).contains(match[1]), (final.base, requires)
 
 
 def test_the_builder_builds_a_wheel_and_installs_it_into_the_venv_the_image_copies(
@@ -77,7 +93,9 @@ def test_the_final_stage_copies_no_source_and_installs_no_build_tools(final: Sta
         assert "apt-get" not in words, "nothing is installed in the final image"
 
 
-def test_the_final_stage_runs_as_an_unprivileged_user(final: Stage) -> None:
+def test_the_final_stage_runs_as_an_unprivileged_user_who_owns_its_working_folder(
+    final: Stage,
+) -> None:
     user = final.last("USER")
     assert user is not None, "USER is set in the final stage"
     name = user.arguments.split(":")[0]
@@ -85,15 +103,34 @@ def test_the_final_stage_runs_as_an_unprivileged_user(final: Stage) -> None:
     assert final.instructions.index(user) > max(
         final.instructions.index(item) for item in final.all("RUN")
     ), "USER comes after the last RUN, so nothing at run time is root"
+    # The relative defaults (./var/trm-broker.db, ./var/broker-key.json) are written in the
+    # working folder: the user must be the one the image creates, and own that folder.
+    run = " ".join(item.arguments for item in final.all("RUN"))
+    created = re.search(r"useradd\b[^&;]*?--uid\s+(\d+)[^&;]*?\s(\w+)\s*(?:&&|;|$)", run)
+    assert created is not None, "the image creates its user"
+    uid, account = created.groups()
+    assert name in (uid, account), f"USER {user.arguments} is not the created {account}"
+    workdir = final.last("WORKDIR")
+    assert workdir is not None
+    owned = re.search(rf"install\s+--directory\s+--owner\s+{account}\b[^&;]*\s(\S+)", run)
+    assert owned is not None, f"no folder is made for {account}"
+    assert owned[1] == workdir.arguments, (owned[1], workdir.arguments)
 
 
-def test_entrypoint_is_trm_broker_and_the_default_command_is_serve(final: Stage) -> None:
+def test_the_entrypoint_is_the_packages_cli_and_the_default_command_runs_the_broker(
+    final: Stage,
+) -> None:
     entrypoint, command = final.last("ENTRYPOINT"), final.last("CMD")
     assert entrypoint is not None
     assert command is not None
-    assert entrypoint.exec_form() == ["trm-broker"]
-    assert command.exec_form() == ["serve"]
-    assert cli_problem(command.exec_form()) is None
+    # The entrypoint is the console script the wheel installs, bound to the CLI app that
+    # cli_problem asks; the default command is one of its commands, the broker's role.
+    (program,) = entrypoint.exec_form()
+    with (ROOT / "pyproject.toml").open("rb") as handle:
+        scripts = tomllib.load(handle)["project"]["scripts"]
+    module, _, attribute = scripts[program].partition(":")
+    assert getattr(importlib.import_module(module), attribute) is cli_app
+    assert cli_problem(command.exec_form()) is None, cli_problem(command.exec_form())
     assert role_of(command.exec_form()) == "broker"
 
 
@@ -192,10 +229,16 @@ def test_the_health_check_fails_when_healthz_fails_or_nothing_listens(
     assert _run_health_check(final, {"TRM_PORT": _free_port(), **others}) != 0
 
 
-def test_the_health_check_defaults_are_the_settings_defaults(final: Stage) -> None:
+def test_the_health_check_asks_a_route_every_role_serves_on_the_settings_ports(
+    final: Stage,
+) -> None:
     check = final.last("HEALTHCHECK")
     assert check is not None
-    assert "/healthz" in check.arguments
+    paths = set(re.findall(r"http://127\.0\.0\.1:\{[^}]*\}(/[\w/-]*)", check.arguments))
+    assert len(paths) == 1, f"one health route asked: {paths}"
+    (path,) = paths
+    for role in ("broker", "worker", "node"):
+        assert serves(role, path), f"the {role} has no {path}"
     defaults = dict(re.findall(r"\$\{(TRM_\w+):-(\d+)\}", check.arguments))
     fields = Settings.model_fields
     assert defaults == {

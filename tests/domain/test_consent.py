@@ -1,4 +1,4 @@
-"""Consent scope (DESIGN.md §7): a consent covers a message only if its case, purpose,
+"""Consent scope (docs/design.md §7): a consent covers a message only if its case, purpose,
 recipient, data categories and validity all do; a refusal lists every gap, in words."""
 
 from __future__ import annotations
@@ -266,7 +266,7 @@ def test_naive_acceptance_time_is_rejected() -> None:
         replace(MESSAGE, at=datetime(2025, 3, 2))
 
 
-# Property: the refusal agrees with a plain reading of DESIGN.md §7, gap by gap.
+# Property: the refusal agrees with a plain reading of docs/design.md §7, gap by gap.
 
 PARTICIPANTS = st.sampled_from(["gb.nrm", "gb.shelter", "fr.ofpra", "ng.naptip", "ng.shelter"])
 COUNTRY_OF = {"gb": "GB", "fr": "FR", "ng": "NG"}

@@ -1,4 +1,4 @@
-"""The case-transfer workflow (DESIGN.md §6) and its return safeguards (§2, principle 5):
+"""The case-transfer workflow (docs/design.md §6) and its return safeguards (§2, principle 5):
 every rule accepts what it should and refuses, by name and in words, what it should not."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from pydantic import BaseModel
 
+from tests.pace import examples
 from trm_broker.domain.alerts import AlertKind
 from trm_broker.domain.consent import GivenBy
 from trm_broker.domain.messages import (
@@ -842,7 +843,7 @@ OFFSETS = st.sampled_from([TICK, SKEW, timedelta(hours=72), timedelta(days=30)])
     lambda edge: st.sampled_from([-edge - TICK, -edge, edge, edge + TICK])
 ) | st.timedeltas(min_value=-timedelta(days=40), max_value=timedelta(days=40))
 
-#: DESIGN.md §6, "allowed when": the stages each type may arrive in (a referral: no case).
+#: docs/design.md §6, "allowed when": the stages each type may arrive in (a referral: no case).
 ALLOWED_IN = {
     MessageType.REFERRAL_RESPONSE: {Stage.REFERRED},
     MessageType.RISK_ASSESSMENT: {Stage.ACCEPTED, Stage.RETURN_PREPARED},
@@ -855,7 +856,7 @@ ALLOWED_IN = {
 
 
 def senders(case: CaseTransfer, kind: MessageType) -> set[str | None]:
-    """DESIGN.md §6, "sent by": who may send each type in a case."""
+    """docs/design.md §6, "sent by": who may send each type in a case."""
     focal: set[str | None] = {case.sending, case.destination}
     table: dict[MessageType, set[str | None]] = {
         MessageType.REFERRAL_RESPONSE: {case.destination},
@@ -1193,5 +1194,5 @@ class CaseTransferMachine(RuleBasedStateMachine):
             assert due_alerts(self.case, self.now + timedelta(days=999), RULES_) == frozenset()
 
 
-CaseTransferMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=50)
+CaseTransferMachine.TestCase.settings = settings(max_examples=examples(200), stateful_step_count=50)
 TestCaseTransferMachine = CaseTransferMachine.TestCase

@@ -148,12 +148,35 @@ class LoadGenerator:
         async with httpx.AsyncClient(timeout=self.request_timeout, limits=limits) as client:
             # The broker's receipt key, as a sender learns it (GET /v1/broker): every receipt
             # is checked against it before it counts as held.
-            info = (await client.get(self.broker_urls[0] + "/v1/broker")).json()
+            info = await self._broker_info(client)
+            if info is None:
+                return
             self._receipt_key = (
                 str(info["signing_key"]["kid"]),
                 load_ed25519_public(info["signing_key"]["public"]),
             )
             await asyncio.gather(*(self._worker(client, stop) for _ in range(self.concurrency)))
+
+    async def _broker_info(self, client: httpx.AsyncClient) -> dict[str, Any] | None:
+        """GET /v1/broker, retried as a real client retries it: the broker may be down (killed,
+        restarting: connection refused or reset, a timeout) or answer 5xx for a while."""
+        deadline = time.monotonic() + self.give_up_after
+        while time.monotonic() < deadline:
+            try:
+                response = await client.get(self._broker() + "/v1/broker")
+            except httpx.TransportError as exc:
+                self.failed_requests[type(exc).__name__] += 1
+            else:
+                if response.status_code == 200:
+                    info: dict[str, Any] = response.json()
+                    return info
+                if response.status_code < 500:
+                    self.refused.append(f"GET /v1/broker: {response.status_code} {response.text}")
+                    return None
+                self.failed_requests[f"http_{response.status_code}"] += 1
+            await asyncio.sleep(0.1 + 0.2 * self.rng.random())
+        self.refused.append(f"GET /v1/broker: no answer in {self.give_up_after} s")
+        return None
 
     async def _worker(self, client: httpx.AsyncClient, stop: asyncio.Event) -> None:
         while not stop.is_set() and not self.refused:
@@ -334,6 +357,24 @@ class LoadGenerator:
 
     def _broker(self) -> str:
         return self.rng.choice(self.broker_urls)
+
+    async def receipted_since(
+        self, since: float, *, recipient: str | None = None, timeout: float = 120.0
+    ) -> None:
+        """Wait until a message (to ``recipient``) got its receipt after ``since`` (monotonic):
+        so a test knows the load is flowing, instead of guessing how long that takes on a
+        busy machine. ``timeout`` is generous; reaching it fails the test, saying so."""
+        deadline = time.monotonic() + timeout
+        while not any(
+            s.receipt_at is not None and s.receipt_at >= since and recipient in (None, s.recipient)
+            for s in self.sent
+        ):
+            if self.refused:
+                raise AssertionError(f"the load stopped: {self.refused[:3]}")
+            if time.monotonic() > deadline:
+                to = f" to {recipient}" if recipient else ""
+                raise AssertionError(f"no message{to} receipted in {timeout} s")
+            await asyncio.sleep(0.1)
 
     @property
     def receipted(self) -> list[Sent]:

@@ -9,22 +9,17 @@ restored broker then goes on appending to the same tree.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.conftest import POSTGRES_URL
 from tests.support import referral
 from trm_broker.cli.ledger import verify
 from trm_broker.crypto.keys import KeySet
@@ -56,21 +51,9 @@ def _libpq(database_url: str) -> str:
 
 
 @pytest.fixture
-def restore_target(postgres_template: str) -> Iterator[str]:
+def restore_target(empty_postgres_database: str) -> str:
     """A fresh, empty PostgreSQL database to restore into (as on a new server)."""
-    name = f"trm_restore_{secrets.token_hex(6)}"
-    admin = _libpq(POSTGRES_URL)
-
-    async def run(statement: str) -> None:
-        connection = await asyncpg.connect(admin)
-        try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
-    yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    return empty_postgres_database
 
 
 def _tool(name: str) -> str:

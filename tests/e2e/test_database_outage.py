@@ -133,7 +133,7 @@ def _through(database_url: str, proxy: TcpProxy) -> str:
     return proxied.render_as_string(hide_password=False)
 
 
-def _eventually(what: str, check: Callable[[], T | None], timeout: float = 30.0) -> T:
+def _eventually(what: str, check: Callable[[], T | None], timeout: float = 60.0) -> T:
     deadline = time.monotonic() + timeout
     while True:
         result = check()

@@ -58,8 +58,10 @@ async def test_no_message_lost_or_duplicated_when_the_broker_is_killed(
         load = LoadGenerator([broker.url], parties, rng)
         stop = asyncio.Event()
         sending = asyncio.create_task(load.run(stop))
-        chaos_began = time.monotonic()
         try:
+            # The chaos begins once messages flow (however long a busy machine takes).
+            await load.receipted_since(started)
+            chaos_began = time.monotonic()
             kills = await crash_loop(cluster, choices, KILLS, rng)
         finally:
             stop.set()

@@ -162,7 +162,7 @@ def logged_acknowledgements(cluster: LocalCluster) -> Counter[str]:
 
 
 def wait_for(
-    what: str, check: Callable[[], bool], state: Callable[[], object], timeout: float = 30.0
+    what: str, check: Callable[[], bool], state: Callable[[], object], timeout: float = 60.0
 ) -> None:
     deadline = time.monotonic() + timeout
     while not check():

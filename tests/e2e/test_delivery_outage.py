@@ -47,12 +47,17 @@ async def test_a_node_back_from_an_outage_gets_everything_in_order(
         sending = asyncio.create_task(load.run(stop))
         away: list[tuple[str, float, float]] = []  # node, stopped at, back at (monotonic)
         try:
+            await load.receipted_since(started)  # messages flow
             for outage in range(OUTAGES):
                 await asyncio.sleep(rng.uniform(1.0, 2.0))
-                node = parties[(outage + 1) % 2].node  # Nigeria's first, then in turn
+                party = parties[(outage + 1) % 2]  # Nigeria's first, then in turn
+                node = party.node
                 await asyncio.to_thread(node.process.stop)
                 down_at = time.monotonic()
                 await asyncio.sleep(rng.uniform(4.0, 5.0))
+                # Away until a message to it was receipted meanwhile (a busy machine sends
+                # slowly): the outage must matter.
+                await load.receipted_since(down_at, recipient=party.id)
                 await asyncio.to_thread(cluster.restart_node, node)
                 away.append((node.process.name, down_at, time.monotonic()))
             await asyncio.sleep(2.0)  # load goes on a while after the last return

@@ -205,7 +205,7 @@ async def test_a_referral_sent_by_type_is_delivered_and_opened(world: World) -> 
     dispatcher = DeliveryDispatcher(
         world.broker.app.state.broker.sessions,
         world.node,
-        timeout=5,
+        timeout=30,  # a push's deadline: room for a loaded machine
         poll_interval=0.1,
         backoff_cap=1,
         policy=InboxPolicy(allow_loopback=True),

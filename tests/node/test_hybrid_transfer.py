@@ -107,7 +107,7 @@ async def test_a_message_to_a_hybrid_key_is_sealed_with_the_hybrid_suite_and_ope
             dispatcher = DeliveryDispatcher(
                 broker.app.state.broker.sessions,
                 ng_node,
-                timeout=5,
+                timeout=30,  # a push's deadline: room for a loaded machine
                 poll_interval=0.1,
                 backoff_cap=1,
                 policy=InboxPolicy(allow_loopback=True),

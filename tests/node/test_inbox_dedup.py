@@ -1,4 +1,4 @@
-"""Nodes deduplicate by message id (DESIGN.md §8): a message delivered again, one after the
+"""Nodes deduplicate by message id (docs/design.md §8): a message delivered again, one after the
 other or at the same moment, gets the very answer it got the first time, acknowledgement or
 rejection; another envelope under the same id is refused."""
 

@@ -119,7 +119,7 @@ async def test_the_broker_records_the_nodes_rejection_as_final(
     dispatcher = DeliveryDispatcher(
         broker.app.state.broker.sessions,
         ng_node,
-        timeout=5,
+        timeout=30,  # a push's deadline: room for a loaded machine
         poll_interval=0.1,
         backoff_cap=1,
         policy=InboxPolicy(allow_loopback=True),

@@ -221,7 +221,7 @@ def _submit(world: World, caller: str, obj: str) -> Call:
     case = obj[-1]
     sender = world.keyset(caller)
     recipient = NG if case == "A" else DE
-    # What each may send in a case it is party to (DESIGN.md §6); the others try the same.
+    # What each may send in a case it is party to (docs/design.md §6); the others try the same.
     kind = MessageType.RISK_ASSESSMENT
     header: dict[str, Any] = {"risk_level": "low", "return_recommended": True}
     header["assessed_at"] = _now()

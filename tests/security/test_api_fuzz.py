@@ -7,7 +7,10 @@ meet real objects: path parameters are drawn half of the time from the world's o
 Each request is signed (RFC 9421) by one of the matrix's callers, drawn per example: a
 focal point, another country's, a receiving organisation, an auditor, an operator, an
 unknown key, a revoked key, or nobody. The node's local API gets its bearer token, and
-its inbox pushes signed with the broker's key.
+its inbox pushes signed with the broker's key. The node's operations also draw from real
+case state (tests/security/node_world.py: consents, cases at each stage, real pushes), so
+its POSTs reach their handlers and the broker behind them: each must answer 2xx to some
+(or, for the two a focal point may never send, the workflow's 409).
 
 For every response: no 5xx; every error an RFC 9457 problem (application/problem+json,
 with our type, a title and its own status); status code, content type, headers and body
@@ -26,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -46,6 +50,15 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from tests.databases import copy_sqlite
+from tests.security.node_world import (
+    NODE_KEYS,
+    REFUSED_BY_THE_WORKFLOW,
+    SUCCEEDING,
+    NodeWorld,
+    valid_bodies,
+    with_real_references,
+)
 from tests.security.world import (
     AUDITOR,
     CALLERS,
@@ -61,16 +74,13 @@ from tests.security.world import (
 )
 from tests.support import broker_settings, running_broker, running_node
 from trm_broker.api.app import create_app
-from trm_broker.crypto.keys import KeySet
 from trm_broker.node.app import create_node_app
 from trm_broker.settings import Settings
-from trm_broker.store.migrate import upgrade
 from trm_broker.web.problems import PROBLEM_BASE
 from trm_broker.web.signed_requests import SignedRequests
 
 EXAMPLES = int(os.environ.get("TRM_FUZZ_EXAMPLES", "100"))
 NODE_TOKEN = "fuzz-node-token-0123456789"
-NODE_KEYS = KeySet.generate("at.fuzzed-node")
 
 
 def problem_details(ctx: Any, response: Any, case: Any) -> bool | None:
@@ -111,6 +121,13 @@ class Target:
     auth: Callable[[str], dict[str, Any]]  # caller -> keyword arguments of the request
     real: dict[str, list[Any]]  # path parameter -> ids of real objects
     fixed_headers: dict[str, str] = field(default_factory=dict)
+    node_world: NodeWorld | None = None  # the node's real case state
+
+    def pool(self, label: str) -> list[Any]:
+        """The node's real state for ``label`` (none for the broker, or a GET)."""
+        if self.node_world is None or label not in SUCCEEDING | REFUSED_BY_THE_WORKFLOW:
+            return []
+        return self.portal.call(partial(self.node_world.pool, label))
 
     def send(self, case: Any, caller: str) -> httpx.Response:
         kwargs = case.as_transport_kwargs(base_url=str(self.client.base_url).rstrip("/"))
@@ -157,12 +174,13 @@ def real_ids(world: World) -> dict[str, list[Any]]:
 
 
 @pytest.fixture(scope="module")
-def targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Target]]:
+def targets(
+    tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
+) -> Iterator[dict[str, Target]]:
     """The broker, holding the matrix's world, and a node serving Austria's focal point,
     both started once, in one event loop run in a thread of its own."""
     tmp = tmp_path_factory.mktemp("api-fuzz")
-    url = f"sqlite+aiosqlite:///{tmp / 'broker.db'}"
-    upgrade(url)
+    url = copy_sqlite(sqlite_template, tmp / "broker.db")
     # Rate limits off: they are proven in test_resource_limits; here every request counts.
     # No long polls either: a generated `wait` would hold the inbox for up to 300 s.
     options = {
@@ -181,8 +199,8 @@ def targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Targ
         # The node's participant is not among the ids the broker's fuzzing draws from: an
         # operator's fuzzed requests revoke the world's keys (as they may), and a node whose
         # key is revoked is rightly a 502 (its set-up is wrong, not the caller's request).
-        registered = portal.call(partial(broker.register, NODE_KEYS, "AT"))
-        assert registered.status_code == 201, registered.text
+        node_world = NodeWorld(broker)
+        portal.call(node_world.register)
         key_file = tmp / "node.keys.json"
         NODE_KEYS.write(key_file)
         with portal.wrap_async_context_manager(
@@ -201,6 +219,7 @@ def targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Targ
                     lambda caller: {"auth": SignedRequests(broker_key)},
                     real,
                     fixed_headers={"authorization": f"Bearer {NODE_TOKEN}"},
+                    node_world=node_world,
                 ),
             }
 
@@ -232,12 +251,41 @@ def _cases(operation: Any, mode: GenerationMode, target: Target) -> st.SearchStr
     generated = operation.as_strategy(mode, headers=headers)
     names = [p.name for p in operation.path_parameters]
     known = [n for n in names if target.real.get(n)]
-    if mode is GenerationMode.NEGATIVE or not known:
+    pool = target.pool(operation.label) if mode is GenerationMode.POSITIVE else []
+    if mode is GenerationMode.NEGATIVE or not (known or pool):
         return cast(st.SearchStrategy[Any], generated)
-    real = st.fixed_dictionaries({n: st.sampled_from(target.real[n]) for n in known}).flatmap(
-        lambda values: operation.as_strategy(mode, headers=headers, path_parameters=values)
-    )
-    return st.one_of(generated, real)
+    strategies = [generated]
+    if known:
+        real = st.fixed_dictionaries({n: st.sampled_from(target.real[n]) for n in known})
+        strategies.append(
+            real.flatmap(
+                lambda values: operation.as_strategy(mode, headers=headers, path_parameters=values)
+            )
+        )
+    if pool:
+        # The node's real state: a case worker's request (twice as likely as the others),
+        # and the fuzzer's own body under a real case's references.
+        valid = valid_bodies(operation.label, pool).flatmap(
+            lambda drawn: operation.as_strategy(
+                mode,
+                headers=headers,
+                path_parameters=drawn[0] or None,
+                **({} if drawn[1] is None else {"body": drawn[1]}),
+            )
+        )
+        strategies += [valid, valid]
+        if "case_ref" in names:
+            strategies.append(
+                st.tuples(generated, st.sampled_from(pool)).flatmap(
+                    lambda drawn: operation.as_strategy(
+                        mode,
+                        headers=headers,
+                        path_parameters={"case_ref": drawn[1].case_ref},
+                        body=with_real_references(drawn[0].body, drawn[1]),
+                    )
+                )
+            )
+    return st.one_of(*strategies)
 
 
 def _has_inputs(operation: Any) -> bool:
@@ -294,6 +342,11 @@ def test_every_operation_survives_fuzzing(targets: dict[str, Target], app: str, 
     assert max(statuses) < 500
     # Hypothesis stops early only when it has tried every distinct input (no parameters).
     assert counts["positive"] >= (EXAMPLES if _has_inputs(operation) else 1)
+    # The node's POSTs reach their handlers, not only the validation in front of them.
+    if app == "node" and label in SUCCEEDING:
+        assert any(200 <= status < 300 for status in statuses), f"{label}: no 2xx: {seen}"
+    if app == "node" and label in REFUSED_BY_THE_WORKFLOW:
+        assert statuses[409], f"{label}: never refused by the workflow: {seen}"
 
 
 #: Who signs each step of the stateful phase: a caller allowed to take it, so the chains

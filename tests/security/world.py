@@ -10,7 +10,6 @@ dead letters, and the alert scheduler runs once as if ten days had gone by.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,7 +18,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
-from tests.support import Broker, envelope, referral
+from tests.support import Broker, envelope, polling, referral
 from trm_broker.background.alert_scheduler import AlertScheduler
 from trm_broker.crypto import jws
 from trm_broker.crypto.keys import KeySet, SigningKey
@@ -313,7 +312,7 @@ async def build_world(broker: Broker) -> World:
 async def integrated(broker: Broker) -> int:
     """Wait until the sequencer has integrated every entry; the tree's size."""
     state = broker.app.state.broker
-    for _ in range(400):
+    async for _ in polling():
         async with state.sessions() as session:
             pending = await session.scalar(
                 select(func.count()).select_from(LedgerEntry).where(LedgerEntry.idx.is_(None))
@@ -324,7 +323,6 @@ async def integrated(broker: Broker) -> int:
             if f"\n{size}\n" in checkpoint.text:
                 return int(size or 0)
         state.wake_sequencer()
-        await asyncio.sleep(0.05)
     raise AssertionError("the ledger sequencer did not integrate the entries")
 
 

@@ -283,7 +283,7 @@ def _bind_failed(log: str) -> bool:
     return "address already in use" in log.lower()
 
 
-def _wait_healthy(process: Process, timeout: float = 30.0) -> None:
+def _wait_healthy(process: Process, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.popen.poll() is not None:

@@ -34,7 +34,7 @@ T = TypeVar("T")
 AUDITOR = "at.rapporteur"  # Austria's national rapporteur on trafficking
 
 
-def eventually(what: str, check: Callable[[], T | None], timeout: float = 30.0) -> T:
+def eventually(what: str, check: Callable[[], T | None], timeout: float = 60.0) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = check()
