@@ -21,6 +21,7 @@ from trm_broker.cli.ledger import verify
 from trm_broker.crypto import broker_keys
 from trm_broker.crypto.keys import KeySet
 from trm_broker.dev.cluster import LocalCluster
+from trm_broker.domain.ledger_events import EventType
 from trm_broker.ledger import merkle
 from trm_broker.ledger.audit import AuditFailure
 from trm_broker.ledger.note import Checkpoint, NoteSigner, sign_checkpoint
@@ -211,7 +212,7 @@ def test_the_ledger_verifies_and_every_tampering_is_located(ledger: Ledger, tmp_
             insert(LedgerEntry).values(
                 idx=4,
                 body=forged,
-                type="x",
+                type=EventType.MESSAGE_ACCEPTED,  # the column takes only event types
                 at=datetime.now(UTC),
                 leaf_hash=merkle.leaf_hash(forged),
             )
