@@ -182,6 +182,7 @@ def test_serve_with_a_bad_value_exits_with_one_line_per_setting_and_no_traceback
         (["node", "serve"], "TRM_NODE_PULL_WAIT_SECONDS", "-1"),
         (["worker"], "TRM_DELIVERY_BACKOFF_MAX_SECONDS", "0"),
         (["db", "upgrade"], "TRM_DATABASE_URL", "mysql://db"),
+        (["contract", "write"], "TRM_MAX_JSON_DEPTH", "1"),
     ],
 )
 def test_every_command_refuses_a_bad_value_the_same_way(

@@ -16,6 +16,9 @@ docs_app = typer.Typer(help="The reference pages generated from the code.", no_a
 def contract_write() -> None:
     """Regenerate contracts/ (JSON Schemas and OpenAPI) from the code."""
     from trm_broker.contract.schemas import write
+    from trm_broker.settings_explained import settings_or_exit
+
+    settings_or_exit()  # the OpenAPI is rendered with the settings: refuse bad ones plainly
 
     for path in write():
         typer.echo(f"wrote {path}")
