@@ -5,10 +5,8 @@ re-queues it; the node, now pulling, stores it once and the broker records it ac
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -22,17 +20,6 @@ from trm_broker.dev.demo_case import RECIPIENT, SENDER
 from trm_broker.web.signed_requests import SignedRequests
 
 pytestmark = pytest.mark.e2e
-T = TypeVar("T")
-
-
-def eventually(what: str, check: Callable[[], T | None], timeout: float = 60) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result is not None:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_an_unfetched_message_is_dead_lettered_requeued_and_then_pulled_once(
@@ -70,7 +57,7 @@ def test_an_unfetched_message_is_dead_lettered_requeued_and_then_pulled_once(
             body: dict[str, Any] = httpx.get(status_url, auth=sender, timeout=5).json()
             return body
 
-        dead = eventually(
+        dead = demo.eventually(
             "the dead letter", lambda: s if (s := status())["status"] == "dead_lettered" else None
         )
         assert dead["delivery"]["attempts"] == 0  # never pushed: the recipient pulls
@@ -98,7 +85,7 @@ def test_an_unfetched_message_is_dead_lettered_requeued_and_then_pulled_once(
 
         received = demo.wait_received(ng, message_id)
         assert received["payload"] == {"form_of_exploitation": "forced_labour"}
-        final = eventually(
+        final = demo.eventually(
             "the acknowledgement",
             lambda: s if (s := status())["status"] == "acknowledged" else None,
         )

@@ -18,6 +18,7 @@ from pathlib import Path
 from prometheus_client.metrics_core import Metric
 
 from trm_broker import settings as settings_module
+from trm_broker.contract.schemas import write_files
 from trm_broker.settings_explained import settings_table
 
 DOCS_DIR = Path(__file__).resolve().parents[2] / "docs"
@@ -32,13 +33,7 @@ def render() -> dict[str, str]:
 
 
 def write(target: Path = DOCS_DIR) -> list[Path]:
-    written = []
-    for relative, text in render().items():
-        path = target / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        written.append(path)
-    return written
+    return write_files(render(), target)
 
 
 # --- configuration ----------------------------------------------------------------------------

@@ -70,8 +70,13 @@ def render() -> dict[str, str]:
 
 
 def write(target: Path = CONTRACTS_DIR) -> list[Path]:
+    return write_files(render(), target)
+
+
+def write_files(files: dict[str, str], target: Path) -> list[Path]:
+    """Write each rendered file (path relative to ``target``: its text); return the paths."""
     written = []
-    for relative, text in render().items():
+    for relative, text in files.items():
         path = target / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
