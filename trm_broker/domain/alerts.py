@@ -15,6 +15,9 @@ class AlertKind(StrEnum):
     DELIVERY_DEAD_LETTERED = "delivery_dead_lettered"
     #: A consent withdrawn: for each participant who received data under it.
     CONSENT_WITHDRAWN = "consent_withdrawn"
+    #: A recipient's node found a signed header its sealed payload contradicts: for the
+    #: sender (a finding for the auditors, who see every alert) and the recipient.
+    HEADER_PAYLOAD_MISMATCH = "header_payload_mismatch"
 
 
 #: The alerts the workflow's time limits raise and close (``workflow.due_alerts``).

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from trm_broker.domain.countries import CountryCode
 from trm_broker.domain.participants import PARTICIPANT_ID_PATTERN
+from trm_broker.domain.payload_codes import BestInterestsOutcome
 from trm_broker.domain.times import UtcTime
 
 
@@ -25,6 +26,10 @@ class MessageType(StrEnum):
     CASE_MONITORING = "case_monitoring"
     CASE_CLOSURE = "case_closure"
     CONSENT_WITHDRAWAL = "consent_withdrawal"
+    #: The designated receiving organisation's answer to the return plan, before travel.
+    RECEPTION_PLAN_RESPONSE = "reception_plan_response"
+    #: The receiving organisation's contact with the person before travel.
+    PRE_DEPARTURE_CONTACT = "pre_departure_contact"
 
 
 class DeliveryStatus(StrEnum):
@@ -81,6 +86,12 @@ class ReturnPreparationHeader(_Header):
     receiving_org: str = Field(pattern=PARTICIPANT_ID_PATTERN)
     planned_arrival: UtcTime
     best_interests_ref: str | None = Field(None, pattern=r"^[A-Za-z0-9._:-]{1,128}$")
+    best_interests_outcome: BestInterestsOutcome | None = Field(
+        None, description="The best-interests determination's outcome, for a child."
+    )
+    subject_is_minor: bool = Field(
+        False, description="The plan names a guardian or a best-interests determination."
+    )
 
 
 class ReceptionOutcome(StrEnum):
@@ -116,6 +127,23 @@ class ConsentWithdrawalHeader(_Header):
     pass
 
 
+class Readiness(StrEnum):
+    """The receiving organisation's answer to a return plan."""
+
+    READY = "ready"
+    #: Ready if the needs it names are met first.
+    NEEDS_SUPPORT = "needs_support"
+    CANNOT_RECEIVE = "cannot_receive"
+
+
+class ReceptionPlanResponseHeader(_Header):
+    readiness: Readiness
+
+
+class PreDepartureContactHeader(_Header):
+    at: UtcTime
+
+
 HEADER_MODELS: dict[MessageType, type[_Header]] = {
     MessageType.REFERRAL: ReferralHeader,
     MessageType.REFERRAL_RESPONSE: ReferralResponseHeader,
@@ -125,4 +153,6 @@ HEADER_MODELS: dict[MessageType, type[_Header]] = {
     MessageType.CASE_MONITORING: CaseMonitoringHeader,
     MessageType.CASE_CLOSURE: CaseClosureHeader,
     MessageType.CONSENT_WITHDRAWAL: ConsentWithdrawalHeader,
+    MessageType.RECEPTION_PLAN_RESPONSE: ReceptionPlanResponseHeader,
+    MessageType.PRE_DEPARTURE_CONTACT: PreDepartureContactHeader,
 }

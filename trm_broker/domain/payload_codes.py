@@ -218,6 +218,17 @@ class NotReceivedReason(StrEnum):
     OTHER = "other"
 
 
+class CannotReceiveReason(StrEnum):
+    """Why a receiving organisation cannot receive the person as planned."""
+
+    NO_CAPACITY = "no_capacity"
+    NEEDS_NOT_MET = "needs_not_met"
+    OUTSIDE_SERVICE_AREA = "outside_service_area"
+    SAFETY_CONCERNS = "safety_concerns"
+    DATE_NOT_POSSIBLE = "date_not_possible"
+    OTHER = "other"
+
+
 class WellbeingRating(StrEnum):
     GOOD = "good"
     FAIR = "fair"

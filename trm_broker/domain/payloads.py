@@ -26,10 +26,19 @@ from pydantic import (
 )
 
 from trm_broker.domain.countries import is_country
-from trm_broker.domain.messages import MessageType, ReceptionOutcome, RiskLevel
+from trm_broker.domain.messages import (
+    ClosureReason,
+    DataCategory,
+    MessageType,
+    Readiness,
+    ReceptionOutcome,
+    RiskLevel,
+)
+from trm_broker.domain.participants import PARTICIPANT_ID_PATTERN
 from trm_broker.domain.payload_codes import (
     Assistance,
     BestInterestsOutcome,
+    CannotReceiveReason,
     DeclineReason,
     DocumentStatus,
     EscortRole,
@@ -92,9 +101,54 @@ def _country(code: str) -> str:
 Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$"), AfterValidator(_country)]
 
 
-def _codes(**kwargs: Any) -> Any:
+#: The annotations every payload member carries in its JSON Schema (docs/design.md §6):
+#: ``x-trm-category``, the category of personal data the member holds (a message's
+#: categories are those of the members it fills), and ``x-trm-header``, the clear-header
+#: fields the member is projected into (``trm_broker.domain.projections``). A member with
+#: only ``x-trm-header`` is a workflow fact, not personal data; one with neither inherits
+#: the category of the member it is part of.
+CATEGORY_KEY = "x-trm-category"
+HEADER_KEY = "x-trm-header"
+
+
+def _extra(category: DataCategory | None, header: tuple[str, ...]) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if category is not None:
+        extra[CATEGORY_KEY] = category.value
+    if header:
+        extra[HEADER_KEY] = list(header)
+    return extra
+
+
+def data(category: DataCategory, default: Any = None, **kwargs: Any) -> Any:
+    """A member holding personal data of ``category``."""
+    return Field(default, json_schema_extra=_extra(category, ()), **kwargs)
+
+
+def fact(
+    *header: str, default: Any = None, category: DataCategory | None = None, **kwargs: Any
+) -> Any:
+    """A member the clear header is computed from (``header`` names its fields)."""
+    return Field(default, json_schema_extra=_extra(category, header), **kwargs)
+
+
+def _codes(category: DataCategory | None = None, **kwargs: Any) -> Any:
     """A list of codes (a repeat is not refused), bounded so a payload stays small."""
-    return Field(default_factory=list, max_length=32, **kwargs)
+    return Field(
+        default_factory=list, max_length=32, json_schema_extra=_extra(category, ()), **kwargs
+    )
+
+
+_OTHER = DataCategory.OTHER
+_IDENTITY = DataCategory.IDENTITY
+_CONTACT = DataCategory.CONTACT
+_HEALTH = DataCategory.HEALTH
+_FAMILY = DataCategory.FAMILY
+_TRAVEL = DataCategory.TRAVEL
+_LEGAL = DataCategory.LEGAL
+
+#: A participant id of the registry (``ng.shelter``): an organisation, never a person.
+ParticipantId = Annotated[str, StringConstraints(pattern=PARTICIPANT_ID_PATTERN)]
 
 
 class _Part(BaseModel):
@@ -102,7 +156,7 @@ class _Part(BaseModel):
 
 
 class _Payload(_Part):
-    notes: FreeText | None = Field(None, description="Anything the form's codes do not say.")
+    notes: FreeText | None = data(_OTHER, description="Anything the form's codes do not say.")
 
 
 # --- referral -----------------------------------------------------------------------------
@@ -114,32 +168,50 @@ class Person(_Part):
 
     given_name: ShortText | None = None
     family_name: ShortText | None = None
-    date_of_birth: date | None = None
+    date_of_birth: date | None = fact("subject_is_minor", category=_IDENTITY)
     gender: Gender | None = None
     nationality: Country | None = None
 
 
 class ReferralPayload(_Payload):
-    identification_summary: FreeText | None = Field(
-        None, description="How and when the person was identified, in the referrer's words."
+    destination_country: Country = fact(
+        "destination_country",
+        default=...,
+        description="The country of return: the referral goes to its focal point.",
     )
-    identified_on: date | None = None
-    trafficking_status: TraffickingStatus | None = None
-    person: Person | None = None
-    is_child: bool | None = None
-    form_of_exploitation: FormOfExploitation | None = Field(None, description="The main form.")
-    other_forms_of_exploitation: list[FormOfExploitation] = _codes()
-    labour_exploitation: list[LabourExploitationType] = _codes()
-    sexual_exploitation: list[SexualExploitationType] = _codes()
-    means_of_control: list[MeansOfControl] = _codes()
-    immediate_needs: list[Assistance] = _codes()
-    languages: list[LanguageTag] = _codes(description="Languages the person speaks, best first.")
-    interpreter_needed: bool | None = None
+    identification_summary: FreeText | None = data(
+        _OTHER, description="How and when the person was identified, in the referrer's words."
+    )
+    identified_on: date | None = data(_OTHER)
+    trafficking_status: TraffickingStatus | None = data(_LEGAL)
+    person: Person | None = data(_IDENTITY)
+    is_child: bool | None = fact(
+        "subject_is_minor",
+        description="True if the person is, or is presumed to be, under 18; a date of birth"
+        " under 18 years before the message makes the case a child's whatever this says.",
+    )
+    form_of_exploitation: FormOfExploitation | None = data(_OTHER, description="The main form.")
+    other_forms_of_exploitation: list[FormOfExploitation] = _codes(_OTHER)
+    labour_exploitation: list[LabourExploitationType] = _codes(_OTHER)
+    sexual_exploitation: list[SexualExploitationType] = _codes(_OTHER)
+    means_of_control: list[MeansOfControl] = _codes(_OTHER)
+    immediate_needs: list[Assistance] = _codes(_OTHER)
+    languages: list[LanguageTag] = _codes(
+        _IDENTITY, description="Languages the person speaks, best first."
+    )
+    interpreter_needed: bool | None = data(_IDENTITY)
 
 
 class ReferralResponsePayload(_Payload):
-    decline_reason: DeclineReason | None = Field(None, description="When the header says not.")
-    contact_point: ShortText | None = Field(None, description="Who handles the case now.")
+    accepted: bool = fact("accepted", default=..., description="Whether the case is taken on.")
+    decline_reason: DeclineReason | None = data(_OTHER, description="When it is not.")
+    contact_point: ShortText | None = data(_CONTACT, description="Who handles the case now.")
+
+    @model_validator(mode="after")
+    def _reason_only_when_declined(self) -> ReferralResponsePayload:
+        if self.accepted and self.decline_reason is not None:
+            raise ValueError("decline_reason is only for a referral not accepted")
+        return self
 
 
 # --- risk_assessment ----------------------------------------------------------------------
@@ -168,15 +240,24 @@ class Health(_Part):
     notes: FreeText | None = None
 
 
+#: The recommendations that recommend return (``return_recommended`` in the header).
+RETURN_RECOMMENDATIONS = frozenset({Recommendation.RETURN, Recommendation.RETURN_WITH_CONDITIONS})
+
+
 class RiskAssessmentPayload(_Payload):
-    risk_level: RiskLevel
-    recommendation: Recommendation
-    threats: Threats | None = None
-    protective_factors: list[ProtectiveFactor] = _codes()
-    family_situation: FreeText | None = None
-    health: Health | None = None
-    assessor_organisation: ShortText | None = None
-    assessor_organisation_type: OrganisationType | None = None
+    risk_level: RiskLevel = fact("risk_level", default=...)
+    recommendation: Recommendation = fact(
+        "return_recommended",
+        default=...,
+        description="return and return_with_conditions recommend return; the others do not.",
+    )
+    assessed_at: Moment = fact("assessed_at", default=..., description="When it was made.")
+    threats: Threats | None = data(_OTHER)
+    protective_factors: list[ProtectiveFactor] = _codes(_OTHER)
+    family_situation: FreeText | None = data(_FAMILY)
+    health: Health | None = data(_HEALTH)
+    assessor_organisation: ShortText | None = data(_OTHER)
+    assessor_organisation_type: OrganisationType | None = data(_OTHER)
 
 
 # --- return_preparation -------------------------------------------------------------------
@@ -227,24 +308,45 @@ class Guardian(_Part):
 class BestInterestsDetermination(_Part):
     """A child is returned only if it is in their best interests (CETS 197 Art. 16(7))."""
 
-    ref: Reference | None = Field(None, description="As the header's best_interests_ref.")
+    ref: Reference | None = fact("best_interests_ref", description="A reference, never a name.")
     decided_on: date | None = None
     decided_by: ShortText | None = None
-    outcome: BestInterestsOutcome | None = None
+    outcome: BestInterestsOutcome | None = fact(
+        "best_interests_outcome",
+        description="A return not in the child's best interests is refused, as one no risk"
+        " assessment recommends.",
+    )
     notes: FreeText | None = None
 
 
 class ReturnPreparationPayload(_Payload):
-    travel_date: date | None = None
-    route: list[TravelLeg] = Field(default_factory=list, max_length=10)
-    travel_documents: TravelDocuments | None = None
-    escort: Escort | None = None
-    health: Health | None = Field(None, description="Medical and psychological needs.")
-    family_tracing: FamilyTracing | None = None
-    reintegration_plan: ReintegrationPlan | None = None
-    guardian: Guardian | None = Field(None, description="For a child.")
-    best_interests_determination: BestInterestsDetermination | None = Field(
-        None, description="For a child."
+    receiving_org: ParticipantId = fact(
+        "receiving_org",
+        default=...,
+        description="The receiving organisation designated to receive the person: its"
+        " participant id in the registry, in the country of return.",
+    )
+    planned_arrival: Moment = fact("planned_arrival", default=...)
+    travel_date: date | None = data(_TRAVEL)
+    route: list[TravelLeg] = Field(
+        default_factory=list, max_length=10, json_schema_extra=_extra(_TRAVEL, ())
+    )
+    travel_documents: TravelDocuments | None = data(_TRAVEL)
+    escort: Escort | None = data(_TRAVEL)
+    health: Health | None = data(_HEALTH, description="Medical and psychological needs.")
+    family_tracing: FamilyTracing | None = data(_FAMILY)
+    reintegration_plan: ReintegrationPlan | None = data(_OTHER)
+    contact_person: ShortText | None = data(
+        _CONTACT, description="Who the receiving organisation contacts before travel."
+    )
+    languages: list[LanguageTag] = _codes(
+        _IDENTITY, description="Languages the person speaks, best first."
+    )
+    guardian: Guardian | None = fact(
+        "subject_is_minor", category=_LEGAL, description="For a child: makes the case a child's."
+    )
+    best_interests_determination: BestInterestsDetermination | None = fact(
+        "subject_is_minor", category=_LEGAL, description="For a child: makes the case a child's."
     )
 
 
@@ -258,11 +360,15 @@ class Receiver(_Part):
 
 
 class ReceptionConfirmationPayload(_Payload):
-    outcome: ReceptionOutcome
-    received_by: Receiver | None = None
-    received_at: Moment | None = None
-    place: ShortText | None = None
-    reason_not_received: NotReceivedReason | None = None
+    outcome: ReceptionOutcome = fact("outcome", default=...)
+    received_at: Moment = fact(
+        "at",
+        default=...,
+        description="When the person was received; if not, when that was established.",
+    )
+    received_by: Receiver | None = data(_OTHER)
+    place: ShortText | None = data(_TRAVEL)
+    reason_not_received: NotReceivedReason | None = data(_OTHER)
 
     @model_validator(mode="after")
     def _reason_only_when_not_received(self) -> ReceptionConfirmationPayload:
@@ -284,12 +390,12 @@ class Wellbeing(_Part):
 
 
 class CaseMonitoringPayload(_Payload):
-    period_start: date
-    period_end: date
-    contact: MonitoringContact | None = None
-    services_received: list[Assistance] = _codes()
-    wellbeing: Wellbeing | None = None
-    re_trafficking_risk: RiskLevel | None = None
+    period_start: date = fact("period_start", default=...)
+    period_end: date = fact("period_end", default=...)
+    contact: MonitoringContact | None = data(_CONTACT)
+    services_received: list[Assistance] = _codes(_OTHER)
+    wellbeing: Wellbeing | None = data(_HEALTH)
+    re_trafficking_risk: RiskLevel | None = data(_OTHER)
 
     @model_validator(mode="after")
     def _period_in_order(self) -> CaseMonitoringPayload:
@@ -302,11 +408,44 @@ class CaseMonitoringPayload(_Payload):
 
 
 class CaseClosurePayload(_Payload):
-    pass
+    reason: ClosureReason = fact("reason", default=...)
 
 
 class ConsentWithdrawalPayload(_Payload):
-    withdrawn_on: date | None = None
+    withdrawn_on: date | None = data(_OTHER)
+
+
+# --- reception_plan_response, pre_departure_contact --------------------------------------
+
+
+class ReceptionPlanResponsePayload(_Payload):
+    readiness: Readiness = fact("readiness", default=...)
+    cannot_receive_reason: CannotReceiveReason | None = data(
+        _OTHER, description="When the organisation cannot receive the person."
+    )
+    needs: list[Assistance] = _codes(
+        _OTHER, description="What must be arranged first (ready with support, or not ready)."
+    )
+    contact_person: ShortText | None = data(
+        _CONTACT, description="Who at the organisation the person and escort meet."
+    )
+
+    @model_validator(mode="after")
+    def _reason_only_when_not_ready(self) -> ReceptionPlanResponsePayload:
+        if (self.readiness is Readiness.CANNOT_RECEIVE) != (self.cannot_receive_reason is not None):
+            raise ValueError(
+                "cannot_receive_reason is given exactly when readiness is cannot_receive"
+            )
+        return self
+
+
+class PreDepartureContactPayload(_Payload):
+    contacted_at: Moment = fact("at", default=..., description="When the contact took place.")
+    mode: MonitoringContact | None = data(_CONTACT)
+    counselling_given: bool | None = data(
+        _OTHER, description="Pre-departure counselling: the person knows what awaits them."
+    )
+    languages: list[LanguageTag] = _codes(_IDENTITY, description="Languages used.")
 
 
 PAYLOAD_MODELS: dict[MessageType, type[_Payload]] = {
@@ -318,6 +457,8 @@ PAYLOAD_MODELS: dict[MessageType, type[_Payload]] = {
     MessageType.CASE_MONITORING: CaseMonitoringPayload,
     MessageType.CASE_CLOSURE: CaseClosurePayload,
     MessageType.CONSENT_WITHDRAWAL: ConsentWithdrawalPayload,
+    MessageType.RECEPTION_PLAN_RESPONSE: ReceptionPlanResponsePayload,
+    MessageType.PRE_DEPARTURE_CONTACT: PreDepartureContactPayload,
 }
 
 

@@ -77,7 +77,7 @@ class ReferralRequest(CaseMessage):
 
 class ReferralResponseRequest(CaseMessage):
     header: ReferralResponseHeader
-    payload: ReferralResponsePayload = ReferralResponsePayload()
+    payload: ReferralResponsePayload
 
 
 class RiskAssessmentRequest(CaseMessage):
@@ -102,7 +102,7 @@ class CaseMonitoringRequest(CaseMessage):
 
 class CaseClosureRequest(CaseMessage):
     header: CaseClosureHeader
-    payload: CaseClosurePayload = CaseClosurePayload()
+    payload: CaseClosurePayload
 
 
 class ConsentWithdrawalRequest(CaseMessage):
