@@ -124,7 +124,7 @@ def steps(now: datetime) -> list[tuple[str, str, str, str, dict[str, Any], dict[
             SENDER,
             "plan answered: ready",
             {},
-            {"readiness": "ready", "needs": ["interpretation"]},
+            {"readiness": "ready"},
         ),
         (
             "pre-departure-contact",
