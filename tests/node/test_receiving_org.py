@@ -128,7 +128,7 @@ def plan(now: datetime) -> dict[str, Any]:
 async def prepared(world: World, consent_ref: str, now: datetime) -> None:
     """Referral, acceptance and a risk assessment recommending return."""
     path = f"/cases/{world.case_ref}"
-    steps = [
+    steps: list[tuple[str, MessageType, KeySet, KeySet, dict[str, Any]]] = [
         ("referral", T.REFERRAL, AT, NG, {"destination_country": "NG", "is_child": False}),
         ("referral-response", T.REFERRAL_RESPONSE, NG, AT, {"accepted": True}),
         (
