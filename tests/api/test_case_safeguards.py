@@ -19,8 +19,11 @@ from sqlalchemy import select
 from tests.support import PROBLEM, Broker, broker_settings, envelope, running_broker
 from trm_broker.crypto import jws
 from trm_broker.crypto.keys import KeySet
+from trm_broker.delivery import outcomes
 from trm_broker.domain.ledger_events import EventType
 from trm_broker.domain.messages import DataCategory, MessageType
+from trm_broker.domain.signed_objects import AckClaims
+from trm_broker.store import cases, messages
 from trm_broker.store.models import LedgerEntry
 
 AT = KeySet.generate("at.focal-point")  # sending focal point (country of exploitation)
@@ -359,3 +362,28 @@ async def test_a_header_its_payload_contradicts_is_a_finding(broker: Broker) -> 
         409,
         "return_preparation_needs_recent_recommending_risk_assessment",
     )
+
+
+async def test_an_answer_is_applied_to_the_case_as_it_is_when_recorded(broker: Broker) -> None:
+    """The case changed since the answer's transaction read it (a message accepted in it
+    meanwhile): the answer is applied to the new state, and nothing accepted is lost."""
+    case = "AT-2026-0211"
+    consent_ref = await open_case(broker, case)
+    first = message(NG, AT, T.RISK_ASSESSMENT, assessment(), case, consent_ref)
+    first_id = await accepted(await broker.submit(first))
+    sessions = broker.app.state.broker.sessions
+    async with sessions() as session:
+        stale = await cases.get(session, case)  # read before the next message is accepted
+        assert stale is not None
+        second = message(AT, NG, T.RISK_ASSESSMENT, assessment(False), case, consent_ref)
+        second_id = await accepted(await broker.submit(second))  # another transaction
+        delivery = await messages.delivery_of(session, first_id)
+        assert delivery is not None
+        signed = broker.signed_answer(first)
+        claims = AckClaims.model_validate(jws.parse(signed, jws.TYP_ACK).claims())
+        now = datetime.now(UTC)
+        assert await outcomes.record_answer(session, delivery.id, first_id, signed, claims, 1, now)
+        await session.commit()
+    state = (await broker.call("GET", f"/v1/cases/{case}", AT)).json()["state"]
+    assert state["last_risk_assessment"]["message_id"] == first_id
+    assert [p["message_id"] for p in state["pending_risk_assessments"]] == [second_id]
