@@ -19,10 +19,12 @@ from sqlalchemy import func, select
 
 from trm_broker.api.app import create_app
 from trm_broker.api.participants.service import bootstrap_operator
+from trm_broker.crypto import jws
 from trm_broker.crypto.encoding import b64url_decode
 from trm_broker.crypto.errors import MalformedError
 from trm_broker.crypto.keys import KeySet, SigningKey
 from trm_broker.domain.messages import DataCategory, MessageType
+from trm_broker.domain.times import rfc3339
 from trm_broker.node.app import create_node_app
 from trm_broker.node.compose import compose_envelope
 from trm_broker.settings import Settings
@@ -157,6 +159,56 @@ class Broker:
             "form_digest": "sha-256:" + "A" * 43,
         }
         await self.call("POST", "/v1/consents", self.keysets[sender], json=body)
+
+    def signed_answer(
+        self,
+        envelope: dict[str, str],
+        *,
+        status: Literal["received", "rejected"] = "received",
+        reasons: list[str] | None = None,
+        code: str | None = None,
+    ) -> dict[str, str]:
+        """The answer its recipient's node signs to an envelope: an acknowledgement, or a
+        rejection with ``reasons`` and ``code``."""
+        claims = _declared_claims(envelope)
+        answer: dict[str, Any] = {
+            "v": 1,
+            "message_id": claims["id"],
+            "envelope_digest": jws.digest(envelope),
+            "recipient": claims["recipient"],
+            "received_at": rfc3339(datetime.now(UTC)),
+            "status": status,
+        }
+        if status == "rejected":
+            answer["reasons"] = reasons or ["payload: does not conform"]
+        if code is not None:
+            answer["code"] = code
+        return jws.sign(answer, self.keysets[claims["recipient"]].signing, jws.TYP_ACK)
+
+    async def answer(
+        self,
+        envelope: dict[str, str],
+        *,
+        status: Literal["received", "rejected"] = "received",
+        reasons: list[str] | None = None,
+        code: str | None = None,
+    ) -> httpx.Response:
+        """Answer an accepted envelope as its recipient's node does, through the pull inbox
+        (:meth:`signed_answer`)."""
+        claims = _declared_claims(envelope)
+        signed = self.signed_answer(envelope, status=status, reasons=reasons, code=code)
+        return await self.call(
+            "POST",
+            f"/v1/inbox/{claims['id']}/ack",
+            self.keysets[claims["recipient"]],
+            json={"ack": signed},
+        )
+
+    async def acknowledge(self, envelope: dict[str, str]) -> None:
+        """The recipient's node acknowledges the envelope (its facts now count)."""
+        response = await self.answer(envelope)
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "acknowledged", response.text
 
     async def status(self, message_id: str, signer: KeySet | None) -> httpx.Response:
         return await self.call("GET", f"/v1/messages/{message_id}", signer)

@@ -95,9 +95,9 @@ async def test_a_whole_case_goes_through_and_its_parties_read_its_timeline(
     case, now = "AT-2026-0100", datetime.now(UTC)
     await referred_and_accepted(broker, case)
     assessment = {"risk_level": "low", "return_recommended": True, "assessed_at": iso(now)}
-    assert (
-        await broker.submit(send(NG, AT, T.RISK_ASSESSMENT, assessment, case))
-    ).status_code == 202
+    assessed = send(NG, AT, T.RISK_ASSESSMENT, assessment, case)
+    assert (await broker.submit(assessed)).status_code == 202
+    await broker.acknowledge(assessed)  # AT's node stored it: now it counts
     arrival = now + timedelta(days=5)
     preparation = {"receiving_org": SHELTER.participant, "planned_arrival": iso(arrival)}
     assert (
@@ -179,16 +179,18 @@ async def test_return_safeguards_refuse_with_the_rule(broker: Broker) -> None:
     assert "risk_assessment" in body["detail"]
 
     against = {"risk_level": "high", "return_recommended": False, "assessed_at": iso(now)}
-    assert (await broker.submit(send(NG, AT, T.RISK_ASSESSMENT, against, case))).status_code == 202
+    assessed = send(NG, AT, T.RISK_ASSESSMENT, against, case)
+    assert (await broker.submit(assessed)).status_code == 202
+    await broker.acknowledge(assessed)
     assert_problem(
         await broker.submit(send(AT, NG, T.RETURN_PREPARATION, preparation, case)),
         409,
         "workflow-rule",
     )
     recommends = {"risk_level": "low", "return_recommended": True, "assessed_at": iso(now)}
-    assert (
-        await broker.submit(send(NG, AT, T.RISK_ASSESSMENT, recommends, case))
-    ).status_code == 202
+    assessed = send(NG, AT, T.RISK_ASSESSMENT, recommends, case)
+    assert (await broker.submit(assessed)).status_code == 202
+    await broker.acknowledge(assessed)
     too_soon = {**preparation, "planned_arrival": iso(now + timedelta(hours=10))}
     assert_problem(
         await broker.submit(send(AT, NG, T.RETURN_PREPARATION, too_soon, case)),
@@ -283,7 +285,9 @@ async def test_overdue_reception_raises_an_alert_that_closes_when_confirmed(
     case, now = "AT-2026-0105", datetime.now(UTC)
     await referred_and_accepted(broker, case)
     assessment = {"risk_level": "low", "return_recommended": True, "assessed_at": iso(now)}
-    await broker.submit(send(NG, AT, T.RISK_ASSESSMENT, assessment, case))
+    assessed = send(NG, AT, T.RISK_ASSESSMENT, assessment, case)
+    assert (await broker.submit(assessed)).status_code == 202
+    await broker.acknowledge(assessed)
     arrival = now + timedelta(days=4)
     preparation = {"receiving_org": SHELTER.participant, "planned_arrival": iso(arrival)}
     assert (

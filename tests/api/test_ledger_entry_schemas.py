@@ -62,13 +62,22 @@ async def entries(
     settings = broker_settings(database_url, tmp_path, alert_check_seconds=3600)
     async with running_broker(settings) as broker:
         world = await build_world(broker)  # both referrals are dead letters, with alerts
+        answers.update(world.answers)
         operator, now = broker.operator, datetime.now(UTC)
         requeued = f"/v1/deliveries/{world.messages['B.referral']}/requeue"
         assert (await broker.call("POST", requeued, operator)).status_code == 200
         for name, recipient, claims in [
             ("A.referral", NG, {}),  # closes case A's dead-letter alert
             ("B.referral", DE, {}),
-            ("A.response", AT, {"status": "rejected", "reasons": ["payload/notes: too long"]}),
+            (
+                "A.response",
+                AT,
+                {
+                    "status": "rejected",
+                    "reasons": ["header/accepted: not what the payload says"],
+                    "code": "header-payload-mismatch",  # a finding: with its alert
+                },
+            ),
         ]:
             path = f"/v1/inbox/{world.messages[name]}/ack"
             answer = _answer(world, name, recipient, **claims)
@@ -98,7 +107,12 @@ async def test_every_entry_the_broker_writes_fits_its_types_schema(
     assert not _validator("message.rejected.v1.json").is_valid(acknowledged)
     # An answer's ack_digest: SHA-256 of the RFC 8785 JSON of the JWS object as signed.
     answered = [e for e in entries if e["type"] in ("message.acknowledged", "message.rejected")]
-    assert len(answered) == len(answers) == 3
+    assert len(answered) == len(answers) == 4
+    # A rejection carries its code; the header-payload mismatch it names raised its alert.
+    assert [e.get("code") for e in answered if e["type"] == "message.rejected"] == [
+        "header-payload-mismatch"
+    ]
+    assert "header_payload_mismatch" in {e.get("alert") for e in entries}
     for entry in answered:
         signed = rfc8785.dumps(answers[entry["message_id"]])  # {payload, protected, signature}
         digest = base64.urlsafe_b64encode(hashlib.sha256(signed).digest()).rstrip(b"=").decode()

@@ -153,6 +153,10 @@ def ack_for(envelope: dict[str, Any], key: SigningKey, **overrides: Any) -> dict
         (lambda env: (200, ack_for(env, NG.signing, status="lost")), "ack_mismatch"),
         (lambda env: (200, ack_for(env, NG.signing, status="rejected")), "ack_malformed"),
         (lambda env: (200, ack_for(env, NG.signing, reasons=["payload: x"])), "ack_malformed"),
+        (
+            lambda env: (200, ack_for(env, NG.signing, code="header-payload-mismatch")),
+            "ack_malformed",
+        ),
     ],
     ids=[
         "500",
@@ -163,6 +167,7 @@ def ack_for(envelope: dict[str, Any], key: SigningKey, **overrides: Any) -> dict
         "unknown-status",
         "rejection-without-reasons",
         "receipt-with-reasons",
+        "receipt-with-code",
     ],
 )
 async def test_anything_but_a_valid_ack_is_a_failed_attempt_and_retried(
@@ -229,6 +234,36 @@ async def test_a_signed_rejection_is_final_recorded_in_the_ledger_and_never_retr
     assert entry["ack_digest"] == jws.digest(json.loads(delivery.ack))
     assert entry["parties"] == [AT.participant, NG.participant]
     assert b"immediate_needs" not in entries[0].body  # reasons stay out of the ledger
+
+
+async def test_a_pushed_mismatch_rejection_is_a_finding_and_undoes_the_referral(
+    world: World,
+) -> None:
+    signed = referral(AT, NG)
+    message_id = (await world.broker.submit(signed)).json()["message_id"]
+    case_ref = jws.parse(signed, jws.TYP_ENVELOPE).claims()["case_ref"]
+
+    def reject(envelope: dict[str, Any]) -> tuple[int, Any]:
+        reasons = ["header/subject_is_minor: not what the payload says"]
+        mismatch = {"reasons": reasons, "code": "header-payload-mismatch"}
+        return 200, ack_for(envelope, NG.signing, status="rejected", **mismatch)
+
+    async with fake_inbox(reject) as node:
+        assert await world.dispatcher_for(node).run_once() == 1
+    assert (await status_of(world.broker, message_id))["status"] == "rejected"
+    sessions = world.broker.app.state.broker.sessions
+    async with sessions() as session:
+        rejected = (
+            await session.scalars(select(LedgerEntry).where(LedgerEntry.type == "message.rejected"))
+        ).one()
+    assert json.loads(rejected.body)["code"] == "header-payload-mismatch"
+    alerts = (await world.broker.call("GET", "/v1/alerts", AT)).json()["alerts"]
+    assert [(a["kind"], a["case_ref"]) for a in alerts] == [("header_payload_mismatch", case_ref)]
+    # The referral never counted: its sender sends it again, corrected, on the same case.
+    view = (await world.broker.call("GET", f"/v1/cases/{case_ref}", AT)).json()
+    assert view["state"]["referral_rejected"] is True
+    corrected = await world.broker.submit(referral(AT, NG, case_ref=case_ref))
+    assert corrected.status_code == 202, corrected.text
 
 
 async def test_unreachable_inbox_is_a_failed_attempt(world: World) -> None:

@@ -26,6 +26,7 @@ from trm_broker.domain.messages import DataCategory, MessageType
 T0 = datetime(2025, 3, 1, 12, tzinfo=UTC)
 TICK = timedelta(microseconds=1)
 CASE = "NG-2025-0001"
+CLOSURE = MessageType.CASE_CLOSURE
 
 CONSENT = Consent(
     id="c-1",
@@ -243,7 +244,16 @@ def test_a_message_without_data_categories_needs_none() -> None:
 
 @pytest.mark.parametrize("message_type", list(MessageType))
 def test_consent_is_needed_for_every_type_but_withdrawal(message_type: MessageType) -> None:
-    assert consent_needed(message_type) is (message_type is not MessageType.CONSENT_WITHDRAWAL)
+    needed = message_type is not MessageType.CONSENT_WITHDRAWAL
+    assert consent_needed(message_type, {DataCategory.IDENTITY}) is needed
+    # Without personal data too: only a closure (its reason is in the clear header) is free.
+    assert consent_needed(message_type, set()) is (needed and message_type is not CLOSURE)
+
+
+def test_a_closure_carrying_notes_needs_a_consent_one_carrying_nothing_does_not() -> None:
+    # A case can always be closed, also after withdrawal; its notes cannot travel uncovered.
+    assert consent_needed(CLOSURE, {DataCategory.OTHER})
+    assert not consent_needed(CLOSURE, frozenset())
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ every rule accepts what it should and refuses, by name and in words, what it sho
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from dataclasses import replace
@@ -17,13 +18,14 @@ from pydantic import BaseModel
 
 from tests.pace import examples
 from trm_broker.domain.alerts import AlertKind
-from trm_broker.domain.consent import GivenBy
+from trm_broker.domain.consent import GivenBy, consent_needed
 from trm_broker.domain.messages import (
     HEADER_MODELS,
     CaseClosureHeader,
     CaseMonitoringHeader,
     ClosureReason,
     ConsentWithdrawalHeader,
+    DataCategory,
     MessageType,
     PreDepartureContactHeader,
     Readiness,
@@ -37,6 +39,7 @@ from trm_broker.domain.messages import (
     RiskLevel,
 )
 from trm_broker.domain.participants import ParticipantKind
+from trm_broker.domain.payload_codes import BestInterestsOutcome
 from trm_broker.domain.workflow import (
     RULES,
     CaseTransfer,
@@ -46,8 +49,10 @@ from trm_broker.domain.workflow import (
     Rules,
     Stage,
     Step,
+    acknowledged,
     apply,
     due_alerts,
+    rejected,
 )
 
 FOCAL, ORG_KIND = ParticipantKind.FOCAL_POINT, ParticipantKind.RECEIVING_ORG
@@ -79,6 +84,10 @@ SKEW = RULES_.clock_skew
 # --- steps -------------------------------------------------------------------------------
 
 TYPE_OF: dict[type[BaseModel], MessageType] = {model: kind for kind, model in HEADER_MODELS.items()}
+#: Each step is a message of its own, as the broker's envelope ids are.
+_IDS = itertools.count(1)
+IN_BEST_INTERESTS = BestInterestsOutcome.RETURN_IN_BEST_INTERESTS
+NOT_IN_BEST_INTERESTS = BestInterestsOutcome.RETURN_NOT_IN_BEST_INTERESTS
 
 
 def step(
@@ -99,8 +108,18 @@ def step(
         at=at,
         receiving_org=receiving_org,
         case_ref=CASE,
-        message_id=message_id,
+        message_id=message_id or f"m-{next(_IDS)}",
     )
+
+
+def guardian(message: Step) -> Step:
+    """The message under a guardian's consent, as every message of a child's case must be."""
+    return replace(message, consent_given_by=GivenBy.GUARDIAN)
+
+
+def without_data(message: Step) -> Step:
+    """The message carrying no personal data, under no consent (a closure may)."""
+    return replace(message, data_categories=frozenset(), consent_given_by=None)
 
 
 def referral(
@@ -151,13 +170,19 @@ def preparation(
     org: str = ORG.id,
     registered: Party | None = _UNSET,
     best_interests: str | None = None,
+    outcome: BestInterestsOutcome | None = None,
+    minor: bool = False,
     given_by: GivenBy | None = GivenBy.PERSON,
     sender: Party = NG,
     recipient: Party = GB,
     message_id: str = "",
 ) -> Step:
     header = ReturnPreparationHeader(
-        receiving_org=org, planned_arrival=arrival, best_interests_ref=best_interests
+        receiving_org=org,
+        planned_arrival=arrival,
+        best_interests_ref=best_interests,
+        best_interests_outcome=outcome,
+        subject_is_minor=minor,
     )
     entry = REGISTRY.get(org) if registered is _UNSET else registered
     return step(header, sender, recipient, at, given_by, entry, message_id)
@@ -190,7 +215,8 @@ def contact(
 
 
 def child_preparation(at: datetime = T_PREPARE, **changes: Any) -> Step:
-    return preparation(at, **{"given_by": GivenBy.GUARDIAN, "best_interests": "bid:7", **changes})
+    child = {"given_by": GivenBy.GUARDIAN, "best_interests": "bid:7", "minor": True}
+    return preparation(at, **{**child, "outcome": IN_BEST_INTERESTS, **changes})
 
 
 def reception(
@@ -233,8 +259,9 @@ def withdrawal(
 
 
 def run(*steps: Step, case: CaseTransfer | None = None) -> CaseTransfer:
+    """Apply each step, and acknowledge it as its recipient's node does when all is well."""
     for one in steps:
-        case = apply(case, one, RULES_)
+        case = acknowledged(apply(case, one, RULES_), one.message_id)
     assert case is not None
     return case
 
@@ -244,7 +271,7 @@ def referred(minor: bool = False) -> CaseTransfer:
 
 
 def accepted(minor: bool = False) -> CaseTransfer:
-    return run(response(), case=referred(minor))
+    return run(guardian(response()) if minor else response(), case=referred(minor))
 
 
 def declined() -> CaseTransfer:
@@ -256,7 +283,7 @@ def assessed(**changes: Any) -> CaseTransfer:
 
 
 def child_assessed() -> CaseTransfer:
-    return run(assessment(), case=accepted(minor=True))
+    return run(guardian(assessment()), case=accepted(minor=True))
 
 
 def prepared() -> CaseTransfer:
@@ -287,11 +314,17 @@ def closed() -> CaseTransfer:
     return run(closure(), case=received())
 
 
+def referral_rejected(minor: bool = False) -> CaseTransfer:
+    case = apply(None, referral(minor=minor), RULES_)
+    return rejected(case, case.referral_message_id)
+
+
 # --- happy paths --------------------------------------------------------------------------
 
 
 def test_adult_case_from_referral_to_closure() -> None:
-    case = apply(None, referral(), RULES_)
+    sent = referral()
+    case = apply(None, sent, RULES_)
     assert case == CaseTransfer(
         case_ref=CASE,
         sending="ng.naptip",
@@ -300,13 +333,16 @@ def test_adult_case_from_referral_to_closure() -> None:
         subject_is_minor=False,
         stage=Stage.REFERRED,
         referred_at=T0,
+        referral_message_id=sent.message_id,
     )
     case = apply(case, response(), RULES_)
     assert case.stage is Stage.ACCEPTED
-    case = apply(case, assessment(level=RiskLevel.MEDIUM), RULES_)
+    risk = assessment(level=RiskLevel.MEDIUM)
+    case = acknowledged(apply(case, risk, RULES_), risk.message_id)
     assert case.last_risk_assessment == RiskAssessment(
-        T_RISK - timedelta(hours=2), RiskLevel.MEDIUM, True
+        T_RISK - timedelta(hours=2), RiskLevel.MEDIUM, True, risk.message_id
     )
+    assert case.pending_risk_assessments == ()
     case = apply(case, preparation(), RULES_)
     assert (case.stage, case.receiving_org, case.planned_arrival) == (
         Stage.RETURN_PREPARED,
@@ -327,12 +363,12 @@ def test_adult_case_from_referral_to_closure() -> None:
 def test_child_case_from_referral_to_closure() -> None:
     case = run(
         referral(minor=True, given_by=GivenBy.GUARDIAN),
-        response(),
-        assessment(sender=NG, recipient=GB),
+        guardian(response()),
+        guardian(assessment(sender=NG, recipient=GB)),
         child_preparation(),
-        reception(recipient=NG),
-        monitoring(sender=GB, recipient=NG),
-        closure(sender=GB, recipient=NG),
+        guardian(reception(recipient=NG)),
+        guardian(monitoring(sender=GB, recipient=NG)),
+        guardian(closure(sender=GB, recipient=NG)),
     )
     assert case.subject_is_minor
     assert (case.stage, case.receiving_org, case.received_at) == (Stage.CLOSED, ORG.id, ARRIVAL)
@@ -475,8 +511,8 @@ def test_an_assessment_made_earlier_but_sent_later_does_not_displace_the_latest(
     late = assessment(T_RISK + timedelta(hours=1), assessed_at=T0, recommended=False)
     assert apply(case, late, RULES_) == case
     newer = assessment(T_RISK + timedelta(hours=1), recommended=False)
-    assert apply(case, newer, RULES_).last_risk_assessment == RiskAssessment(
-        T_RISK - timedelta(hours=1), RiskLevel.LOW, False
+    assert run(newer, case=case).last_risk_assessment == RiskAssessment(
+        T_RISK - timedelta(hours=1), RiskLevel.LOW, False, newer.message_id
     )
 
 
@@ -548,6 +584,199 @@ def test_a_replaced_plan_designates_the_new_organisation() -> None:
     with pytest.raises(RuleBroken) as raised:
         apply(case, reception(sender=ORG), RULES_)
     assert raised.value.rule == "not_a_party_of_this_case"
+
+
+# --- facts count once acknowledged ----------------------------------------------------------
+
+
+def test_a_risk_assessment_counts_once_its_recipient_acknowledged_it() -> None:
+    risk = assessment()
+    case = apply(accepted(), risk, RULES_)
+    assert case.stage is Stage.ACCEPTED
+    assert case.last_risk_assessment is None
+    assert [p.message_id for p in case.pending_risk_assessments] == [risk.message_id]
+    with pytest.raises(RuleBroken, match="not yet acknowledged by its recipient; wait for it"):
+        apply(case, preparation(), RULES_)
+    case = acknowledged(case, risk.message_id)
+    assert case.pending_risk_assessments == ()
+    assert case.last_risk_assessment is not None
+    assert case.last_risk_assessment.message_id == risk.message_id
+    assert apply(case, preparation(), RULES_).stage is Stage.RETURN_PREPARED
+
+
+def test_a_rejected_risk_assessment_never_counts() -> None:
+    risk = assessment()
+    case = rejected(apply(accepted(), risk, RULES_), risk.message_id)
+    assert (case.pending_risk_assessments, case.last_risk_assessment) == ((), None)
+    with pytest.raises(RuleBroken, match=r"\(there is none\)"):
+        apply(case, preparation(), RULES_)
+    # An answer that comes after (it cannot: the first answer stands) changes nothing.
+    assert acknowledged(case, risk.message_id) is case
+
+
+@pytest.mark.parametrize("recommended", [True, False])
+def test_a_later_assessment_holds_back_a_return_from_acceptance(recommended: bool) -> None:
+    later = assessment(T_RISK + timedelta(hours=1), recommended=recommended)
+    case = apply(assessed(), later, RULES_)  # the acknowledged one recommends return
+    with pytest.raises(RuleBroken) as waiting:
+        apply(case, preparation(), RULES_)
+    assert waiting.value.rule == "risk_assessment_not_yet_acknowledged"
+    # Acknowledged, it is the latest and decides; rejected, the earlier one counts again.
+    counted = acknowledged(case, later.message_id)
+    assert counted.last_risk_assessment is not None
+    assert counted.last_risk_assessment.message_id == later.message_id
+    if recommended:
+        assert apply(counted, preparation(), RULES_).stage is Stage.RETURN_PREPARED
+    else:
+        with pytest.raises(RuleBroken, match="the latest does not recommend return"):
+            apply(counted, preparation(), RULES_)
+    dropped = rejected(case, later.message_id)
+    assert dropped.last_risk_assessment == case.last_risk_assessment
+    assert dropped.pending_risk_assessments == ()
+    assert apply(dropped, preparation(), RULES_).stage is Stage.RETURN_PREPARED
+
+
+def test_acknowledgements_in_any_order_leave_the_latest_assessment_counted() -> None:
+    first = assessment(T_RISK, assessed_at=T_RISK - timedelta(hours=3))
+    second = assessment(T_RISK + TICK, assessed_at=T_RISK - timedelta(hours=2), recommended=False)
+    case = run(first, second, case=accepted())
+    both = apply(apply(accepted(), first, RULES_), second, RULES_)
+    reversed_ = acknowledged(acknowledged(both, second.message_id), first.message_id)
+    assert case.last_risk_assessment == reversed_.last_risk_assessment
+    assert reversed_.last_risk_assessment is not None
+    assert reversed_.last_risk_assessment.message_id == second.message_id
+    assert reversed_.pending_risk_assessments == ()
+
+
+def test_an_answer_to_a_message_without_facts_leaves_the_state_as_it_is() -> None:
+    case = apply(accepted(), assessment(), RULES_)
+    other = response()  # never applied: any id the case does not know
+    assert acknowledged(case, other.message_id) is case
+    assert rejected(case, other.message_id) is case
+    assert acknowledged(case, "") is case
+    assert rejected(case, "") is case
+
+
+def test_a_rejected_return_plan_takes_the_case_back_to_accepted() -> None:
+    plan = preparation()
+    case = apply(assessed(), plan, RULES_)
+    assert case.plan_message_id == plan.message_id
+    back = rejected(case, plan.message_id)
+    assert (back.stage, back.receiving_org, back.planned_arrival, back.plan_message_id) == (
+        Stage.ACCEPTED,
+        None,
+        None,
+        "",
+    )
+    # The organisation it named is no longer a party; a corrected plan is accepted.
+    with pytest.raises(RuleBroken) as raised:
+        apply(back, reception(), RULES_)
+    assert raised.value.rule == "not_a_party_of_this_case"
+    again = preparation(T_PREPARE + timedelta(hours=1))
+    assert apply(back, again, RULES_).plan_message_id == again.message_id
+
+
+def test_a_rejected_plan_changes_nothing_once_replaced_or_after_reception() -> None:
+    first = preparation()
+    case = apply(assessed(), first, RULES_)
+    second = preparation(T_PREPARE + timedelta(hours=1), org=OTHER_ORG.id)
+    replaced = apply(case, second, RULES_)
+    assert rejected(replaced, first.message_id) is replaced
+    arrived = apply(case, reception(), RULES_)
+    assert rejected(arrived, first.message_id) is arrived
+
+
+def test_a_rejected_referral_is_corrected_on_the_same_case_reference() -> None:
+    case = referral_rejected()
+    assert case.referral_rejected
+    # Nothing builds on it; it can still be closed, or its consent withdrawn.
+    assert apply(case, closure(T_RESPONSE), RULES_).stage is Stage.CLOSED
+    assert apply(case, withdrawal(T_RESPONSE), RULES_) == case
+    # Only its sender sends the corrected referral, which starts the case afresh.
+    with pytest.raises(RuleBroken) as raised:
+        apply(case, referral(T_RESPONSE, sender=NG_OTHER), RULES_)
+    assert raised.value.rule == "case_already_referred"
+    corrected = referral(T_RESPONSE)
+    again = apply(case, corrected, RULES_)
+    assert (again.stage, again.referral_rejected, again.referral_message_id) == (
+        Stage.REFERRED,
+        False,
+        corrected.message_id,
+    )
+    assert apply(again, response(T_RISK), RULES_).stage is Stage.ACCEPTED
+    with pytest.raises(RuleBroken) as twice:
+        apply(again, referral(T_RISK), RULES_)
+    assert twice.value.rule == "case_already_referred"
+    # A closed case is not reopened by a corrected referral.
+    with pytest.raises(RuleBroken, match="already referred"):
+        apply(run(closure(T_RESPONSE), case=case), referral(T_RISK), RULES_)
+
+
+def test_a_child_stays_a_child_through_a_corrected_referral() -> None:
+    case = referral_rejected(minor=True)
+    with pytest.raises(RuleBroken) as raised:
+        apply(case, referral(T_RESPONSE, minor=False, given_by=GivenBy.PERSON), RULES_)
+    assert raised.value.rule == "minor_needs_guardian_consent"
+    again = apply(case, referral(T_RESPONSE, minor=False, given_by=GivenBy.GUARDIAN), RULES_)
+    assert again.subject_is_minor
+
+
+# --- children: every message of a child's case ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        pytest.param(lambda: referred(minor=True), response(), id="response"),
+        pytest.param(lambda: accepted(minor=True), assessment(), id="assessment"),
+        pytest.param(
+            lambda: run(child_preparation(), case=child_assessed()),
+            reception(),
+            id="reception",
+        ),
+        pytest.param(
+            lambda: run(
+                guardian(reception()), case=run(child_preparation(), case=child_assessed())
+            ),
+            monitoring(),
+            id="monitoring",
+        ),
+        pytest.param(lambda: accepted(minor=True), closure(), id="closure-with-notes"),
+    ],
+)
+def test_every_message_of_a_childs_case_needs_a_guardians_consent(
+    state: State, message: Step
+) -> None:
+    case = state()
+    for given_by in (GivenBy.PERSON, None):
+        with pytest.raises(RuleBroken) as raised:
+            apply(case, replace(message, consent_given_by=given_by), RULES_)
+        assert raised.value.rule == "minor_needs_guardian_consent"
+    assert apply(case, guardian(message), RULES_).case_ref == CASE
+
+
+def test_a_childs_case_is_closed_without_data_under_no_consent() -> None:
+    # After a guardian's withdrawal nothing covers the case, but it can still be closed.
+    case = accepted(minor=True)
+    assert apply(case, without_data(closure()), RULES_).stage is Stage.CLOSED
+    with pytest.raises(RuleBroken, match="for a child needs a consent given by a guardian"):
+        apply(case, replace(closure(), consent_given_by=None), RULES_)
+
+
+def test_a_plan_that_says_the_person_is_a_child_makes_the_case_a_childs() -> None:
+    plan = child_preparation()
+    case = apply(assessed(), plan, RULES_)  # referred as an adult
+    assert case.subject_is_minor
+    with pytest.raises(RuleBroken, match="needs a consent given by a guardian"):
+        apply(assessed(), replace(plan, consent_given_by=GivenBy.PERSON), RULES_)
+    # Sticky: a later plan that says nothing of a child does not undo it.
+    later = preparation(T_PREPARE + timedelta(hours=1), given_by=GivenBy.GUARDIAN)
+    with pytest.raises(RuleBroken) as raised:
+        apply(case, later, RULES_)
+    assert raised.value.rule == "minor_needs_best_interests_determination"
+    with pytest.raises(RuleBroken) as assessing:
+        apply(case, assessment(T_PREPARE + timedelta(hours=1)), RULES_)
+    assert assessing.value.rule == "minor_needs_guardian_consent"
 
 
 # --- every rule: refused, by code and in words --------------------------------------------
@@ -689,6 +918,48 @@ REFUSED = [
         child_assessed,
         child_preparation(best_interests=None),
         "best-interests determination",
+    ),
+    (
+        "minor_needs_best_interests_determination",
+        child_assessed,
+        child_preparation(outcome=None),
+        "whose outcome is that return is in the child's best interests",
+    ),
+    (
+        "best_interests_do_not_support_return",
+        child_assessed,
+        child_preparation(outcome=NOT_IN_BEST_INTERESTS),
+        "not in the child's best interests",
+    ),
+    (
+        "best_interests_do_not_support_return",
+        assessed,
+        preparation(best_interests="bid:8", outcome=NOT_IN_BEST_INTERESTS),
+        "best-interests determination found that return is not",
+    ),
+    (
+        "risk_assessment_not_yet_acknowledged",
+        lambda: apply(accepted(), assessment(), RULES_),
+        preparation(),
+        "the risk assessment is not yet acknowledged by its recipient; wait for it",
+    ),
+    (
+        "risk_assessment_not_yet_acknowledged",
+        lambda: apply(assessed(), assessment(T_RISK + timedelta(hours=1)), RULES_),
+        preparation(),
+        "a later risk assessment is not yet acknowledged",
+    ),
+    (
+        "referral_rejected_by_recipient",
+        referral_rejected,
+        response(),
+        "referral_response needs the referral, which its recipient's node rejected",
+    ),
+    (
+        "minor_needs_guardian_consent",
+        lambda: accepted(minor=True),
+        assessment(),
+        "risk_assessment for a child needs a consent given by a guardian",
     ),
     (
         "reception_confirmation_needs_return_preparation",
@@ -1001,7 +1272,9 @@ def test_json_times_are_rfc3339_utc() -> None:
         "assessed_at": "2025-03-02T10:00:00Z",
         "level": "low",
         "return_recommended": True,
+        "message_id": data["last_risk_assessment"]["message_id"],
     }
+    assert data["last_risk_assessment"]["message_id"].startswith("m-")
     assert data["received_at"] == "2025-03-11T12:00:00Z"
     assert data["closed_at"] is None
 
@@ -1010,6 +1283,9 @@ AWARE = st.datetimes(
     min_value=datetime(2000, 1, 1),
     max_value=datetime(2100, 1, 1),
     timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone.min]),
+)
+ASSESSMENTS = st.builds(
+    RiskAssessment, AWARE, st.sampled_from(RiskLevel), st.booleans(), st.text(max_size=40)
 )
 CASE_TRANSFERS = st.builds(
     CaseTransfer,
@@ -1020,8 +1296,7 @@ CASE_TRANSFERS = st.builds(
     subject_is_minor=st.booleans(),
     stage=st.sampled_from(Stage),
     referred_at=AWARE,
-    last_risk_assessment=st.none()
-    | st.builds(RiskAssessment, AWARE, st.sampled_from(RiskLevel), st.booleans()),
+    last_risk_assessment=st.none() | ASSESSMENTS,
     receiving_org=st.none() | st.sampled_from(list(REGISTRY)),
     planned_arrival=st.none() | AWARE,
     plan_sent_to_org=st.none() | st.just(PLAN_TO_ORG_ID),
@@ -1030,6 +1305,10 @@ CASE_TRANSFERS = st.builds(
     received_at=st.none() | AWARE,
     last_monitoring_at=st.none() | AWARE,
     closed_at=st.none() | AWARE,
+    pending_risk_assessments=st.lists(ASSESSMENTS, max_size=3).map(tuple),
+    referral_message_id=st.text(max_size=40),
+    referral_rejected=st.booleans(),
+    plan_message_id=st.text(max_size=40),
 )
 
 
@@ -1040,6 +1319,36 @@ def test_json_round_trips_exactly(case: CaseTransfer) -> None:
     assert again == case
     assert again.to_json() == data
     assert again.referred_at.tzinfo is UTC
+
+
+def test_a_state_stored_before_acknowledgements_counted_reads_as_it_was() -> None:
+    # As broker versions before issue 17 stored it: the assessment counted at acceptance.
+    stored = {
+        "v": 1,
+        "case_ref": CASE,
+        "sending": NG.id,
+        "destination": GB.id,
+        "destination_country": "GB",
+        "subject_is_minor": False,
+        "stage": "accepted",
+        "referred_at": "2025-03-01T12:00:00Z",
+        "last_risk_assessment": {
+            "assessed_at": "2025-03-02T10:00:00Z",
+            "level": "low",
+            "return_recommended": True,
+        },
+        "receiving_org": None,
+        "planned_arrival": None,
+        "received_at": None,
+        "last_monitoring_at": None,
+        "closed_at": None,
+    }
+    case = CaseTransfer.from_json(stored)
+    assert case.last_risk_assessment == RiskAssessment(
+        datetime(2025, 3, 2, 10, tzinfo=UTC), RiskLevel.LOW, True
+    )
+    assert (case.pending_risk_assessments, case.referral_rejected) == ((), False)
+    assert apply(case, preparation(), RULES_).stage is Stage.RETURN_PREPARED
 
 
 @pytest.mark.parametrize(
@@ -1054,6 +1363,9 @@ def test_json_round_trips_exactly(case: CaseTransfer) -> None:
         pytest.param(lambda d: {**d, "received_at": "yesterday"}, id="not-a-time"),
         pytest.param(
             lambda d: {**d, "last_risk_assessment": {"level": "low"}}, id="partial-assessment"
+        ),
+        pytest.param(
+            lambda d: {**d, "pending_risk_assessments": [{"level": "low"}]}, id="partial-pending"
         ),
     ],
 )
@@ -1128,6 +1440,9 @@ def recipients(case: CaseTransfer, message: Step) -> set[str | None]:
     return table[message.type] - {message.sender.id}
 
 
+#: The types the walks below send.
+MODELLED = list(MessageType)
+
 #: The types that move a case on from each stage: drawn more often, so walks get deep.
 NEXT = {
     None: [MessageType.REFERRAL],
@@ -1159,13 +1474,17 @@ def mostly(likely: Any, edge: Any) -> Any:
     return often(likely, edge, odds=7)
 
 
+#: What a closure carries: mostly notes (under a consent), else nothing (under none).
+CLOSURE_DATA = often(st.just(frozenset(DataCategory)), st.just(frozenset()))
+
+
 @st.composite
 def steps(draw: st.DrawFn, case: CaseTransfer | None, now: datetime) -> Step:
     """A message, mostly of a type that moves the case on and between the parties its type
     belongs to (so walks get deep), else of any type between any two participants; facts
     are drawn near the rules' edges."""
     stage = case.stage if case else None
-    kind = draw(often(st.sampled_from(NEXT[stage]), st.sampled_from(MessageType)))
+    kind = draw(often(st.sampled_from(NEXT[stage]), st.sampled_from(MODELLED)))
     designated = REGISTRY.get(case.receiving_org or "") if case else None
     roles: dict[MessageType, list[tuple[Party, Party]]] = {
         MessageType.REFERRAL: [(NG, GB)],
@@ -1209,6 +1528,8 @@ def steps(draw: st.DrawFn, case: CaseTransfer | None, now: datetime) -> Step:
             planned_arrival=now
             + draw(often(st.timedeltas(timedelta(hours=72), timedelta(days=20)), OFFSETS)),
             best_interests_ref=draw(st.none() | st.just("bid:1")),
+            best_interests_outcome=draw(st.none() | st.sampled_from(BestInterestsOutcome)),
+            subject_is_minor=draw(st.booleans()),
         )
         org = REGISTRY.get(org_id)
     elif kind is MessageType.RECEPTION_CONFIRMATION:
@@ -1238,6 +1559,19 @@ def steps(draw: st.DrawFn, case: CaseTransfer | None, now: datetime) -> Step:
         at=now,
         receiving_org=org,
         case_ref=CASE,
+        message_id=f"m-{next(_IDS)}",
+        data_categories=(
+            draw(CLOSURE_DATA) if kind is MessageType.CASE_CLOSURE else frozenset(DataCategory)
+        ),
+    )
+
+
+def blocked(case: CaseTransfer) -> bool:
+    """Whether a risk assessment accepted but not yet answered holds back a return."""
+    latest = case.last_risk_assessment
+    return any(
+        latest is None or pending.assessed_at >= latest.assessed_at
+        for pending in case.pending_risk_assessments
     )
 
 
@@ -1249,13 +1583,22 @@ def next_steps(draw: st.DrawFn, case: CaseTransfer | None, now: datetime) -> Ste
     risk = case.last_risk_assessment if case else None
     expected = NEXT[stage]
     if stage is Stage.ACCEPTED:  # assess until an assessment recommends return, then prepare
-        ready = risk is not None and risk.return_recommended
+        assert case is not None
+        ready = risk is not None and risk.return_recommended and not blocked(case)
         expected = [MessageType.RETURN_PREPARATION if ready else MessageType.RISK_ASSESSMENT]
     if stage is Stage.RETURN_PREPARED and case is not None and case.plan_sent_to_org is None:
         expected = [MessageType.RETURN_PREPARATION]  # the plan, on to its organisation
-    kind = draw(often(st.sampled_from(expected), st.sampled_from(MessageType)))
+    kind = draw(often(st.sampled_from(expected), st.sampled_from(MODELLED)))
     designated = REGISTRY.get(case.receiving_org or "", ORG) if case else ORG
     message = draw(_plausible(case, now, kind, risk, designated))
+    if kind is MessageType.CASE_CLOSURE:
+        message = replace(message, data_categories=draw(CLOSURE_DATA))
+    if kind not in (MessageType.REFERRAL, MessageType.CONSENT_WITHDRAWAL):
+        # The case's consent, mostly given by whom the case needs (a guardian for a child).
+        minor = case is not None and case.subject_is_minor
+        proper = GivenBy.GUARDIAN if minor else GivenBy.PERSON
+        wrong = st.sampled_from([GivenBy.PERSON, None])
+        message = replace(message, consent_given_by=draw(mostly(st.just(proper), wrong)))
     # Now and then between two parties of the case the type does not belong to.
     pair = st.permutations([NG, GB, designated]).map(lambda parties: parties[:2])
     if case is not None and draw(often(st.just(False), st.just(True))):
@@ -1314,9 +1657,12 @@ def _plausible(
             arrival=arrival,
             org=draw(mostly(st.just(designated.id), others)),
             best_interests=draw(mostly(st.just("bid:1"), st.none())),
+            outcome=draw(
+                mostly(st.just(IN_BEST_INTERESTS), st.sampled_from([None, NOT_IN_BEST_INTERESTS]))
+            ),
+            minor=draw(often(st.just(minor), st.just(True))),
             given_by=given_by,
             recipient=designated if to_org else GB,
-            message_id=PLAN_TO_ORG_ID,
         )
     if kind is MessageType.RECEPTION_PLAN_RESPONSE:
         readiness = draw(often(st.just(Readiness.READY), st.sampled_from(Readiness)))
@@ -1350,12 +1696,16 @@ def outcome(case: CaseTransfer | None, message: Step) -> CaseTransfer | RuleBrok
 
 
 class CaseTransferMachine(RuleBasedStateMachine):
-    """Random messages through :func:`apply`; the safeguards hold after every one."""
+    """Random messages through :func:`apply`, and their recipients' answers through
+    :func:`acknowledged` and :func:`rejected`; the safeguards hold after every one."""
 
     def __init__(self) -> None:
         super().__init__()
         self.case: CaseTransfer | None = None
         self.now = T0
+        #: Messages of the case accepted and not yet answered, in acceptance order.
+        self.unanswered: list[str] = []
+        self.acknowledged: set[str] = set()
 
     @rule(
         pause=mostly(
@@ -1371,6 +1721,23 @@ class CaseTransferMachine(RuleBasedStateMachine):
     def another_case_begins(self) -> None:
         # A closed case accepts nothing more but withdrawals (checked); walk a fresh one.
         self.case = None
+        self.unanswered = []
+
+    @precondition(lambda self: self.case is not None and self.unanswered)
+    @rule(data=st.data())
+    def answers_arrive(self, data: st.DataObject) -> None:
+        """The recipients' nodes answer the messages waiting, in order: mostly an
+        acknowledgement, now and then a rejection (a payload its header contradicts)."""
+        for message_id in list(self.unanswered):
+            assert self.case is not None
+            before = self.case
+            accept = data.draw(often(st.just(True), st.just(False)))
+            after = (acknowledged if accept else rejected)(before, message_id)
+            self.unanswered.remove(message_id)
+            if accept:
+                self.acknowledged.add(message_id)
+            self.check_answered(before, message_id, accept, after)
+            self.case = after
 
     @rule(data=st.data())
     def a_message_arrives(self, data: st.DataObject) -> None:
@@ -1389,23 +1756,64 @@ class CaseTransferMachine(RuleBasedStateMachine):
             assert after.detail
             return
         self.check_accepted(before, message, after)
+        if message.type is MessageType.REFERRAL:
+            self.unanswered = []  # a new case, or a corrected referral that starts it afresh
+        self.unanswered.append(message.message_id)
         self.case = after
+
+    def check_answered(
+        self, before: CaseTransfer, message_id: str, accept: bool, after: CaseTransfer
+    ) -> None:
+        # An answer moves no stage forward; only a rejected current plan moves one back.
+        was_plan = before.plan_message_id == message_id and before.stage is Stage.RETURN_PREPARED
+        if not accept and was_plan:
+            assert (after.stage, after.receiving_org, after.planned_arrival) == (
+                Stage.ACCEPTED,
+                None,
+                None,
+            )
+        else:
+            assert after.stage is before.stage
+        assert after.referral_rejected is (
+            before.referral_rejected
+            or (
+                not accept
+                and message_id == before.referral_message_id
+                and before.stage is not Stage.CLOSED
+            )
+        )
+        assert message_id not in {p.message_id for p in after.pending_risk_assessments}
+        assert after.subject_is_minor is before.subject_is_minor
 
     def check_accepted(
         self, before: CaseTransfer | None, message: Step, after: CaseTransfer
     ) -> None:
         header = message.header
-        if before is None:
-            # A referral, from a focal point to one of another country, the header's.
-            assert message.type is MessageType.REFERRAL
+        # The children's rules: every message of a child's case that needs a consent is
+        # under a guardian's, and a child's case stays one.
+        if after.subject_is_minor and consent_needed(message.type, message.data_categories):
+            assert message.consent_given_by is GivenBy.GUARDIAN
+        if before is not None:
+            assert after.subject_is_minor >= before.subject_is_minor
+        if message.type is MessageType.REFERRAL:
+            # A referral, from a focal point to one of another country, the header's; again
+            # only by its sender, after its recipient rejected the first.
             assert isinstance(header, ReferralHeader)
             assert after.stage is Stage.REFERRED
             assert message.sender.kind is message.recipient.kind is FOCAL
             assert message.recipient.country == header.destination_country
             assert message.sender.country != header.destination_country
-            if header.subject_is_minor:
-                assert message.consent_given_by is GivenBy.GUARDIAN
+            assert after.subject_is_minor >= header.subject_is_minor
+            if before is not None:
+                assert before.referral_rejected
+                assert before.stage is not Stage.CLOSED
+                assert message.sender.id == before.sending
+                assert not after.referral_rejected
             return
+        assert before is not None
+        # A referral its recipient rejected: nothing builds on it.
+        if before.referral_rejected:
+            assert message.type in (MessageType.CASE_CLOSURE, MessageType.CONSENT_WITHDRAWAL)
         # Nothing after closure but a withdrawal, which changes nothing.
         if before.stage is Stage.CLOSED:
             assert message.type is MessageType.CONSENT_WITHDRAWAL
@@ -1427,6 +1835,12 @@ class CaseTransferMachine(RuleBasedStateMachine):
             assert risk is not None
             assert risk.return_recommended
             assert risk.assessed_at >= message.at - RULES_.risk_max_age
+            # ... acknowledged by its recipient, and no later one waiting for its answer.
+            assert risk.message_id in self.acknowledged
+            assert not blocked(before)
+            assert header.best_interests_outcome is not NOT_IN_BEST_INTERESTS
+            if message.recipient.id == GB.id:  # a new plan (not its copy to the organisation)
+                assert after.plan_message_id == message.message_id
             org = message.receiving_org
             assert org is not None
             assert org.kind is ORG_KIND
@@ -1436,6 +1850,7 @@ class CaseTransferMachine(RuleBasedStateMachine):
             if after.subject_is_minor:
                 assert message.consent_given_by is GivenBy.GUARDIAN
                 assert header.best_interests_ref is not None
+                assert header.best_interests_outcome is IN_BEST_INTERESTS
         if isinstance(header, RiskAssessmentHeader):
             assert header.assessed_at <= message.at + RULES_.clock_skew
         if isinstance(header, ReceptionConfirmationHeader):
@@ -1465,6 +1880,14 @@ class CaseTransferMachine(RuleBasedStateMachine):
             assert message.at <= before.received_at + RULES_.monitoring_period
         if after.stage is Stage.RETURN_PREPARED and before.stage is not Stage.RETURN_PREPARED:
             assert message.type is MessageType.RETURN_PREPARATION
+
+    @invariant()
+    def only_acknowledged_assessments_count(self) -> None:
+        if self.case is not None and self.case.last_risk_assessment is not None:
+            assert self.case.last_risk_assessment.message_id in self.acknowledged
+        if self.case is not None:
+            waiting = {p.message_id for p in self.case.pending_risk_assessments}
+            assert waiting <= set(self.unanswered)
 
     @invariant()
     def state_round_trips_through_json(self) -> None:

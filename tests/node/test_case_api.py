@@ -185,6 +185,8 @@ async def test_a_whole_case_goes_through_one_call_per_type(world: World) -> None
         assert claims["header"].keys() == header.keys()
         assert sealed_payload == payload  # as given: nothing added, nothing normalised away
         assert response.json()["message_id"] == claims["id"]
+        if message_type is T.RISK_ASSESSMENT:  # its recipient acknowledges: now it counts
+            await world.broker.acknowledge(envelope)
     assert len(world.recording.submitted) == 9  # the return plan twice: to NG, then to RO
 
 

@@ -95,6 +95,8 @@ class World:
     entries: dict[str, int] = field(default_factory=dict)  # "entry A.referral" -> index
     inboxes: dict[str, set[str]] = field(default_factory=dict)  # recipient -> message ids
     dead_letters: set[str] = field(default_factory=set)
+    #: The signed answers given while building the world, by message id.
+    answers: dict[str, dict[str, str]] = field(default_factory=dict)
     secrets: list[Secret] = field(default_factory=list)
     tree_size: int = 0
 
@@ -243,6 +245,12 @@ async def build_world(broker: Broker) -> World:
         "A",
         _message(NG, AT, T.RISK_ASSESSMENT, assessment, case_a, consent_a),
     )
+    # AT's node acknowledges the assessment: only then does it count for the return.
+    ack = broker.signed_answer(world.envelopes["A.assessment"])
+    path = f"/v1/inbox/{world.messages['A.assessment']}/ack"
+    _created(await broker.call("POST", path, AT, json={"ack": ack}), 200)
+    world.answers[world.messages["A.assessment"]] = ack
+    world.inboxes[AT.participant].discard(world.messages["A.assessment"])
     plan = {
         "receiving_org": SHELTER.participant,
         "planned_arrival": (now + timedelta(days=5)).isoformat(),

@@ -25,6 +25,7 @@ from trm_broker.delivery import outcomes
 from trm_broker.delivery.acknowledgement import AckRefused, verify_ack
 from trm_broker.delivery.observer import DeliveryObserver, Outcome
 from trm_broker.domain.inbox_url import InboxPolicy, InboxRefused
+from trm_broker.domain.signed_objects import AckClaims
 from trm_broker.store import deliveries as outbox
 from trm_broker.store.deliveries import ClaimedDelivery
 from trm_broker.web.resolve import resolve
@@ -38,10 +39,14 @@ _jitter = secrets.SystemRandom()
 
 @dataclass(frozen=True)
 class Answer:
-    """A recipient's verified, signed answer: the JWS as stored, and whether it rejects."""
+    """A recipient's verified, signed answer: the JWS as stored, and its claims."""
 
     ack: dict[str, Any]
-    rejected: bool
+    claims: AckClaims
+
+    @property
+    def rejected(self) -> bool:
+        return self.claims.status == "rejected"
 
 
 def backoff_seconds(attempts: int, cap: float, base: float = 1.0) -> float:
@@ -155,7 +160,7 @@ class DeliveryDispatcher(BackgroundLoop):
                         delivery.delivery_id,
                         delivery.message_id,
                         answer.ack,
-                        answer.rejected,
+                        answer.claims,
                         attempts,
                         now,
                     )
@@ -223,7 +228,7 @@ class DeliveryDispatcher(BackgroundLoop):
                 )
             except AckRefused as refused:
                 return None, refused.code
-        return Answer(ack, rejected=claims.status == "rejected"), None
+        return Answer(ack, claims), None
 
     async def _post(self, delivery: ClaimedDelivery) -> tuple[int, bytes | None]:
         """POST and read at most MAX_ACK_BYTES of the answer (None: it was larger)."""

@@ -185,6 +185,9 @@ def play_case(
             # Second refusal: data outside the consent's scope (legal data).
             detail = _refusal(run, ng, case_ref, plan[2], "legal data", ["legal"])
             echo(f"     refused: a risk assessment carrying legal data:\n       {detail}")
+        if path == "return-preparation":
+            # A risk assessment counts for a return once its recipient's node acknowledged it.
+            _wait_acknowledged(at, case_ref, dict(run.sent)["risk assessment"])
         body = {
             "sender": sender,
             "recipient": recipient,
@@ -235,6 +238,26 @@ def _opened(node: Node, message_id: str, timeout: float = 60.0) -> dict[str, Any
                 return found
         time.sleep(0.2)
     raise TimeoutError(f"message {message_id} never reached {node.process.name}")
+
+
+def _wait_acknowledged(node: Node, case_ref: str, message_id: str, timeout: float = 60) -> None:
+    """Wait until the case's timeline (the broker's, relayed by ``node``) shows the message
+    acknowledged by its recipient's node."""
+    deadline = time.monotonic() + timeout
+    while True:
+        view = httpx.get(
+            f"{node.url}/cases/{case_ref}",
+            headers={"authorization": f"Bearer {node.api_token}"},
+            timeout=15,
+        )
+        view.raise_for_status()
+        items = {item["message_id"]: item for item in view.json()["timeline"]}
+        status = items.get(message_id, {}).get("delivery_status")
+        if status == "acknowledged":
+            return
+        if status not in (None, "pending") or time.monotonic() > deadline:
+            raise RuntimeError(f"message {message_id} was not acknowledged ({status})")
+        time.sleep(0.2)
 
 
 def _refusal(

@@ -11,6 +11,7 @@ categories, countries and times.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -126,15 +127,23 @@ class Consent:
 ConsentScope: TypeAlias = Consent
 
 
-def consent_needed(message_type: MessageType) -> bool:
-    """Whether a message of this type must reference a covering consent.
+def consent_needed(message_type: MessageType, data_categories: Collection[DataCategory]) -> bool:
+    """Whether a message of this type, carrying these data categories, must reference a
+    covering consent.
 
     Every type carries, or may carry, personal data in its sealed payload (docs/design.md §2,
-    principle 2), except ``consent_withdrawal``: it references the consent it withdraws,
-    which is checked on its own (it must be possible to withdraw an expired or out-of-scope
-    consent too).
+    principle 2), except:
+
+    - ``consent_withdrawal``: it references the consent it withdraws, which is checked on its
+      own (it must be possible to withdraw an expired or out-of-scope consent too);
+    - a ``case_closure`` that carries no personal data (no data categories: its reason is in
+      the clear header), so a case can always be closed, also after the consent was
+      withdrawn. One that carries data (notes) needs a covering consent like any message.
+      The receiving node checks that the categories are those of the payload.
     """
-    return message_type is not MessageType.CONSENT_WITHDRAWAL
+    if message_type is MessageType.CONSENT_WITHDRAWAL:
+        return False
+    return not (message_type is MessageType.CASE_CLOSURE and not data_categories)
 
 
 def _findings(consent: Consent, message: MessageFacts) -> list[tuple[ScopeGap, str]]:

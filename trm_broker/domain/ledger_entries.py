@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic.json_schema import SkipJsonSchema
 
 from trm_broker.domain.consent import GivenBy
 from trm_broker.domain.envelope import CASE_REF_PATTERN, CONSENT_REF_PATTERN
@@ -20,16 +21,20 @@ from trm_broker.domain.ids import UUID7_PATTERN
 from trm_broker.domain.ledger_events import EventType
 from trm_broker.domain.messages import DataCategory, MessageType
 from trm_broker.domain.participants import PARTICIPANT_ID_PATTERN, ParticipantKind
-from trm_broker.domain.signed_objects import DIGEST_PATTERN
+from trm_broker.domain.signed_objects import DIGEST_PATTERN, RejectionCode, absent_when_none
 
 #: The entry's time: UTC, milliseconds, ``Z`` (:func:`ledger_events.rfc3339`).
 ENTRY_TIME_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
 KEY_ID_PATTERN = r"^[A-Za-z0-9_-]{43}$"
 COUNTRY_PATTERN = r"^[A-Z]{2}$"
 #: The kinds of alert a case can have (`GET /v1/alerts`, ``domain.alerts.AlertKind``): the
-#: workflow's deadlines, a dead letter, a withdrawn consent.
+#: workflow's deadlines, a dead letter, a withdrawn consent, a header its payload contradicts.
 AlertName = Literal[
-    "reception_overdue", "monitoring_overdue", "delivery_dead_lettered", "consent_withdrawn"
+    "reception_overdue",
+    "monitoring_overdue",
+    "delivery_dead_lettered",
+    "consent_withdrawn",
+    "header_payload_mismatch",
 ]
 
 ParticipantId = Annotated[str, Field(pattern=PARTICIPANT_ID_PATTERN)]
@@ -156,6 +161,14 @@ class MessageRejected(_AnsweredEntry):
 
     model_config = ConfigDict(title="message.rejected")
     type: Literal["message.rejected"]
+    # Absent, never null, when there is none (SkipJsonSchema: the schema has no null).
+    code: RejectionCode | SkipJsonSchema[None] = Field(
+        None,
+        json_schema_extra=absent_when_none,
+        description="The rejection's code, as the recipient signed it: `payload-invalid`, or "
+        "`header-payload-mismatch` (a finding: the sender's signed header contradicts its "
+        "sealed payload; an alert is raised). Absent when the answer names none.",
+    )
 
 
 class MessageDeadLettered(_MessageEntry):

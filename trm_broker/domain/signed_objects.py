@@ -9,11 +9,23 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from trm_broker.domain.ids import UUID7_PATTERN
 from trm_broker.domain.participants import PARTICIPANT_ID_PATTERN
 
 DIGEST_PATTERN = r"^sha-256:[A-Za-z0-9_-]{43}$"
+#: Why a node rejects a message (``AckClaims.code``): its payload does not conform to its
+#: type's schema, or its signed header (or data categories) says what the payload does not.
+PAYLOAD_INVALID = "payload-invalid"
+HEADER_PAYLOAD_MISMATCH = "header-payload-mismatch"
+RejectionCode = Literal["payload-invalid", "header-payload-mismatch"]
+
+
+def absent_when_none(schema: dict[str, Any]) -> None:
+    """For a member left out, never null, when it has no value: no ``default: null`` in the
+    published schema of a member whose type has no null."""
+    schema.pop("default", None)
 
 
 class ReceiptClaims(BaseModel):
@@ -58,13 +70,24 @@ class AckClaims(BaseModel):
         "conform and how (e.g. `payload/immediate_needs/0: not a known code`). Locations "
         "and kinds of error only, never a value from the payload.",
     )
+    # Absent, never null, when there is none (SkipJsonSchema: the schema has no null).
+    code: RejectionCode | SkipJsonSchema[None] = Field(
+        None,
+        json_schema_extra=absent_when_none,
+        description="Only in a rejection: `payload-invalid` (the payload does not conform to "
+        "its schema) or `header-payload-mismatch` (the signed header or data categories say "
+        "what the payload does not; the broker records it as a finding).",
+    )
 
     @model_validator(mode="after")
     def _reasons_only_in_a_rejection(self) -> AckClaims:
         if (self.status == "rejected") != bool(self.reasons):
             raise ValueError("a rejection names its reasons; a receipt names none")
+        if self.status == "received" and self.code is not None:
+            raise ValueError("a receipt names no rejection code")
         return self
 
     def signed_claims(self) -> dict[str, Any]:
-        """The claims to sign: ``reasons`` appears only in a rejection."""
-        return self.model_dump(mode="json", exclude=None if self.reasons else {"reasons"})
+        """The claims to sign: ``reasons`` and ``code`` appear only in a rejection."""
+        absent = {name for name in ("reasons", "code") if not getattr(self, name)}
+        return self.model_dump(mode="json", exclude=absent or None)

@@ -4,7 +4,15 @@ A *case transfer* links one case reference between a sending focal point (countr
 exploitation) and a destination focal point (country of return). :func:`apply` is the whole
 state machine: given the state and one message (a :class:`Step`, from the clear header and
 the registry), it returns the new state or raises :class:`RuleBroken` naming the rule.
-Stages only move forward; after ``case_closure`` only a ``consent_withdrawal`` is accepted.
+Stages only move forward (but for a return plan its recipient rejects, below); after
+``case_closure`` only a ``consent_withdrawal`` is accepted.
+
+Facts count once acknowledged (docs/consent-and-workflow.md): stages move when the broker
+accepts a message, so the order of the workflow holds; a fact that *permits* a return (a
+risk assessment that recommends it) counts only once the recipient's node has acknowledged
+the message it came in (:func:`acknowledged`), while facts that *restrict* (a child's case, an
+assessment against return, a best-interests determination against return) bind from
+acceptance. A message its recipient's node rejects (:func:`rejected`) never counts.
 
 Consent scope is checked apart (``domain.consent``); here only the children's rule on *who*
 gave it applies.
@@ -21,10 +29,11 @@ from typing import Any, ClassVar, NoReturn, TypeVar
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from trm_broker.domain.alerts import AlertKind
-from trm_broker.domain.consent import GivenBy
+from trm_broker.domain.consent import GivenBy, consent_needed
 from trm_broker.domain.messages import (
     HEADER_MODELS,
     CaseMonitoringHeader,
+    DataCategory,
     MessageType,
     PreDepartureContactHeader,
     Readiness,
@@ -38,6 +47,7 @@ from trm_broker.domain.messages import (
     RiskLevel,
 )
 from trm_broker.domain.participants import ParticipantKind
+from trm_broker.domain.payload_codes import BestInterestsOutcome
 
 _H = TypeVar("_H", bound=BaseModel)
 
@@ -56,6 +66,8 @@ RULES: dict[str, str] = {
     "referral_to_own_country": "referral goes to another country than the sending focal"
     " point's own",
     "minor_needs_guardian_consent": "{type} for a child needs a consent given by a guardian",
+    "referral_rejected_by_recipient": "{type} needs the referral, which its recipient's node"
+    " rejected: the sending focal point sends a corrected referral first",
     "referral_response_only_from_destination_to_sending": "referral_response goes only from"
     " the destination focal point to the sending one",
     "referral_already_answered": "referral_response is sent once, while the referral awaits"
@@ -75,12 +87,18 @@ RULES: dict[str, str] = {
     " was accepted and before reception",
     "return_preparation_needs_recent_recommending_risk_assessment": "return_preparation needs"
     " a risk_assessment that recommends return, made within the last {span} ({why})",
+    "risk_assessment_not_yet_acknowledged": "return_preparation counts only a risk_assessment"
+    " its recipient has acknowledged: {which} is not yet acknowledged by its recipient; wait"
+    " for it",
     "receiving_org_not_registered_in_country_of_return": "return_preparation must name a"
     " receiving organisation registered as a receiving_org in the country of return {country}",
     "planned_arrival_too_soon": "return_preparation needs the planned arrival at least {span}"
     " ahead, so the receiving organisation can prepare",
     "minor_needs_best_interests_determination": "return_preparation for a child needs a"
-    " best-interests determination reference",
+    " best-interests determination reference whose outcome is that return is in the child's"
+    " best interests",
+    "best_interests_do_not_support_return": "return_preparation is refused: its best-interests"
+    " determination found that return is not in the child's best interests",
     "reception_confirmation_needs_return_preparation": "reception_confirmation is accepted"
     " once, after a return_preparation",
     "reception_confirmation_only_by_designated_receiving_org": "reception_confirmation is"
@@ -191,7 +209,10 @@ class Step:
     of ``domain.messages``. ``receiving_org`` is, for a return_preparation, the registry
     entry of ``header.receiving_org`` (``None`` if it is not registered). ``case_ref`` is the
     envelope's; a referral needs it, as it starts the case. ``message_id`` is the envelope's
-    id (the state keeps that of the plan sent to the receiving organisation)."""
+    id, by which :func:`acknowledged` and :func:`rejected` find what the message brought
+    (the state keeps those of the referral, the plan, and the plan sent to the receiving
+    organisation). ``data_categories`` are the envelope's (by default all: a message that
+    may carry anything); with the type they say whether the message needs a consent at all."""
 
     type: MessageType
     sender: Party
@@ -202,6 +223,7 @@ class Step:
     receiving_org: Party | None = None
     case_ref: str = ""
     message_id: str = ""
+    data_categories: frozenset[DataCategory] = frozenset(DataCategory)
 
     def __post_init__(self) -> None:
         _aware("at", self.at)
@@ -225,12 +247,14 @@ class Stage(StrEnum):
 
 @dataclass(frozen=True)
 class RiskAssessment:
-    """The clear facts of the latest risk assessment of a case."""
+    """The clear facts of a risk assessment of a case, and the message that carried them
+    (``""`` in states stored before issue 17, whose assessments counted at acceptance)."""
 
     __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
     assessed_at: datetime
     level: RiskLevel
     return_recommended: bool
+    message_id: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "assessed_at", _aware("assessed_at", self.assessed_at))
@@ -250,11 +274,18 @@ _TIMES = (
 class CaseTransfer:
     """The state of one case transfer. Times are aware and kept in UTC.
 
+    ``last_risk_assessment`` is the latest (by ``assessed_at``) whose recipient acknowledged
+    it; ``pending_risk_assessments`` those accepted since, not yet answered, that would
+    displace it. ``referral_message_id`` and ``plan_message_id`` name the messages of the
+    referral and of the current return plan; ``referral_rejected`` says the referral's
+    recipient rejected it, so its sender may send a corrected one on the same case reference.
+
     Of the current plan: ``plan_sent_to_org`` is the message id of the return_preparation
     last sent to its receiving organisation (``None``: not sent yet), ``readiness`` the
     organisation's latest answer to it, ``pre_departure_contact_at`` when it last met the
     person before travel. A new plan clears the first two (and the third with a new
     organisation): the organisation is sent, and answers, the plan in force.
+    The members after ``closed_at`` came with issue 17; their defaults read older states.
     """
 
     __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
@@ -274,6 +305,10 @@ class CaseTransfer:
     received_at: datetime | None = None
     last_monitoring_at: datetime | None = None
     closed_at: datetime | None = None
+    pending_risk_assessments: tuple[RiskAssessment, ...] = ()
+    referral_message_id: str = ""
+    referral_rejected: bool = False
+    plan_message_id: str = ""
 
     def __post_init__(self) -> None:
         for name in _TIMES:
@@ -307,12 +342,24 @@ def _focal_points(case: CaseTransfer) -> frozenset[str]:
 
 
 def _require_guardian_for_child(is_minor: bool, step: Step) -> None:
-    # TRM guidelines for children: a guardian consents on a child's behalf (principle 5).
+    # TRM guidelines for children: a guardian consents on a child's behalf (principle 5), for
+    # every message of the case that needs a consent; so after a guardian's withdrawal the
+    # child's own consent covers nothing. A message that needs none (a closure without
+    # personal data, a withdrawal) is free of the rule, so a child's case can be closed.
+    if not consent_needed(step.type, step.data_categories):
+        return
     guardian = step.consent_given_by is GivenBy.GUARDIAN
     _require(not is_minor or guardian, "minor_needs_guardian_consent", type=step.type.value)
 
 
-def _referral(step: Step) -> CaseTransfer:
+def _says_minor(step: Step) -> bool:
+    """Whether the message's own header says the case is a child's (a referral, a return plan
+    naming a guardian or a best-interests determination): sticky once accepted."""
+    header = step.header
+    return isinstance(header, ReferralHeader | ReturnPreparationHeader) and header.subject_is_minor
+
+
+def _referral(step: Step, rejected: CaseTransfer | None = None) -> CaseTransfer:
     header = _header(step, ReferralHeader)
     country = header.destination_country
     _require(step.sender.kind is ParticipantKind.FOCAL_POINT, "referral_only_by_focal_point")
@@ -322,15 +369,19 @@ def _referral(step: Step) -> CaseTransfer:
         country=country,
     )
     _require(country != step.sender.country, "referral_to_own_country")
-    _require_guardian_for_child(header.subject_is_minor, step)
+    # A corrected referral (after its recipient rejected the first) starts the case afresh,
+    # but a child's case stays a child's: a restricting fact binds from acceptance.
+    minor = header.subject_is_minor or (rejected is not None and rejected.subject_is_minor)
+    _require_guardian_for_child(minor, step)
     return CaseTransfer(
         case_ref=step.case_ref,
         sending=step.sender.id,
         destination=step.recipient.id,
         destination_country=country,
-        subject_is_minor=header.subject_is_minor,
+        subject_is_minor=minor,
         stage=Stage.REFERRED,
         referred_at=step.at,
+        referral_message_id=step.message_id,
     )
 
 
@@ -352,13 +403,17 @@ def _risk_assessment(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransf
         case.stage in (Stage.ACCEPTED, Stage.RETURN_PREPARED), "risk_assessment_needs_acceptance"
     )
     _require(header.assessed_at <= step.at + rules.clock_skew, "risk_assessment_in_future")
-    new = RiskAssessment(header.assessed_at, header.risk_level, header.return_recommended)
+    new = RiskAssessment(
+        header.assessed_at, header.risk_level, header.return_recommended, step.message_id
+    )
     latest = case.last_risk_assessment
     # The latest assessment counts (docs/design.md §6): one made earlier but sent later is
     # accepted (it is a fact of the case) but does not displace it.
     if latest is not None and new.assessed_at < latest.assessed_at:
         return case
-    return replace(case, last_risk_assessment=new)
+    # It counts once its recipient's node acknowledges it (:func:`acknowledged`); until then
+    # it holds back any return preparation, whatever it recommends.
+    return replace(case, pending_risk_assessments=(*case.pending_risk_assessments, new))
 
 
 def _return_preparation(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransfer:
@@ -386,8 +441,10 @@ def _return_preparation(case: CaseTransfer, step: Step, rules: Rules) -> CaseTra
             and step.recipient.id == header.receiving_org,
             "return_plan_to_org_must_match_plan",
         )
-    # Principle 5: no return without a recent risk assessment that recommends it.
+    # Principle 5: no return without a recent risk assessment that recommends it, and that
+    # its recipient acknowledged: none accepted since may be waiting for its answer.
     risk = case.last_risk_assessment
+    _require_no_later_pending_assessment(case)
     recent = risk is not None and risk.assessed_at >= step.at - rules.risk_max_age
     if risk is None:
         why = "there is none"
@@ -415,22 +472,50 @@ def _return_preparation(case: CaseTransfer, step: Step, rules: Rules) -> CaseTra
     # Principle 5: enough notice for the receiving organisation to prepare the reception.
     ahead = header.planned_arrival >= step.at + rules.min_notice
     _require(ahead, "planned_arrival_too_soon", span=_span(rules.min_notice))
-    # TRM guidelines for children: guardian consent and a best-interests determination.
-    _require_guardian_for_child(case.subject_is_minor, step)
-    determined = not case.subject_is_minor or header.best_interests_ref is not None
-    _require(determined, "minor_needs_best_interests_determination")
+    # TRM guidelines for children (the guardian's consent is checked in :func:`apply`).
+    minor = _require_best_interests_support_return(case, header)
     if to_org:
-        return replace(case, plan_sent_to_org=step.message_id)
+        return replace(case, plan_sent_to_org=step.message_id, subject_is_minor=minor)
     same_org = header.receiving_org == case.receiving_org
     return replace(
         case,
         stage=Stage.RETURN_PREPARED,
         receiving_org=header.receiving_org,
         planned_arrival=header.planned_arrival,
+        subject_is_minor=minor,
+        plan_message_id=step.message_id,
         plan_sent_to_org=None,
         readiness=None,
         pre_departure_contact_at=case.pre_departure_contact_at if same_org else None,
     )
+
+
+def _require_no_later_pending_assessment(case: CaseTransfer) -> None:
+    latest = case.last_risk_assessment
+    waiting = [
+        pending
+        for pending in case.pending_risk_assessments
+        if latest is None or pending.assessed_at >= latest.assessed_at
+    ]
+    which = "the risk assessment" if latest is None else "a later risk assessment"
+    _require(not waiting, "risk_assessment_not_yet_acknowledged", which=which)
+
+
+def _require_best_interests_support_return(
+    case: CaseTransfer, header: ReturnPreparationHeader
+) -> bool:
+    """Whether the case is a child's after this plan; refused unless a best-interests
+    determination supports the return where one is needed or given."""
+    # Like a risk assessment against return, a determination against it blocks the return.
+    against = header.best_interests_outcome is BestInterestsOutcome.RETURN_NOT_IN_BEST_INTERESTS
+    _require(not against, "best_interests_do_not_support_return")
+    minor = case.subject_is_minor or header.subject_is_minor
+    supports = (
+        header.best_interests_ref is not None
+        and header.best_interests_outcome is BestInterestsOutcome.RETURN_IN_BEST_INTERESTS
+    )
+    _require(not minor or supports, "minor_needs_best_interests_determination")
+    return minor
 
 
 def _reception_confirmation(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransfer:
@@ -530,8 +615,10 @@ def apply(case: CaseTransfer | None, step: Step, rules: Rules) -> CaseTransfer:
     if case is not None and step.case_ref and step.case_ref != case.case_ref:
         raise ValueError("the step is of another case than the state given")
     if step.type is MessageType.REFERRAL:
-        _require(case is None, "case_already_referred")
-        return _referral(step)
+        # Once per case reference; again only to correct a referral its recipient rejected,
+        # by the same sending focal point (nobody else takes over a case reference).
+        _require(case is None or _may_correct_referral(case, step), "case_already_referred")
+        return _referral(step, case)
     kind = step.type.value
     if case is None:
         _refuse("case_not_referred", type=kind)
@@ -542,7 +629,76 @@ def apply(case: CaseTransfer | None, step: Step, rules: Rules) -> CaseTransfer:
     parties = {party for party in (case.sending, case.destination, case.receiving_org) if party}
     among = step.sender.id in parties and step.recipient.id in parties
     _require(among, "not_a_party_of_this_case", type=kind)
+    _require_referral_standing(case, step)
+    # The children's rules hold for every message of a child's case (sticky, from the
+    # referral or any later message that says so), not only for the referral and the return.
+    _require_guardian_for_child(case.subject_is_minor or _says_minor(step), step)
     return _HANDLERS[step.type](case, step, rules)
+
+
+def _may_correct_referral(case: CaseTransfer, step: Step) -> bool:
+    return (
+        case.referral_rejected and step.sender.id == case.sending and case.stage is not Stage.CLOSED
+    )
+
+
+def _require_referral_standing(case: CaseTransfer, step: Step) -> None:
+    # A referral its recipient's node rejected never reached it: nothing builds on it until
+    # a corrected one is accepted, but the case can still be closed or its consent withdrawn.
+    free = step.type in (MessageType.CASE_CLOSURE, MessageType.CONSENT_WITHDRAWAL)
+    standing = not case.referral_rejected or free
+    _require(standing, "referral_rejected_by_recipient", type=step.type.value)
+
+
+def acknowledged(case: CaseTransfer, message_id: str) -> CaseTransfer:
+    """The state once the recipient's node has acknowledged message ``message_id`` of the
+    case: a risk assessment it carried now counts, as the latest if it is (by
+    ``assessed_at``). Any other message leaves the state as it is (the same object)."""
+    if not message_id:
+        return case
+    for pending in case.pending_risk_assessments:
+        if pending.message_id == message_id:
+            rest = tuple(p for p in case.pending_risk_assessments if p is not pending)
+            latest = case.last_risk_assessment
+            if latest is None or pending.assessed_at >= latest.assessed_at:
+                latest = pending
+            return replace(case, pending_risk_assessments=rest, last_risk_assessment=latest)
+    return case
+
+
+def rejected(case: CaseTransfer, message_id: str) -> CaseTransfer:
+    """The state once the recipient's node has rejected message ``message_id`` of the case
+    (its payload does not conform, or contradicts its header): what it brought never counts.
+
+    - a risk assessment is dropped;
+    - the current return plan is withdrawn: the case goes back to ``accepted``, without a
+      plan or a designated receiving organisation, unless the reception was confirmed;
+    - the plan's copy to its receiving organisation counts as not sent (nor answered);
+    - a referral lets its sender send a corrected one on the same case reference (until
+      then nothing else but a closure or a withdrawal is accepted).
+
+    Any other message leaves the state as it is (the same object).
+    """
+    if not message_id:
+        return case
+    rest = tuple(p for p in case.pending_risk_assessments if p.message_id != message_id)
+    if len(rest) != len(case.pending_risk_assessments):
+        return replace(case, pending_risk_assessments=rest)
+    if message_id == case.plan_message_id and case.stage is Stage.RETURN_PREPARED:
+        return replace(
+            case,
+            stage=Stage.ACCEPTED,
+            receiving_org=None,
+            planned_arrival=None,
+            plan_message_id="",
+            plan_sent_to_org=None,
+            readiness=None,
+        )
+    if message_id == case.plan_sent_to_org:  # the organisation's copy: it was not sent
+        return replace(case, plan_sent_to_org=None, readiness=None)
+    if message_id == case.referral_message_id and case.stage is not Stage.CLOSED:
+        return replace(case, referral_rejected=True)
+    return case
 
 
 def due_alerts(case: CaseTransfer, now: datetime, rules: Rules) -> frozenset[AlertKind]:

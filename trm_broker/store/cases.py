@@ -10,7 +10,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.domain.workflow import CaseTransfer
-from trm_broker.store.models import AlertRecord, CaseTransferRow, Message, Refusal
+from trm_broker.store.models import AlertRecord, CaseTransferRow, Delivery, Message, Refusal
 
 
 async def get(session: AsyncSession, case_ref: str) -> CaseTransferRow | None:
@@ -64,9 +64,18 @@ async def active(session: AsyncSession, stages: Sequence[str]) -> Sequence[CaseT
     return (await session.scalars(query)).all()
 
 
-async def messages_of(session: AsyncSession, case_ref: str) -> Sequence[Message]:
-    query = select(Message).where(Message.case_ref == case_ref).order_by(Message.accepted_at)
-    return (await session.scalars(query)).all()
+async def timeline_of(
+    session: AsyncSession, case_ref: str
+) -> Sequence[tuple[Message, Delivery | None]]:
+    """The case's messages in acceptance order, each with its delivery (every message has
+    one; ``None`` only guards the outer join)."""
+    query = (
+        select(Message, Delivery)
+        .outerjoin(Delivery, Delivery.message_id == Message.id)
+        .where(Message.case_ref == case_ref)
+        .order_by(Message.accepted_at, Message.id)
+    )
+    return [(message, delivery) for message, delivery in (await session.execute(query)).all()]
 
 
 async def open_alerts(session: AsyncSession, case_ref: str | None = None) -> Sequence[AlertRecord]:

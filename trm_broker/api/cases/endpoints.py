@@ -27,5 +27,6 @@ async def alerts(
     case_ref: Annotated[str | None, Query(max_length=64)] = None,
     include_closed: bool = False,
 ) -> AlertList:
-    """Open alerts (reception or monitoring overdue, consent withdrawn) of your cases."""
+    """Open alerts of your cases (auditors: of all): reception or monitoring overdue, a dead
+    letter, a consent withdrawn, a header its payload contradicts."""
     return AlertList(alerts=await service.alerts(session, caller, case_ref, include_closed))

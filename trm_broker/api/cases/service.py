@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.api.auth import Caller
 from trm_broker.api.cases.schemas import AlertOut, CaseOut, ConsentSummary, TimelineItem
+from trm_broker.domain.messages import DeliveryStatus
 from trm_broker.domain.participants import ParticipantKind
 from trm_broker.store import cases
 from trm_broker.store import consents as consent_store
@@ -32,7 +33,7 @@ async def case_view(session: AsyncSession, case_ref: str, caller: Caller) -> Cas
     row = await cases.get(session, case_ref)
     if row is None or caller.participant_id not in cases.parties(row):
         raise NotFound("You are not party to a case with this reference.")
-    messages = await cases.messages_of(session, case_ref)
+    timeline = await cases.timeline_of(session, case_ref)
     consents = await consent_store.of_case(session, case_ref)
     alerts = await cases.alerts_for(session, None, case_ref, include_closed=True)
     return CaseOut(
@@ -48,8 +49,10 @@ async def case_view(session: AsyncSession, case_ref: str, caller: Caller) -> Cas
                 accepted_at=m.accepted_at,
                 consent_ref=m.consent_ref,
                 payload_purged_at=m.purged_at,
+                delivery_status=d.status if d is not None else DeliveryStatus.PENDING,
+                answered_at=d.acknowledged_at if d is not None else None,
             )
-            for m in messages
+            for m, d in timeline
         ],
         consents=[
             ConsentSummary(

@@ -122,12 +122,13 @@ async def covering(
     session: AsyncSession, consent_ref: str | None, message: scope.MessageFacts, registrant: str
 ) -> scope.Consent | None:
     """The consent a message references, checked against the message (403 if it does not
-    cover it); ``None`` for a type that needs none.
+    cover it); ``None`` for a message that needs none (a withdrawal, or a closure that
+    carries no personal data: ``consent.consent_needed``).
 
     Only a consent registered by ``registrant``, the case's sending focal point (§7), can
     cover its messages. Any other is answered exactly as an unknown id: its scope is not
     the sender's to learn, nor to borrow."""
-    if not scope.consent_needed(message.type):
+    if not scope.consent_needed(message.type, message.data_categories):
         return None
     if consent_ref is None:
         raise ConsentMissing(

@@ -118,7 +118,7 @@ async def acknowledge(
         ) from None
     rejected = claims.status == "rejected"
     recorded = await outcomes.record_answer(
-        session, delivery.id, message_id, ack, rejected, delivery.attempts + 1, now, pulled=True
+        session, delivery.id, message_id, ack, claims, delivery.attempts + 1, now, pulled=True
     )
     await session.commit()
     if not recorded:  # answered meanwhile (a push, or a concurrent ack): the first stands

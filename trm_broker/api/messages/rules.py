@@ -99,6 +99,7 @@ async def _admit(
         receiving_org=receiving_org,
         case_ref=envelope.case_ref,
         message_id=envelope.id,
+        data_categories=frozenset(envelope.data_categories),
     )
     try:
         new = workflow.apply(cases.state_of(row) if row is not None else None, step, rules)
