@@ -693,6 +693,7 @@ def rejected(case: CaseTransfer, message_id: str) -> CaseTransfer:
             plan_message_id="",
             plan_sent_to_org=None,
             readiness=None,
+            pre_departure_contact_at=None,
         )
     if message_id == case.plan_sent_to_org:  # the organisation's copy: it was not sent
         return replace(case, plan_sent_to_org=None, readiness=None)
