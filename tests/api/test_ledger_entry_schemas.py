@@ -68,7 +68,15 @@ async def entries(
         for name, recipient, claims in [
             ("A.referral", NG, {}),  # closes case A's dead-letter alert
             ("B.referral", DE, {}),
-            ("A.response", AT, {"status": "rejected", "reasons": ["payload/notes: too long"]}),
+            (
+                "A.response",
+                AT,
+                {
+                    "status": "rejected",
+                    "reasons": ["payload/notes: too long"],
+                    "code": "payload-invalid",
+                },
+            ),
         ]:
             path = f"/v1/inbox/{world.messages[name]}/ack"
             answer = _answer(world, name, recipient, **claims)
