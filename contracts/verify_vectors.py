@@ -34,6 +34,7 @@ SUITES = {
 }
 TYP_ENVELOPE, TYP_RECEIPT, TYP_ACK = "trm-envelope+jws", "trm-receipt+jws", "trm-ack+jws"
 ACK_MEMBERS = {"v", "message_id", "envelope_digest", "recipient", "received_at", "status"}
+REJECTION_CODES = {"payload-invalid", "header-payload-mismatch"}
 
 
 class Refused(Exception):
@@ -275,19 +276,24 @@ def check_acknowledgement(case: dict[str, Any], vectors: dict[str, Any]) -> dict
     ):
         raise Refused("ack_mismatch")
     # 6. The schema (schemas/acknowledgement.v1.json): no other member; reasons (1 to 20
-    #    strings of 1 to 200 characters) in a rejection and only there.
+    #    strings of 1 to 200 characters) and a code in a rejection and only there (an
+    #    answer may spell an absent one as [] or null).
     reasons = claims.get("reasons", [])
+    rejected = claims["status"] == "rejected"
     if (
-        set(claims) - {"reasons"} != ACK_MEMBERS
+        set(claims) - {"reasons", "code"} != ACK_MEMBERS
         or claims["v"] != 1
         or not isinstance(claims["received_at"], str)
         or not isinstance(reasons, list)
         or len(reasons) > 20
         or not all(isinstance(r, str) and 1 <= len(r) <= 200 for r in reasons)
-        or (claims["status"] == "rejected") != bool(reasons)
+        or rejected != bool(reasons)
+        or rejected != (claims.get("code") is not None)
+        or (rejected and claims["code"] not in REJECTION_CODES)
     ):
         raise Refused("ack_malformed")
-    return {"valid": True, "status": claims["status"]}
+    found = {"valid": True, "status": claims["status"]}
+    return {**found, "code": claims["code"]} if rejected else found
 
 
 CHECKS = {

@@ -24,6 +24,8 @@ from trm_broker.crypto.encoding import b64url_decode
 from trm_broker.crypto.errors import MalformedError
 from trm_broker.crypto.keys import KeySet, SigningKey
 from trm_broker.domain.messages import DataCategory, MessageType
+from trm_broker.domain.payloads import check_payload, read_payload
+from trm_broker.domain.projections import project
 from trm_broker.domain.times import rfc3339
 from trm_broker.node.app import create_node_app
 from trm_broker.node.compose import compose_envelope
@@ -276,6 +278,18 @@ def _declared_sender(envelope: dict[str, str] | bytes) -> str:
     return str(_declared_claims(envelope).get("sender", ""))
 
 
+def projected(
+    type: MessageType, payload: dict[str, Any], now: datetime
+) -> tuple[dict[str, Any], list[DataCategory]] | None:
+    """The header and data categories a node computes from ``payload`` for a message made
+    ``now``, or None if the payload does not conform to its type's schema."""
+    text = json.dumps(payload)
+    if check_payload(type, text):
+        return None
+    projection = project(type, read_payload(type, text), now)
+    return projection.header_json(), sorted(projection.data_categories)
+
+
 def referral(
     sender: KeySet,
     recipient: KeySet,
@@ -286,11 +300,23 @@ def referral(
     case_ref: str | None = None,
     destination_country: str = "NG",
     consent_ref: str | None = "",
+    header: dict[str, Any] | None = None,
+    data_categories: list[DataCategory] | None = None,
 ) -> dict[str, str]:
     """A signed referral envelope from ``sender`` sealed to ``recipient``: a new case (its
     own case reference) under the consent ``consent-<case_ref>`` unless told otherwise
-    (``consent_ref=None``: none). ``Broker.submit`` registers that consent first."""
+    (``consent_ref=None``: none). ``Broker.submit`` registers that consent first.
+
+    Its header and data categories are those a node computes from the payload, unless given
+    (a sender that lies) or the payload does not conform (a plain adult's referral then)."""
     case_ref = case_ref or f"AT-{uuid.uuid4().hex[:12]}"
+    now = now or datetime.now(UTC)
+    if payload is None:  # identity data, as the tests' consents cover
+        payload = {"destination_country": destination_country, "languages": ["en"]}
+    computed = projected(MessageType.REFERRAL, payload, now) or (
+        {"destination_country": destination_country, "subject_is_minor": False},
+        [DataCategory.IDENTITY],
+    )
     _, signed = compose_envelope(
         signing_key=sender.signing,
         sender=sender.participant,
@@ -300,12 +326,12 @@ def referral(
         recipient_enc_alg=recipient.encryption.alg,
         type=MessageType.REFERRAL,
         case_ref=case_ref,
-        header={"destination_country": destination_country, "subject_is_minor": False},
-        payload=payload or {"form_of_exploitation": "forced_labour"},
-        data_categories=[DataCategory.IDENTITY],
+        header=computed[0] if header is None else header,
+        payload=payload,
+        data_categories=computed[1] if data_categories is None else data_categories,
         consent_ref=f"consent-{case_ref}" if consent_ref == "" else consent_ref,
         in_reply_to=None,
-        now=now or datetime.now(UTC),
+        now=now,
         message_id=message_id,
     )
     return signed
@@ -315,7 +341,7 @@ def envelope(
     sender: KeySet,
     recipient: KeySet,
     type: MessageType,
-    header: dict[str, Any],
+    header: dict[str, Any] | None,
     *,
     case_ref: str,
     consent_ref: str | None,
@@ -323,7 +349,20 @@ def envelope(
     payload: dict[str, Any] | None = None,
     now: datetime | None = None,
 ) -> dict[str, str]:
-    """A signed envelope of any type from ``sender`` sealed to ``recipient``."""
+    """A signed envelope of any type from ``sender`` sealed to ``recipient``.
+
+    ``header=None`` (and ``data_categories=None``): those a node computes from ``payload``,
+    which must then conform to its type's schema. A header given is signed as it is, for
+    the broker's tests, which see headers only; data categories left out are then the
+    payload's, or ``other`` if it does not conform."""
+    now = now or datetime.now(UTC)
+    payload = payload or {}
+    computed = projected(type, payload, now)
+    if header is None:
+        assert computed is not None, f"a {type.value} payload that does not conform"
+        header = computed[0]
+    if data_categories is None:
+        data_categories = computed[1] if computed is not None else [DataCategory.OTHER]
     _, signed = compose_envelope(
         signing_key=sender.signing,
         sender=sender.participant,
@@ -334,11 +373,11 @@ def envelope(
         type=type,
         case_ref=case_ref,
         header=header,
-        payload=payload or {},
-        data_categories=data_categories if data_categories is not None else [DataCategory.OTHER],
+        payload=payload,
+        data_categories=data_categories,
         consent_ref=consent_ref,
         in_reply_to=None,
-        now=now or datetime.now(UTC),
+        now=now,
     )
     return signed
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -27,7 +27,7 @@ from trm_broker.crypto.http_signatures import SignedRequest, check_signed_reques
 from trm_broker.crypto.keys import encryption_key_from_secret, load_ed25519_public
 from trm_broker.delivery.acknowledgement import ACK_CODES, AckRefused, check_ack, parse_ack
 from trm_broker.domain.participants import KeyUse
-from trm_broker.domain.signed_objects import AckClaims
+from trm_broker.domain.signed_objects import AckClaims, RejectionCode
 from trm_broker.node.broker_client import BrokerKey, RegisteredKey
 from trm_broker.store.models import ParticipantKey
 
@@ -259,6 +259,8 @@ async def _acknowledgement(
         )
     except AckRefused as refused:  # the broker's delivery codes (``ack_*``)
         return {"valid": False, "error": refused.code}
+    if claims.code is not None:  # the node's reason for a rejection
+        return {"valid": True, "status": claims.status, "code": claims.code}
     return {"valid": True, "status": claims.status}
 
 
@@ -267,6 +269,11 @@ def test_the_acknowledgement_vectors_show_both_answers_and_every_refusal_code() 
     assert {c["expect"].get("status") for c in acks if c["expect"]["valid"]} == {
         "received",
         "rejected",
+    }
+    # A rejection says why: each of the node's codes has a vector.
+    assert {c["expect"].get("code") for c in acks if c["expect"]["valid"]} == {
+        None,
+        *get_args(RejectionCode),
     }
     assert {c["expect"]["error"] for c in acks if not c["expect"]["valid"]} == set(ACK_CODES)
 

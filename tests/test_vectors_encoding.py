@@ -106,13 +106,16 @@ def test_signed_objects_requests_and_verdicts_are_encoded_as_documented() -> Non
         assert isinstance(expect["valid"], bool)
         assert ("error" in expect) == (not expect["valid"])
         extra = set(expect) - {"valid", "error"}
-        assert extra <= {"payload", "status"}
+        assert extra <= {"payload", "status", "code"}
         if "payload" in expect:  # the opened payload, as JSON
             assert case["kind"] == "envelope"
             assert isinstance(expect["payload"], dict)
         if "status" in expect:
             assert case["kind"] == "acknowledgement"
             assert expect["status"] in ("received", "rejected")
+        if "code" in expect:  # why the node rejected it
+            assert expect.get("status") == "rejected"
+            assert expect["code"] in ("payload-invalid", "header-payload-mismatch")
 
 
 def test_now_is_after_every_key_became_valid() -> None:

@@ -92,7 +92,9 @@ async def test_a_recipient_fetches_acknowledges_and_is_not_offered_it_again(
 async def test_a_signed_rejection_through_the_pull_inbox_is_final(broker: Broker) -> None:
     message_id = (await broker.submit(referral(AT, NG))).json()["message_id"]
     [item] = (await fetch(broker))["items"]
-    rejection = ack(item, status="rejected", reasons=["payload/person: unknown member"])
+    rejection = ack(
+        item, status="rejected", reasons=["payload/person: unknown member"], code="payload-invalid"
+    )
     answered = await broker.call("POST", f"/v1/inbox/{message_id}/ack", NG, json=rejection)
     assert answered.json() == {"message_id": message_id, "status": "rejected"}
     assert (await broker.status(message_id, AT)).json()["status"] == "rejected"

@@ -66,7 +66,11 @@ async def test_log_lines_carry_request_and_message_ids_and_no_data(
         assert (await broker.register(AT, "AT")).status_code == 201
         assert (await broker.register(NG, "NG", inbox_url=INBOX)).status_code == 201
         case_ref = "AT-case-log-0001"
-        payload = {"identification_summary": f"Met {CANARY} at the border", "languages": ["en"]}
+        payload = {
+            "destination_country": "NG",
+            "identification_summary": f"Met {CANARY} at the border",
+            "languages": ["en"],
+        }
         accepted = await broker.submit(referral(AT, NG, payload=payload, case_ref=case_ref))
         assert accepted.status_code == 202
         message_id = accepted.json()["message_id"]

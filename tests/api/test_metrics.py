@@ -70,7 +70,7 @@ async def test_metrics_count_accepted_refused_and_delivered_messages_without_ids
 
         # One message acknowledged by a real node.
         case_refs = ["AT-metrics-acked", "AT-metrics-dead", "AT-metrics-late", "AT-metrics-no"]
-        payload = {"languages": ["en"], "is_child": False}
+        payload = {"destination_country": "NG", "languages": ["en"], "is_child": False}
         first = await broker.submit(referral(AT, NG, payload=payload, case_ref=case_refs[0]))
         assert first.status_code == 202
         key_file = tmp_path / "ng.keys.json"

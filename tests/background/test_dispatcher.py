@@ -28,6 +28,8 @@ from trm_broker.web.signed_requests import SignedRequests
 AT = KeySet.generate("at.focal-point")
 NG = KeySet.generate("ng.naptip")
 INBOX = "http://127.0.0.1:9/inbox"  # the ASGI transports below never dial it
+#: A referral the node takes: its header is what the payload says.
+PAYLOAD = {"destination_country": "NG", "languages": ["en"], "is_child": False}
 
 
 @dataclass
@@ -86,7 +88,7 @@ async def test_push_to_a_real_node_is_acknowledged_and_opened(world: World, tmp_
     async with running_node(
         tmp_path, [key_file], world.broker.client, "case-worker-token"
     ) as to_node:
-        envelope = referral(AT, NG, payload={"languages": ["en"], "is_child": False})
+        envelope = referral(AT, NG, payload=PAYLOAD)
         accepted = (await world.broker.submit(envelope)).json()
         message_id = accepted["message_id"]
         assert await world.dispatcher_for(to_node).run_once() == 1
@@ -98,7 +100,7 @@ async def test_push_to_a_real_node_is_acknowledged_and_opened(world: World, tmp_
             await to_node.get("/messages", headers={"authorization": "Bearer case-worker-token"})
         ).json()
         assert [(m["message_id"], m["payload"]) for m in received["messages"]] == [
-            (message_id, {"languages": ["en"], "is_child": False})
+            (message_id, PAYLOAD)
         ]
         # A second push of the same message (e.g. after a lost ack) stores nothing new.
         push = {"envelope": envelope, "receipt": accepted["receipt"]}
@@ -151,12 +153,16 @@ def ack_for(envelope: dict[str, Any], key: SigningKey, **overrides: Any) -> dict
             "ack_mismatch",
         ),
         (lambda env: (200, ack_for(env, NG.signing, status="lost")), "ack_mismatch"),
-        (lambda env: (200, ack_for(env, NG.signing, status="rejected")), "ack_malformed"),
-        (lambda env: (200, ack_for(env, NG.signing, reasons=["payload: x"])), "ack_malformed"),
         (
-            lambda env: (200, ack_for(env, NG.signing, code="header-payload-mismatch")),
+            lambda env: (200, ack_for(env, NG.signing, status="rejected", code="payload-invalid")),
             "ack_malformed",
         ),
+        (lambda env: (200, ack_for(env, NG.signing, reasons=["payload: x"])), "ack_malformed"),
+        (
+            lambda env: (200, ack_for(env, NG.signing, status="rejected", reasons=["header: x"])),
+            "ack_malformed",
+        ),
+        (lambda env: (200, ack_for(env, NG.signing, code="payload-invalid")), "ack_malformed"),
     ],
     ids=[
         "500",
@@ -167,6 +173,7 @@ def ack_for(envelope: dict[str, Any], key: SigningKey, **overrides: Any) -> dict
         "unknown-status",
         "rejection-without-reasons",
         "receipt-with-reasons",
+        "rejection-without-code",
         "receipt-with-code",
     ],
 )
@@ -205,7 +212,9 @@ async def test_a_signed_rejection_is_final_recorded_in_the_ledger_and_never_retr
 
     def reject(envelope: dict[str, Any]) -> tuple[int, Any]:
         calls.append("called")
-        return 200, ack_for(envelope, NG.signing, status="rejected", reasons=reasons)
+        return 200, ack_for(
+            envelope, NG.signing, status="rejected", reasons=reasons, code="payload-invalid"
+        )
 
     async with fake_inbox(reject) as node:
         assert await world.dispatcher_for(node).run_once() == 1

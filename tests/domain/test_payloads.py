@@ -22,6 +22,7 @@ T = MessageType
 
 FULL: dict[MessageType, dict[str, Any]] = {
     T.REFERRAL: {
+        "destination_country": "NG",
         "identification_summary": "Identified during a labour inspection at a farm.",
         "identified_on": "2026-10-02",
         "trafficking_status": "possible_victim_of_trafficking",
@@ -44,6 +45,7 @@ FULL: dict[MessageType, dict[str, Any]] = {
         "notes": "Prefers a female case worker.",
     },
     T.REFERRAL_RESPONSE: {
+        "accepted": False,
         "decline_reason": "no_service_capacity",
         "contact_point": "Case desk, NAPTIP Lagos zonal command",
         "notes": "Please re-refer in two weeks.",
@@ -51,6 +53,7 @@ FULL: dict[MessageType, dict[str, Any]] = {
     T.RISK_ASSESSMENT: {
         "risk_level": "medium",
         "recommendation": "return_with_conditions",
+        "assessed_at": "2026-11-20T10:00:00+01:00",
         "threats": {
             "traffickers": {"identified": True, "level": "medium", "notes": "Recruiter at large."},
             "family": {"identified": False},
@@ -66,6 +69,8 @@ FULL: dict[MessageType, dict[str, Any]] = {
         "notes": "Reassess if the recruiter is not arrested.",
     },
     T.RETURN_PREPARATION: {
+        "receiving_org": "ng.shelter",
+        "planned_arrival": "2026-12-01T17:05:00Z",
         "travel_date": "2026-12-01",
         "route": [
             {
@@ -113,19 +118,43 @@ FULL: dict[MessageType, dict[str, Any]] = {
         "re_trafficking_risk": "low",
         "notes": "Enrolled in a tailoring course.",
     },
-    T.CASE_CLOSURE: {"notes": "Monitoring completed; no further needs."},
+    T.CASE_CLOSURE: {"reason": "monitoring_completed", "notes": "No further needs."},
     T.CONSENT_WITHDRAWAL: {"withdrawn_on": "2026-11-30", "notes": "Withdrawn in person."},
+    T.RECEPTION_PLAN_RESPONSE: {
+        "readiness": "cannot_receive",
+        "cannot_receive_reason": "date_not_possible",
+        "needs": ["medical_check", "shelter"],
+        "contact_person": "Reception desk, NGO Benin City",
+        "notes": "Possible one week later.",
+    },
+    T.PRE_DEPARTURE_CONTACT: {
+        "contacted_at": "2026-11-28T09:00:00+01:00",
+        "mode": "video",
+        "counselling_given": True,
+        "languages": ["en", "pcm"],
+        "notes": "Met her future case worker.",
+    },
 }
 
+#: The members each type requires: the facts its clear header is computed from.
 MINIMAL: dict[MessageType, dict[str, Any]] = {
-    T.REFERRAL: {},
-    T.REFERRAL_RESPONSE: {},
-    T.RISK_ASSESSMENT: {"risk_level": "low", "recommendation": "return"},
-    T.RETURN_PREPARATION: {},
-    T.RECEPTION_CONFIRMATION: {"outcome": "not_arrived"},
+    T.REFERRAL: {"destination_country": "NG"},
+    T.REFERRAL_RESPONSE: {"accepted": True},
+    T.RISK_ASSESSMENT: {
+        "risk_level": "low",
+        "recommendation": "return",
+        "assessed_at": "2026-11-20T09:00:00Z",
+    },
+    T.RETURN_PREPARATION: {
+        "receiving_org": "ng.shelter",
+        "planned_arrival": "2026-12-01T17:05:00Z",
+    },
+    T.RECEPTION_CONFIRMATION: {"outcome": "not_arrived", "received_at": "2026-12-01T18:00:00Z"},
     T.CASE_MONITORING: {"period_start": "2027-01-01", "period_end": "2027-03-31"},
-    T.CASE_CLOSURE: {},
+    T.CASE_CLOSURE: {"reason": "other"},
     T.CONSENT_WITHDRAWAL: {},
+    T.RECEPTION_PLAN_RESPONSE: {"readiness": "ready"},
+    T.PRE_DEPARTURE_CONTACT: {"contacted_at": "2026-11-28T08:00:00Z"},
 }
 
 #: For each type with codes, a member holding one (a path to it, and the path's reason).
@@ -139,6 +168,9 @@ BAD_CODE: dict[MessageType, tuple[dict[str, Any], str]] = {
     ),
     T.RECEPTION_CONFIRMATION: ({"outcome": "CANARY"}, "outcome"),
     T.CASE_MONITORING: ({"re_trafficking_risk": "CANARY"}, "re_trafficking_risk"),
+    T.CASE_CLOSURE: ({"reason": "CANARY"}, "reason"),
+    T.RECEPTION_PLAN_RESPONSE: ({"needs": ["CANARY"]}, "needs/0"),
+    T.PRE_DEPARTURE_CONTACT: ({"mode": "CANARY"}, "mode"),
 }
 
 #: For each type, a member of a JSON type other than string where one exists, else text.
@@ -151,6 +183,8 @@ TYPED_MEMBER: dict[MessageType, str] = {
     T.CASE_MONITORING: "period_start",
     T.CASE_CLOSURE: "notes",
     T.CONSENT_WITHDRAWAL: "withdrawn_on",
+    T.RECEPTION_PLAN_RESPONSE: "needs",
+    T.PRE_DEPARTURE_CONTACT: "counselling_given",
 }
 TEXT_MEMBERS = {"contact_point", "notes"}
 
@@ -180,9 +214,9 @@ def test_a_full_and_a_minimal_form_conform(
     "payload",
     [
         DEMO_REFERRAL,
-        {"form_of_exploitation": "forced_labour", "languages": ["en", "ha"]},
-        {"languages": ["en"], "is_child": False},
-        {"identification_summary": "Jane Doe, from Benin City"},
+        {"destination_country": "NG", "form_of_exploitation": "forced_labour", "languages": ["en"]},
+        {"destination_country": "NG", "languages": ["en"], "is_child": False},
+        {"destination_country": "GH", "identification_summary": "Jane Doe, from Benin City"},
     ],
 )
 def test_referral_payloads_the_demo_and_tests_send_still_conform(payload: dict[str, Any]) -> None:
@@ -196,7 +230,7 @@ def test_an_unknown_member_is_refused_without_naming_it(message_type: MessageTyp
 
 
 def test_an_unknown_member_of_a_part_is_located_at_its_parent() -> None:
-    reasons = check(T.REFERRAL, {"person": {"given_name": "A", CANARY: 1}})
+    reasons = check(T.REFERRAL, {**MINIMAL[T.REFERRAL], "person": {"given_name": "A", CANARY: 1}})
     assert reasons == ["payload/person: unknown member"]
 
 
@@ -236,7 +270,26 @@ def test_a_wrong_type_is_refused_even_where_lax_parsing_would_coerce(
         (T.REFERRAL, {"notes": ""}, "notes: empty"),
         (T.REFERRAL, {"notes": "x" * 4001}, "notes: too long"),
         (T.REFERRAL, {"means_of_control": ["threats"] * 33}, "means_of_control: too many items"),
-        (T.RISK_ASSESSMENT, {"risk_level": "low"}, "recommendation: required"),
+        (T.RISK_ASSESSMENT, {"recommendation": None}, "recommendation: required"),
+        (T.REFERRAL, {"destination_country": None}, "destination_country: required"),
+        (T.RETURN_PREPARATION, {"receiving_org": None}, "receiving_org: required"),
+        (
+            T.RETURN_PREPARATION,
+            {"receiving_org": "Shelter in Lagos"},
+            "receiving_org: not in the expected format",
+        ),
+        (T.CASE_CLOSURE, {"reason": None}, "reason: required"),
+        (T.REFERRAL_RESPONSE, {"accepted": None}, "accepted: required"),
+        (
+            T.REFERRAL_RESPONSE,
+            {"decline_reason": "no_service_capacity"},
+            ": decline_reason is only for a referral not accepted",
+        ),
+        (
+            T.RECEPTION_PLAN_RESPONSE,
+            {"readiness": "cannot_receive"},
+            ": cannot_receive_reason is given exactly when readiness is cannot_receive",
+        ),
         (
             T.RECEPTION_CONFIRMATION,
             {"outcome": "received", "received_at": "2026-12-01T17:40:00"},
@@ -268,6 +321,9 @@ def test_a_wrong_type_is_refused_even_where_lax_parsing_would_coerce(
 def test_each_rule_is_named_by_location(
     message_type: MessageType, payload: object, reason: str
 ) -> None:
+    if isinstance(payload, dict):  # the type's minimal form, changed (None: left out)
+        changed = {**MINIMAL[message_type], **payload}
+        payload = {name: value for name, value in changed.items() if value is not None}
     reasons = check(message_type, payload)
     assert len(reasons) == 1
     assert reasons[0].startswith("payload"), reasons
@@ -342,6 +398,8 @@ def published(message_type: MessageType) -> dict[str, Any]:
 CROSS_MEMBER_RULES = {
     "payload: reason_not_received is only for a person not received",
     "payload: period_end is before period_start",
+    "payload: decline_reason is only for a referral not accepted",
+    "payload: cannot_receive_reason is given exactly when readiness is cannot_receive",
 }
 
 

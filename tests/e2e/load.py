@@ -32,6 +32,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
 
+from tests.support import projected
 from trm_broker.crypto import jws
 from trm_broker.crypto.errors import CryptoError
 from trm_broker.crypto.keys import KeySet, load_ed25519_public
@@ -191,13 +192,14 @@ class LoadGenerator:
         if not await self._consent(client, a, b, case_ref, consent_ref):
             return
         now = datetime.now(UTC)
-        plan: list[tuple[Party, Party, MessageType, dict[str, Any], dict[str, Any]]] = [
+        # The payloads only: each envelope's header is what a node computes from its payload.
+        plan: list[tuple[Party, Party, MessageType, dict[str, Any]]] = [
             (
                 a,
                 b,
                 MessageType.REFERRAL,
-                {"destination_country": b.country, "subject_is_minor": False},
                 {
+                    "destination_country": b.country,
                     "identification_summary": f"Fictional load-test case {index}.",
                     "form_of_exploitation": "forced_labour",
                     "immediate_needs": ["shelter"],
@@ -205,7 +207,7 @@ class LoadGenerator:
                     "is_child": False,
                 },
             ),
-            (b, a, MessageType.REFERRAL_RESPONSE, {"accepted": True}, {"contact_point": "desk"}),
+            (b, a, MessageType.REFERRAL_RESPONSE, {"accepted": True, "contact_point": "desk"}),
         ]
         for n in range(self.risk_assessments):
             assessed = (now + timedelta(milliseconds=n)).isoformat()
@@ -214,18 +216,18 @@ class LoadGenerator:
                     a,
                     b,
                     MessageType.RISK_ASSESSMENT,
-                    {"risk_level": "low", "return_recommended": True, "assessed_at": assessed},
                     {
                         "risk_level": "low",
                         "recommendation": "return",
+                        "assessed_at": assessed,
                         "protective_factors": [],
                         "notes": f"assessment {n + 1} of case {index}",
                     },
                 )
             )
-        for position, (sender, recipient, kind, header, payload) in enumerate(plan):
+        for position, (sender, recipient, kind, payload) in enumerate(plan):
             if not await self._send(
-                client, sender, recipient, kind, header, payload, case_ref, consent_ref, position
+                client, sender, recipient, kind, payload, case_ref, consent_ref, position
             ):
                 return
 
@@ -272,12 +274,15 @@ class LoadGenerator:
         sender: Party,
         recipient: Party,
         kind: MessageType,
-        header: dict[str, Any],
         payload: dict[str, Any],
         case_ref: str,
         consent_ref: str,
         position: int,
     ) -> bool:
+        now = datetime.now(UTC)
+        computed = projected(kind, payload, now)
+        assert computed is not None, f"the load test's {kind.value} payload does not conform"
+        header, categories = computed
         envelope, signed = compose_envelope(
             signing_key=sender.keyset.signing,
             sender=sender.id,
@@ -289,10 +294,10 @@ class LoadGenerator:
             case_ref=case_ref,
             header=header,
             payload=payload,
-            data_categories=[DataCategory.IDENTITY],
+            data_categories=categories,
             consent_ref=consent_ref,
             in_reply_to=None,
-            now=datetime.now(UTC),
+            now=now,
         )
         content = json.dumps(signed).encode()  # the same bytes on every attempt
         sent = Sent(envelope.id, case_ref, sender.id, recipient.id, kind.value, payload, position)

@@ -35,6 +35,7 @@ REFERRALS = 3
 #: consent, an acceptance and an acknowledgement per referral.
 ENTRIES = 1 + 3 + 3 * REFERRALS
 PAYLOAD = {
+    "destination_country": "NG",
     "identification_summary": "Fictional person for the backup test.",
     "form_of_exploitation": "forced_labour",
     "immediate_needs": ["shelter"],
@@ -86,7 +87,7 @@ def _consent(case_ref: str) -> dict[str, object]:
         "given_by": "person",
         "purposes": ["referral"],
         "recipients": [NG],
-        "data_categories": ["identity"],
+        "data_categories": ["identity", "other"],  # what the referral's payload holds
         "valid_from": "2026-01-01T00:00:00Z",
         "form_digest": "sha-256:" + "C" * 43,
     }

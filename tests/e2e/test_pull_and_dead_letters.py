@@ -21,6 +21,8 @@ from trm_broker.web.signed_requests import SignedRequests
 
 pytestmark = pytest.mark.e2e
 
+PAYLOAD = {"destination_country": "NG", "form_of_exploitation": "forced_labour"}
+
 
 def test_an_unfetched_message_is_dead_lettered_requeued_and_then_pulled_once(
     tmp_path: Path,
@@ -48,7 +50,7 @@ def test_an_unfetched_message_is_dead_lettered_requeued_and_then_pulled_once(
         )
         assert registered.status_code == 201, registered.text
 
-        sent = demo.send_referral(at, "AT-PULL-0001", {"form_of_exploitation": "forced_labour"})
+        sent = demo.send_referral(at, "AT-PULL-0001", PAYLOAD)
         message_id = sent["message_id"]
         status_url = f"{broker.url}/v1/messages/{message_id}"
         sender = SignedRequests(at.keysets[0].signing)
@@ -84,7 +86,7 @@ def test_an_unfetched_message_is_dead_lettered_requeued_and_then_pulled_once(
         assert f"{message_id} re-queued" in requeued.output
 
         received = demo.wait_received(ng, message_id)
-        assert received["payload"] == {"form_of_exploitation": "forced_labour"}
+        assert received["payload"] == PAYLOAD
         final = demo.eventually(
             "the acknowledgement",
             lambda: s if (s := status())["status"] == "acknowledged" else None,

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.e2e
 def canary_payload() -> tuple[dict[str, object], list[str]]:
     canaries = [f"CANARY{secrets.token_hex(8).upper()}" for _ in range(4)]
     payload: dict[str, object] = {
+        "destination_country": "NG",
         "identification_summary": canaries[0],
         "person": {"given_name": canaries[1], "family_name": canaries[2]},
         "form_of_exploitation": "forced_labour",

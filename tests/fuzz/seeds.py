@@ -154,15 +154,18 @@ def receipt_claims(envelope: dict[str, str], ledger_index: int | None = None) ->
     return claims.model_dump(mode="json")
 
 
-def _ack_claims(envelope: dict[str, str]) -> dict[str, Any]:
-    """What the recipient's node signs once it has opened ``envelope``."""
+def _ack_claims(envelope: dict[str, str], *, rejected: bool = False) -> dict[str, Any]:
+    """What the recipient's node signs once it has opened ``envelope``: an acknowledgement,
+    or a rejection of a header that says other than the payload."""
     claims = AckClaims(
         v=1,
         message_id=MESSAGE_ID,
         envelope_digest=jws.digest(envelope),
         recipient=RECIPIENT,
         received_at="2025-03-01T12:00:02.000Z",
-        status="received",
+        status="rejected" if rejected else "received",
+        reasons=["header/risk_level: does not match the payload"] if rejected else [],
+        code="header-payload-mismatch" if rejected else None,
     )
     return claims.signed_claims()
 
@@ -180,6 +183,7 @@ def jws_seeds() -> list[Seed]:
         jws.sign(receipt_claims(envelope), SEED_KEY, jws.TYP_RECEIPT),
         jws.sign(receipt_claims(envelope, ledger_index=7), SEED_KEY, jws.TYP_RECEIPT),
         jws.sign(_ack_claims(envelope), SEED_KEY, jws.TYP_ACK),
+        jws.sign(_ack_claims(envelope, rejected=True), SEED_KEY, jws.TYP_ACK),
     ]
     none = {**envelope, "protected": _b64url_json({"alg": "none", "typ": jws.TYP_ENVELOPE})}
     crit = {

@@ -1,5 +1,7 @@
-"""The node's per-type calls: a case worker gives a typed header and payload, the node builds,
-seals and signs the envelope; what does not fit the type is refused before anything is sent."""
+"""The node's per-type calls: a case worker gives a typed payload, the node computes the clear
+header and data categories from it, and builds, seals and signs the envelope; what does not
+fit the type, or a header that says other than the payload, is refused before anything is
+sent."""
 
 from __future__ import annotations
 
@@ -14,7 +16,14 @@ import httpx
 import pytest
 
 from tests.domain.test_payloads import FULL
-from tests.support import PROBLEM, Broker, broker_settings, running_broker, running_node
+from tests.support import (
+    PROBLEM,
+    Broker,
+    broker_settings,
+    projected,
+    running_broker,
+    running_node,
+)
 from trm_broker.background.dispatcher import DeliveryDispatcher
 from trm_broker.crypto import jws
 from trm_broker.crypto.keys import KeySet
@@ -95,43 +104,38 @@ async def register_consent(world: World) -> str:
 
 
 def steps(now: datetime) -> list[tuple[str, MessageType, KeySet, KeySet, dict[str, Any]]]:
-    """One call of each type, in the order a case goes: (path, type, from, to, header)."""
+    """One call of each type, in the order a case goes: (path, type, from, to, payload), each
+    payload the type's full form with this case's facts (accepted; an adult's case)."""
+    today = now.date().isoformat()
+    moment = now.isoformat().replace("+00:00", "Z")  # as the typed payload's JSON spells it
+    arrival = (now + timedelta(days=8)).isoformat().replace("+00:00", "Z")
+    facts: dict[MessageType, dict[str, Any]] = {
+        T.REFERRAL_RESPONSE: {"accepted": True},
+        T.RISK_ASSESSMENT: {"assessed_at": moment},
+        T.RETURN_PREPARATION: {"receiving_org": RO.participant, "planned_arrival": arrival},
+        T.RECEPTION_CONFIRMATION: {"received_at": moment},
+        T.CASE_MONITORING: {"period_start": today, "period_end": today},
+    }
+    left_out = {"guardian", "best_interests_determination", "decline_reason"}
+    calls = [
+        ("referral", T.REFERRAL, AT, NG),
+        ("referral-response", T.REFERRAL_RESPONSE, NG, AT),
+        ("risk-assessment", T.RISK_ASSESSMENT, AT, NG),
+        ("return-preparation", T.RETURN_PREPARATION, AT, NG),
+        ("reception-confirmation", T.RECEPTION_CONFIRMATION, RO, AT),
+        ("monitoring", T.CASE_MONITORING, RO, AT),
+        ("closure", T.CASE_CLOSURE, AT, NG),
+        ("consent-withdrawal", T.CONSENT_WITHDRAWAL, AT, NG),
+    ]
     return [
-        ("referral", T.REFERRAL, AT, NG, {"destination_country": "NG", "subject_is_minor": False}),
-        ("referral-response", T.REFERRAL_RESPONSE, NG, AT, {"accepted": True}),
         (
-            "risk-assessment",
-            T.RISK_ASSESSMENT,
-            AT,
-            NG,
-            {"risk_level": "medium", "return_recommended": True, "assessed_at": now.isoformat()},
-        ),
-        (
-            "return-preparation",
-            T.RETURN_PREPARATION,
-            AT,
-            NG,
-            {
-                "receiving_org": RO.participant,
-                "planned_arrival": (now + timedelta(days=8)).isoformat(),
-            },
-        ),
-        (
-            "reception-confirmation",
-            T.RECEPTION_CONFIRMATION,
-            RO,
-            AT,
-            {"outcome": "received", "at": now.isoformat()},
-        ),
-        (
-            "monitoring",
-            T.CASE_MONITORING,
-            RO,
-            AT,
-            {"period_start": now.date().isoformat(), "period_end": now.date().isoformat()},
-        ),
-        ("closure", T.CASE_CLOSURE, AT, NG, {"reason": "monitoring_completed"}),
-        ("consent-withdrawal", T.CONSENT_WITHDRAWAL, AT, NG, {}),
+            path,
+            kind,
+            sender,
+            recipient,
+            {k: v for k, v in FULL[kind].items() if k not in left_out} | facts.get(kind, {}),
+        )
+        for path, kind, sender, recipient in calls
     ]
 
 
@@ -149,22 +153,18 @@ def opened(envelope: dict[str, str], recipient: KeySet) -> tuple[dict[str, Any],
 
 
 async def test_a_whole_case_goes_through_one_call_per_type(world: World) -> None:
-    """Each call builds, seals and signs its type's envelope, and the broker accepts it."""
+    """Each call builds, seals and signs its type's envelope, with the header and data
+    categories computed from the payload, and the broker accepts it."""
     consent_ref = await register_consent(world)
     now = datetime.now(UTC)
-    for path, message_type, sender, recipient, header in steps(now):
-        payload = FULL[message_type]
-        if message_type is T.CASE_MONITORING:  # the period the header states
-            payload = payload | {k: header[k] for k in ("period_start", "period_end")}
+    for path, message_type, sender, recipient, payload in steps(now):
         before = len(world.recording.submitted)
         response = await world.post(
             f"/cases/{world.case_ref}/{path}",
             {
                 "sender": sender.participant,
                 "recipient": recipient.participant,
-                "header": header,
                 "payload": payload,
-                "data_categories": ["identity", "health"],
                 "consent_ref": consent_ref,
             },
         )
@@ -178,11 +178,12 @@ async def test_a_whole_case_goes_through_one_call_per_type(world: World) -> None
             sender.participant,
             recipient.participant,
         )
-        assert (claims["consent_ref"], claims["data_categories"]) == (
-            consent_ref,
-            ["identity", "health"],
-        )
-        assert claims["header"].keys() == header.keys()
+        # The header and categories are the payload's projection, made when the envelope was.
+        computed = projected(message_type, payload, datetime.fromisoformat(claims["created_at"]))
+        assert computed is not None
+        header, categories = computed
+        assert (claims["consent_ref"], claims["header"]) == (consent_ref, header)
+        assert claims["data_categories"] == [c.value for c in categories]
         assert sealed_payload == payload  # as given: nothing added, nothing normalised away
         assert response.json()["message_id"] == claims["id"]
         if message_type is T.RISK_ASSESSMENT:  # its recipient acknowledges: now it counts
@@ -198,9 +199,7 @@ async def test_a_referral_sent_by_type_is_delivered_and_opened(world: World) -> 
         {
             "sender": AT.participant,
             "recipient": NG.participant,
-            "header": {"destination_country": "NG", "subject_is_minor": False},
             "payload": payload,
-            "data_categories": ["identity", "health"],
             "consent_ref": consent_ref,
         },
     )
@@ -227,9 +226,7 @@ def referral_body(**changes: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "sender": AT.participant,
         "recipient": NG.participant,
-        "header": {"destination_country": "NG", "subject_is_minor": False},
-        "payload": {"languages": ["en"]},
-        "data_categories": ["identity"],
+        "payload": {"destination_country": "NG", "languages": ["en"]},
     }
     return body | changes
 
@@ -238,12 +235,19 @@ def referral_body(**changes: Any) -> dict[str, Any]:
     ("body", "locations"),
     [
         (
-            referral_body(payload={"immediate_needs": ["shelter", "spa"]}),
+            referral_body(
+                payload={"destination_country": "NG", "immediate_needs": ["shelter", "spa"]}
+            ),
             ["body/payload/immediate_needs/1"],
         ),
-        (referral_body(payload={"is_child": "perhaps"}), ["body/payload/is_child"]),
         (
-            referral_body(payload={"person": {"given_name": "A", "secret": 1}}),
+            referral_body(payload={"destination_country": "NG", "is_child": "perhaps"}),
+            ["body/payload/is_child"],
+        ),
+        (
+            referral_body(
+                payload={"destination_country": "NG", "person": {"given_name": "A", "secret": 1}}
+            ),
             ["body/payload/person/(unknown member)"],
         ),
         (
@@ -275,8 +279,11 @@ async def test_the_generic_call_checks_the_payload_against_its_type_too(world: W
             "case_ref": world.case_ref,
             "recipient": NG.participant,
             "sender": AT.participant,
-            "header": {"destination_country": "NG", "subject_is_minor": False},
-            "payload": {"form_of_exploitation": "pickpocketing", "CANARY8Z": "Jane"},
+            "payload": {
+                "destination_country": "NG",
+                "form_of_exploitation": "pickpocketing",
+                "CANARY8Z": "Jane",
+            },
         },
     )
     assert response.status_code == 400
@@ -331,3 +338,122 @@ async def test_a_consent_id_that_is_no_consent_id_is_refused_before_the_broker(
     for consent_id in ("%5D%08x", "a%20b", "x" * 129):  # as sent: percent-encoded
         response = await world.node.post(f"/consents/{consent_id}/withdraw", headers=AUTH)
         assert response.status_code == 400, (consent_id, response.text)  # it was a 500
+
+
+# --- the header and data categories are computed from the payload ---------------------------
+
+MISMATCH = "urn:trm-broker:problem:header-payload-mismatch"
+
+
+def not_matching(*locations: str) -> list[dict[str, str]]:
+    return [{"location": where, "error": "does not match the payload"} for where in locations]
+
+
+async def test_a_header_that_contradicts_the_payload_is_refused_naming_the_fields(
+    world: World,
+) -> None:
+    """The issue's first bypass, tried at the sending node: a header saying low risk and
+    return recommended, and health data declared as none, over a payload saying otherwise."""
+    assessed = datetime.now(UTC).isoformat()
+    body = {
+        "sender": AT.participant,
+        "recipient": NG.participant,
+        "header": {"risk_level": "low", "return_recommended": True, "assessed_at": assessed},
+        "payload": {
+            "risk_level": "high",
+            "recommendation": "remain_in_country_of_exploitation",
+            "assessed_at": assessed,
+            "health": {"psychological_needs": True},
+        },
+        "data_categories": [],
+    }
+    response = await world.post(f"/cases/{world.case_ref}/risk-assessment", body)
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == PROBLEM
+    problem = response.json()
+    assert problem["type"] == MISMATCH
+    assert "leave them out" in problem["detail"]
+    assert problem["errors"] == not_matching(
+        "body/header/risk_level", "body/header/return_recommended", "body/data_categories"
+    )
+    # Field names only: never what the payload or the header says.
+    for value in ("high", "low", "remain", "psychological"):
+        assert value not in response.text
+    assert world.recording.submitted == []
+
+
+async def test_the_generic_call_refuses_a_header_that_hides_a_child(world: World) -> None:
+    response = await world.post(
+        "/messages",
+        {
+            "type": "referral",
+            "case_ref": world.case_ref,
+            "recipient": NG.participant,
+            "sender": AT.participant,
+            "header": {"destination_country": "GH", "subject_is_minor": False},
+            "payload": {"destination_country": "NG", "is_child": True},
+        },
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["type"] == MISMATCH
+    assert response.json()["errors"] == not_matching(
+        "body/header/destination_country", "body/header/subject_is_minor"
+    )
+    assert world.recording.submitted == []
+
+
+async def test_a_header_that_does_not_fit_the_type_is_refused_as_invalid(world: World) -> None:
+    body = referral_body(header={"accepted": True})
+    response = await world.post(
+        "/messages", {**body, "type": "referral", "case_ref": world.case_ref}
+    )
+    assert response.status_code == 400, response.text
+    problem = response.json()
+    assert problem["type"] == "urn:trm-broker:problem:invalid-request"
+    assert [e["location"] for e in problem["errors"]] == [
+        "body/header/destination_country",
+        "body/header/subject_is_minor",
+        "body/header/(unknown member)",
+    ]
+    assert world.recording.submitted == []
+
+
+async def test_a_header_and_categories_given_as_the_payload_says_are_taken(world: World) -> None:
+    consent_ref = await register_consent(world)
+    response = await world.post(
+        f"/cases/{world.case_ref}/referral",
+        referral_body(
+            header={"destination_country": "NG", "subject_is_minor": False},
+            data_categories=["identity"],
+            consent_ref=consent_ref,
+        ),
+    )
+    assert response.status_code == 201, response.text
+    claims = jws.parse(world.recording.submitted[-1], jws.TYP_ENVELOPE).claims()
+    assert (claims["header"], claims["data_categories"]) == (
+        {"destination_country": "NG", "subject_is_minor": False},
+        ["identity"],
+    )
+
+
+async def test_a_child_by_date_of_birth_is_sent_as_a_child_whatever_is_child_says(
+    world: World,
+) -> None:
+    """The issue's second bypass: `is_child: false` over a date of birth 15 years back. The
+    node says a child's case, so the broker holds it to a guardian's consent."""
+    consent_ref = await register_consent(world)  # the person's own consent
+    born = datetime.now(UTC).date().replace(day=1) - timedelta(days=15 * 366)
+    payload = {
+        "destination_country": "NG",
+        "is_child": False,
+        "person": {"date_of_birth": born.isoformat()},
+    }
+    response = await world.post(
+        f"/cases/{world.case_ref}/referral",
+        referral_body(payload=payload, consent_ref=consent_ref),
+    )
+    assert response.status_code == 409, response.text
+    assert response.json()["rule"] == "minor_needs_guardian_consent"
+    claims = jws.parse(world.recording.submitted[-1], jws.TYP_ENVELOPE).claims()
+    assert claims["header"] == {"destination_country": "NG", "subject_is_minor": True}
+    assert claims["data_categories"] == ["identity"]

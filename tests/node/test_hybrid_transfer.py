@@ -20,7 +20,11 @@ from trm_broker.store.models import Message
 
 AT = KeySet.generate("at.focal-point")
 NG = KeySet.generate("ng.naptip", encryption_alg="MLKEM768-X25519")
-PAYLOAD = {"form_of_exploitation": "forced_labour", "languages": ["en", "ha"]}
+PAYLOAD = {
+    "destination_country": "NG",
+    "form_of_exploitation": "forced_labour",
+    "languages": ["en", "ha"],
+}
 
 
 def referral_request(
@@ -30,9 +34,7 @@ def referral_request(
         "type": "referral",
         "case_ref": case_ref,
         "recipient": recipient,
-        "header": {"destination_country": to, "subject_is_minor": False},
-        "payload": PAYLOAD,
-        "data_categories": ["identity"],
+        "payload": {**PAYLOAD, "destination_country": to},
         "consent_ref": f"consent-{case_ref}",
     }
 
@@ -44,7 +46,7 @@ async def consent(broker: Broker, sender: KeySet, case_ref: str, recipient: str)
         "given_by": "person",
         "purposes": ["referral"],
         "recipients": [recipient],
-        "data_categories": ["identity"],
+        "data_categories": ["identity", "other"],  # what PAYLOAD holds
         "valid_from": "2026-01-01T00:00:00Z",
         "form_digest": "sha-256:" + "E" * 43,
     }

@@ -25,8 +25,8 @@ from trm_broker.web.signed_requests import SignedRequests
 AT = KeySet.generate("at.focal-point")
 NG = KeySet.generate("ng.naptip")
 CANARY = "CANARY7DEDUP"
-CONFORMING: dict[str, Any] = {"form_of_exploitation": "forced_labour"}
-NON_CONFORMING: dict[str, Any] = {"form_of_exploitation": "forced_labour", CANARY: CANARY}
+CONFORMING: dict[str, Any] = {"destination_country": "NG", "form_of_exploitation": "forced_labour"}
+NON_CONFORMING: dict[str, Any] = {**CONFORMING, CANARY: CANARY}
 PAYLOADS = pytest.mark.parametrize(
     ("payload", "status"), [(CONFORMING, "received"), (NON_CONFORMING, "rejected")]
 )

@@ -29,8 +29,12 @@ from trm_broker.settings import Settings
 AT = KeySet.generate("at.focal-point")
 NG = KeySet.generate("ng.naptip")
 CANARY = "CANARY3PULLQ"
-CONFORMING: dict[str, Any] = {"form_of_exploitation": "forced_labour", "notes": CANARY}
-NON_CONFORMING: dict[str, Any] = {"form_of_exploitation": "forced_labour", CANARY: CANARY}
+CONFORMING: dict[str, Any] = {
+    "destination_country": "NG",
+    "form_of_exploitation": "forced_labour",
+    "notes": CANARY,
+}
+NON_CONFORMING: dict[str, Any] = {**CONFORMING, CANARY: CANARY}
 
 
 class FaultyBroker(httpx.AsyncBaseTransport):

@@ -15,7 +15,7 @@ behind them never run. Here the node's participant (Austria's focal point) and a
 
 :func:`valid_bodies` draws, for one operation, a request that should succeed: the case's
 real references with a body a case worker would send (the demo case's), or with the
-fuzzer's own header and payload under the real references.
+fuzzer's own payload under the real references.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from tests.security.world import SHELTER, consent_body
 from tests.support import Broker, envelope
 from trm_broker.crypto.keys import KeySet
 from trm_broker.dev.demo_case import DEMO_REFERRAL
-from trm_broker.domain.messages import DataCategory, MessageType
+from trm_broker.domain.messages import MessageType
 
 NODE_KEYS = KeySet.generate("at.fuzzed-node")  # the node's participant: a focal point in AT
 PEER = KeySet.generate("ng.fuzz-peer")  # its counterpart: a focal point in NG
@@ -67,38 +67,29 @@ class Case:
     consent_id: str
 
 
-def _steps(
-    now: datetime, destination: str = "NG"
-) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
-    """A header and payload a case worker would send for each per-type call, now (a
-    referral to a focal point of ``destination``)."""
+def _steps(now: datetime, destination: str = "NG") -> dict[str, dict[str, Any]]:
+    """The payload a case worker would send for each per-type call, now (a referral to a
+    focal point of ``destination``); the node computes each header from it."""
     arrival = now + timedelta(days=5)
     today = now.date().isoformat()
-    assessed = {"risk_level": "low", "return_recommended": True, "assessed_at": now.isoformat()}
     return {
-        "referral": (
-            {"destination_country": destination, "subject_is_minor": False},
-            DEMO_REFERRAL,
-        ),
-        "referral-response": ({"accepted": True}, {}),
-        "risk-assessment": (
-            assessed,
-            {"risk_level": "low", "recommendation": "return", "protective_factors": []},
-        ),
-        "return-preparation": (
-            {"receiving_org": SHELTER.participant, "planned_arrival": arrival.isoformat()},
-            {"travel_date": arrival.date().isoformat()},
-        ),
-        "reception-confirmation": (
-            {"outcome": "received", "at": now.isoformat()},
-            {"outcome": "received"},
-        ),
-        "monitoring": (
-            {"period_start": today, "period_end": today},
-            {"period_start": today, "period_end": today},
-        ),
-        "closure": ({"reason": "monitoring_completed"}, {}),
-        "consent-withdrawal": ({}, {}),
+        "referral": DEMO_REFERRAL | {"destination_country": destination},
+        "referral-response": {"accepted": True},
+        "risk-assessment": {
+            "risk_level": "low",
+            "recommendation": "return",
+            "assessed_at": now.isoformat(),
+            "protective_factors": [],
+        },
+        "return-preparation": {
+            "receiving_org": SHELTER.participant,
+            "planned_arrival": arrival.isoformat(),
+            "travel_date": arrival.date().isoformat(),
+        },
+        "reception-confirmation": {"outcome": "received", "received_at": now.isoformat()},
+        "monitoring": {"period_start": today, "period_end": today},
+        "closure": {"reason": "monitoring_completed"},
+        "consent-withdrawal": {},
     }
 
 
@@ -127,15 +118,14 @@ class NodeWorld:
         """Send one message through the broker as ``sender``; the push the broker would
         make of it (the envelope and its receipt)."""
         destination = "AT" if recipient is NODE_KEYS else "NG"
-        header, payload = _steps(datetime.now(UTC), destination)[step]
+        payload = _steps(datetime.now(UTC), destination)[step]
         signed = envelope(
             sender,
             recipient,
             kind,
-            header,
+            None,  # the header a node computes from the payload
             case_ref=case.case_ref,
             consent_ref=case.consent_id,
-            data_categories=[DataCategory.IDENTITY],
             payload=payload,
         )
         response = await self.broker.submit(signed)
@@ -185,19 +175,13 @@ class NodeWorld:
         return self.pools[label]
 
 
-def _message_body(case: Case, header: Any, payload: Any) -> dict[str, Any]:
-    return {
-        "recipient": PEER.participant,
-        "header": header,
-        "payload": payload,
-        "data_categories": [DataCategory.IDENTITY.value],
-        "consent_ref": case.consent_id,
-    }
+def _message_body(case: Case, payload: Any) -> dict[str, Any]:
+    return {"recipient": PEER.participant, "payload": payload, "consent_ref": case.consent_id}
 
 
 def valid_bodies(label: str, pool: list[Any]) -> st.SearchStrategy[tuple[dict[str, Any], Any]]:
     """(path parameters, body) for a request of ``label`` that should succeed: real state,
-    with a case worker's body, or the fuzzer's header and payload under real references
+    with a case worker's body, or the fuzzer's payload under real references
     (``generated``: the fuzzer's body for the operation, drawn beside)."""
     path = label.split(" ", 1)[1]
     now = st.builds(lambda: datetime.now(UTC))  # drawn per example: times stay current
@@ -219,31 +203,26 @@ def valid_bodies(label: str, pool: list[Any]) -> st.SearchStrategy[tuple[dict[st
     if path == "/messages":
 
         def referral(case: Case, moment: datetime) -> dict[str, Any]:
-            header, payload = _steps(moment)["referral"]
             return {
                 "type": MessageType.REFERRAL.value,
                 "case_ref": case.case_ref,
-                **_message_body(case, header, payload),
+                **_message_body(case, _steps(moment)["referral"]),
             }
 
         return st.tuples(st.just({}), st.builds(referral, st.sampled_from(pool), now))
     step = path.rsplit("/", 1)[-1]
 
     def typed(case: Case, moment: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
-        header, payload = _steps(moment)[step]
-        return {"case_ref": case.case_ref}, _message_body(case, header, payload)
+        return {"case_ref": case.case_ref}, _message_body(case, _steps(moment)[step])
 
     return st.builds(typed, st.sampled_from(pool), now)
 
 
 def with_real_references(generated: Any, case: Case) -> Any:
-    """The fuzzer's body for a case call, addressed as a real one: its own header and
-    payload reach the payload checks and the broker's workflow, not only the validation."""
+    """The fuzzer's body for a case call, addressed as a real one: its own payload reaches
+    the payload checks, the header computed from it and the broker's workflow, not only the
+    validation (its own header and categories are left out: they would contradict it)."""
     if not isinstance(generated, dict):
         return generated
-    return {
-        **generated,
-        "recipient": PEER.participant,
-        "data_categories": [DataCategory.IDENTITY.value],
-        "consent_ref": case.consent_id,
-    }
+    body = {k: v for k, v in generated.items() if k not in ("header", "data_categories")}
+    return {**body, "recipient": PEER.participant, "consent_ref": case.consent_id}

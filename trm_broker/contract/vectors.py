@@ -307,14 +307,29 @@ def _ack_cases(keys: _Keys) -> list[dict[str, Any]]:
     other = _envelope(keys.at_sig, keys.ng_enc)
     valid = jws.sign(_ack_claims(envelope), keys.ng_sig, jws.TYP_ACK)
     reasons = ["payload/immediate_needs/1: not a known code"]
-    rejection = _ack_claims(envelope, status="rejected", reasons=reasons)
+    rejection = _ack_claims(envelope, status="rejected", reasons=reasons, code="payload-invalid")
+    lie = _ack_claims(
+        envelope,
+        status="rejected",
+        reasons=["header/risk_level: does not match the payload"],
+        code="header-payload-mismatch",
+    )
 
     def signed(claims: dict[str, Any], key: SigningKey = keys.ng_sig) -> dict[str, str]:
         return _sign_ack(canonical_json(claims), key)
 
     cases = [
         ("valid-received", valid, {"valid": True, "status": "received"}),
-        ("valid-rejected", signed(rejection), {"valid": True, "status": "rejected"}),
+        (
+            "valid-rejected",
+            signed(rejection),
+            {"valid": True, "status": "rejected", "code": "payload-invalid"},
+        ),
+        (
+            "valid-rejected-header-payload-mismatch",
+            signed(lie),
+            {"valid": True, "status": "rejected", "code": "header-payload-mismatch"},
+        ),
         (
             "flipped-signature-bit",
             {**valid, "signature": _flip(valid["signature"], 5)},
@@ -359,7 +374,7 @@ def _ack_cases(keys: _Keys) -> list[dict[str, Any]]:
         ),
         (
             "rejected-without-reasons",
-            signed(_ack_claims(envelope, status="rejected")),
+            signed(_ack_claims(envelope, status="rejected", code="payload-invalid")),
             _bad("ack_malformed"),
         ),
         (
@@ -367,6 +382,17 @@ def _ack_cases(keys: _Keys) -> list[dict[str, Any]]:
             signed(_ack_claims(envelope, reasons=reasons)),
             _bad("ack_malformed"),
         ),
+        (
+            "rejected-without-code",
+            signed(_ack_claims(envelope, status="rejected", reasons=reasons)),
+            _bad("ack_malformed"),
+        ),
+        (
+            "received-with-code",
+            signed(_ack_claims(envelope, code="payload-invalid")),
+            _bad("ack_malformed"),
+        ),
+        ("unknown-code", signed({**rejection, "code": "no-reason"}), _bad("ack_malformed")),
         (
             "unknown-member",
             signed(_ack_claims(envelope, note="a member the schema does not name")),

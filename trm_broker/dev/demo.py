@@ -123,9 +123,7 @@ def send_referral(sender: Node, case_ref: str, payload: dict[str, Any]) -> dict[
             "type": "referral",
             "case_ref": case_ref,
             "recipient": RECIPIENT,
-            "header": {"destination_country": "NG", "subject_is_minor": False},
-            "payload": payload,
-            "data_categories": ["identity", "health"],
+            "payload": payload,  # the node computes the header from it
             "consent_ref": consent["id"],
         },
         headers={"authorization": f"Bearer {sender.api_token}"},

@@ -5,6 +5,9 @@ the case goes through acceptance, a risk assessment, return preparation (the pla
 Nigeria's focal point and to the Nigerian shelter, which answers it and meets the person
 before travel), reception by the shelter, a monitoring report and closure. Two refusals a
 case worker should see are shown on the way, each with the broker's explanation.
+
+Case workers give payloads only: each node computes the clear header and data categories
+from the payload (trm_broker/domain/projections.py), and the recipient's node checks them.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ RECIPIENT = "ng.naptip"  # Nigeria: country of return (NAPTIP, the Nigerian NRM)
 SHELTER = "ng.shelter"  # a receiving organisation registered in Nigeria's NRM
 
 DEMO_REFERRAL: dict[str, Any] = {
+    "destination_country": "NG",
     "identification_summary": "Fictional demo person identified during a labour inspection.",
     "form_of_exploitation": "forced_labour",
     "immediate_needs": ["shelter", "medical_check", "legal_counselling"],
@@ -63,7 +67,7 @@ def _post(node: Node, path: str, body: dict[str, Any]) -> httpx.Response:
 def consent_body(case_ref: str, consent_ref: str, now: datetime) -> dict[str, Any]:
     """The person's consent, as the Austrian focal point registers it. It covers every step
     of the return with Nigeria's focal point and the shelter, for identity, health, family,
-    contact and travel data, but not legal data: the second refusal below."""
+    contact, travel and other data, but not legal data: the second refusal below."""
     return {
         "id": consent_ref,
         "case_ref": case_ref,
@@ -80,42 +84,48 @@ def consent_body(case_ref: str, consent_ref: str, now: datetime) -> dict[str, An
             "pre_departure_contact",
         ],
         "recipients": [RECIPIENT, SHELTER, SENDER],
-        "data_categories": ["identity", "health", "family", "contact", "travel"],
+        "data_categories": ["identity", "health", "family", "contact", "travel", "other"],
         "valid_from": (now - timedelta(minutes=5)).isoformat(),
         "valid_until": (now + timedelta(days=3 * 365)).isoformat(),
         "form_digest": "sha-256:47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU",
     }
 
 
-def steps(now: datetime) -> list[tuple[str, str, str, str, dict[str, Any], dict[str, Any]]]:
-    """The case in order: (path, sender, recipient, label, header, payload)."""
+#: One step of the case: (path, sender, recipient, label, payload).
+Step = tuple[str, str, str, str, dict[str, Any]]
+
+
+def steps(now: datetime) -> list[Step]:
+    """The case in order: (path, sender, recipient, label, payload). The payloads carry the
+    facts the safeguards read; the nodes compute the headers from them."""
     arrival = now + timedelta(days=5)
     today = now.date().isoformat()
     return [
-        (
-            "referral",
-            SENDER,
-            RECIPIENT,
-            "referral",
-            {"destination_country": "NG", "subject_is_minor": False},
-            DEMO_REFERRAL,
-        ),
-        ("referral-response", RECIPIENT, SENDER, "acceptance", {"accepted": True}, {}),
+        ("referral", SENDER, RECIPIENT, "referral", DEMO_REFERRAL),
+        ("referral-response", RECIPIENT, SENDER, "acceptance", {"accepted": True}),
         (
             "risk-assessment",
             RECIPIENT,
             SENDER,
             "risk assessment",
-            {"risk_level": "low", "return_recommended": True, "assessed_at": now.isoformat()},
-            {"risk_level": "low", "recommendation": "return", "protective_factors": []},
+            {
+                "risk_level": "low",
+                "recommendation": "return",
+                "assessed_at": now.isoformat(),
+                "protective_factors": ["supportive_family"],
+            },
         ),
         (
             "return-preparation",
             SENDER,
             RECIPIENT,
             "return preparation",
-            {"receiving_org": SHELTER, "planned_arrival": arrival.isoformat()},
-            {"travel_date": arrival.date().isoformat(), **DEMO_PLAN},
+            {
+                "receiving_org": SHELTER,
+                "planned_arrival": arrival.isoformat(),
+                "travel_date": arrival.date().isoformat(),
+                **DEMO_PLAN,
+            },
         ),
         # The shelter answers the plan it was sent, then meets the person before travel.
         (
@@ -123,7 +133,6 @@ def steps(now: datetime) -> list[tuple[str, str, str, str, dict[str, Any], dict[
             SHELTER,
             SENDER,
             "plan answered: ready",
-            {},
             {"readiness": "ready"},
         ),
         (
@@ -131,7 +140,6 @@ def steps(now: datetime) -> list[tuple[str, str, str, str, dict[str, Any], dict[
             SHELTER,
             SENDER,
             "pre-departure contact",
-            {},
             {"contacted_at": now.isoformat(), "mode": "video", "counselling_given": True},
         ),
         (
@@ -139,8 +147,7 @@ def steps(now: datetime) -> list[tuple[str, str, str, str, dict[str, Any], dict[
             SHELTER,
             SENDER,
             "reception confirmation",
-            {"outcome": "received", "at": now.isoformat()},
-            {"outcome": "received"},
+            {"outcome": "received", "received_at": now.isoformat()},
         ),
         (
             "monitoring",
@@ -148,9 +155,8 @@ def steps(now: datetime) -> list[tuple[str, str, str, str, dict[str, Any], dict[
             SENDER,
             "monitoring report",
             {"period_start": today, "period_end": today},
-            {"period_start": today, "period_end": today},
         ),
-        ("closure", SENDER, RECIPIENT, "closure", {"reason": "monitoring_completed"}, {}),
+        ("closure", SENDER, RECIPIENT, "closure", {"reason": "monitoring_completed"}),
     ]
 
 
@@ -173,27 +179,29 @@ def play_case(
     echo(f"  consent {run.consent_ref} registered by {SENDER} (the signed form stays there)")
     nodes = {SENDER: at, RECIPIENT: ng, SHELTER: ng}
     plan = [
-        (path, sender, recipient, label, header, (payloads or {}).get(path, payload))
-        for path, sender, recipient, label, header, payload in steps(now)
+        (path, sender, recipient, label, (payloads or {}).get(path, payload))
+        for path, sender, recipient, label, payload in steps(now)
     ]
-    for index, (path, sender, recipient, label, header, payload) in enumerate(plan):
+    for index, (path, sender, recipient, label, payload) in enumerate(plan):
         if path == "risk-assessment" and not run.refusals:
             # First refusal: a return prepared before any risk assessment (TRM guidelines).
             detail = _refusal(run, at, case_ref, plan[3], "a return preparation, too early")
             echo(f"     refused: a return preparation before any risk assessment:\n       {detail}")
         if path == "return-preparation" and len(run.refusals) == 1:
-            # Second refusal: data outside the consent's scope (legal data).
-            detail = _refusal(run, ng, case_ref, plan[2], "legal data", ["legal"])
-            echo(f"     refused: a risk assessment carrying legal data:\n       {detail}")
+            # Second refusal: data outside the consent's scope. The trafficking status is
+            # legal data, which the consent leaves out: the node puts `legal` in the
+            # message's data categories, and the broker refuses it.
+            referral = plan[0]
+            legal = referral[4] | {"trafficking_status": "actual_victim_of_trafficking"}
+            detail = _refusal(run, at, case_ref, (*referral[:4], legal), "legal data")
+            echo(f"     refused: a referral naming a trafficking status:\n       {detail}")
         if path == "return-preparation":
             # A risk assessment counts for a return once its recipient's node acknowledged it.
             _wait_acknowledged(at, case_ref, dict(run.sent)["risk assessment"])
         body = {
             "sender": sender,
             "recipient": recipient,
-            **({"header": header} if header else {}),  # computed by the node if left out
             "payload": payload,
-            "data_categories": ["identity", "health"],
             "consent_ref": run.consent_ref,
         }
         response = _post(nodes[sender], f"/cases/{case_ref}/{path}", body)
@@ -260,22 +268,13 @@ def _wait_acknowledged(node: Node, case_ref: str, message_id: str, timeout: floa
         time.sleep(0.2)
 
 
-def _refusal(
-    run: CaseRun,
-    node: Node,
-    case_ref: str,
-    step: tuple[str, str, str, str, dict[str, Any], dict[str, Any]],
-    what: str,
-    categories: list[str] | None = None,
-) -> str:
+def _refusal(run: CaseRun, node: Node, case_ref: str, step: Step, what: str) -> str:
     """Send a message the broker must refuse; return its explanation."""
-    path, sender, recipient, _, header, payload = step
+    path, sender, recipient, _, payload = step
     body = {
         "sender": sender,
         "recipient": recipient,
-        "header": header,
         "payload": payload,
-        "data_categories": categories or ["identity"],
         "consent_ref": run.consent_ref,
     }
     response = _post(node, f"/cases/{case_ref}/{path}", body)

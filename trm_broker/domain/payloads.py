@@ -503,6 +503,12 @@ def check_payload(message_type: MessageType, payload: bytes | str) -> list[str]:
     return []
 
 
+def read_payload(message_type: MessageType, payload: bytes | str) -> BaseModel:
+    """The payload's model, read as :func:`check_payload` checks it (call that first: this
+    raises ``ValidationError`` on a payload that does not conform)."""
+    return PAYLOAD_MODELS[message_type].model_validate_json(payload, strict=True)
+
+
 def _reason(error: Any) -> str:
     location = [str(part) for part in error["loc"]]
     kind = str(error["type"])

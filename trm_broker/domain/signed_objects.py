@@ -9,17 +9,18 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
-from pydantic.json_schema import SkipJsonSchema
 
 from trm_broker.domain.ids import UUID7_PATTERN
 from trm_broker.domain.participants import PARTICIPANT_ID_PATTERN
 
 DIGEST_PATTERN = r"^sha-256:[A-Za-z0-9_-]{43}$"
-#: Why a node rejects a message (``AckClaims.code``): its payload does not conform to its
-#: type's schema, or its signed header (or data categories) says what the payload does not.
-PAYLOAD_INVALID = "payload-invalid"
-HEADER_PAYLOAD_MISMATCH = "header-payload-mismatch"
+
+#: Why a recipient's node rejected a message (``AckClaims.code``).
 RejectionCode = Literal["payload-invalid", "header-payload-mismatch"]
+PAYLOAD_INVALID: RejectionCode = "payload-invalid"
+#: The header (or the data categories) says other than the payload: the sender's node lied
+#: or is broken; the broker raises an alert (docs/consent-and-workflow.md).
+HEADER_PAYLOAD_MISMATCH: RejectionCode = "header-payload-mismatch"
 
 
 def absent_when_none(schema: dict[str, Any]) -> None:
@@ -52,9 +53,10 @@ class ReceiptClaims(BaseModel):
 
 class AckClaims(BaseModel):
     """Signed by the recipient's signing key once its node has opened a message: `received`
-    when it stored it; `rejected`, with reasons, when the payload does not conform to its
-    type's schema (`schemas/payloads/`): the node keeps only its signed answer, never the
-    payload. Either is final."""
+    when it stored it; `rejected`, with a code and reasons, when the payload does not conform
+    to its type's schema (`schemas/payloads/`), or when the clear header or data categories
+    say other than the payload (docs/design.md §5): the node keeps only its signed answer,
+    never the payload. Either is final."""
 
     model_config = ConfigDict(extra="forbid", title="Acknowledgement")
     v: Literal[1]
@@ -67,27 +69,29 @@ class AckClaims(BaseModel):
         default_factory=list,
         max_length=20,
         description="Only in a rejection, never empty there: where the payload does not "
-        "conform and how (e.g. `payload/immediate_needs/0: not a known code`). Locations "
-        "and kinds of error only, never a value from the payload.",
+        "conform and how (e.g. `payload/immediate_needs/0: not a known code`), or which header "
+        "fields say other than the payload (e.g. `header/risk_level: does not match the "
+        "payload`, `data_categories: does not match the payload`). Locations and kinds of "
+        "error only, never a value from the payload.",
     )
-    # Absent, never null, when there is none (SkipJsonSchema: the schema has no null).
-    code: RejectionCode | SkipJsonSchema[None] = Field(
+    code: RejectionCode | None = Field(
         None,
-        json_schema_extra=absent_when_none,
-        description="Only in a rejection: `payload-invalid` (the payload does not conform to "
-        "its schema) or `header-payload-mismatch` (the signed header or data categories say "
-        "what the payload does not; the broker records it as a finding).",
+        description="Only in a rejection, and always there: why the node refused the message. "
+        "`payload-invalid`: the payload does not conform to its type's schema. "
+        "`header-payload-mismatch`: the signed header or data categories contradict the "
+        "payload they were computed from, a finding against the sender.",
     )
 
     @model_validator(mode="after")
     def _reasons_only_in_a_rejection(self) -> AckClaims:
         if (self.status == "rejected") != bool(self.reasons):
             raise ValueError("a rejection names its reasons; a receipt names none")
-        if self.status == "received" and self.code is not None:
-            raise ValueError("a receipt names no rejection code")
+        if (self.status == "rejected") != (self.code is not None):
+            raise ValueError("a rejection names its code; a receipt names none")
         return self
 
     def signed_claims(self) -> dict[str, Any]:
         """The claims to sign: ``reasons`` and ``code`` appear only in a rejection."""
-        absent = {name for name in ("reasons", "code") if not getattr(self, name)}
-        return self.model_dump(mode="json", exclude=absent or None)
+        return self.model_dump(
+            mode="json", exclude=None if self.status == "rejected" else {"reasons", "code"}
+        )

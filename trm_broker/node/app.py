@@ -157,12 +157,16 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
     async def receive(
         request: Request, state: State, session: Session
     ) -> dict[str, dict[str, str]]:
-        """Called by the broker: verify, open, store once, answer a signed acknowledgement."""
+        """Called by the broker: verify, open, check the payload and that the clear header is
+        what it says, store once, answer a signed acknowledgement (or a signed rejection,
+        with its code: `payload-invalid` or `header-payload-mismatch`)."""
         body = await broker_signed_body(request, state.settings, state.broker, session)
         result = await inbox.receive_once(session, body, state.keys, state.broker)
-        event = "message_rejected" if result.rejected else "message_received"
         bind_ids(message_id=result.message_id)  # also on this request's `request` line
-        log.info(event)
+        if result.rejected:
+            log.info("message_rejected", code=result.code)
+        else:
+            log.info("message_received")
         return {"ack": result.ack}
 
     @app.get("/messages", response_model=ReceivedList, tags=["case workers"])
@@ -197,10 +201,12 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
 
     @app.post("/messages", response_model=SentOut, status_code=201, tags=["case workers"])
     async def send(body: SendRequest, state: State, session: Session, _: CaseWorker) -> SentOut:
-        """Seal the payload to the recipient, sign the envelope, send it, check the receipt.
+        """Check the payload, compute the clear header and data categories from it, seal it
+        to the recipient, sign the envelope, send it, check the receipt.
 
         The per-type calls below (`/cases/{case_ref}/<type>`) take the same message with
-        a typed header and payload; this one takes any type."""
+        a typed payload; this one takes any type. A header or data categories given must be
+        what the payload says (else 400 `header-payload-mismatch`): leave them out."""
         return await send_message(state.keys, state.broker, session, body)
 
     @app.post("/consents", status_code=201, tags=["case workers"])

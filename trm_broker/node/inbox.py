@@ -1,5 +1,6 @@
-"""Receiving at the node's inbox: verify, open, check the payload's schema, store once, and
-answer signed: an acknowledgement, or a rejection naming where the payload does not conform."""
+"""Receiving at the node's inbox: verify, open, check the payload's schema and that the clear
+header is what the payload says, store once, and answer signed: an acknowledgement, or a
+rejection naming where the payload does not conform or the header contradicts it."""
 
 from __future__ import annotations
 
@@ -13,8 +14,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from trm_broker.crypto import envelopes, jws
 from trm_broker.crypto.canonical import canonical_json
 from trm_broker.crypto.errors import VerificationError
-from trm_broker.domain.payloads import check_payload
-from trm_broker.domain.signed_objects import AckClaims
+from trm_broker.domain.envelope import Envelope
+from trm_broker.domain.payloads import check_payload, read_payload
+from trm_broker.domain.projections import mismatches
+from trm_broker.domain.signed_objects import (
+    HEADER_PAYLOAD_MISMATCH,
+    PAYLOAD_INVALID,
+    AckClaims,
+    RejectionCode,
+)
 from trm_broker.domain.times import rfc3339
 from trm_broker.node import store
 from trm_broker.node.broker_client import BrokerClient
@@ -30,6 +38,8 @@ class Acknowledgement:
     message_id: str
     ack: dict[str, str]
     rejected: bool = False
+    #: Why it was rejected (``AckClaims.code``), for the node's log line.
+    code: RejectionCode | None = None
 
 
 async def receive(
@@ -64,7 +74,8 @@ async def receive(
     if existing is not None:
         if existing.envelope_digest != digest:
             raise InvalidEnvelope(f"Message {envelope.id} was received before with other content.")
-        return Acknowledgement(envelope.id, json.loads(existing.ack), existing.rejected)
+        ack = json.loads(existing.ack)
+        return Acknowledgement(envelope.id, ack, existing.rejected, _code(ack))
 
     # 5. Open the sealed payload; its binding must match this envelope.
     try:
@@ -72,12 +83,13 @@ async def receive(
     except VerificationError as exc:
         raise object_problem(exc) from exc
 
-    # 6. The payload must conform to its type's schema (contracts/schemas/payloads/). If it
-    #    does not, the payload is not stored and the answer is a signed rejection: final for
-    #    the broker, and its reasons name locations only, never what the payload holds.
-    reasons = check_payload(envelope.type, plaintext)
+    # 6-7. The payload must conform to its type's schema, and the signed header and data
+    #    categories must be what it says. If not, the payload is not stored and the answer
+    #    is a signed rejection: final for the broker, and its reasons name locations only,
+    #    never what the payload holds.
+    code, reasons = _refusal(envelope, plaintext)
 
-    # 7. Answer with the recipient's signing key; store a payload that conforms, and of one
+    # 8. Answer with the recipient's signing key; store a payload that conforms, and of one
     #    that does not only the rejection, to answer a repeat with.
     now = datetime.now(UTC)
     claims = AckClaims(
@@ -88,13 +100,14 @@ async def receive(
         received_at=rfc3339(now),
         status="rejected" if reasons else "received",
         reasons=reasons,
+        code=code,
     )
     ack = jws.sign(claims.signed_claims(), keyset.signing, jws.TYP_ACK)
     if reasons:
         session.add(
             store.RejectedMessage(id=envelope.id, envelope_digest=digest, ack=json.dumps(ack))
         )
-        return Acknowledgement(envelope.id, ack, rejected=True)
+        return Acknowledgement(envelope.id, ack, rejected=True, code=code)
     session.add(
         store.received_row(
             envelope,
@@ -119,6 +132,41 @@ async def receive_once(
         await session.rollback()
         result = await receive(session, body, keys, broker)
     return result
+
+
+def _refusal(envelope: Envelope, plaintext: bytes) -> tuple[RejectionCode | None, list[str]]:
+    """Why the message is refused (its code and reasons), or ``(None, [])`` if it is not.
+
+    6. The payload conforms to its type's schema (contracts/schemas/payloads/).
+    7. The clear header and the data categories are the projection of the payload
+       (domain/projections.py): the broker enforces the safeguards on the header alone, so a
+       header that says other than the sealed payload (a low risk where the payload says
+       high, a child's case as an adult's, health data as none) would talk them around.
+       Only this node, which opens the payload, can tell.
+    """
+    reasons = check_payload(envelope.type, plaintext)
+    if reasons:
+        return PAYLOAD_INVALID, reasons
+    found = mismatches(
+        envelope.type,
+        read_payload(envelope.type, plaintext),
+        envelope.created_at,
+        envelope.header,
+        envelope.data_categories,
+    )
+    if found:
+        return HEADER_PAYLOAD_MISMATCH, [f"{where}: does not match the payload" for where in found]
+    return None, []
+
+
+def _code(ack: dict[str, str]) -> RejectionCode | None:
+    """The code of an answer this node signed before (none in an acknowledgement)."""
+    try:
+        claims = jws.parse(ack, jws.TYP_ACK).claims()
+    except VerificationError:
+        return None
+    code = claims.get("code")
+    return code if code in (PAYLOAD_INVALID, HEADER_PAYLOAD_MISMATCH) else None
 
 
 def _registry_keys(broker: BrokerClient) -> envelopes.KeyLookup:

@@ -180,4 +180,5 @@ class InboxPuller:
             participant=participant,
             message_id=result.message_id,
             via="pull",
+            **({"code": result.code} if result.rejected else {}),
         )

@@ -40,9 +40,24 @@ from trm_broker.domain.projections import project
 
 _H = TypeVar("_H", bound=BaseModel)
 
+#: The clear header and data categories are the payload's projection (docs/design.md §5).
+_HEADER = (
+    "Leave it out: the node computes the clear header from the payload "
+    "(trm_broker/domain/projections.py), and the recipient's node rejects a header that "
+    "says other than the payload. If given, it must be exactly that projection, or the "
+    "request is refused (400 header-payload-mismatch)."
+)
+_CATEGORIES = (
+    "Leave it out: the data categories are those of the payload members filled in "
+    "(`x-trm-category` in contracts/schemas/payloads/), and the consent must cover them. "
+    "If given, they must be exactly those, or the request is refused (400 "
+    "header-payload-mismatch)."
+)
+
 
 class SendRequest(BaseModel):
-    """A message for the node to seal, sign and send. The node builds the envelope."""
+    """A message for the node to seal, sign and send. The node builds the envelope, with the
+    clear header and data categories it computes from the payload."""
 
     model_config = ConfigDict(extra="forbid")
     type: MessageType
@@ -51,69 +66,68 @@ class SendRequest(BaseModel):
     sender: str | None = Field(
         None, pattern=PARTICIPANT_ID_PATTERN, description="Needed when the node serves several."
     )
-    header: dict[str, Any]
+    header: dict[str, Any] | None = Field(None, description=_HEADER)
     payload: dict[str, Any] = Field(
         description="Personal data: sealed to the recipient. It must conform to the type's "
         "payload schema (contracts/schemas/payloads/)."
     )
-    data_categories: list[DataCategory] = Field(default_factory=list)
+    data_categories: list[DataCategory] | None = Field(None, description=_CATEGORIES)
     consent_ref: str | None = None
     in_reply_to: str | None = Field(None, pattern=UUID7_PATTERN)
 
 
 class CaseMessage(BaseModel):
     """One message of a case, as a case worker gives it to `POST /cases/{case_ref}/<type>`:
-    the type's typed header and payload. The node builds, seals and signs the envelope."""
+    the type's typed payload. The node computes the clear header and data categories from
+    the payload, and builds, seals and signs the envelope."""
 
     model_config = ConfigDict(extra="forbid")
     recipient: str = Field(pattern=PARTICIPANT_ID_PATTERN)
     sender: str | None = Field(
         None, pattern=PARTICIPANT_ID_PATTERN, description="Needed when the node serves several."
     )
-    data_categories: list[DataCategory] = Field(
-        default_factory=list, description="What the payload holds; the consent must cover it."
-    )
+    data_categories: list[DataCategory] | None = Field(None, description=_CATEGORIES)
     consent_ref: str | None = None
     in_reply_to: str | None = Field(None, pattern=UUID7_PATTERN)
 
 
 class ReferralRequest(CaseMessage):
-    header: ReferralHeader
+    header: ReferralHeader | None = Field(None, description=_HEADER)
     payload: ReferralPayload
 
 
 class ReferralResponseRequest(CaseMessage):
-    header: ReferralResponseHeader
+    header: ReferralResponseHeader | None = Field(None, description=_HEADER)
     payload: ReferralResponsePayload
 
 
 class RiskAssessmentRequest(CaseMessage):
-    header: RiskAssessmentHeader
+    header: RiskAssessmentHeader | None = Field(None, description=_HEADER)
     payload: RiskAssessmentPayload
 
 
 class ReturnPreparationRequest(CaseMessage):
-    header: ReturnPreparationHeader
+    header: ReturnPreparationHeader | None = Field(None, description=_HEADER)
     payload: ReturnPreparationPayload
 
 
 class ReceptionConfirmationRequest(CaseMessage):
-    header: ReceptionConfirmationHeader
+    header: ReceptionConfirmationHeader | None = Field(None, description=_HEADER)
     payload: ReceptionConfirmationPayload
 
 
 class CaseMonitoringRequest(CaseMessage):
-    header: CaseMonitoringHeader
+    header: CaseMonitoringHeader | None = Field(None, description=_HEADER)
     payload: CaseMonitoringPayload
 
 
 class CaseClosureRequest(CaseMessage):
-    header: CaseClosureHeader
+    header: CaseClosureHeader | None = Field(None, description=_HEADER)
     payload: CaseClosurePayload
 
 
 class ConsentWithdrawalRequest(CaseMessage):
-    header: ConsentWithdrawalHeader = ConsentWithdrawalHeader()
+    header: ConsentWithdrawalHeader | None = Field(None, description=_HEADER)
     payload: ConsentWithdrawalPayload = ConsentWithdrawalPayload()
 
 

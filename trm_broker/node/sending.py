@@ -1,5 +1,6 @@
-"""Sending from the node: check the payload, seal it to the recipient, sign the envelope,
-submit it to the broker, check the receipt, and keep a record of what was sent."""
+"""Sending from the node: check the payload, compute the clear header and data categories
+from it, seal it to the recipient, sign the envelope, submit it to the broker, check the
+receipt, and keep a record of what was sent."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.crypto.errors import MalformedError
-from trm_broker.domain.messages import MessageType
-from trm_broker.domain.payloads import check_payload
+from trm_broker.domain.messages import HEADER_MODELS, MessageType
+from trm_broker.domain.payloads import check_payload, read_payload
+from trm_broker.domain.projections import Projection, project
+from trm_broker.domain.schema_errors import error_location
 from trm_broker.node import store
 from trm_broker.node.broker_client import BrokerClient, BrokerError
 from trm_broker.node.compose import compose_envelope
@@ -33,6 +37,12 @@ class BrokerFailed(Problem):
 
 class BrokerUnavailable(Problem):
     status, slug, title = 503, "broker-unavailable", "The broker is unreachable; retry later"
+
+
+class HeaderPayloadMismatch(Problem):
+    """A header or data categories given with the payload that say other than it does."""
+
+    status, slug, title = 400, "header-payload-mismatch", "The header does not match the payload"
 
 
 #: What the broker refuses because of the request itself is the case worker's to fix, and
@@ -73,7 +83,7 @@ def choose_sender(keys: Keyring, named: str | None) -> str:
 
 def typed_message(type: MessageType, case_ref: str, body: CaseMessage) -> SendRequest:
     """A per-type call's message, as the generic send takes it: the payload as given (unset
-    members left out), the header without nulls."""
+    members left out), the header, if one was given, without nulls."""
     header = body.model_dump(mode="json", include={"header"}, exclude_none=True)
     payload = body.model_dump(mode="json", include={"payload"}, exclude_unset=True)
     return SendRequest(
@@ -81,7 +91,7 @@ def typed_message(type: MessageType, case_ref: str, body: CaseMessage) -> SendRe
         case_ref=case_ref,
         recipient=body.recipient,
         sender=body.sender,
-        header=header["header"],
+        header=header.get("header"),
         payload=payload.get("payload", {}),
         data_categories=body.data_categories,
         consent_ref=body.consent_ref,
@@ -92,9 +102,11 @@ def typed_message(type: MessageType, case_ref: str, body: CaseMessage) -> SendRe
 async def send_message(
     keys: Keyring, broker: BrokerClient, session: AsyncSession, body: SendRequest
 ) -> SentOut:
-    """Check the payload against its type's schema, seal it to the recipient, sign the
-    envelope, send it, and check the broker's receipt."""
-    reasons = check_payload(body.type, json.dumps(body.payload))
+    """Check the payload against its type's schema, compute the header and data categories
+    from it, seal it to the recipient, sign the envelope, send it, and check the broker's
+    receipt."""
+    text = json.dumps(body.payload)
+    reasons = check_payload(body.type, text)
     if reasons:
         raise InvalidRequest(
             f"The payload does not fit a {body.type.value} message "
@@ -102,7 +114,10 @@ async def send_message(
             errors=[_body_error(reason) for reason in reasons],
         )
     sender = choose_sender(keys, body.sender)
+    # The envelope's created_at: a child's case is one by the age on the day it is made.
     now = datetime.now(UTC)
+    projection = project(body.type, read_payload(body.type, text), now)
+    _check_stated(body, projection)
     registry = await broker.registry(refresh=True)
     enc = registry.encryption_key(body.recipient, now)
     if enc is None:
@@ -117,9 +132,9 @@ async def send_message(
             recipient_enc_alg=enc.alg,
             type=body.type,
             case_ref=body.case_ref,
-            header=body.header,
+            header=projection.header_json(),
             payload=body.payload,
-            data_categories=body.data_categories,
+            data_categories=sorted(projection.data_categories),
             consent_ref=body.consent_ref,
             in_reply_to=body.in_reply_to,
             now=now,
@@ -128,9 +143,10 @@ async def send_message(
         raise InvalidRequest(
             f"{body.recipient}'s encryption key cannot be used ({exc}); ask the operator."
         ) from exc
-    except ValueError as exc:  # pydantic's ValidationError: the header does not fit the type
+    except ValueError as exc:  # pydantic's ValidationError: e.g. a consent_ref out of pattern
         raise InvalidRequest(
-            f"The header does not fit a {body.type.value} message; see the envelope contract."
+            "The message does not fit the envelope contract (contracts/schemas/envelope.v1.json):"
+            " check consent_ref, and that sender and recipient differ."
         ) from exc
     try:
         receipt = await broker.submit(signed, keys.current[sender].signing)
@@ -153,6 +169,45 @@ async def send_message(
         accepted_at=receipt.accepted_at,
         receipt=receipt.jws,
     )
+
+
+def _check_stated(body: SendRequest, projection: Projection) -> None:
+    """A header or data categories the case worker gave must be the payload's projection:
+    one that says otherwise would be rejected by the recipient's node as a lie, so it is
+    refused here, naming the fields (never their values)."""
+    errors: list[dict[str, str]] = []
+    if body.header is not None:
+        header = _stated_header(body.type, body.header)
+        errors += [
+            {"location": f"body/header/{name}", "error": "does not match the payload"}
+            for name in type(header).model_fields
+            if getattr(header, name) != getattr(projection.header, name)
+        ]
+    if body.data_categories is not None and set(body.data_categories) != set(
+        projection.data_categories
+    ):
+        errors.append({"location": "body/data_categories", "error": "does not match the payload"})
+    if errors:
+        raise HeaderPayloadMismatch(
+            "The header and data categories are computed from the payload: leave them out, "
+            "or fix the payload so that it says what they say.",
+            errors=errors,
+        )
+
+
+def _stated_header(message_type: MessageType, header: dict[str, Any]) -> BaseModel:
+    try:
+        return HEADER_MODELS[message_type].model_validate(header)
+    except ValidationError as exc:
+        raise InvalidRequest(
+            f"The header does not fit a {message_type.value} message "
+            f"(contracts/schemas/headers/{message_type.value}.v1.json); better, leave it out: "
+            "the node computes it from the payload.",
+            errors=[
+                {"location": f"body/header/{error_location(e)}", "error": e["msg"]}
+                for e in exc.errors(include_input=False)
+            ],
+        ) from exc
 
 
 def _body_error(reason: str) -> dict[str, str]:
