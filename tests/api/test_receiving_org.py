@@ -65,8 +65,10 @@ async def prepared(broker: Broker, case: str, **consent: Any) -> dict[str, str]:
     now = datetime.now(UTC)
     await accepted(broker, case, **consent)
     assessment = {"risk_level": "low", "return_recommended": True, "assessed_at": iso(now)}
-    assessed = await broker.submit(send(NG, AT, T.RISK_ASSESSMENT, assessment, case))
+    envelope = send(NG, AT, T.RISK_ASSESSMENT, assessment, case)
+    assessed = await broker.submit(envelope)
     assert assessed.status_code == 202, assessed.text
+    await broker.acknowledge(envelope)  # it counts once its recipient's node has it
     plan = {
         "receiving_org": SHELTER.participant,
         "planned_arrival": iso(now + timedelta(days=5)),
@@ -134,7 +136,9 @@ async def test_a_plan_to_the_organisation_other_than_the_plan_in_force_is_refuse
     now = datetime.now(UTC)
     await accepted(broker, case)
     assessment = {"risk_level": "low", "return_recommended": True, "assessed_at": iso(now)}
-    assert (await broker.submit(send(NG, AT, T.RISK_ASSESSMENT, assessment, case))).is_success
+    envelope = send(NG, AT, T.RISK_ASSESSMENT, assessment, case)
+    assert (await broker.submit(envelope)).is_success
+    await broker.acknowledge(envelope)
     plan = {"receiving_org": SHELTER.participant, "planned_arrival": iso(now + timedelta(days=5))}
 
     # Before the destination focal point has the plan, the shelter is no party of the case.

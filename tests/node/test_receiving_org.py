@@ -144,6 +144,12 @@ async def prepared(world: World, consent_ref: str, now: datetime) -> None:
             world.focal, f"{path}/{name}", message(kind, sender, recipient, payload, consent_ref)
         )
         assert sent.status_code == 201, (name, sent.text)
+    # The assessment counts for the return once its recipient acknowledged it: AT's node
+    # here does not pull, so its answer is given as its node would.
+    message_id = sent.json()["message_id"]
+    inbox = (await world.broker.call("GET", "/v1/inbox", AT)).json()["items"]
+    envelope = next(item["envelope"] for item in inbox if item["message_id"] == message_id)
+    await world.broker.acknowledge(envelope)
 
 
 async def opened_at(node: httpx.AsyncClient, message_id: str) -> dict[str, Any]:
