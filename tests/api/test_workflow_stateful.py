@@ -32,7 +32,14 @@ CONSENT = f"consent-{CASE}"
 T = MessageType
 
 ROUTES = st.sampled_from(
-    [("at", "ng"), ("ng", "at"), ("shelter", "ng"), ("shelter", "at"), ("fake", "at")]
+    [
+        ("at", "ng"),
+        ("ng", "at"),
+        ("at", "shelter"),
+        ("shelter", "ng"),
+        ("shelter", "at"),
+        ("fake", "at"),
+    ]
 )
 
 
@@ -61,6 +68,12 @@ def header_for(kind: MessageType, data: st.DataObject, now: datetime) -> dict[st
         return {"period_start": now.date().isoformat(), "period_end": now.date().isoformat()}
     if kind is T.CASE_CLOSURE:
         return {"reason": "other"}
+    if kind is T.RECEPTION_PLAN_RESPONSE:
+        return {
+            "readiness": data.draw(st.sampled_from(["ready", "needs_support", "cannot_receive"]))
+        }
+    if kind is T.PRE_DEPARTURE_CONTACT:
+        return {"at": now.isoformat()}
     return {}
 
 
@@ -87,6 +100,8 @@ class CaseTransferMachine(RuleBasedStateMachine):
         self.consent: dict[str, Any] | None = None
         self.withdrawn_at: datetime | None = None
         self.accepted: list[tuple[MessageType, str, dict[str, Any], datetime]] = []
+        self.sent_to: set[tuple[MessageType, str]] = set()  # (type, recipient) accepted
+        self.plan_to_shelter = False  # the plan in force was sent to the shelter
 
     def run(self, coroutine: Any) -> Any:
         return self.loop.run_until_complete(coroutine)
@@ -150,7 +165,7 @@ class CaseTransferMachine(RuleBasedStateMachine):
         assert response.status_code in (202, 403, 409), response.text
         if response.status_code == 202:
             self.check_allowed(kind, sender, recipient, categories, header, now)
-            self.accepted.append((kind, sender.participant, header, now))
+            self.accepted_now(kind, sender, recipient, header, now)
             if kind is T.CONSENT_WITHDRAWAL:
                 self.withdrawn_at = now
 
@@ -176,11 +191,13 @@ class CaseTransferMachine(RuleBasedStateMachine):
                     "planned_arrival": (now + timedelta(days=5)).isoformat(),
                 },
             ),
+            (T.RETURN_PREPARATION, AT, SHELTER, self.plan_in_force() or {}),
+            (T.RECEPTION_PLAN_RESPONSE, SHELTER, AT, {"readiness": "ready"}),
+            (T.PRE_DEPARTURE_CONTACT, SHELTER, NG, {"at": now.isoformat()}),
             (T.RECEPTION_CONFIRMATION, SHELTER, NG, {"outcome": "received", "at": now.isoformat()}),
         ]
-        done = {k for k, *_ in self.accepted}
         for kind, sender, recipient, header in plan:
-            if kind in done:
+            if (kind, recipient.participant) in self.sent_to:
                 continue
             signed = envelope(
                 sender,
@@ -195,8 +212,25 @@ class CaseTransferMachine(RuleBasedStateMachine):
             assert response.status_code in (202, 403, 409), response.text
             if response.status_code == 202:
                 self.check_allowed(kind, sender, recipient, {DataCategory.IDENTITY}, header, now)
-                self.accepted.append((kind, sender.participant, header, now))
+                self.accepted_now(kind, sender, recipient, header, now)
             return
+
+    def accepted_now(
+        self,
+        kind: MessageType,
+        sender: KeySet,
+        recipient: KeySet,
+        header: dict[str, Any],
+        now: datetime,
+    ) -> None:
+        self.accepted.append((kind, sender.participant, header, now))
+        self.sent_to.add((kind, recipient.participant))
+        if kind is T.RETURN_PREPARATION:  # a new plan, or the plan in force sent on
+            self.plan_to_shelter = recipient is SHELTER
+
+    def plan_in_force(self) -> dict[str, Any] | None:
+        plans = [h for k, _, h, _ in self.accepted if k is T.RETURN_PREPARATION]
+        return plans[-1] if plans else None
 
     @precondition(lambda self: self.consent is not None and self.withdrawn_at is None)
     @rule()
@@ -232,6 +266,15 @@ class CaseTransferMachine(RuleBasedStateMachine):
             assert latest["return_recommended"]
             assert datetime.fromisoformat(latest["assessed_at"]) >= now - timedelta(days=30)
             assert header["receiving_org"] == SHELTER.participant
+        # The plan goes on to the shelter as it is in force; only the shelter answers it and
+        # meets the person, once it has the plan and before reception.
+        if kind is T.RETURN_PREPARATION and recipient is SHELTER:
+            assert header == self.plan_in_force()
+        if kind in (T.RECEPTION_PLAN_RESPONSE, T.PRE_DEPARTURE_CONTACT):
+            assert sender is SHELTER
+            assert recipient in (AT, NG)
+            assert self.plan_to_shelter
+            assert not any(k is T.RECEPTION_CONFIRMATION for k, *_ in self.accepted)
         # Reception is confirmed by the designated receiving organisation only.
         if kind is T.RECEPTION_CONFIRMATION:
             plans = [h for k, _, h, _ in self.accepted if k is T.RETURN_PREPARATION]

@@ -25,8 +25,11 @@ from trm_broker.domain.messages import (
     ClosureReason,
     ConsentWithdrawalHeader,
     MessageType,
+    PreDepartureContactHeader,
+    Readiness,
     ReceptionConfirmationHeader,
     ReceptionOutcome,
+    ReceptionPlanResponseHeader,
     ReferralHeader,
     ReferralResponseHeader,
     ReturnPreparationHeader,
@@ -65,6 +68,10 @@ T0 = datetime(2025, 3, 1, 12, tzinfo=UTC)
 T_RESPONSE = T0 + timedelta(hours=1)
 T_RISK = T0 + timedelta(days=1)
 T_PREPARE = T0 + timedelta(days=2)
+T_PLAN_TO_ORG = T_PREPARE + timedelta(minutes=1)
+T_READY = T_PREPARE + timedelta(days=1)
+T_CONTACT = T_PREPARE + timedelta(days=2)
+PLAN_TO_ORG_ID = "0199aa00-0000-7000-8000-00000000000a"
 ARRIVAL = T0 + timedelta(days=10)
 T_MONITOR = ARRIVAL + timedelta(days=30)
 SKEW = RULES_.clock_skew
@@ -81,6 +88,7 @@ def step(
     at: datetime,
     given_by: GivenBy | None = GivenBy.PERSON,
     receiving_org: Party | None = None,
+    message_id: str = "",
 ) -> Step:
     return Step(
         type=TYPE_OF[type(header)],
@@ -91,6 +99,7 @@ def step(
         at=at,
         receiving_org=receiving_org,
         case_ref=CASE,
+        message_id=message_id,
     )
 
 
@@ -145,12 +154,39 @@ def preparation(
     given_by: GivenBy | None = GivenBy.PERSON,
     sender: Party = NG,
     recipient: Party = GB,
+    message_id: str = "",
 ) -> Step:
     header = ReturnPreparationHeader(
         receiving_org=org, planned_arrival=arrival, best_interests_ref=best_interests
     )
     entry = REGISTRY.get(org) if registered is _UNSET else registered
-    return step(header, sender, recipient, at, given_by, receiving_org=entry)
+    return step(header, sender, recipient, at, given_by, entry, message_id)
+
+
+def plan_to_org(at: datetime = T_PLAN_TO_ORG, **changes: Any) -> Step:
+    """The plan in force, sent on to the receiving organisation it designates."""
+    return preparation(at, **{"recipient": ORG, "message_id": PLAN_TO_ORG_ID, **changes})
+
+
+def plan_response(
+    at: datetime = T_READY,
+    *,
+    readiness: Readiness = Readiness.READY,
+    sender: Party = ORG,
+    recipient: Party = NG,
+) -> Step:
+    return step(ReceptionPlanResponseHeader(readiness=readiness), sender, recipient, at)
+
+
+def contact(
+    at: datetime = T_CONTACT,
+    *,
+    contacted_at: datetime | None = None,
+    sender: Party = ORG,
+    recipient: Party = NG,
+) -> Step:
+    moment = at - timedelta(hours=3) if contacted_at is None else contacted_at
+    return step(PreDepartureContactHeader(at=moment), sender, recipient, at)
 
 
 def child_preparation(at: datetime = T_PREPARE, **changes: Any) -> Step:
@@ -225,6 +261,14 @@ def child_assessed() -> CaseTransfer:
 
 def prepared() -> CaseTransfer:
     return run(preparation(), case=assessed())
+
+
+def plan_sent() -> CaseTransfer:
+    return run(plan_to_org(), case=prepared())
+
+
+def child_plan_prepared() -> CaseTransfer:
+    return run(child_preparation(), case=child_assessed())
 
 
 def received() -> CaseTransfer:
@@ -377,6 +421,40 @@ ACCEPTED = [
     ("withdrawal-referred", referred, withdrawal(), Stage.REFERRED),
     ("withdrawal-to-receiving-org", received, withdrawal(recipient=ORG), Stage.RECEIVED),
     ("withdrawal-after-closure", closed, withdrawal(), Stage.CLOSED),
+    ("plan-to-org", prepared, plan_to_org(), Stage.RETURN_PREPARED),
+    ("plan-to-org-again", plan_sent, plan_to_org(T_READY), Stage.RETURN_PREPARED),
+    (
+        "plan-to-org-child",
+        child_plan_prepared,
+        child_preparation(T_PLAN_TO_ORG, recipient=ORG),
+        Stage.RETURN_PREPARED,
+    ),
+    ("plan-response-ready", plan_sent, plan_response(), Stage.RETURN_PREPARED),
+    (
+        "plan-response-cannot-receive",
+        plan_sent,
+        plan_response(readiness=Readiness.CANNOT_RECEIVE, recipient=GB),
+        Stage.RETURN_PREPARED,
+    ),
+    (
+        "plan-response-needs-support",
+        plan_sent,
+        plan_response(readiness=Readiness.NEEDS_SUPPORT),
+        Stage.RETURN_PREPARED,
+    ),
+    ("contact-to-destination", plan_sent, contact(recipient=GB), Stage.RETURN_PREPARED),
+    (
+        "contact-at-skew-edge",
+        plan_sent,
+        contact(contacted_at=T_CONTACT + SKEW),
+        Stage.RETURN_PREPARED,
+    ),
+    (
+        "withdrawal-to-org-before-travel",
+        plan_sent,
+        withdrawal(recipient=ORG),
+        Stage.RETURN_PREPARED,
+    ),
 ]
 
 
@@ -400,6 +478,67 @@ def test_an_assessment_made_earlier_but_sent_later_does_not_displace_the_latest(
     assert apply(case, newer, RULES_).last_risk_assessment == RiskAssessment(
         T_RISK - timedelta(hours=1), RiskLevel.LOW, False
     )
+
+
+def test_the_plan_sent_to_the_organisation_is_recorded_and_changes_nothing_else() -> None:
+    case = prepared()
+    assert case.plan_sent_to_org is None
+    assert apply(case, plan_to_org(), RULES_) == replace(case, plan_sent_to_org=PLAN_TO_ORG_ID)
+
+
+def test_the_organisations_readiness_and_contact_are_recorded() -> None:
+    case = run(plan_response(readiness=Readiness.NEEDS_SUPPORT), contact(), case=plan_sent())
+    assert (case.readiness, case.pre_departure_contact_at) == (
+        Readiness.NEEDS_SUPPORT,
+        T_CONTACT - timedelta(hours=3),
+    )
+    # An earlier contact reported later does not move the latest back.
+    earlier = contact(T_CONTACT + timedelta(hours=1), contacted_at=T_CONTACT - timedelta(days=1))
+    assert apply(case, earlier, RULES_).pre_departure_contact_at == T_CONTACT - timedelta(hours=3)
+    assert (
+        apply(case, plan_response(readiness=Readiness.READY), RULES_).readiness is Readiness.READY
+    )
+
+
+def test_cannot_receive_keeps_the_plan_until_a_new_one_names_another_organisation() -> None:
+    case = run(plan_response(readiness=Readiness.CANNOT_RECEIVE), contact(), case=plan_sent())
+    assert (case.stage, case.receiving_org, case.readiness) == (
+        Stage.RETURN_PREPARED,
+        ORG.id,
+        Readiness.CANNOT_RECEIVE,
+    )
+    new_plan = preparation(T_CONTACT + timedelta(hours=1), org=OTHER_ORG.id)
+    case = apply(case, new_plan, RULES_)
+    assert (case.receiving_org, case.plan_sent_to_org, case.readiness) == (OTHER_ORG.id, None, None)
+    assert case.pre_departure_contact_at is None  # that contact was the other organisation's
+    with pytest.raises(RuleBroken) as raised:  # the first organisation is out of the case
+        apply(case, plan_response(T_CONTACT + timedelta(hours=2)), RULES_)
+    assert raised.value.rule == "not_a_party_of_this_case"
+    with pytest.raises(RuleBroken) as raised:  # the new one answers once it has the plan
+        apply(case, plan_response(T_CONTACT + timedelta(hours=2), sender=OTHER_ORG), RULES_)
+    assert raised.value.rule == "needs_plan_sent_to_receiving_org"
+    to_other = plan_to_org(T_CONTACT + timedelta(hours=2), recipient=OTHER_ORG, org=OTHER_ORG.id)
+    case = apply(case, to_other, RULES_)
+    case = apply(case, plan_response(T_CONTACT + timedelta(hours=3), sender=OTHER_ORG), RULES_)
+    assert (case.plan_sent_to_org, case.readiness) == (PLAN_TO_ORG_ID, Readiness.READY)
+
+
+def test_a_new_plan_with_the_same_organisation_is_sent_and_answered_again() -> None:
+    case = run(plan_response(), contact(), case=plan_sent())
+    later = ARRIVAL + timedelta(days=2)
+    case = apply(case, preparation(T_CONTACT + timedelta(hours=1), arrival=later), RULES_)
+    assert (case.plan_sent_to_org, case.readiness) == (None, None)
+    assert case.pre_departure_contact_at == T_CONTACT - timedelta(hours=3)  # same organisation
+    with pytest.raises(RuleBroken) as raised:  # the old plan is no longer the plan
+        apply(case, plan_to_org(T_CONTACT + timedelta(hours=2)), RULES_)
+    assert raised.value.rule == "return_plan_to_org_must_match_plan"
+    plan = plan_to_org(T_CONTACT + timedelta(hours=2), arrival=later)
+    assert apply(case, plan, RULES_).plan_sent_to_org == PLAN_TO_ORG_ID
+
+
+def test_reception_is_confirmed_whatever_the_organisation_answered() -> None:
+    case = run(plan_response(readiness=Readiness.CANNOT_RECEIVE), reception(), case=plan_sent())
+    assert case.stage is Stage.RECEIVED
 
 
 def test_a_replaced_plan_designates_the_new_organisation() -> None:
@@ -618,6 +757,100 @@ REFUSED = [
         withdrawal(sender=GB, recipient=NG),
         "only by the sending focal point",
     ),
+    # The plan sent on to the receiving organisation: the plan in force, all safeguards again.
+    (
+        "return_plan_to_org_must_match_plan",
+        prepared,
+        plan_to_org(arrival=ARRIVAL + timedelta(days=1)),
+        "the same planned arrival",
+    ),
+    (
+        "return_plan_to_org_must_match_plan",
+        prepared,
+        plan_to_org(org=OTHER_ORG.id),  # to the designated one, naming another
+        "the same receiving organisation (the recipient)",
+    ),
+    (
+        "return_preparation_only_from_sending_to_destination",
+        prepared,
+        plan_to_org(sender=GB),
+        "or to the receiving organisation its plan designates",
+    ),
+    (
+        "not_a_party_of_this_case",
+        prepared,
+        plan_to_org(recipient=OTHER_ORG, org=OTHER_ORG.id),  # not designated
+        "designated receiving organisation",
+    ),
+    (
+        "return_preparation_needs_recent_recommending_risk_assessment",
+        prepared,
+        plan_to_org(T_RISK - timedelta(hours=2) + timedelta(days=30) + TICK),
+        "(the latest is older)",
+    ),
+    (
+        "planned_arrival_too_soon",
+        prepared,
+        plan_to_org(ARRIVAL - timedelta(hours=72) + TICK),
+        "at least 72 hours ahead",
+    ),
+    (
+        "minor_needs_guardian_consent",
+        child_plan_prepared,
+        child_preparation(T_PLAN_TO_ORG, recipient=ORG, given_by=GivenBy.PERSON),
+        "return_preparation for a child needs a consent given by a guardian",
+    ),
+    (
+        "return_preparation_needs_acceptance",
+        not_received,
+        plan_to_org(T_MONITOR),
+        "before reception",
+    ),
+    # The receiving organisation's answer to the plan and its contact before travel.
+    (
+        "reception_plan_response_only_by_designated_receiving_org",
+        plan_sent,
+        plan_response(sender=GB, recipient=NG),
+        "only by the receiving organisation designated",
+    ),
+    (
+        "not_a_party_of_this_case",
+        plan_sent,
+        plan_response(sender=OTHER_ORG),
+        "reception_plan_response goes only between",
+    ),
+    (
+        "needs_plan_sent_to_receiving_org",
+        prepared,
+        plan_response(),
+        "reception_plan_response is accepted after the return plan was sent to the receiving"
+        " organisation",
+    ),
+    (
+        "needs_plan_sent_to_receiving_org",
+        lambda: run(reception(), case=plan_sent()),
+        plan_response(T_MONITOR),
+        "before reception",
+    ),
+    (
+        "pre_departure_contact_only_by_designated_receiving_org",
+        plan_sent,
+        contact(sender=NG, recipient=GB),
+        "only by the receiving organisation designated",
+    ),
+    (
+        "pre_departure_contact_only_by_designated_receiving_org",
+        plan_sent,
+        contact(sender=GB, recipient=ORG),
+        "to a focal point of the case",
+    ),
+    ("needs_plan_sent_to_receiving_org", prepared, contact(), "pre_departure_contact is accepted"),
+    (
+        "pre_departure_contact_in_future",
+        plan_sent,
+        contact(contacted_at=T_CONTACT + SKEW + TICK),
+        "later than it is sent",
+    ),
 ]
 
 
@@ -791,6 +1024,9 @@ CASE_TRANSFERS = st.builds(
     | st.builds(RiskAssessment, AWARE, st.sampled_from(RiskLevel), st.booleans()),
     receiving_org=st.none() | st.sampled_from(list(REGISTRY)),
     planned_arrival=st.none() | AWARE,
+    plan_sent_to_org=st.none() | st.just(PLAN_TO_ORG_ID),
+    readiness=st.none() | st.sampled_from(Readiness),
+    pre_departure_contact_at=st.none() | AWARE,
     received_at=st.none() | AWARE,
     last_monitoring_at=st.none() | AWARE,
     closed_at=st.none() | AWARE,
@@ -852,6 +1088,8 @@ ALLOWED_IN = {
     MessageType.CASE_MONITORING: {Stage.RECEIVED},
     MessageType.CASE_CLOSURE: set(Stage) - {Stage.CLOSED},
     MessageType.CONSENT_WITHDRAWAL: set(Stage),
+    MessageType.RECEPTION_PLAN_RESPONSE: {Stage.RETURN_PREPARED},
+    MessageType.PRE_DEPARTURE_CONTACT: {Stage.RETURN_PREPARED},
 }
 
 
@@ -866,6 +1104,8 @@ def senders(case: CaseTransfer, kind: MessageType) -> set[str | None]:
         MessageType.CASE_MONITORING: {case.receiving_org, case.destination},
         MessageType.CASE_CLOSURE: focal,
         MessageType.CONSENT_WITHDRAWAL: {case.sending},
+        MessageType.RECEPTION_PLAN_RESPONSE: {case.receiving_org},
+        MessageType.PRE_DEPARTURE_CONTACT: {case.receiving_org},
     }
     return table[kind]
 
@@ -876,11 +1116,14 @@ def recipients(case: CaseTransfer, message: Step) -> set[str | None]:
     table: dict[MessageType, set[str | None]] = {
         MessageType.REFERRAL_RESPONSE: {case.sending},
         MessageType.RISK_ASSESSMENT: focal,
-        MessageType.RETURN_PREPARATION: {case.destination},
+        # The plan, to the destination focal point; the plan in force, to its organisation.
+        MessageType.RETURN_PREPARATION: {case.destination, case.receiving_org},
         MessageType.RECEPTION_CONFIRMATION: focal,
         MessageType.CASE_MONITORING: focal,
         MessageType.CASE_CLOSURE: focal,
         MessageType.CONSENT_WITHDRAWAL: {case.destination, case.receiving_org},
+        MessageType.RECEPTION_PLAN_RESPONSE: focal,
+        MessageType.PRE_DEPARTURE_CONTACT: focal,
     }
     return table[message.type] - {message.sender.id}
 
@@ -895,6 +1138,8 @@ NEXT = {
         MessageType.RECEPTION_CONFIRMATION,
         MessageType.RISK_ASSESSMENT,
         MessageType.RETURN_PREPARATION,
+        MessageType.RECEPTION_PLAN_RESPONSE,
+        MessageType.PRE_DEPARTURE_CONTACT,
     ],
     Stage.RECEIVED: [MessageType.CASE_MONITORING, MessageType.CASE_CLOSURE],
     Stage.NOT_RECEIVED: [MessageType.CASE_CLOSURE],
@@ -926,11 +1171,13 @@ def steps(draw: st.DrawFn, case: CaseTransfer | None, now: datetime) -> Step:
         MessageType.REFERRAL: [(NG, GB)],
         MessageType.REFERRAL_RESPONSE: [(GB, NG)],
         MessageType.RISK_ASSESSMENT: [(GB, NG), (NG, GB)],
-        MessageType.RETURN_PREPARATION: [(NG, GB)],
+        MessageType.RETURN_PREPARATION: [(NG, GB), (NG, designated or ORG)],
         MessageType.RECEPTION_CONFIRMATION: [(designated or ORG, GB), (designated or ORG, NG)],
         MessageType.CASE_MONITORING: [(designated or ORG, GB), (GB, NG)],
         MessageType.CASE_CLOSURE: [(NG, GB), (GB, NG)],
         MessageType.CONSENT_WITHDRAWAL: [(NG, GB), (NG, designated or ORG)],
+        MessageType.RECEPTION_PLAN_RESPONSE: [(designated or ORG, NG), (designated or ORG, GB)],
+        MessageType.PRE_DEPARTURE_CONTACT: [(designated or ORG, NG), (designated or ORG, GB)],
     }
     pairs = st.sampled_from(roles[kind])
     anyone = st.tuples(st.sampled_from(PARTIES), st.sampled_from(PARTIES)).filter(
@@ -974,6 +1221,10 @@ def steps(draw: st.DrawFn, case: CaseTransfer | None, now: datetime) -> Step:
         )
     elif kind is MessageType.CASE_CLOSURE:
         header = CaseClosureHeader(reason=draw(st.sampled_from(ClosureReason)))
+    elif kind is MessageType.RECEPTION_PLAN_RESPONSE:
+        header = ReceptionPlanResponseHeader(readiness=draw(st.sampled_from(Readiness)))
+    elif kind is MessageType.PRE_DEPARTURE_CONTACT:
+        header = PreDepartureContactHeader(at=past)
     else:
         header = ConsentWithdrawalHeader()
     return Step(
@@ -1000,6 +1251,8 @@ def next_steps(draw: st.DrawFn, case: CaseTransfer | None, now: datetime) -> Ste
     if stage is Stage.ACCEPTED:  # assess until an assessment recommends return, then prepare
         ready = risk is not None and risk.return_recommended
         expected = [MessageType.RETURN_PREPARATION if ready else MessageType.RISK_ASSESSMENT]
+    if stage is Stage.RETURN_PREPARED and case is not None and case.plan_sent_to_org is None:
+        expected = [MessageType.RETURN_PREPARATION]  # the plan, on to its organisation
     kind = draw(often(st.sampled_from(expected), st.sampled_from(MessageType)))
     designated = REGISTRY.get(case.receiving_org or "", ORG) if case else ORG
     message = draw(_plausible(case, now, kind, risk, designated))
@@ -1048,13 +1301,29 @@ def _plausible(
         if risk is not None and draw(often(st.just(False), st.just(True))):
             now = max(now, risk.assessed_at + RULES_.risk_max_age + draw(edges))  # aged
         others = st.sampled_from([OTHER_ORG.id, FR_ORG.id, GB.id, "gb.unknown"])
+        arrival = now + RULES_.min_notice + draw(mostly(days, st.just(-TICK)))
+        plan = case.planned_arrival if case and case.stage is Stage.RETURN_PREPARED else None
+        # Once a plan is made, mostly send it on to its organisation if not yet sent.
+        to_org = plan is not None and draw(
+            mostly(st.just(case is not None and case.plan_sent_to_org is None), st.booleans())
+        )
+        if to_org and plan is not None:  # mostly the plan in force, now and then another
+            arrival = draw(mostly(st.just(plan), st.just(arrival)))
         return preparation(
             now,
-            arrival=now + RULES_.min_notice + draw(mostly(days, st.just(-TICK))),
+            arrival=arrival,
             org=draw(mostly(st.just(designated.id), others)),
             best_interests=draw(mostly(st.just("bid:1"), st.none())),
             given_by=given_by,
+            recipient=designated if to_org else GB,
+            message_id=PLAN_TO_ORG_ID,
         )
+    if kind is MessageType.RECEPTION_PLAN_RESPONSE:
+        readiness = draw(often(st.just(Readiness.READY), st.sampled_from(Readiness)))
+        return plan_response(now, readiness=readiness, sender=designated, recipient=recipient)
+    if kind is MessageType.PRE_DEPARTURE_CONTACT:
+        contacted_at = now - draw(mostly(days, st.just(-SKEW - TICK)))
+        return contact(now, contacted_at=contacted_at, sender=designated, recipient=recipient)
     if kind is MessageType.RECEPTION_CONFIRMATION:
         received_at = now - draw(mostly(days, st.just(-SKEW - TICK)))
         outcome = draw(often(st.just(ReceptionOutcome.RECEIVED), st.sampled_from(ReceptionOutcome)))
@@ -1174,6 +1443,21 @@ class CaseTransferMachine(RuleBasedStateMachine):
         if message.type is MessageType.RECEPTION_CONFIRMATION:
             assert before.stage is Stage.RETURN_PREPARED
             assert message.sender.id == before.receiving_org
+        if message.type is MessageType.RETURN_PREPARATION and message.recipient.id != GB.id:
+            # The plan in force, to the organisation it designates: no new plan, no new stage.
+            assert isinstance(header, ReturnPreparationHeader)
+            assert before.stage is after.stage is Stage.RETURN_PREPARED
+            assert message.recipient.id == header.receiving_org == before.receiving_org
+            assert header.planned_arrival == before.planned_arrival == after.planned_arrival
+            assert after == replace(before, plan_sent_to_org=message.message_id)
+        if message.type in (MessageType.RECEPTION_PLAN_RESPONSE, MessageType.PRE_DEPARTURE_CONTACT):
+            # The organisation answers, and meets the person, only once it has the plan.
+            assert before.plan_sent_to_org is not None
+            assert after.stage is Stage.RETURN_PREPARED
+        if isinstance(header, PreDepartureContactHeader):
+            assert header.at <= message.at + RULES_.clock_skew
+        if after.readiness is not None:  # an answer is to the plan the organisation was sent
+            assert after.plan_sent_to_org is not None
         if message.type is MessageType.CASE_MONITORING:
             assert isinstance(header, CaseMonitoringHeader)
             assert header.period_start <= header.period_end

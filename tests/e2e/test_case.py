@@ -33,6 +33,9 @@ def test_a_whole_case_goes_through_real_nodes(tmp_path: Path, broker_database: s
             "acceptance",
             "risk assessment",
             "return preparation",
+            "return plan to shelter",
+            "plan answered: ready",
+            "pre-departure contact",
             "reception confirmation",
             "monitoring report",
             "closure",
@@ -52,7 +55,10 @@ def test_a_whole_case_goes_through_real_nodes(tmp_path: Path, broker_database: s
         received = httpx.get(
             ng.url + "/messages", headers={"authorization": f"Bearer {ng.api_token}"}
         ).json()["messages"]
-        assert [m["type"] for m in received] == [
+        assert [(m["type"], m["recipient"]) for m in received if m["recipient"] == SHELTER] == [
+            ("return_preparation", SHELTER)  # the plan, sealed to the shelter's own key
+        ]
+        assert [m["type"] for m in received if m["recipient"] == RECIPIENT] == [
             "referral",
             "return_preparation",
             "case_closure",
@@ -62,6 +68,8 @@ def test_a_whole_case_goes_through_real_nodes(tmp_path: Path, broker_database: s
             headers={"authorization": f"Bearer {at.api_token}"},
         ).json()
         assert view["stage"] == "closed"
-        assert len(view["timeline"]) == 7
+        assert len(view["timeline"]) == 10
+        assert view["state"]["readiness"] == "ready"
+        assert view["state"]["plan_sent_to_org"] == dict(case.sent)["return plan to shelter"]
         checkpoint = demo.verify_ledger(cluster, auditor_key, 6 + 2 * len(case.sent))
         assert checkpoint.size >= 20

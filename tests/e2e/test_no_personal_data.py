@@ -331,7 +331,7 @@ def test_no_personal_data_reaches_the_broker_and_no_payload_outlives_consent(
 
         # 1. The whole case, with its two refusals (which carry canaries too).
         case = demo_case.play_case(at, ng, CASE_REF, echo=lambda _: None, payloads=payloads)
-        assert len(case.sent) == 7
+        assert len(case.sent) == 10  # the return plan goes to NG and to the shelter
         assert len(case.refusals) == 2
         problems += [json.dumps(problem) for _, problem in case.refusals]
         for _, message_id in case.sent:

@@ -1,13 +1,15 @@
 """The demo's case: one whole case transfer through real nodes and a real broker.
 
 Austria's focal point refers a (fictional) person to Nigeria's; with the person's consent,
-the case goes through acceptance, a risk assessment, return preparation, reception by a
-Nigerian shelter, a monitoring report and closure. Two refusals a case worker should see
-are shown on the way, each with the broker's explanation.
+the case goes through acceptance, a risk assessment, return preparation (the plan goes to
+Nigeria's focal point and to the Nigerian shelter, which answers it and meets the person
+before travel), reception by the shelter, a monitoring report and closure. Two refusals a
+case worker should see are shown on the way, each with the broker's explanation.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,6 +30,14 @@ DEMO_REFERRAL: dict[str, Any] = {
     "languages": ["en", "pcm"],
     "interpreter_needed": True,
     "is_child": False,
+}
+
+#: What the return plan tells the shelter, so that it can prepare the reception.
+DEMO_PLAN: dict[str, Any] = {
+    "route": [{"mode": "air", "departure_place": "VIE", "arrival_place": "LOS"}],
+    "escort": {"required": True, "roles": ["social_worker"]},
+    "reintegration_plan": {"services": ["shelter", "psychological_support"]},
+    "languages": ["en", "pcm"],
 }
 
 
@@ -66,6 +76,8 @@ def consent_body(case_ref: str, consent_ref: str, now: datetime) -> dict[str, An
             "reception_confirmation",
             "case_monitoring",
             "case_closure",
+            "reception_plan_response",
+            "pre_departure_contact",
         ],
         "recipients": [RECIPIENT, SHELTER, SENDER],
         "data_categories": ["identity", "health", "family", "contact", "travel"],
@@ -103,7 +115,24 @@ def steps(now: datetime) -> list[tuple[str, str, str, str, dict[str, Any], dict[
             RECIPIENT,
             "return preparation",
             {"receiving_org": SHELTER, "planned_arrival": arrival.isoformat()},
-            {"travel_date": arrival.date().isoformat()},
+            {"travel_date": arrival.date().isoformat(), **DEMO_PLAN},
+        ),
+        # The shelter answers the plan it was sent, then meets the person before travel.
+        (
+            "reception-plan-response",
+            SHELTER,
+            SENDER,
+            "plan answered: ready",
+            {},
+            {"readiness": "ready"},
+        ),
+        (
+            "pre-departure-contact",
+            SHELTER,
+            SENDER,
+            "pre-departure contact",
+            {},
+            {"contacted_at": now.isoformat(), "mode": "video", "counselling_given": True},
         ),
         (
             "reception-confirmation",
@@ -159,7 +188,7 @@ def play_case(
         body = {
             "sender": sender,
             "recipient": recipient,
-            "header": header,
+            **({"header": header} if header else {}),  # computed by the node if left out
             "payload": payload,
             "data_categories": ["identity", "health"],
             "consent_ref": run.consent_ref,
@@ -169,7 +198,43 @@ def play_case(
             raise RuntimeError(f"step {index + 1} ({label}) was refused: {response.text}")
         run.sent.append((label, response.json()["message_id"]))
         echo(f"  {index + 1}. {label:<23} {sender} -> {recipient}: accepted")
+        if path == "return-preparation":
+            _plan_reaches_the_shelter(run, nodes[SHELTER], response.json(), echo)
     return run
+
+
+def _plan_reaches_the_shelter(
+    run: CaseRun, shelter: Node, sent: dict[str, Any], echo: Callable[[str], None]
+) -> None:
+    """The node sent the plan on to the shelter, sealed to the shelter's key: wait until the
+    shelter's node has opened it, and say what the shelter now knows."""
+    to_org = sent["to_receiving_org"]
+    if not to_org["sent"]:
+        raise RuntimeError(f"the plan did not go to the shelter: {to_org['refused']}")
+    run.sent.append(("return plan to shelter", to_org["message_id"]))
+    plan = _opened(shelter, to_org["message_id"])["payload"]
+    escort = plan.get("escort") or {}
+    roles = ", ".join(escort.get("roles") or []) or "none"
+    arrival = str(plan["planned_arrival"])[:16].replace("T", " ")
+    echo(f"     {SHELTER} received the return plan, sealed to its own key:")
+    echo(f"       arrival {arrival} UTC, escort {roles}")
+
+
+def _opened(node: Node, message_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    """The message as the node's case workers read it, once delivered and opened there."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = httpx.get(
+            node.url + "/messages",
+            headers={"authorization": f"Bearer {node.api_token}"},
+            timeout=5,
+        )
+        for message in response.json()["messages"]:
+            if message["message_id"] == message_id:
+                found: dict[str, Any] = message
+                return found
+        time.sleep(0.2)
+    raise TimeoutError(f"message {message_id} never reached {node.process.name}")
 
 
 def _refusal(

@@ -26,8 +26,11 @@ from trm_broker.domain.messages import (
     HEADER_MODELS,
     CaseMonitoringHeader,
     MessageType,
+    PreDepartureContactHeader,
+    Readiness,
     ReceptionConfirmationHeader,
     ReceptionOutcome,
+    ReceptionPlanResponseHeader,
     ReferralHeader,
     ReferralResponseHeader,
     ReturnPreparationHeader,
@@ -63,7 +66,11 @@ RULES: dict[str, str] = {
     " accepted and before reception",
     "risk_assessment_in_future": "risk_assessment cannot have been made later than it is sent",
     "return_preparation_only_from_sending_to_destination": "return_preparation goes only from"
-    " the sending focal point to the destination one",
+    " the sending focal point to the destination one, or to the receiving organisation its"
+    " plan designates",
+    "return_plan_to_org_must_match_plan": "return_preparation goes to the receiving"
+    " organisation after the destination focal point was sent the plan, and with that plan:"
+    " the same receiving organisation (the recipient) and the same planned arrival",
     "return_preparation_needs_acceptance": "return_preparation is accepted after the referral"
     " was accepted and before reception",
     "return_preparation_needs_recent_recommending_risk_assessment": "return_preparation needs"
@@ -93,6 +100,16 @@ RULES: dict[str, str] = {
     " the case to the other",
     "consent_withdrawal_only_by_sending_focal_point": "consent_withdrawal is sent only by the"
     " sending focal point, which registered the consent",
+    "reception_plan_response_only_by_designated_receiving_org": "reception_plan_response is"
+    " sent only by the receiving organisation designated in the return_preparation, to a"
+    " focal point of the case",
+    "pre_departure_contact_only_by_designated_receiving_org": "pre_departure_contact is sent"
+    " only by the receiving organisation designated in the return_preparation, to a focal"
+    " point of the case",
+    "needs_plan_sent_to_receiving_org": "{type} is accepted after the return plan was sent to"
+    " the receiving organisation (a return_preparation addressed to it), and before reception",
+    "pre_departure_contact_in_future": "pre_departure_contact cannot record a contact later"
+    " than it is sent",
 }
 
 
@@ -173,7 +190,8 @@ class Step:
     """One message, from its clear header. ``header`` is the model ``HEADER_MODELS[type]``
     of ``domain.messages``. ``receiving_org`` is, for a return_preparation, the registry
     entry of ``header.receiving_org`` (``None`` if it is not registered). ``case_ref`` is the
-    envelope's; a referral needs it, as it starts the case."""
+    envelope's; a referral needs it, as it starts the case. ``message_id`` is the envelope's
+    id (the state keeps that of the plan sent to the receiving organisation)."""
 
     type: MessageType
     sender: Party
@@ -183,6 +201,7 @@ class Step:
     at: datetime
     receiving_org: Party | None = None
     case_ref: str = ""
+    message_id: str = ""
 
     def __post_init__(self) -> None:
         _aware("at", self.at)
@@ -217,12 +236,26 @@ class RiskAssessment:
         object.__setattr__(self, "assessed_at", _aware("assessed_at", self.assessed_at))
 
 
-_TIMES = ("referred_at", "planned_arrival", "received_at", "last_monitoring_at", "closed_at")
+_TIMES = (
+    "referred_at",
+    "planned_arrival",
+    "pre_departure_contact_at",
+    "received_at",
+    "last_monitoring_at",
+    "closed_at",
+)
 
 
 @dataclass(frozen=True)
 class CaseTransfer:
-    """The state of one case transfer. Times are aware and kept in UTC."""
+    """The state of one case transfer. Times are aware and kept in UTC.
+
+    Of the current plan: ``plan_sent_to_org`` is the message id of the return_preparation
+    last sent to its receiving organisation (``None``: not sent yet), ``readiness`` the
+    organisation's latest answer to it, ``pre_departure_contact_at`` when it last met the
+    person before travel. A new plan clears the first two (and the third with a new
+    organisation): the organisation is sent, and answers, the plan in force.
+    """
 
     __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
     case_ref: str
@@ -235,6 +268,9 @@ class CaseTransfer:
     last_risk_assessment: RiskAssessment | None = None
     receiving_org: str | None = None
     planned_arrival: datetime | None = None
+    plan_sent_to_org: str | None = None
+    readiness: Readiness | None = None
+    pre_departure_contact_at: datetime | None = None
     received_at: datetime | None = None
     last_monitoring_at: datetime | None = None
     closed_at: datetime | None = None
@@ -327,14 +363,29 @@ def _risk_assessment(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransf
 
 def _return_preparation(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransfer:
     header = _header(step, ReturnPreparationHeader)
+    # The plan goes to the destination focal point, then, sealed to its own key, to the
+    # receiving organisation it designates, so that it can prepare (TRM guidelines).
+    to_org = step.recipient.id != case.destination
     _require(
-        step.sender.id == case.sending and step.recipient.id == case.destination,
+        step.sender.id == case.sending
+        and step.recipient.id in {case.destination, case.receiving_org},
         "return_preparation_only_from_sending_to_destination",
     )
     # A second return_preparation before reception replaces the plan (new date, escort or
     # organisation); every safeguard is checked again, against the new plan.
     prepared = case.stage in (Stage.ACCEPTED, Stage.RETURN_PREPARED)
     _require(prepared, "return_preparation_needs_acceptance")
+    if to_org:  # the plan in force, to its organisation: it does not replace the plan
+        same = (header.receiving_org, header.planned_arrival) == (
+            case.receiving_org,
+            case.planned_arrival,
+        )
+        _require(
+            case.stage is Stage.RETURN_PREPARED
+            and same
+            and step.recipient.id == header.receiving_org,
+            "return_plan_to_org_must_match_plan",
+        )
     # Principle 5: no return without a recent risk assessment that recommends it.
     risk = case.last_risk_assessment
     recent = risk is not None and risk.assessed_at >= step.at - rules.risk_max_age
@@ -368,11 +419,17 @@ def _return_preparation(case: CaseTransfer, step: Step, rules: Rules) -> CaseTra
     _require_guardian_for_child(case.subject_is_minor, step)
     determined = not case.subject_is_minor or header.best_interests_ref is not None
     _require(determined, "minor_needs_best_interests_determination")
+    if to_org:
+        return replace(case, plan_sent_to_org=step.message_id)
+    same_org = header.receiving_org == case.receiving_org
     return replace(
         case,
         stage=Stage.RETURN_PREPARED,
         receiving_org=header.receiving_org,
         planned_arrival=header.planned_arrival,
+        plan_sent_to_org=None,
+        readiness=None,
+        pre_departure_contact_at=case.pre_departure_contact_at if same_org else None,
     )
 
 
@@ -388,6 +445,33 @@ def _reception_confirmation(case: CaseTransfer, step: Step, rules: Rules) -> Cas
     if header.outcome is ReceptionOutcome.RECEIVED:
         return replace(case, stage=Stage.RECEIVED, received_at=header.at)
     return replace(case, stage=Stage.NOT_RECEIVED)
+
+
+def _from_org_before_travel(case: CaseTransfer, step: Step, sender_rule: str) -> None:
+    """A step of the receiving organisation before travel: from the designated one, to a
+    focal point, once it was sent the plan and before reception."""
+    _require(
+        step.sender.id == case.receiving_org and step.recipient.id in _focal_points(case),
+        sender_rule,
+    )
+    sent = case.stage is Stage.RETURN_PREPARED and case.plan_sent_to_org is not None
+    _require(sent, "needs_plan_sent_to_receiving_org", type=step.type.value)
+
+
+def _reception_plan_response(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransfer:
+    header = _header(step, ReceptionPlanResponseHeader)
+    _from_org_before_travel(case, step, "reception_plan_response_only_by_designated_receiving_org")
+    # cannot_receive refuses nothing: the plan stands until the sending focal point sends a
+    # new return_preparation (another date, or another organisation).
+    return replace(case, readiness=header.readiness)
+
+
+def _pre_departure_contact(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransfer:
+    header = _header(step, PreDepartureContactHeader)
+    _from_org_before_travel(case, step, "pre_departure_contact_only_by_designated_receiving_org")
+    _require(header.at <= step.at + rules.clock_skew, "pre_departure_contact_in_future")
+    latest = case.pre_departure_contact_at
+    return replace(case, pre_departure_contact_at=max(header.at, latest or header.at))
 
 
 def _case_monitoring(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransfer:
@@ -430,6 +514,8 @@ _HANDLERS: dict[MessageType, Callable[[CaseTransfer, Step, Rules], CaseTransfer]
     MessageType.CASE_MONITORING: _case_monitoring,
     MessageType.CASE_CLOSURE: _case_closure,
     MessageType.CONSENT_WITHDRAWAL: _consent_withdrawal,
+    MessageType.RECEPTION_PLAN_RESPONSE: _reception_plan_response,
+    MessageType.PRE_DEPARTURE_CONTACT: _pre_departure_contact,
 }
 
 

@@ -24,6 +24,7 @@ from trm_broker.node.auth import broker_signed_body
 from trm_broker.node.broker_client import BrokerClient, BrokerError
 from trm_broker.node.keyring import Keyring
 from trm_broker.node.puller import InboxPuller
+from trm_broker.node.return_plan import send_return_plan
 from trm_broker.node.schemas import (
     PUSH_BODY,
     AckOut,
@@ -32,12 +33,15 @@ from trm_broker.node.schemas import (
     CaseMonitoringRequest,
     ConsentRequest,
     ConsentWithdrawalRequest,
+    PreDepartureContactRequest,
     ReceivedList,
     ReceivedOut,
     ReceptionConfirmationRequest,
+    ReceptionPlanResponseRequest,
     ReferralRequest,
     ReferralResponseRequest,
     ReturnPreparationRequest,
+    ReturnPreparationSentOut,
     RiskAssessmentRequest,
     SendRequest,
     SentOut,
@@ -273,7 +277,24 @@ CASE_CALLS = (
         MessageType.RETURN_PREPARATION,
         "return-preparation",
         ReturnPreparationRequest,
-        "Prepare a return with the designated receiving organisation.",
+        "Prepare a return with the designated receiving organisation: the plan goes to the"
+        " destination focal point and then, sealed to its own key, to the receiving"
+        " organisation the payload names. The answer is the first message's receipt and, in"
+        " `to_receiving_org`, the second's, or why the broker refused it (the first stands).",
+    ),
+    CaseCall(
+        MessageType.RECEPTION_PLAN_RESPONSE,
+        "reception-plan-response",
+        ReceptionPlanResponseRequest,
+        "Answer the return plan before travel: ready, needs support, or cannot receive with a"
+        " reason (the receiving organisation, once it was sent the plan).",
+    ),
+    CaseCall(
+        MessageType.PRE_DEPARTURE_CONTACT,
+        "pre-departure-contact",
+        PreDepartureContactRequest,
+        "Record the receiving organisation's contact with the person before travel"
+        " (pre-departure counselling).",
     ),
     CaseCall(
         MessageType.RECEPTION_CONFIRMATION,
@@ -298,15 +319,18 @@ CASE_CALLS = (
 
 
 def _add_case_call(app: FastAPI, call: CaseCall) -> None:
+    plan = call.message_type is MessageType.RETURN_PREPARATION
+
     async def endpoint(
         case_ref: CaseRef, body: CaseMessage, state: State, session: Session, _: CaseWorker
     ) -> SentOut:
         request = typed_message(call.message_type, case_ref, body)
+        if plan:  # to the destination focal point, then to the receiving organisation
+            return await send_return_plan(state.keys, state.broker, session, request)
         return await send_message(state.keys, state.broker, session, request)
 
     # FastAPI reads the body's model from the signature: make it this type's request.
     endpoint.__annotations__ = {**endpoint.__annotations__, "body": call.request}
     name = "send_" + call.path.replace("-", "_")  # the operation's id and summary
-    app.post(f"/cases/{{case_ref}}/{call.path}", name=name, description=call.doc, **_CASE_ROUTE)(
-        endpoint
-    )
+    route = {**_CASE_ROUTE, "response_model": ReturnPreparationSentOut} if plan else _CASE_ROUTE
+    app.post(f"/cases/{{case_ref}}/{call.path}", name=name, description=call.doc, **route)(endpoint)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trm_broker.domain.envelope import CASE_REF_PATTERN
 from trm_broker.domain.ids import UUID7_PATTERN
@@ -15,7 +15,9 @@ from trm_broker.domain.messages import (
     ConsentWithdrawalHeader,
     DataCategory,
     MessageType,
+    PreDepartureContactHeader,
     ReceptionConfirmationHeader,
+    ReceptionPlanResponseHeader,
     ReferralHeader,
     ReferralResponseHeader,
     ReturnPreparationHeader,
@@ -26,12 +28,17 @@ from trm_broker.domain.payloads import (
     CaseClosurePayload,
     CaseMonitoringPayload,
     ConsentWithdrawalPayload,
+    PreDepartureContactPayload,
     ReceptionConfirmationPayload,
+    ReceptionPlanResponsePayload,
     ReferralPayload,
     ReferralResponsePayload,
     ReturnPreparationPayload,
     RiskAssessmentPayload,
 )
+from trm_broker.domain.projections import project
+
+_H = TypeVar("_H", bound=BaseModel)
 
 
 class SendRequest(BaseModel):
@@ -110,11 +117,79 @@ class ConsentWithdrawalRequest(CaseMessage):
     payload: ConsentWithdrawalPayload = ConsentWithdrawalPayload()
 
 
+_PROJECTED = (
+    "Computed from the payload when left out (trm_broker/domain/projections.py); if given, it"
+    " must say what the payload says."
+)
+
+
+def _projected(message_type: MessageType, payload: BaseModel, kind: type[_H]) -> _H:
+    """The header of ``message_type`` that ``payload`` projects to (docs/design.md §6)."""
+    header = project(message_type, payload, datetime.now(UTC)).header
+    if not isinstance(header, kind):
+        raise TypeError(f"expected a {kind.__name__}")  # pragma: no cover
+    return header
+
+
+class ReceptionPlanResponseRequest(CaseMessage):
+    """The receiving organisation's answer to the return plan it was sent."""
+
+    header: ReceptionPlanResponseHeader | None = Field(None, description=_PROJECTED)
+    payload: ReceptionPlanResponsePayload
+
+    @model_validator(mode="after")
+    def _header_from_payload(self) -> ReceptionPlanResponseRequest:
+        if self.header is None:
+            self.header = _projected(
+                MessageType.RECEPTION_PLAN_RESPONSE, self.payload, ReceptionPlanResponseHeader
+            )
+        return self
+
+
+class PreDepartureContactRequest(CaseMessage):
+    """The receiving organisation's contact with the person before travel."""
+
+    header: PreDepartureContactHeader | None = Field(None, description=_PROJECTED)
+    payload: PreDepartureContactPayload
+
+    @model_validator(mode="after")
+    def _header_from_payload(self) -> PreDepartureContactRequest:
+        if self.header is None:
+            self.header = _projected(
+                MessageType.PRE_DEPARTURE_CONTACT, self.payload, PreDepartureContactHeader
+            )
+        return self
+
+
 class SentOut(BaseModel):
     message_id: str
     envelope_digest: str
     accepted_at: str
     receipt: dict[str, str]
+
+
+class PlanToReceivingOrgOut(BaseModel):
+    """The same return plan, sent on to the receiving organisation it designates."""
+
+    recipient: str = Field(description="The receiving organisation the payload names.")
+    sent: bool = Field(description="Whether the broker accepted the plan for it.")
+    message_id: str | None = None
+    envelope_digest: str | None = None
+    accepted_at: str | None = None
+    receipt: dict[str, str] | None = None
+    refused: dict[str, Any] | None = Field(
+        None,
+        description="When not sent: why (problem+json, as the node answers a refusal). The"
+        " plan sent to the destination focal point stands; fix what it says and send the plan"
+        " again, to the receiving organisation as `recipient`.",
+    )
+
+
+class ReturnPreparationSentOut(SentOut):
+    """The plan as sent to the destination focal point (the fields above) and, sealed to its
+    own key, to the receiving organisation it designates (``to_receiving_org``)."""
+
+    to_receiving_org: PlanToReceivingOrgOut
 
 
 class ReceivedOut(BaseModel):

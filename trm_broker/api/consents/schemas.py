@@ -31,7 +31,7 @@ class ConsentIn(BaseModel):
     )
     case_ref: str = Field(pattern=CASE_REF_PATTERN)
     given_by: GivenBy = Field(description="The person, or a guardian for a child.")
-    purposes: list[MessageType] = Field(min_length=1, max_length=8)
+    purposes: list[MessageType] = Field(min_length=1, max_length=len(MessageType))
     recipients: list[ParticipantId] = Field(
         default_factory=list, max_length=50, description="Participant ids data may go to."
     )

@@ -98,6 +98,7 @@ async def _admit(
         at=now,
         receiving_org=receiving_org,
         case_ref=envelope.case_ref,
+        message_id=envelope.id,
     )
     try:
         new = workflow.apply(cases.state_of(row) if row is not None else None, step, rules)
