@@ -16,7 +16,7 @@ from trm_broker.crypto.errors import VerificationError
 from trm_broker.domain.payloads import check_payload
 from trm_broker.domain.signed_objects import AckClaims
 from trm_broker.domain.times import rfc3339
-from trm_broker.node import store
+from trm_broker.node import store, withdrawals
 from trm_broker.node.broker_client import BrokerClient
 from trm_broker.node.keyring import Keyring
 from trm_broker.web.problems import InvalidEnvelope, NotFound
@@ -95,15 +95,16 @@ async def receive(
             store.RejectedMessage(id=envelope.id, envelope_digest=digest, ack=json.dumps(ack))
         )
         return Acknowledgement(envelope.id, ack, rejected=True)
-    session.add(
-        store.received_row(
-            envelope,
-            digest=digest,
-            payload=canonical_json(payload).decode(),
-            ack=json.dumps(ack),
-            now=now,
-        )
+    row = store.received_row(
+        envelope,
+        digest=digest,
+        payload=canonical_json(payload).decode(),
+        ack=json.dumps(ack),
+        now=now,
     )
+    session.add(row)
+    # 8. A consent withdrawn: what came under it is restricted (docs/node.md).
+    await withdrawals.on_arrival(session, row, now)
     return Acknowledgement(envelope.id, ack)
 
 
