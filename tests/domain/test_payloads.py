@@ -115,6 +115,20 @@ FULL: dict[MessageType, dict[str, Any]] = {
     },
     T.CASE_CLOSURE: {"notes": "Monitoring completed; no further needs."},
     T.CONSENT_WITHDRAWAL: {"withdrawn_on": "2026-11-30", "notes": "Withdrawn in person."},
+    T.RECEPTION_PLAN_RESPONSE: {
+        "readiness": "cannot_receive",
+        "cannot_receive_reason": "no_capacity",
+        "needs": ["shelter", "medical_treatment"],
+        "contact_person": "Duty officer, shelter",
+        "notes": "No bed until January; another shelter in Lagos has one.",
+    },
+    T.PRE_DEPARTURE_CONTACT: {
+        "contacted_at": "2026-11-28T10:00:00Z",
+        "mode": "video",
+        "counselling_given": True,
+        "languages": ["en", "pcm"],
+        "notes": "Knows who meets her at the airport.",
+    },
 }
 
 MINIMAL: dict[MessageType, dict[str, Any]] = {
@@ -126,6 +140,8 @@ MINIMAL: dict[MessageType, dict[str, Any]] = {
     T.CASE_MONITORING: {"period_start": "2027-01-01", "period_end": "2027-03-31"},
     T.CASE_CLOSURE: {},
     T.CONSENT_WITHDRAWAL: {},
+    T.RECEPTION_PLAN_RESPONSE: {"readiness": "ready"},
+    T.PRE_DEPARTURE_CONTACT: {"contacted_at": "2026-11-28T10:00:00Z"},
 }
 
 #: For each type with codes, a member holding one (a path to it, and the path's reason).
@@ -139,6 +155,8 @@ BAD_CODE: dict[MessageType, tuple[dict[str, Any], str]] = {
     ),
     T.RECEPTION_CONFIRMATION: ({"outcome": "CANARY"}, "outcome"),
     T.CASE_MONITORING: ({"re_trafficking_risk": "CANARY"}, "re_trafficking_risk"),
+    T.RECEPTION_PLAN_RESPONSE: ({"needs": ["CANARY"]}, "needs/0"),
+    T.PRE_DEPARTURE_CONTACT: ({"mode": "CANARY"}, "mode"),
 }
 
 #: For each type, a member of a JSON type other than string where one exists, else text.
@@ -151,6 +169,8 @@ TYPED_MEMBER: dict[MessageType, str] = {
     T.CASE_MONITORING: "period_start",
     T.CASE_CLOSURE: "notes",
     T.CONSENT_WITHDRAWAL: "withdrawn_on",
+    T.RECEPTION_PLAN_RESPONSE: "needs",
+    T.PRE_DEPARTURE_CONTACT: "counselling_given",
 }
 TEXT_MEMBERS = {"contact_point", "notes"}
 
@@ -263,6 +283,21 @@ def test_a_wrong_type_is_refused_even_where_lax_parsing_would_coerce(
             "received_at: not a valid date-time",
         ),
         (T.CASE_CLOSURE, [], ": expected an object"),
+        (
+            T.RECEPTION_PLAN_RESPONSE,
+            {"readiness": "cannot_receive"},
+            ": cannot_receive_reason is given exactly when readiness is cannot_receive",
+        ),
+        (
+            T.RECEPTION_PLAN_RESPONSE,
+            {"readiness": "ready", "cannot_receive_reason": "no_capacity"},
+            ": cannot_receive_reason is given exactly when readiness is cannot_receive",
+        ),
+        (
+            T.PRE_DEPARTURE_CONTACT,
+            {"contacted_at": "2026-11-28T10:00:00"},
+            "contacted_at: expected an RFC 3339 date-time with a time offset",
+        ),
     ],
 )
 def test_each_rule_is_named_by_location(
@@ -342,6 +377,7 @@ def published(message_type: MessageType) -> dict[str, Any]:
 CROSS_MEMBER_RULES = {
     "payload: reason_not_received is only for a person not received",
     "payload: period_end is before period_start",
+    "payload: cannot_receive_reason is given exactly when readiness is cannot_receive",
 }
 
 

@@ -128,7 +128,7 @@ def plan(now: datetime) -> dict[str, Any]:
 async def prepared(world: World, consent_ref: str, now: datetime) -> None:
     """Referral, acceptance and a risk assessment recommending return."""
     path = f"/cases/{world.case_ref}"
-    steps = [
+    steps: list[tuple[str, MessageType, KeySet, KeySet, dict[str, Any]]] = [
         ("referral", T.REFERRAL, AT, NG, {"destination_country": "NG", "is_child": False}),
         ("referral-response", T.REFERRAL_RESPONSE, NG, AT, {"accepted": True}),
         (
@@ -201,6 +201,17 @@ async def test_the_shelters_node_receives_and_opens_the_plan_then_answers_it(
     assert received["payload"] == payload
     assert received["header"]["receiving_org"] == SHELTER.participant
     assert (await broker_state(world, NG))["plan_sent_to_org"] == to_org["message_id"]
+    # ... and the focal points see its node acknowledged it.
+    delivery = None
+    async for _ in polling():
+        view = await world.focal.get(
+            f"/cases/{world.case_ref}", params={"reader": NG.participant}, headers=AUTH
+        )
+        timeline = {item["message_id"]: item for item in view.json()["timeline"]}
+        delivery = timeline[to_org["message_id"]]["delivery"]
+        if delivery == "acknowledged":
+            break
+    assert delivery == "acknowledged"
 
     # It answers, and records its contact with the person, with payloads only.
     answered = await call(

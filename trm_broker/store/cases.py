@@ -9,8 +9,9 @@ from datetime import datetime
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from trm_broker.domain.messages import DeliveryStatus
 from trm_broker.domain.workflow import CaseTransfer
-from trm_broker.store.models import AlertRecord, CaseTransferRow, Message, Refusal
+from trm_broker.store.models import AlertRecord, CaseTransferRow, Delivery, Message, Refusal
 
 
 async def get(session: AsyncSession, case_ref: str) -> CaseTransferRow | None:
@@ -67,6 +68,16 @@ async def active(session: AsyncSession, stages: Sequence[str]) -> Sequence[CaseT
 async def messages_of(session: AsyncSession, case_ref: str) -> Sequence[Message]:
     query = select(Message).where(Message.case_ref == case_ref).order_by(Message.accepted_at)
     return (await session.scalars(query)).all()
+
+
+async def delivery_statuses(session: AsyncSession, case_ref: str) -> dict[str, DeliveryStatus]:
+    """Where each message of the case stands on its way to its recipient, by message id."""
+    query = (
+        select(Delivery.message_id, Delivery.status)
+        .join(Message, Message.id == Delivery.message_id)
+        .where(Message.case_ref == case_ref)
+    )
+    return {message_id: status for message_id, status in (await session.execute(query)).all()}
 
 
 async def open_alerts(session: AsyncSession, case_ref: str | None = None) -> Sequence[AlertRecord]:

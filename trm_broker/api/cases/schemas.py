@@ -16,6 +16,11 @@ class TimelineItem(BaseModel):
     accepted_at: datetime
     consent_ref: str | None
     payload_purged_at: datetime | None
+    delivery: str | None = Field(
+        None,
+        description="Where its delivery stands: pending, acknowledged (the recipient's node"
+        " opened and stored it), rejected, dead_lettered or dropped.",
+    )
 
 
 class AlertOut(BaseModel):

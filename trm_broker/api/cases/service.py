@@ -33,6 +33,7 @@ async def case_view(session: AsyncSession, case_ref: str, caller: Caller) -> Cas
     if row is None or caller.participant_id not in cases.parties(row):
         raise NotFound("You are not party to a case with this reference.")
     messages = await cases.messages_of(session, case_ref)
+    deliveries = await cases.delivery_statuses(session, case_ref)
     consents = await consent_store.of_case(session, case_ref)
     alerts = await cases.alerts_for(session, None, case_ref, include_closed=True)
     return CaseOut(
@@ -48,6 +49,7 @@ async def case_view(session: AsyncSession, case_ref: str, caller: Caller) -> Cas
                 accepted_at=m.accepted_at,
                 consent_ref=m.consent_ref,
                 payload_purged_at=m.purged_at,
+                delivery=deliveries.get(m.id),
             )
             for m in messages
         ],
