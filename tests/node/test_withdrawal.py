@@ -20,13 +20,14 @@ from sqlalchemy.engine import make_url
 
 from tests.node.harness import TOKEN, node_database, node_settings, rows, running_node
 from tests.node.harness import stored_messages as read
-from tests.support import Broker, broker_settings, polling, running_broker
+from tests.support import Broker, broker_settings, envelope, polling, running_broker
 from trm_broker.crypto.keys import KeySet
 from trm_broker.domain.messages import DataCategory, MessageType
 from trm_broker.domain.payloads import PAYLOAD_MODELS
 from trm_broker.domain.projections import project
 from trm_broker.logs import configure_logging
 from trm_broker.node.store import ReceivedMessage, WithdrawnConsent
+from trm_broker.web.signed_requests import SignedRequests
 
 AT = KeySet.generate("at.focal-point")
 NG = KeySet.generate("ng.naptip")
@@ -323,3 +324,67 @@ async def test_after_the_retention_the_content_is_gone_from_the_database(
     assert '"withdrawn_payloads_deleted"' in logs
     assert CANARY_REFERRAL not in logs
     assert CANARY_PLAN not in logs
+
+
+async def test_a_message_that_arrives_after_the_withdrawal_is_restricted_on_arrival(
+    sqlite_database: str, tmp_path: Path
+) -> None:
+    """A push in flight when the consent was withdrawn (the broker accepted it before, and
+    pushes it after the node learned of the withdrawal) is stored restricted."""
+    async with running_broker(broker_settings(sqlite_database, tmp_path)) as broker:
+        for keyset, country in ((AT, "AT"), (NG, "NG")):
+            assert (await broker.register(keyset, country)).status_code == 201
+        case_ref = f"AT-{datetime.now(UTC):%H%M%S%f}"
+        consent_ref = f"consent-{case_ref}"
+        consent = {
+            "id": consent_ref,
+            "case_ref": case_ref,
+            "given_by": "person",
+            "purposes": ["referral"],
+            "recipients": [NG.participant],
+            "data_categories": [c.value for c in DataCategory],
+            "valid_from": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
+            "form_digest": "sha-256:" + "E" * 43,
+        }
+        assert (await broker.call("POST", "/v1/consents", AT, json=consent)).status_code == 201
+        payload = {"destination_country": "NG", "identification_summary": CANARY_REFERRAL}
+        created = datetime.now(UTC)
+        projection = project(
+            T.REFERRAL, PAYLOAD_MODELS[T.REFERRAL].model_validate(payload), created
+        )
+        signed = envelope(
+            AT,
+            NG,
+            T.REFERRAL,
+            projection.header_json(),
+            case_ref=case_ref,
+            consent_ref=consent_ref,
+            data_categories=[DataCategory(c) for c in projection.categories_json()],
+            payload=payload,
+            now=created,
+        )
+        accepted = await broker.submit(signed)
+        assert accepted.status_code == 202, accepted.text
+        push = {"envelope": signed, "receipt": accepted.json()["receipt"]}
+        withdrawn = await broker.call("POST", f"/v1/consents/{consent_ref}/withdraw", AT)
+        assert withdrawn.status_code == 200, withdrawn.text
+
+        database = f"sqlite+aiosqlite:///{tmp_path / 'ng.db'}"
+        settings = node_settings(tmp_path, [NG], database, node_alert_poll_seconds=0.2)
+        async with (
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=broker.app), base_url="http://broker"
+            ) as to_broker,
+            running_node(settings, to_broker) as node,
+        ):
+            async for _ in polling():  # it learns of the withdrawal from NG's alert
+                if await rows(database, WithdrawnConsent):
+                    break
+            learned = await rows(database, WithdrawnConsent)
+            assert [r["consent_ref"] for r in learned] == [consent_ref]
+            key = broker.app.state.broker.signing_key
+            pushed = await node.post("/inbox", json=push, auth=SignedRequests(key))
+            assert pushed.status_code == 200, pushed.text
+            (shown,) = await read(node)
+        assert (shown["restricted"], shown["payload"]) == (True, None)
+        assert shown["notice"].startswith("The person withdrew consent: ")
