@@ -102,9 +102,10 @@ async def receive(
         ack=json.dumps(ack),
         now=now,
     )
-    session.add(row)
-    # 8. A consent withdrawn: what came under it is restricted (docs/node.md).
+    # 8. A consent withdrawn: what came under it is restricted (docs/node.md). Before the
+    #    row is added, so that no query flushes it early: a duplicate then fails at commit.
     await withdrawals.on_arrival(session, row, now)
+    session.add(row)
     return Acknowledgement(envelope.id, ack)
 
 

@@ -78,8 +78,9 @@ async def learned(
 
 
 async def on_arrival(session: AsyncSession, row: ReceivedMessage, now: datetime) -> None:
-    """A message just stored: a withdrawal restricts what came under its consent; a message
-    under a consent already withdrawn is restricted at once."""
+    """A message about to be stored (``row``, not yet in the session): a withdrawal restricts
+    what came under its consent; a message under a consent already withdrawn is stored
+    restricted."""
     if row.consent_ref is None:
         return
     if row.type is MessageType.CONSENT_WITHDRAWAL:
@@ -214,11 +215,11 @@ class WithdrawalWatch:
     async def _restrict(self, alert_id: str, case_ref: str, consents: Sequence[str]) -> int:
         now = datetime.now(UTC)
         async with self._sessions() as session:
-            restricted = 0
-            for consent_ref in consents:
-                restricted += await learned(session, case_ref, consent_ref, now, FROM_ALERT)
-            session.add(HandledAlert(alert_id=alert_id, handled_at=now))
             try:
+                restricted = 0
+                for consent_ref in consents:
+                    restricted += await learned(session, case_ref, consent_ref, now, FROM_ALERT)
+                session.add(HandledAlert(alert_id=alert_id, handled_at=now))
                 await session.commit()
             except IntegrityError:  # learned at the same moment another way: next round
                 await session.rollback()
