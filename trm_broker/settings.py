@@ -382,6 +382,23 @@ class Settings(BaseSettings):
         description="How long each of the node's long-polls waits (at most the broker's "
         "TRM_INBOX_MAX_WAIT_SECONDS); 0: poll without waiting.",
     )
+    node_withdrawn_retention_seconds: float = Field(
+        30 * DAY,
+        ge=0,
+        le=365 * DAY,
+        allow_inf_nan=False,
+        description="How long the node keeps, restricted and unread, the content of a message "
+        "received under a consent the person withdrew, before it deletes it (30 days by "
+        "default, at most a year); 0: delete it at the next purge.",
+    )
+    node_alert_poll_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=DAY,
+        allow_inf_nan=False,
+        description="How often the node asks the broker for its participants' consent_withdrawn "
+        "alerts, and deletes the content whose retention has passed.",
+    )
 
     @field_validator("node_key_files", mode="before")
     @classmethod
@@ -433,6 +450,10 @@ class Settings(BaseSettings):
     @property
     def monitoring_interval(self) -> timedelta:
         return timedelta(seconds=self.monitoring_interval_seconds)
+
+    @property
+    def node_withdrawn_retention(self) -> timedelta:
+        return timedelta(seconds=self.node_withdrawn_retention_seconds)
 
 
 class InvalidSettings(ValueError):

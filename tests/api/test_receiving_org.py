@@ -123,9 +123,9 @@ async def test_the_plan_goes_to_the_receiving_organisation_and_every_party_sees_
         assert seen["plan_sent_to_org"] == message_id
         assert seen["receiving_org"] == SHELTER.participant
     view = (await broker.call("GET", f"/v1/cases/{case}", NG)).json()
-    assert [(i["type"], i["recipient"]) for i in view["timeline"]][-2:] == [
-        ("return_preparation", NG.participant),
-        ("return_preparation", SHELTER.participant),
+    assert [(i["type"], i["recipient"], i["delivery_status"]) for i in view["timeline"]][-2:] == [
+        ("return_preparation", NG.participant, "pending"),
+        ("return_preparation", SHELTER.participant, "pending"),  # until its node acknowledges
     ]
 
 

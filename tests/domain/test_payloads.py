@@ -316,6 +316,16 @@ def test_a_wrong_type_is_refused_even_where_lax_parsing_would_coerce(
             "received_at: not a valid date-time",
         ),
         (T.CASE_CLOSURE, [], ": expected an object"),
+        (
+            T.RECEPTION_PLAN_RESPONSE,
+            {"readiness": "ready", "cannot_receive_reason": "no_capacity"},
+            ": cannot_receive_reason is given exactly when readiness is cannot_receive",
+        ),
+        (
+            T.PRE_DEPARTURE_CONTACT,
+            {"contacted_at": "2026-11-28T10:00:00"},
+            "contacted_at: expected an RFC 3339 date-time with a time offset",
+        ),
     ],
 )
 def test_each_rule_is_named_by_location(

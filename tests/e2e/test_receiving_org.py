@@ -143,6 +143,8 @@ def test_the_shelters_own_node_receives_opens_and_answers_the_plan(
                 "ready",
             )
             assert state["pre_departure_contact_at"] is not None
+            to_org = [i for i in view["timeline"] if i["message_id"] == to_shelter["message_id"]]
+            assert [(i["recipient"], i["delivery"]) for i in to_org] == [(SHELTER, "acknowledged")]
         at_messages = httpx.get(
             at.url + "/messages", headers={"authorization": f"Bearer {at.api_token}"}, timeout=10
         ).json()["messages"]

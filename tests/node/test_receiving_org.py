@@ -207,6 +207,17 @@ async def test_the_shelters_node_receives_and_opens_the_plan_then_answers_it(
     assert received["payload"] == payload
     assert received["header"]["receiving_org"] == SHELTER.participant
     assert (await broker_state(world, NG))["plan_sent_to_org"] == to_org["message_id"]
+    # ... and the focal points see its node acknowledged it.
+    delivery = None
+    async for _ in polling():
+        view = await world.focal.get(
+            f"/cases/{world.case_ref}", params={"reader": NG.participant}, headers=AUTH
+        )
+        timeline = {item["message_id"]: item for item in view.json()["timeline"]}
+        delivery = timeline[to_org["message_id"]]["delivery_status"]
+        if delivery == "acknowledged":
+            break
+    assert delivery == "acknowledged"
 
     # It answers, and records its contact with the person, with payloads only.
     answered = await call(

@@ -54,10 +54,16 @@ SUCCEEDING = frozenset(
     }
 )
 #: The node's participant, a focal point, may never send these (only a receiving
-#: organisation confirms a reception or, after it, reports monitoring): the broker's
-#: workflow refuses them (409), which is the handler reached, not the validation.
+#: organisation answers a return plan, meets the person before travel, confirms a reception
+#: or, after it, reports monitoring): the broker's workflow refuses them (409), which is the
+#: handler reached, not the validation.
 REFUSED_BY_THE_WORKFLOW = frozenset(
-    {"POST /cases/{case_ref}/reception-confirmation", "POST /cases/{case_ref}/monitoring"}
+    {
+        "POST /cases/{case_ref}/reception-plan-response",
+        "POST /cases/{case_ref}/pre-departure-contact",
+        "POST /cases/{case_ref}/reception-confirmation",
+        "POST /cases/{case_ref}/monitoring",
+    }
 )
 
 
@@ -86,6 +92,8 @@ def _steps(now: datetime, destination: str = "NG") -> dict[str, dict[str, Any]]:
             "planned_arrival": arrival.isoformat(),
             "travel_date": arrival.date().isoformat(),
         },
+        "reception-plan-response": {"readiness": "ready"},
+        "pre-departure-contact": {"contacted_at": now.isoformat()},
         "reception-confirmation": {"outcome": "received", "received_at": now.isoformat()},
         "monitoring": {"period_start": today, "period_end": today},
         "closure": {"reason": "monitoring_completed"},

@@ -215,14 +215,17 @@ class ConsentRegistered(_CaseEntry):
 
 
 class ConsentWithdrawn(_CaseEntry):
-    """A consent was withdrawn; `parties` is the focal point that registered it."""
+    """A consent was withdrawn; `parties` is the focal point that registered it, `countries`
+    its country and those of everyone notified (a search by either country finds it)."""
 
     model_config = ConfigDict(title="consent.withdrawn")
     type: Literal["consent.withdrawn"]
     consent_id: str = Field(pattern=CONSENT_REF_PATTERN)
     deliveries_dropped: int = Field(ge=0, description="Undelivered messages dropped.")
     notified: list[ParticipantId] = Field(
-        description="Recipients that had received data under it, sorted: each gets an alert."
+        description="Every party of the case (the receiving organisation included) and everyone "
+        "who sent or received data under it, but the focal point that withdrew it, sorted: each "
+        "gets a `consent_withdrawn` alert, with its `alert.raised` entry."
     )
 
 

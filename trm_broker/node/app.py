@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import httpx
@@ -19,7 +20,7 @@ from trm_broker.crypto.errors import MalformedError
 from trm_broker.domain.envelope import CASE_REF_PATTERN
 from trm_broker.domain.messages import MessageType
 from trm_broker.logs import bind_ids
-from trm_broker.node import inbox, store
+from trm_broker.node import inbox, store, withdrawals
 from trm_broker.node.auth import broker_signed_body
 from trm_broker.node.broker_client import BrokerClient, BrokerError
 from trm_broker.node.keyring import Keyring
@@ -47,6 +48,7 @@ from trm_broker.node.schemas import (
     SentOut,
 )
 from trm_broker.node.sending import choose_sender, refused, send_message, typed_message
+from trm_broker.node.withdrawals import WithdrawalWatch
 from trm_broker.settings import Settings
 from trm_broker.store.database import create_engine, session_factory
 from trm_broker.web import limits, middleware, problems
@@ -135,10 +137,19 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
         if settings.node_pull:  # the broker cannot reach this node: fetch instead
             puller = InboxPuller(sessions, keys, broker, wait=settings.node_pull_wait_seconds)
             puller.start()
+        watch = WithdrawalWatch(
+            sessions,
+            keys,
+            broker,
+            retention=settings.node_withdrawn_retention,
+            interval=settings.node_alert_poll_seconds,
+        )
+        watch.start()
         log.info("node_started", participants=keys.participants(), pull=settings.node_pull)
         try:
             yield
         finally:
+            await watch.stop()
             if puller is not None:
                 await puller.stop()
             await broker.aclose()
@@ -181,6 +192,7 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
     ) -> ReceivedList:
         """Messages received for this node's participants, decrypted, in arrival order."""
         rows = await store.list_received(session, limit, after)
+        retention = state.settings.node_withdrawn_retention
         return ReceivedList(
             messages=[
                 ReceivedOut(
@@ -193,7 +205,14 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
                     created_at=r.created_at,
                     received_at=r.received_at,
                     header=json.loads(r.header),
-                    payload=json.loads(r.payload),
+                    # Restricted (consent withdrawn): kept unread until deleted.
+                    payload=json.loads(r.payload)
+                    if r.payload is not None and r.restricted_at is None
+                    else None,
+                    restricted=r.restricted_at is not None,
+                    restricted_at=r.restricted_at,
+                    delete_after=withdrawals.delete_after(r, retention),
+                    notice=withdrawals.notice(r, retention),
                 )
                 for r in rows
             ]
@@ -207,7 +226,9 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
         The per-type calls below (`/cases/{case_ref}/<type>`) take the same message with
         a typed payload; this one takes any type. A header or data categories given must be
         what the payload says (else 400 `header-payload-mismatch`): leave them out."""
-        return await send_message(state.keys, state.broker, session, body)
+        sent = await send_message(state.keys, state.broker, session, body)
+        await _after_sending(session, body)
+        return sent
 
     @app.post("/consents", status_code=201, tags=["case workers"])
     async def register_consent(body: ConsentRequest, state: State, _: CaseWorker) -> dict[str, Any]:
@@ -223,14 +244,20 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
 
     @app.post("/consents/{consent_id}/withdraw", tags=["case workers"])
     async def withdraw_consent(
-        consent_id: ConsentId, state: State, _: CaseWorker, sender: str | None = None
+        consent_id: ConsentId,
+        state: State,
+        session: Session,
+        _: CaseWorker,
+        sender: str | None = None,
     ) -> dict[str, Any]:
-        """Withdraw a consent at once (§7)."""
+        """Withdraw a consent at once (§7); what this node received under it is restricted."""
         signer = state.keys.current[choose_sender(state.keys, sender)].signing
         try:
-            return await state.broker.withdraw_consent(signer, consent_id)
+            consent = await state.broker.withdraw_consent(signer, consent_id)
         except BrokerError as exc:
             raise refused(exc) from exc
+        await _withdrawn_here(session, str(consent.get("case_ref", "")), consent_id)
+        return consent
 
     @app.get("/cases/{case_ref}", tags=["case workers"])
     async def case_at_broker(
@@ -248,6 +275,20 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
         _add_case_call(app, call)
     problems.document(app)
     return app
+
+
+async def _withdrawn_here(session: AsyncSession, case_ref: str, consent_ref: str) -> None:
+    """A consent withdrawn through this node: restrict at once what it received under it."""
+    if case_ref:
+        await withdrawals.learned(
+            session, case_ref, consent_ref, datetime.now(UTC), withdrawals.FROM_CASE_WORKER
+        )
+        await session.commit()
+
+
+async def _after_sending(session: AsyncSession, sent: SendRequest) -> None:
+    if sent.type is MessageType.CONSENT_WITHDRAWAL and sent.consent_ref:
+        await _withdrawn_here(session, sent.case_ref, sent.consent_ref)
 
 
 @dataclass(frozen=True)
@@ -333,7 +374,9 @@ def _add_case_call(app: FastAPI, call: CaseCall) -> None:
         request = typed_message(call.message_type, case_ref, body)
         if plan:  # to the destination focal point, then to the receiving organisation
             return await send_return_plan(state.keys, state.broker, session, request)
-        return await send_message(state.keys, state.broker, session, request)
+        sent = await send_message(state.keys, state.broker, session, request)
+        await _after_sending(session, request)
+        return sent
 
     # FastAPI reads the body's model from the signature: make it this type's request.
     endpoint.__annotations__ = {**endpoint.__annotations__, "body": call.request}

@@ -24,7 +24,7 @@ from trm_broker.domain.signed_objects import (
     RejectionCode,
 )
 from trm_broker.domain.times import rfc3339
-from trm_broker.node import store
+from trm_broker.node import store, withdrawals
 from trm_broker.node.broker_client import BrokerClient
 from trm_broker.node.keyring import Keyring
 from trm_broker.web.problems import InvalidEnvelope, NotFound
@@ -108,15 +108,17 @@ async def receive(
             store.RejectedMessage(id=envelope.id, envelope_digest=digest, ack=json.dumps(ack))
         )
         return Acknowledgement(envelope.id, ack, rejected=True, code=code)
-    session.add(
-        store.received_row(
-            envelope,
-            digest=digest,
-            payload=canonical_json(payload).decode(),
-            ack=json.dumps(ack),
-            now=now,
-        )
+    row = store.received_row(
+        envelope,
+        digest=digest,
+        payload=canonical_json(payload).decode(),
+        ack=json.dumps(ack),
+        now=now,
     )
+    # 8. A consent withdrawn: what came under it is restricted (docs/node.md). Before the
+    #    row is added, so that no query flushes it early: a duplicate then fails at commit.
+    await withdrawals.on_arrival(session, row, now)
+    session.add(row)
     return Acknowledgement(envelope.id, ack)
 
 

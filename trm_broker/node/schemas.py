@@ -216,7 +216,19 @@ class ReceivedOut(BaseModel):
     created_at: datetime
     received_at: datetime
     header: dict[str, Any]
-    payload: dict[str, Any]
+    payload: dict[str, Any] | None = Field(
+        description="The decrypted payload; null while the message is restricted."
+    )
+    restricted: bool = Field(
+        False,
+        description="The person withdrew the consent it came under: its content is withheld "
+        "and deleted after the node's retention (TRM_NODE_WITHDRAWN_RETENTION_SECONDS).",
+    )
+    restricted_at: datetime | None = None
+    delete_after: datetime | None = Field(
+        None, description="When the node deletes the content of a restricted message."
+    )
+    notice: str | None = Field(None, description="What a restriction means, in a sentence.")
 
 
 class ReceivedList(BaseModel):

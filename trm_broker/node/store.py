@@ -2,7 +2,9 @@
 and what they sent.
 
 This is the country's case system, not the broker: decrypted payloads belong here.
-The schema is created on start (``create_schema``); it has no history to migrate yet.
+The schema is created on start (``create_schema``, SQLAlchemy's ``create_all``): it creates
+missing tables but changes no existing one, and there are no node migrations yet (issue 18;
+docs/node.md says what a database made before a change needs).
 """
 
 from __future__ import annotations
@@ -40,9 +42,40 @@ class ReceivedMessage(NodeBase):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     envelope_digest: Mapped[str] = mapped_column(String(80))
+    consent_ref: Mapped[str | None] = mapped_column(String(128), index=True)
     header: Mapped[str] = mapped_column(Text)
-    payload: Mapped[str] = mapped_column(Text)
+    #: The decrypted payload (canonical JSON); NULL once deleted after a restriction.
+    payload: Mapped[str | None] = mapped_column(Text)
     ack: Mapped[str] = mapped_column(Text)
+    #: Set when the consent it came under was withdrawn: from then on the payload is kept
+    #: unread, and deleted once the node's retention (TRM_NODE_WITHDRAWN_RETENTION_SECONDS)
+    #: has passed (``purged_at``).
+    restricted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    restriction: Mapped[str | None] = mapped_column(String(32))
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class WithdrawnConsent(NodeBase):
+    """A consent the node learned was withdrawn (a ``consent_withdrawal`` message, or a
+    ``consent_withdrawn`` alert and the case at the broker): what arrives under it later is
+    restricted on arrival."""
+
+    __tablename__ = "node_withdrawn_consents"
+
+    consent_ref: Mapped[str] = mapped_column(String(128), primary_key=True)
+    case_ref: Mapped[str] = mapped_column(String(64))
+    learned_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    learned_from: Mapped[str] = mapped_column(String(16))
+
+
+class HandledAlert(NodeBase):
+    """A ``consent_withdrawn`` alert the node has acted on, so that it reads the case once per
+    alert, not at every poll nor after every restart (such alerts stay open as notices)."""
+
+    __tablename__ = "node_alerts_handled"
+
+    alert_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    handled_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class RejectedMessage(NodeBase):
@@ -102,6 +135,7 @@ def received_row(
         created_at=envelope.created_at,
         received_at=now,
         envelope_digest=digest,
+        consent_ref=envelope.consent_ref,
         header=canonical_json(envelope.header).decode(),
         payload=payload,
         ack=ack,

@@ -57,13 +57,3 @@ async def drop_undelivered(session: AsyncSession, message_ids: Sequence[str], at
         .values(status=DeliveryStatus.DROPPED, last_error="consent_withdrawn", last_attempt_at=at)
     )
     return int(getattr(result, "rowcount", 0) or 0)
-
-
-async def acknowledged_recipients(session: AsyncSession, message_ids: Sequence[str]) -> set[str]:
-    """Who has received (acknowledged) any of these messages."""
-    if not message_ids:
-        return set()
-    query = select(Delivery.recipient_id).where(
-        Delivery.message_id.in_(message_ids), Delivery.status == DeliveryStatus.ACKNOWLEDGED
-    )
-    return set((await session.scalars(query)).all())

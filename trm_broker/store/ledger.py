@@ -35,8 +35,13 @@ def append(session: AsyncSession, event: LedgerEvent) -> LedgerEntry:
     body = canonical_json(event.claims())
     if len(event.parties) > 3:
         raise ValueError("a ledger entry names at most three parties")
+    # The entry's countries as its body lists them (sorted, each once), all in the columns a
+    # search by country reads: a case spans two countries, sending and return.
+    found = sorted(set(event.countries))
+    if len(found) > 2:
+        raise ValueError("a ledger entry names at most two countries")
     parties = [*event.parties, None, None, None]
-    countries = [*event.countries, None, None]
+    countries = [*found, None, None]
     entry = LedgerEntry(
         body=body,
         type=event.type,

@@ -157,8 +157,8 @@ async def withdraw(
     session: AsyncSession, row: ConsentRecord, now: datetime, keep: str | None = None
 ) -> None:
     """Withdrawal takes effect at once (docs/design.md §7): later messages under the consent are
-    refused; undelivered ones are dropped; payloads kept under it are deleted; and every
-    participant who received data under it is notified (an alert, metadata only)."""
+    refused; undelivered ones are dropped; payloads kept under it are deleted; and everyone who
+    may hold data under it is alerted (metadata only), so that their nodes restrict it."""
     if row.withdrawn_at is not None:
         return
     row.withdrawn_at = now
@@ -167,10 +167,15 @@ async def withdraw(
     dropped = await store.drop_undelivered(session, [m.id for m in messages], now)
     if dropped:  # dead letters among them no longer need anyone's attention
         await outcomes.close_alert_if_resolved(session, row.case_ref, now)
-    countries = await registry.countries_of(
-        session, {p for m in messages for p in (m.sender_id, m.recipient_id)}
-    )
-    received = sorted(await store.acknowledged_recipients(session, [m.id for m in messages]))
+    # Everyone who sent or received data under it, acknowledged or not (a node may hold a
+    # message it opened but whose answer never reached the broker), and every party of the
+    # case: the receiving organisation too, before any message reached it.
+    concerned = {p for m in messages for p in (m.sender_id, m.recipient_id)}
+    transfer = await cases.get(session, row.case_ref)
+    if transfer is not None:
+        concerned |= cases.parties(transfer)
+    notified = sorted(concerned - {row.registered_by})
+    countries = await registry.countries_of(session, {*concerned, row.registered_by})
     for message in messages:
         if message.envelope is None:
             continue
@@ -192,12 +197,12 @@ async def withdraw(
                 },
             ),
         )
-    for recipient in received:
+    for participant in notified:
         alerts.raise_alert(
             session,
             AlertKind.CONSENT_WITHDRAWN,
             row.case_ref,
-            (recipient, row.registered_by),
+            (participant, row.registered_by),
             now,
             countries=countries,
         )
@@ -207,11 +212,13 @@ async def withdraw(
             EventType.CONSENT_WITHDRAWN,
             now,
             parties=(row.registered_by,),
+            # Found by an auditor's search by any country concerned (docs/ledger.md).
+            countries=tuple(sorted(set(countries.values()))),
             case_ref=row.case_ref,
             facts={
                 "consent_id": row.id,
                 "deliveries_dropped": dropped,
-                "notified": received,
+                "notified": notified,
             },
         ),
     )
