@@ -1,0 +1,353 @@
+"""Safeguards that cannot be talked around (issue 17), tried with real processes.
+
+A sending node that writes its own clear header (here a test client signing its own
+envelopes with a participant's real keys) can make the header say what the sealed payload
+does not. The broker cannot see the payload, so it accepts such a message; the recipient's
+node, which opens it, computes the header from the payload, finds the lie, and answers with a
+signed rejection. The lie then counts for nothing: the step that depended on it is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from trm_broker.crypto.keys import KeySet
+from trm_broker.dev import demo
+from trm_broker.dev.cluster import LocalCluster, Node
+from trm_broker.dev.demo_case import RECIPIENT, SENDER, SHELTER, consent_body
+from trm_broker.domain.messages import DataCategory, MessageType
+from trm_broker.node.broker_client import BrokerClient
+from trm_broker.node.compose import compose_envelope
+from trm_broker.web.signed_requests import SignedRequests
+
+pytestmark = pytest.mark.e2e
+
+
+class Liar:
+    """A sender that writes its own header: composes, seals and signs envelopes with a
+    participant's real keys and submits them to the broker itself."""
+
+    def __init__(self, broker_url: str, keyset: KeySet) -> None:
+        self.broker_url = broker_url
+        self.keyset = keyset
+
+    def send(
+        self,
+        type: MessageType,
+        case_ref: str,
+        recipient: str,
+        header: dict[str, Any],
+        payload: dict[str, Any],
+        categories: list[str],
+        consent_ref: str | None,
+    ) -> str:
+        return asyncio.run(
+            self._send(type, case_ref, recipient, header, payload, categories, consent_ref)
+        )
+
+    async def _send(
+        self,
+        type: MessageType,
+        case_ref: str,
+        recipient: str,
+        header: dict[str, Any],
+        payload: dict[str, Any],
+        categories: list[str],
+        consent_ref: str | None,
+    ) -> str:
+        broker = BrokerClient(self.broker_url)
+        try:
+            now = datetime.now(UTC)
+            registry = await broker.registry(refresh=True)
+            enc = registry.encryption_key(recipient, now)
+            assert enc is not None
+            _, signed = compose_envelope(
+                signing_key=self.keyset.signing,
+                sender=self.keyset.participant,
+                recipient=recipient,
+                recipient_enc_kid=enc.kid,
+                recipient_enc_public=enc.public,
+                recipient_enc_alg=enc.alg,
+                type=type,
+                case_ref=case_ref,
+                header=header,
+                payload=payload,
+                data_categories=categories,  # type: ignore[arg-type]
+                consent_ref=consent_ref,
+                in_reply_to=None,
+                now=now,
+            )
+            receipt = await broker.submit(signed, self.keyset.signing)
+            return receipt.message_id
+        finally:
+            await broker.aclose()
+
+
+class World:
+    """The demo's two countries, with helpers for honest steps through the nodes."""
+
+    def __init__(self, cluster: LocalCluster, at: Node, ng: Node) -> None:
+        self.cluster, self.at, self.ng = cluster, at, ng
+        broker = cluster.broker
+        assert broker is not None
+        self.broker_url = broker.url
+        self.nodes = {SENDER: at, RECIPIENT: ng, SHELTER: ng}
+        self.keys = {k.participant: k for node in (at, ng) for k in node.keysets}
+
+    def liar(self, participant: str) -> Liar:
+        return Liar(self.broker_url, self.keys[participant])
+
+    def consent(self, case_ref: str, suffix: str = "", **changes: Any) -> str:
+        body = consent_body(case_ref, f"consent-{case_ref}{suffix}", datetime.now(UTC))
+        body["purposes"] = [t.value for t in MessageType if t is not MessageType.CONSENT_WITHDRAWAL]
+        body.update(changes)
+        response = self._post(self.at, "/consents", {"consent": body})
+        assert response.status_code == 201, response.text
+        return str(body["id"])
+
+    def step(
+        self,
+        path: str,
+        case_ref: str,
+        sender: str,
+        recipient: str,
+        payload: dict[str, Any],
+        consent_ref: str | None,
+    ) -> httpx.Response:
+        body = {"sender": sender, "recipient": recipient, "payload": payload}
+        if consent_ref is not None:
+            body["consent_ref"] = consent_ref
+        return self._post(self.nodes[sender], f"/cases/{case_ref}/{path}", body)
+
+    def sent(self, *args: Any) -> str:
+        response = self.step(*args)
+        assert response.status_code == 201, response.text
+        message_id = str(response.json()["message_id"])
+        demo.wait_acknowledged(self.cluster, message_id, self.nodes[args[2]])
+        return message_id
+
+    def status(self, message_id: str, party: str) -> dict[str, Any]:
+        auth = SignedRequests(self.keys[party].signing)
+        response = httpx.get(f"{self.broker_url}/v1/messages/{message_id}", auth=auth, timeout=5)
+        result: dict[str, Any] = response.json()
+        return result
+
+    def rejected(self, message_id: str, party: str) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            status = self.status(message_id, party)
+            return status if status["status"] == "rejected" else None
+
+        return demo.eventually("the recipient's signed rejection", check)
+
+    def alerts(self, party: str) -> list[dict[str, Any]]:
+        auth = SignedRequests(self.keys[party].signing)
+        response = httpx.get(f"{self.broker_url}/v1/alerts", auth=auth, timeout=5)
+        alerts: list[dict[str, Any]] = response.json()["alerts"]
+        return alerts
+
+    @staticmethod
+    def _post(node: Node, path: str, body: dict[str, Any]) -> httpx.Response:
+        headers = {"authorization": f"Bearer {node.api_token}"}
+        return httpx.post(node.url + path, json=body, headers=headers, timeout=15)
+
+    # The honest beginning of a case, up to an accepted referral.
+    def accepted_case(self, case_ref: str, **consent: Any) -> str:
+        consent_ref = self.consent(case_ref, **consent)
+        self.sent("referral", case_ref, SENDER, RECIPIENT, referral(), consent_ref)
+        self.sent("referral-response", case_ref, RECIPIENT, SENDER, {"accepted": True}, consent_ref)
+        return consent_ref
+
+
+def referral(**changes: Any) -> dict[str, Any]:
+    return {"destination_country": "NG", "is_child": False, **changes}
+
+
+def risk(recommendation: str, level: str, **changes: Any) -> dict[str, Any]:
+    return {
+        "risk_level": level,
+        "recommendation": recommendation,
+        "assessed_at": datetime.now(UTC).isoformat(),
+        **changes,
+    }
+
+
+def plan(**changes: Any) -> dict[str, Any]:
+    arrival = datetime.now(UTC) + timedelta(days=5)
+    return {"receiving_org": SHELTER, "planned_arrival": arrival.isoformat(), **changes}
+
+
+def _world(cluster: LocalCluster) -> World:
+    cluster.migrate()
+    cluster.init_operator()
+    cluster.start_broker()
+    at = cluster.start_node("node-at", [SENDER])
+    ng = cluster.start_node("node-ng", [RECIPIENT, SHELTER])
+    demo.register(cluster, at, "AT")
+    demo.register(cluster, ng, "NG", kinds={SHELTER: "receiving_org"})
+    return World(cluster, at, ng)
+
+
+def test_a_header_that_contradicts_its_payload_counts_for_nothing(
+    tmp_path: Path, broker_database: str | None
+) -> None:
+    with LocalCluster(tmp_path, broker_database_url=broker_database) as cluster:
+        world = _world(cluster)
+
+        # 1. A risk assessment whose header says low risk and return recommended, its
+        #    payload high risk and "remain": rejected by the recipient, and the return
+        #    that would have relied on it is refused.
+        case = "AT-2026-LIE-RISK"
+        consent = world.accepted_case(case)
+        lie = world.liar(RECIPIENT).send(
+            MessageType.RISK_ASSESSMENT,
+            case,
+            SENDER,
+            {
+                "risk_level": "low",
+                "return_recommended": True,
+                "assessed_at": datetime.now(UTC).isoformat(),
+            },
+            risk("remain_in_country_of_exploitation", "high"),
+            [],
+            consent,
+        )
+        world.rejected(lie, RECIPIENT)
+        refused = world.step("return-preparation", case, SENDER, RECIPIENT, plan(), consent)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["rule"] == (
+            "return_preparation_needs_recent_recommending_risk_assessment"
+        )
+        kinds = {(a["case_ref"], a["kind"]) for a in world.alerts(RECIPIENT)}
+        assert (case, "header_payload_mismatch") in kinds
+
+        # 2. A referral saying "not a child" whose payload is a child born in 2011, under
+        #    the person's own consent: rejected; an honest one is refused at the broker.
+        case = "AT-2026-LIE-CHILD"
+        consent = world.consent(case)
+        lie = world.liar(SENDER).send(
+            MessageType.REFERRAL,
+            case,
+            RECIPIENT,
+            {"destination_country": "NG", "subject_is_minor": False},
+            referral(is_child=True, person={"date_of_birth": "2011-04-02"}),
+            ["identity"],
+            consent,
+        )
+        world.rejected(lie, SENDER)
+        answer = world.step(
+            "referral-response", case, RECIPIENT, SENDER, {"accepted": True}, consent
+        )
+        assert answer.status_code == 409, answer.text
+        honest = world.step(
+            "referral",
+            case,
+            SENDER,
+            RECIPIENT,
+            referral(is_child=True, person={"date_of_birth": "2011-04-02"}),
+            consent,
+        )
+        assert honest.status_code == 409, honest.text
+        assert honest.json()["rule"] == "minor_needs_guardian_consent"
+
+        # 3. Health data sent as "no categories" under a consent that excludes health.
+        case = "AT-2026-LIE-HEALTH"
+        consent = world.accepted_case(
+            case, data_categories=["identity", "other", "travel", "contact"]
+        )
+        lie = world.liar(RECIPIENT).send(
+            MessageType.RISK_ASSESSMENT,
+            case,
+            SENDER,
+            {
+                "risk_level": "low",
+                "return_recommended": True,
+                "assessed_at": datetime.now(UTC).isoformat(),
+            },
+            risk("return", "low", health={"medical_needs": True}),
+            [],
+            consent,
+        )
+        world.rejected(lie, RECIPIENT)
+        honest = world.step(
+            "risk-assessment",
+            case,
+            RECIPIENT,
+            SENDER,
+            risk("return", "low", health={"medical_needs": True}),
+            consent,
+        )
+        assert honest.status_code == 403, honest.text
+        assert honest.json()["gaps"] == ["data_categories"]
+
+
+def test_a_childs_case_is_guarded_on_every_message(
+    tmp_path: Path, broker_database: str | None
+) -> None:
+    with LocalCluster(tmp_path, broker_database_url=broker_database) as cluster:
+        world = _world(cluster)
+        case = "AT-2026-CHILD"
+        every = [c.value for c in DataCategory]
+        guardian = world.consent(case, given_by="guardian", data_categories=every)
+        child = world.consent(case, "-own", given_by="person", data_categories=every)
+        child_referral = referral(is_child=True)
+        world.sent("referral", case, SENDER, RECIPIENT, child_referral, guardian)
+        world.sent("referral-response", case, RECIPIENT, SENDER, {"accepted": True}, guardian)
+
+        # A risk assessment about a child under the child's own consent: refused.
+        own = world.step("risk-assessment", case, RECIPIENT, SENDER, risk("return", "low"), child)
+        assert own.status_code == 409, own.text
+        assert own.json()["rule"] == "minor_needs_guardian_consent"
+        world.sent("risk-assessment", case, RECIPIENT, SENDER, risk("return", "low"), guardian)
+
+        # A best-interests determination against return blocks it, however it is sent.
+        against = plan(
+            guardian={"organisation": "Fictional guardianship office"},
+            best_interests_determination={
+                "ref": "bid-1",
+                "outcome": "return_not_in_best_interests",
+            },
+        )
+        refused = world.step("return-preparation", case, SENDER, RECIPIENT, against, guardian)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["rule"] == "best_interests_do_not_support_return"
+        lie = world.liar(SENDER).send(
+            MessageType.RETURN_PREPARATION,
+            case,
+            RECIPIENT,
+            {
+                "receiving_org": SHELTER,
+                "planned_arrival": against["planned_arrival"],
+                "best_interests_ref": "bid-1",
+                "best_interests_outcome": "return_in_best_interests",
+                "subject_is_minor": True,
+            },
+            against,
+            ["legal"],
+            guardian,
+        )
+        world.rejected(lie, SENDER)
+        # The rejected plan is no plan: the shelter cannot confirm a reception under it.
+        reception = world.step(
+            "reception-confirmation",
+            case,
+            SHELTER,
+            SENDER,
+            {"outcome": "received", "received_at": datetime.now(UTC).isoformat()},
+            guardian,
+        )
+        assert reception.status_code == 409, reception.text
+
+        # After the guardian withdraws, the child's own consent covers nothing.
+        withdrawn = world._post(world.at, f"/consents/{guardian}/withdraw", {})
+        assert withdrawn.status_code == 200, withdrawn.text
+        after = world.step("risk-assessment", case, RECIPIENT, SENDER, risk("return", "low"), child)
+        assert after.status_code == 409, after.text
+        assert after.json()["rule"] == "minor_needs_guardian_consent"
+        # … and the case can still be closed.
+        world.sent("closure", case, SENDER, RECIPIENT, {"reason": "consent_withdrawn"}, None)
