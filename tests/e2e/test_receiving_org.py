@@ -77,7 +77,8 @@ def test_the_shelters_own_node_receives_opens_and_answers_the_plan(
         send(at, "referral", T.REFERRAL, SENDER, RECIPIENT, {"destination_country": "NG"})
         send(ng, "referral-response", T.REFERRAL_RESPONSE, RECIPIENT, SENDER, {"accepted": True})
         assessment = {"risk_level": "low", "recommendation": "return", "assessed_at": utc(now)}
-        send(ng, "risk-assessment", T.RISK_ASSESSMENT, RECIPIENT, SENDER, assessment)
+        assessed = send(ng, "risk-assessment", T.RISK_ASSESSMENT, RECIPIENT, SENDER, assessment)
+        demo.wait_acknowledged(cluster, assessed["message_id"], ng)  # now it counts
         plan = {
             "receiving_org": SHELTER,
             "planned_arrival": utc(now + timedelta(days=5)),
@@ -144,7 +145,7 @@ def test_the_shelters_own_node_receives_opens_and_answers_the_plan(
             )
             assert state["pre_departure_contact_at"] is not None
             to_org = [i for i in view["timeline"] if i["message_id"] == to_shelter["message_id"]]
-            assert [(i["recipient"], i["delivery"]) for i in to_org] == [(SHELTER, "acknowledged")]
+            assert [(i["recipient"], i["delivery_status"]) for i in to_org] == [(SHELTER, "acknowledged")]
         at_messages = httpx.get(
             at.url + "/messages", headers={"authorization": f"Bearer {at.api_token}"}, timeout=10
         ).json()["messages"]

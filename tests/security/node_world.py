@@ -155,7 +155,11 @@ class NodeWorld:
         case = await self.open_case()
         await self._send(NODE_KEYS, PEER, MessageType.REFERRAL, "referral", case)
         await self._send(PEER, NODE_KEYS, MessageType.REFERRAL_RESPONSE, "referral-response", case)
-        await self._send(PEER, NODE_KEYS, MessageType.RISK_ASSESSMENT, "risk-assessment", case)
+        assessed = await self._send(
+            PEER, NODE_KEYS, MessageType.RISK_ASSESSMENT, "risk-assessment", case
+        )
+        # The node's answer to it (a return counts only an acknowledged assessment).
+        await self.broker.acknowledge(assessed["envelope"])
         return case
 
     async def push(self) -> dict[str, Any]:
