@@ -382,11 +382,23 @@ def envelope(
     return signed
 
 
+#: What the test clients of a node send by default: wait for the broker's receipt or refusal
+#: of each message sent (RFC 7240), so that a send answers as a synchronous one (201 and the
+#: receipt, or the broker's refusal). Without it a send answers 202 queued.
+WAIT_FOR_RECEIPT = {"prefer": "wait=30"}
+
+
 @asynccontextmanager
 async def running_node(
-    tmp_path: Path, key_files: list[Path], broker: httpx.AsyncClient, api_token: str
+    tmp_path: Path,
+    key_files: list[Path],
+    broker: httpx.AsyncClient,
+    api_token: str,
+    *,
+    wait_for_receipt: bool = True,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """An in-process node, reaching the broker through ``broker``; its own SQLite file."""
+    """An in-process node, reaching the broker through ``broker``; its own SQLite file. The
+    client sends ``Prefer: wait=30`` on every request unless ``wait_for_receipt`` is off."""
     settings = Settings(
         node_database_url=f"sqlite+aiosqlite:///{tmp_path / 'node.db'}",
         node_key_files=key_files,
@@ -397,7 +409,9 @@ async def running_node(
     async with (
         node.router.lifespan_context(node),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=node), base_url="http://node"
+            transport=httpx.ASGITransport(app=node),
+            base_url="http://node",
+            headers=WAIT_FOR_RECEIPT if wait_for_receipt else None,
         ) as client,
     ):
         yield client

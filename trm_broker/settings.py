@@ -399,6 +399,41 @@ class Settings(BaseSettings):
         description="How often the node asks the broker for its participants' consent_withdrawn "
         "alerts, and deletes the content whose retention has passed.",
     )
+    node_outbox_retry_base_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=300,
+        allow_inf_nan=False,
+        description="The node's outbox: the wait before the first resubmission of a message "
+        "the broker did not answer (unreachable, 5xx, 429); it doubles at each failure, with "
+        "jitter, up to TRM_NODE_OUTBOX_RETRY_MAX_SECONDS.",
+    )
+    node_outbox_retry_max_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="The node's outbox: the longest wait between two submissions of a queued "
+        "message; also how soon after a broker outage ends the last queued messages go.",
+    )
+    node_idempotency_key_seconds: float = Field(
+        DAY,
+        ge=60,
+        le=30 * DAY,
+        allow_inf_nan=False,
+        description="How long the node keeps the answer to a request sent with an "
+        "Idempotency-Key (a day by default): a retry with the key within that time gets the "
+        "first answer; after it, the key is forgotten.",
+    )
+    node_prefer_wait_max_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=120,
+        allow_inf_nan=False,
+        description="The longest a send waits for the broker's receipt or refusal when the "
+        "caller sends `Prefer: wait=<seconds>` (RFC 7240); a longer wait asked is cut to "
+        "this; 0: never wait, always answer 202 queued.",
+    )
 
     @field_validator("node_key_files", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from tests.support import WAIT_FOR_RECEIPT
 from trm_broker.crypto.keys import KeySet
 from trm_broker.node.app import create_node_app
 from trm_broker.node.store import NodeBase
@@ -49,13 +50,19 @@ def node_settings(
 
 @asynccontextmanager
 async def running_node(
-    settings: Settings, broker: httpx.AsyncClient
+    settings: Settings, broker: httpx.AsyncClient, *, wait_for_receipt: bool = True
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The node app with its lifespan (and so its puller, in pull mode) running."""
+    """The node app with its lifespan (its outbox sender and, in pull mode, its puller)
+    running. The client sends ``Prefer: wait=30`` (tests/support.py ``WAIT_FOR_RECEIPT``)
+    unless ``wait_for_receipt`` is off: each send then answers the receipt or the refusal."""
     app = create_node_app(settings, broker_http=broker)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://node") as client,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://node",
+            headers=WAIT_FOR_RECEIPT if wait_for_receipt else None,
+        ) as client,
     ):
         yield client
 

@@ -289,7 +289,9 @@ async def test_a_plan_the_broker_refuses_for_the_organisation_is_said_and_the_fi
     assert sent.status_code == 201, sent.text
     answer = sent.json()
     to_org = answer["to_receiving_org"]
-    assert (to_org["sent"], to_org["message_id"]) == (False, None)
+    # The second was queued after the first, then refused: its id and state are known.
+    assert (to_org["sent"], to_org["status"]) == (False, "refused")
+    assert to_org["message_id"] not in (None, answer["message_id"])
     refused = to_org["refused"]
     assert (refused["status"], refused["broker_status"], refused["gaps"]) == (
         403,
@@ -299,6 +301,11 @@ async def test_a_plan_the_broker_refuses_for_the_organisation_is_said_and_the_fi
     assert refused["type"] == "urn:trm-broker:problem:broker-refused"
     assert SHELTER.participant in refused["detail"]
     assert answer["message_id"] in refused["detail"]
+    # The case worker finds it in the outbox with the broker's reasons.
+    followed = await world.focal.get(f"/outbox/{to_org['message_id']}", headers=AUTH)
+    assert followed.status_code == 200, followed.text
+    assert followed.json()["state"] == "refused"
+    assert followed.json()["refused"]["gaps"] == ["recipient"]
     state = await broker_state(world, AT)
     assert (state["stage"], state["receiving_org"], state["plan_sent_to_org"]) == (
         "return_prepared",

@@ -13,19 +13,23 @@ from typing import Annotated, Any
 import httpx
 import structlog
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from trm_broker import __version__
 from trm_broker.crypto.errors import MalformedError
 from trm_broker.domain.envelope import CASE_REF_PATTERN
+from trm_broker.domain.ids import UUID7_PATTERN
 from trm_broker.domain.messages import MessageType
 from trm_broker.logs import bind_ids
-from trm_broker.node import inbox, store, withdrawals
+from trm_broker.node import inbox, outbox, outbox_calls, store, withdrawals
 from trm_broker.node.auth import broker_signed_body
 from trm_broker.node.broker_client import BrokerClient, BrokerError
+from trm_broker.node.idempotency import IdempotencyKey
 from trm_broker.node.keyring import Keyring
+from trm_broker.node.outbox_calls import Prefer, Sending
+from trm_broker.node.outbox_sender import OutboxSender
 from trm_broker.node.puller import InboxPuller
-from trm_broker.node.return_plan import send_return_plan
 from trm_broker.node.schemas import (
     PUSH_BODY,
     AckOut,
@@ -34,7 +38,12 @@ from trm_broker.node.schemas import (
     CaseMonitoringRequest,
     ConsentRequest,
     ConsentWithdrawalRequest,
+    OutboxList,
+    OutboxOut,
+    OutboxStateName,
     PreDepartureContactRequest,
+    QueuedOut,
+    QueuedPlanOut,
     ReceivedList,
     ReceivedOut,
     ReceptionConfirmationRequest,
@@ -47,12 +56,13 @@ from trm_broker.node.schemas import (
     SendRequest,
     SentOut,
 )
-from trm_broker.node.sending import choose_sender, refused, send_message, typed_message
+from trm_broker.node.sending import choose_sender, refused, typed_message
+from trm_broker.node.store import OutboxState
 from trm_broker.node.withdrawals import WithdrawalWatch
 from trm_broker.settings import Settings
 from trm_broker.store.database import create_engine, session_factory
 from trm_broker.web import limits, middleware, problems
-from trm_broker.web.problems import NotConfigured, Unauthenticated
+from trm_broker.web.problems import NotConfigured, NotFound, Unauthenticated
 from trm_broker.web.query import MAX_CURSOR, ConsentId
 
 log = structlog.get_logger("trm_broker.node")
@@ -64,6 +74,7 @@ class NodeState:
     sessions: async_sessionmaker[AsyncSession]
     keys: Keyring
     broker: BrokerClient
+    sending: Sending
 
 
 def node_state(request: Request) -> NodeState:
@@ -98,11 +109,28 @@ CaseWorker = Annotated[None, Depends(case_worker)]
 CaseRef = Annotated[
     str, Path(pattern=CASE_REF_PATTERN, description="The case's pseudonymous reference.")
 ]
-_CASE_ROUTE: dict[str, Any] = {
-    "response_model": SentOut,
-    "status_code": 201,
-    "tags": ["case workers"],
-}
+MessageId = Annotated[str, Path(pattern=UUID7_PATTERN, description="The message's id.")]
+
+
+def _send_route(sent: type[SentOut], queued: type[QueuedOut]) -> dict[str, Any]:
+    """A send call's answers: 202 queued, or, with `Prefer: wait`, 201 and the receipt."""
+    return {
+        "status_code": 202,
+        "response_model": None,
+        "tags": ["case workers"],
+        "responses": {
+            201: {
+                "model": sent,
+                "description": "Sent: the broker's receipt (with `Prefer: wait=<seconds>`, "
+                "when it came in time).",
+            },
+            202: {
+                "model": queued,
+                "description": "Queued: stored, signed, in the node's outbox; the node sends "
+                "it in the background (`GET /outbox/{message_id}`, also in `Location`).",
+            },
+        },
+    }
 
 
 def load_keyring(settings: Settings) -> Keyring:
@@ -132,7 +160,16 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
         await store.create_schema(engine)
         broker = BrokerClient(settings.node_broker_url, broker_http)
         sessions = session_factory(engine)
-        app.state.node = NodeState(settings, sessions, keys, broker)
+        sender = OutboxSender(
+            sessions,
+            keys,
+            broker,
+            backoff_base=settings.node_outbox_retry_base_seconds,
+            backoff_cap=settings.node_outbox_retry_max_seconds,
+        )
+        sending = Sending(settings, sessions, keys, broker, sender)
+        app.state.node = NodeState(settings, sessions, keys, broker, sending)
+        sender.start()  # what was queued before a restart goes on at once
         puller = None
         if settings.node_pull:  # the broker cannot reach this node: fetch instead
             puller = InboxPuller(sessions, keys, broker, wait=settings.node_pull_wait_seconds)
@@ -150,6 +187,7 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
             yield
         finally:
             await watch.stop()
+            await sender.stop()
             if puller is not None:
                 await puller.stop()
             await broker.aclose()
@@ -218,46 +256,117 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
             ]
         )
 
-    @app.post("/messages", response_model=SentOut, status_code=201, tags=["case workers"])
-    async def send(body: SendRequest, state: State, session: Session, _: CaseWorker) -> SentOut:
+    @app.post("/messages", **_send_route(SentOut, QueuedOut))
+    async def send(
+        body: SendRequest,
+        request: Request,
+        state: State,
+        session: Session,
+        _: CaseWorker,
+        prefer: Prefer = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
         """Check the payload, compute the clear header and data categories from it, seal it
-        to the recipient, sign the envelope, send it, check the receipt.
+        to the recipient, sign the envelope and store it in the node's outbox; the node
+        sends it in the background until the broker receipts or refuses it.
 
         The per-type calls below (`/cases/{case_ref}/<type>`) take the same message with
         a typed payload; this one takes any type. A header or data categories given must be
         what the payload says (else 400 `header-payload-mismatch`): leave them out."""
-        sent = await send_message(state.keys, state.broker, session, body)
-        await _after_sending(session, body)
-        return sent
+        return await outbox_calls.send(
+            state.sending,
+            session,
+            body,
+            request,
+            route="POST /messages",
+            key=idempotency_key,
+            prefer=prefer,
+        )
+
+    @app.get("/outbox", response_model=OutboxList, tags=["case workers"])
+    async def outbox_list(
+        session: Session,
+        _: CaseWorker,
+        case_ref: Annotated[str | None, Query(pattern=CASE_REF_PATTERN)] = None,
+        state: OutboxStateName | None = None,
+        after: Annotated[
+            int | None, Query(ge=0, le=MAX_CURSOR, description="The last seq already read.")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> OutboxList:
+        """What this node sent or is sending, in the order it was queued, with each one's
+        state: `queued`, `receipted` or `refused` (and what to fix)."""
+        rows = await outbox.listed(
+            session,
+            case_ref=case_ref,
+            state=OutboxState(state) if state is not None else None,
+            after=after,
+            limit=limit,
+        )
+        return OutboxList(messages=[await outbox.view(session, row) for row in rows])
+
+    @app.get("/outbox/{message_id}", response_model=OutboxOut, tags=["case workers"])
+    async def outbox_message(message_id: MessageId, session: Session, _: CaseWorker) -> OutboxOut:
+        """One message this node sent or is sending, and where it stands."""
+        row = await outbox.get(session, message_id)
+        if row is None:
+            raise NotFound("No message of that id was sent through this node.")
+        return await outbox.view(session, row)
 
     @app.post("/consents", status_code=201, tags=["case workers"])
-    async def register_consent(body: ConsentRequest, state: State, _: CaseWorker) -> dict[str, Any]:
+    async def register_consent(
+        body: ConsentRequest,
+        request: Request,
+        state: State,
+        session: Session,
+        _: CaseWorker,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
         """Register a consent at the broker, signed by the sending focal point (§7). The
         signed form stays here; only its digest travels."""
         sender = choose_sender(state.keys, body.sender)
-        try:
-            return await state.broker.register_consent(
-                state.keys.current[sender].signing, body.consent
-            )
-        except BrokerError as exc:
-            raise refused(exc) from exc
+
+        async def register() -> dict[str, Any]:
+            signer = state.keys.current[sender].signing
+            return await state.broker.register_consent(signer, body.consent)
+
+        return await outbox_calls.once(
+            state.sending,
+            session,
+            request,
+            route="POST /consents",
+            key=idempotency_key,
+            status=201,
+            call=register,
+        )
 
     @app.post("/consents/{consent_id}/withdraw", tags=["case workers"])
     async def withdraw_consent(
         consent_id: ConsentId,
+        request: Request,
         state: State,
         session: Session,
         _: CaseWorker,
         sender: str | None = None,
-    ) -> dict[str, Any]:
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
         """Withdraw a consent at once (§7); what this node received under it is restricted."""
         signer = state.keys.current[choose_sender(state.keys, sender)].signing
-        try:
+
+        async def withdraw() -> dict[str, Any]:
             consent = await state.broker.withdraw_consent(signer, consent_id)
-        except BrokerError as exc:
-            raise refused(exc) from exc
-        await _withdrawn_here(session, str(consent.get("case_ref", "")), consent_id)
-        return consent
+            await _withdrawn_here(session, str(consent.get("case_ref", "")), consent_id)
+            return consent
+
+        return await outbox_calls.once(
+            state.sending,
+            session,
+            request,
+            route="POST /consents/{consent_id}/withdraw",
+            key=idempotency_key,
+            status=200,
+            call=withdraw,
+        )
 
     @app.get("/cases/{case_ref}", tags=["case workers"])
     async def case_at_broker(
@@ -284,11 +393,6 @@ async def _withdrawn_here(session: AsyncSession, case_ref: str, consent_ref: str
             session, case_ref, consent_ref, datetime.now(UTC), withdrawals.FROM_CASE_WORKER
         )
         await session.commit()
-
-
-async def _after_sending(session: AsyncSession, sent: SendRequest) -> None:
-    if sent.type is MessageType.CONSENT_WITHDRAWAL and sent.consent_ref:
-        await _withdrawn_here(session, sent.case_ref, sent.consent_ref)
 
 
 @dataclass(frozen=True)
@@ -326,8 +430,9 @@ CASE_CALLS = (
         ReturnPreparationRequest,
         "Prepare a return with the designated receiving organisation: the plan goes to the"
         " destination focal point and then, sealed to its own key, to the receiving"
-        " organisation the payload names. The answer is the first message's receipt and, in"
-        " `to_receiving_org`, the second's, or why the broker refused it (the first stands).",
+        " organisation the payload names: both are queued, the second sent once the broker"
+        " has receipted the first. The answer is the first message's (queued, or its receipt)"
+        " and, in `to_receiving_org`, the second's, or why it was refused (the first stands).",
     ),
     CaseCall(
         MessageType.RECEPTION_PLAN_RESPONSE,
@@ -368,18 +473,37 @@ CASE_CALLS = (
 def _add_case_call(app: FastAPI, call: CaseCall) -> None:
     plan = call.message_type is MessageType.RETURN_PREPARATION
 
+    path = f"/cases/{{case_ref}}/{call.path}"
+
     async def endpoint(
-        case_ref: CaseRef, body: CaseMessage, state: State, session: Session, _: CaseWorker
-    ) -> SentOut:
-        request = typed_message(call.message_type, case_ref, body)
-        if plan:  # to the destination focal point, then to the receiving organisation
-            return await send_return_plan(state.keys, state.broker, session, request)
-        sent = await send_message(state.keys, state.broker, session, request)
-        await _after_sending(session, request)
-        return sent
+        case_ref: CaseRef,
+        body: CaseMessage,
+        request: Request,
+        state: State,
+        session: Session,
+        _: CaseWorker,
+        prefer: Prefer = None,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        message = typed_message(call.message_type, case_ref, body)
+        # A return plan goes to the destination focal point, then to the receiving org.
+        return await outbox_calls.send(
+            state.sending,
+            session,
+            message,
+            request,
+            route="POST " + path,
+            key=idempotency_key,
+            prefer=prefer,
+            plan=plan,
+        )
 
     # FastAPI reads the body's model from the signature: make it this type's request.
     endpoint.__annotations__ = {**endpoint.__annotations__, "body": call.request}
     name = "send_" + call.path.replace("-", "_")  # the operation's id and summary
-    route = {**_CASE_ROUTE, "response_model": ReturnPreparationSentOut} if plan else _CASE_ROUTE
-    app.post(f"/cases/{{case_ref}}/{call.path}", name=name, description=call.doc, **route)(endpoint)
+    route = (
+        _send_route(ReturnPreparationSentOut, QueuedPlanOut)
+        if plan
+        else _send_route(SentOut, QueuedOut)
+    )
+    app.post(path, name=name, description=call.doc, **route)(endpoint)

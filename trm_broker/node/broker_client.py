@@ -204,6 +204,10 @@ class BrokerClient:
             self._registry_at = time.monotonic()
         return self._registry
 
+    def last_registry(self) -> Registry | None:
+        """The registry read last, however old; ``None`` before the first read."""
+        return self._registry
+
     async def registered_key(self, kid: str) -> RegisteredKey | None:
         """A key by kid, whatever its state; the registry is refreshed once if it is unknown."""
         key = (await self.registry()).keys.get(kid)
@@ -211,16 +215,20 @@ class BrokerClient:
             key = (await self.registry(refresh=True)).keys.get(kid)
         return key
 
-    async def submit(self, envelope: dict[str, str], signer: SigningKey) -> Receipt:
+    async def submit(
+        self, envelope: dict[str, str], signer: SigningKey, *, content: bytes | None = None
+    ) -> Receipt:
         """Send a signed envelope; return the receipt once its signature and claims check out.
 
         ``signer`` is the sender's signing key: the request is signed by the sender too.
+        ``content`` is the envelope's bytes as stored, sent as they are (the node's outbox
+        resubmits the very same bytes); by default, the envelope's JSON.
         """
         response = await self._call(
             "POST",
             "/v1/messages",
             signer,
-            content=_json_bytes(envelope),
+            content=content if content is not None else _json_bytes(envelope),
             headers={"content-type": "application/jose+json"},
         )
         try:

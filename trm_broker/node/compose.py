@@ -67,3 +67,18 @@ def compose_envelope(
     )
     claims = envelope.model_dump(mode="json", exclude_none=True)
     return envelope, jws.sign(claims, signing_key, jws.TYP_ENVELOPE)
+
+
+def resign(
+    signed: dict[str, str], signing_key: SigningKey, now: datetime
+) -> tuple[Envelope, dict[str, str]]:
+    """The same envelope (id, header, sealed payload) signed again with ``created_at`` now.
+
+    For a queued message the broker refused as stale after an outage: it never accepted that
+    id (a stored one is answered its receipt before freshness is checked), so the message
+    keeps its id and is not sent twice. The clear header is kept as it was computed.
+    """
+    claims = jws.parse(signed, jws.TYP_ENVELOPE).claims()
+    envelope = Envelope.model_validate({**claims, "created_at": now})
+    resigned = envelope.model_dump(mode="json", exclude_none=True)
+    return envelope, jws.sign(resigned, signing_key, jws.TYP_ENVELOPE)

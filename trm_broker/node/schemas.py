@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -175,6 +175,10 @@ class PreDepartureContactRequest(CaseMessage):
         return self
 
 
+#: Where a message stands in the node's outbox (docs/node.md, "The outbox").
+OutboxStateName = Literal["queued", "receipted", "refused"]
+
+
 class SentOut(BaseModel):
     message_id: str
     envelope_digest: str
@@ -197,6 +201,12 @@ class PlanToReceivingOrgOut(BaseModel):
         " plan sent to the destination focal point stands; fix what it says and send the plan"
         " again, to the receiving organisation as `recipient`.",
     )
+    status: OutboxStateName | None = Field(
+        None,
+        description="The plan's state in the node's outbox: `queued` (not yet receipted: "
+        "`GET /outbox/{message_id}` follows it), `receipted` or `refused`; null when it could "
+        "not be queued at all (`refused` says why).",
+    )
 
 
 class ReturnPreparationSentOut(SentOut):
@@ -204,6 +214,56 @@ class ReturnPreparationSentOut(SentOut):
     own key, to the receiving organisation it designates (``to_receiving_org``)."""
 
     to_receiving_org: PlanToReceivingOrgOut
+
+
+class QueuedOut(BaseModel):
+    """A message stored, signed, in the node's outbox: the node submits it to the broker in
+    the background, again and again, until it has a receipt or a final refusal. Follow it
+    with `GET /outbox/{message_id}`, or send `Prefer: wait=<seconds>` to wait for it."""
+
+    message_id: str
+    status: Literal["queued"] = "queued"
+
+
+class QueuedPlanOut(QueuedOut):
+    """A return plan queued for the destination focal point and, after it, for the
+    receiving organisation (``to_receiving_org``)."""
+
+    to_receiving_org: PlanToReceivingOrgOut
+
+
+class OutboxOut(BaseModel):
+    """A message this node sent or is sending, and where it stands."""
+
+    message_id: str
+    type: MessageType
+    case_ref: str
+    sender: str
+    recipient: str
+    state: OutboxStateName = Field(
+        description="`queued`: waiting at the node (the broker not reached, or an earlier "
+        "message of the case still queued); `receipted`: the broker accepted it (`receipt`); "
+        "`refused`: the broker refused it for good (`refused` says what to fix)."
+    )
+    queued_at: datetime
+    attempts: int = Field(description="Submissions to the broker so far.")
+    last_attempt_at: datetime | None = None
+    next_attempt_at: datetime | None = Field(None, description="While queued: the next try.")
+    last_error: str | None = Field(
+        None, description="Why the last submission failed (`broker_unreachable`, `http_503`)."
+    )
+    waits_for: str | None = Field(
+        None, description="A message it is sent after (the plan to the focal point)."
+    )
+    settled_at: datetime | None = None
+    receipt: SentOut | None = None
+    refused: dict[str, Any] | None = Field(
+        None, description="The refusal (problem+json): the broker's rule, gaps and detail."
+    )
+
+
+class OutboxList(BaseModel):
+    messages: list[OutboxOut]
 
 
 class ReceivedOut(BaseModel):

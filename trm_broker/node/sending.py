@@ -1,27 +1,28 @@
-"""Sending from the node: check the payload, compute the clear header and data categories
-from it, seal it to the recipient, sign the envelope, submit it to the broker, check the
-receipt, and keep a record of what was sent."""
+"""Composing at the node: check the payload, compute the clear header and data categories
+from it, seal it to the recipient and sign the envelope, which then waits in the node's
+outbox (node/outbox.py) until the background sender has a receipt or a final refusal for
+it; and how a broker's refusal is answered."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.crypto.errors import MalformedError
+from trm_broker.domain.envelope import Envelope
 from trm_broker.domain.messages import HEADER_MODELS, MessageType
 from trm_broker.domain.payloads import check_payload, read_payload
 from trm_broker.domain.projections import Projection, project
 from trm_broker.domain.schema_errors import error_location
-from trm_broker.node import store
-from trm_broker.node.broker_client import BrokerClient, BrokerError
+from trm_broker.node.broker_client import BrokerClient, BrokerError, Registry
 from trm_broker.node.compose import compose_envelope
 from trm_broker.node.keyring import Keyring
-from trm_broker.node.schemas import CaseMessage, SendRequest, SentOut
+from trm_broker.node.schemas import CaseMessage, SendRequest
 from trm_broker.web.problems import InvalidRequest, Problem
 
 log = structlog.get_logger("trm_broker.node")
@@ -99,12 +100,31 @@ def typed_message(type: MessageType, case_ref: str, body: CaseMessage) -> SendRe
     )
 
 
-async def send_message(
-    keys: Keyring, broker: BrokerClient, session: AsyncSession, body: SendRequest
-) -> SentOut:
+@dataclass(frozen=True)
+class Composed:
+    """A message ready to queue: its envelope and the signed JWS of it."""
+
+    envelope: Envelope
+    signed: dict[str, str]
+
+
+async def current_registry(broker: BrokerClient) -> Registry:
+    """The registry as the broker has it now; while the broker cannot be reached, the one
+    read last (the node seals to the keys it knew, and the broker checks them on
+    acceptance). A node that has read none since it started cannot seal: 503."""
+    try:
+        return await broker.registry(refresh=True)
+    except BrokerError as exc:
+        known = broker.last_registry()
+        if exc.status in (502, 503, 504) and known is not None:
+            log.warning("registry_from_memory", broker_status=exc.status)
+            return known
+        raise refused(exc) from exc
+
+
+async def compose_message(keys: Keyring, broker: BrokerClient, body: SendRequest) -> Composed:
     """Check the payload against its type's schema, compute the header and data categories
-    from it, seal it to the recipient, sign the envelope, send it, and check the broker's
-    receipt."""
+    from it, seal it to the recipient and sign the envelope; nothing is sent here."""
     text = json.dumps(body.payload)
     reasons = check_payload(body.type, text)
     if reasons:
@@ -118,7 +138,7 @@ async def send_message(
     now = datetime.now(UTC)
     projection = project(body.type, read_payload(body.type, text), now)
     _check_stated(body, projection)
-    registry = await broker.registry(refresh=True)
+    registry = await current_registry(broker)
     enc = registry.encryption_key(body.recipient, now)
     if enc is None:
         raise InvalidRequest(f"{body.recipient} has no current encryption key in the registry.")
@@ -148,27 +168,7 @@ async def send_message(
             "The message does not fit the envelope contract (contracts/schemas/envelope.v1.json):"
             " check consent_ref, and that sender and recipient differ."
         ) from exc
-    try:
-        receipt = await broker.submit(signed, keys.current[sender].signing)
-    except BrokerError as exc:
-        raise refused(exc) from exc
-    session.add(
-        store.sent_row(
-            envelope,
-            digest=receipt.envelope_digest,
-            receipt=json.dumps(receipt.jws),
-            now=now,
-        )
-    )
-    await session.commit()
-    structlog.contextvars.bind_contextvars(message_id=envelope.id)
-    log.info("message_sent", type=envelope.type.value)
-    return SentOut(
-        message_id=receipt.message_id,
-        envelope_digest=receipt.envelope_digest,
-        accepted_at=receipt.accepted_at,
-        receipt=receipt.jws,
-    )
+    return Composed(envelope, signed)
 
 
 def _check_stated(body: SendRequest, projection: Projection) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import Integer, MetaData, String, Text, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -118,6 +119,72 @@ class NodeNonce(NodeBase):
 
     keyid: Mapped[str] = mapped_column(String(64), primary_key=True)
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class OutboxState(StrEnum):
+    """Where a message the node sends stands: waiting at the node to be sent, or settled by
+    the broker's receipt or its final refusal."""
+
+    QUEUED = "queued"
+    RECEIPTED = "receipted"
+    REFUSED = "refused"
+
+
+class OutboxMessage(NodeBase):
+    """A message stored, signed, before the broker is called (docs/node.md, "The outbox").
+
+    ``seq`` is the order of queueing: a message is submitted only once every earlier queued
+    message of its case is receipted or refused. ``envelope`` is the signed envelope as it is
+    submitted, byte for byte, again and again until it is settled. Once receipted, the
+    message is also in ``node_sent`` with its receipt, as every sent message is.
+    """
+
+    __tablename__ = "node_outbox"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)
+    type: Mapped[MessageType] = mapped_column(stored_enum(MessageType, "type", 32))
+    case_ref: Mapped[str] = mapped_column(String(64), index=True)
+    sender: Mapped[str] = mapped_column(String(64))
+    recipient: Mapped[str] = mapped_column(String(64))
+    state: Mapped[OutboxState] = mapped_column(stored_enum(OutboxState, "state", 16), index=True)
+    #: The JWS (flattened JSON) as submitted.
+    envelope: Mapped[str] = mapped_column(Text)
+    #: Versions replaced because the broker found them stale after an outage (a JSON array,
+    #: newest last): the same message, the same id, signed again with a new ``created_at``.
+    earlier_envelopes: Mapped[str | None] = mapped_column(Text)
+    #: Submitted only once this message is receipted, and refused if it is refused (the
+    #: return plan to the receiving organisation waits for the plan to the focal point).
+    after_id: Mapped[str | None] = mapped_column(String(36))
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: Why the last attempt failed, as a code (``broker_unreachable``, ``http_503``): never text.
+    last_error: Mapped[str | None] = mapped_column(String(64))
+    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: A refused message's problem (JSON), as the node answers it: the broker's status, rule,
+    #: gaps, errors and what to fix.
+    refusal: Mapped[str | None] = mapped_column(Text)
+
+
+class IdempotentAnswer(NodeBase):
+    """The first answer to a request sent with an ``Idempotency-Key``, per caller and route,
+    with the fingerprint of the request it answered. ``status`` NULL: still being answered."""
+
+    __tablename__ = "node_idempotency"
+
+    #: SHA-256 of the caller's credential (never the credential itself).
+    caller: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: The route (``POST /cases/{case_ref}/referral``), not the path it was called on.
+    route: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    #: SHA-256 of the method, path, query and JSON body of the first request.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int | None] = mapped_column(Integer)
+    body: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
