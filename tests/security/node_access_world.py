@@ -198,7 +198,10 @@ async def _received(world: NodeWorld, expected: int) -> None:
 
 
 @asynccontextmanager
-async def node_world(broker: Broker, tmp_path: Path) -> AsyncIterator[NodeWorld]:
+async def node_world(
+    broker: Broker, tmp_path: Path, **overrides: Any
+) -> AsyncIterator[NodeWorld]:
+    """The world above; ``overrides`` are the node's further settings (single sign-on)."""
     for keyset, kind in ((NAPTIP, "focal_point"), (SHELTER, "receiving_org")):
         assert (await broker.register(keyset, "NG", kind=kind)).status_code == 201
     assert (await broker.register(AT, "AT")).status_code == 201
@@ -210,6 +213,7 @@ async def node_world(broker: Broker, tmp_path: Path) -> AsyncIterator[NodeWorld]
         node_api_token=ADMIN_TOKEN,
         node_pull=True,
         node_pull_wait_seconds=0.2,
+        **overrides,
     )
     transport = httpx.ASGITransport(app=broker.app)
     async with (

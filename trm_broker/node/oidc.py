@@ -30,7 +30,9 @@ log = structlog.get_logger("trm_broker.node.oidc")
 #: Asymmetric signatures only: ``none`` and the HMAC family (a public key used as a shared
 #: secret) are never accepted (RFC 8725 §3.1, §3.2).
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA")
-#: An unknown ``kid`` refetches the JWKS (the provider rotated), at most this often.
+#: An unknown ``kid`` refetches the JWKS (the provider rotated), at most this often (or
+#: as often as the cache expires, if that is sooner): a stream of made-up key ids cannot
+#: make the node hammer the provider.
 _REFETCH_SECONDS = 10.0
 _FETCH_TIMEOUT = 10.0
 
@@ -101,7 +103,7 @@ class OidcVerifier:
         )
 
     def _may_refetch(self) -> bool:
-        return time.monotonic() - self._fetched >= _REFETCH_SECONDS
+        return time.monotonic() - self._fetched >= min(_REFETCH_SECONDS, self.cache_seconds)
 
     async def _key_set(self, *, refresh: bool) -> KeySet:
         async with self._lock:
