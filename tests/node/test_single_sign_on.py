@@ -179,7 +179,7 @@ def _hmac_with_the_public_key(provider: Provider) -> str:
 
 def _signed_by_a_stranger(provider: Provider) -> str:
     """A key of the attacker's own, under the provider's key id."""
-    stranger = RSAKey.generate_key(2048, parameters={"kid": provider.keys[-1].kid})
+    stranger = RSAKey.generate_key(2048, parameters={"kid": str(provider.keys[-1].kid)})
     return provider.token(key=stranger)
 
 

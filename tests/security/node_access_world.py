@@ -198,9 +198,7 @@ async def _received(world: NodeWorld, expected: int) -> None:
 
 
 @asynccontextmanager
-async def node_world(
-    broker: Broker, tmp_path: Path, **overrides: Any
-) -> AsyncIterator[NodeWorld]:
+async def node_world(broker: Broker, tmp_path: Path, **overrides: Any) -> AsyncIterator[NodeWorld]:
     """The world above; ``overrides`` are the node's further settings (single sign-on)."""
     for keyset, kind in ((NAPTIP, "focal_point"), (SHELTER, "receiving_org")):
         assert (await broker.register(keyset, "NG", kind=kind)).status_code == 201
