@@ -44,6 +44,8 @@ _DATABASE_URL = r"^(sqlite\+aiosqlite|postgresql\+asyncpg)://\S*$"
 _HTTP_URL = r"^https?://\S+$"
 _DATABASE_URLS = "a sqlite+aiosqlite:// or postgresql+asyncpg:// URL"
 _HTTP_URLS = "an http:// or https:// URL"
+_CLAIM = r"^[A-Za-z0-9_.:/-]{1,128}$"
+_CLAIMS = "a claim name: letters, digits and _ . : / -"
 _DURATION = TypeAdapter(timedelta)
 
 
@@ -366,7 +368,62 @@ class Settings(BaseSettings):
     )
     node_api_token: SecretStr | None = Field(
         None,
-        description="Bearer token of the node's local case-worker API. Unset: the API answers 503.",
+        description="The administrator's bearer token of the node's local API: it reads and "
+        "sends as every organisation the node serves. Give people their own tokens instead "
+        "(`trm-broker node users add`). Unset, with no users and no single sign-on: the API "
+        "answers 503.",
+    )
+    node_login_token_seconds: float = Field(
+        8 * 3600,
+        ge=60,
+        le=7 * DAY,
+        allow_inf_nan=False,
+        description="How long a token made by a password login (POST /login) lasts.",
+    )
+    node_oidc_issuer: str | None = Field(
+        None,
+        pattern=_HTTP_URL,
+        json_schema_extra={"allowed": _HTTP_URLS},
+        description="Single sign-on: the OpenID Connect provider's issuer URL (its discovery "
+        "document is at <issuer>/.well-known/openid-configuration). Unset: no single sign-on. "
+        "Needs TRM_NODE_OIDC_AUDIENCE.",
+    )
+    node_oidc_audience: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="Single sign-on: the audience (`aud`) the provider's tokens must name: "
+        "this node's client id at the provider.",
+    )
+    node_oidc_org_claim: str = Field(
+        "trm_organisation",
+        pattern=_CLAIM,
+        json_schema_extra={"allowed": _CLAIMS},
+        description="Single sign-on: the token claim that names the organisation (a "
+        "participant this node serves) the person acts for.",
+    )
+    node_oidc_role_claim: str = Field(
+        "trm_role",
+        pattern=_CLAIM,
+        json_schema_extra={"allowed": _CLAIMS},
+        description="Single sign-on: the token claim that gives the role, case_worker, "
+        "supervisor or read_only (a string, or a list holding exactly one of them).",
+    )
+    node_oidc_user_claim: str = Field(
+        "sub",
+        pattern=_CLAIM,
+        json_schema_extra={"allowed": _CLAIMS},
+        description="Single sign-on: the token claim the audit log names the person by "
+        "(as oidc:<value>).",
+    )
+    node_oidc_cache_seconds: float = Field(
+        3600.0,
+        ge=1,
+        le=DAY,
+        allow_inf_nan=False,
+        description="Single sign-on: how long the provider's discovery document and keys are "
+        "kept before they are fetched again (a token signed with an unknown key fetches them "
+        "at once).",
     )
 
     node_pull: bool = Field(

@@ -6,11 +6,13 @@ from typing import Annotated
 
 import typer
 
+from trm_broker.cli.node_users import users_app
 from trm_broker.cli.serving import public_url_for
 from trm_broker.settings_explained import settings_or_exit
 from trm_broker.web import server
 
 node_app = typer.Typer(help="The reference NRM node.", no_args_is_help=True)
+node_app.add_typer(users_app, name="users")
 
 
 @node_app.command("serve")

@@ -64,8 +64,18 @@ class Process:
 @dataclass
 class Node:
     process: Process
+    #: The administrator's token (TRM_NODE_API_TOKEN): every organisation the node serves.
     api_token: str
     keysets: list[KeySet]
+    #: A case worker's token per organisation served (`trm-broker node users add`).
+    user_tokens: dict[str, str] = field(default_factory=dict)
+
+    def token_for(self, organisation: str | None) -> str:
+        """The token of ``organisation``'s case worker (``None``: the node's only
+        organisation's); the administrator's otherwise."""
+        if organisation is None and len(self.user_tokens) == 1:
+            return next(iter(self.user_tokens.values()))
+        return self.user_tokens.get(organisation or "", self.api_token)
 
     @property
     def url(self) -> str:
@@ -268,8 +278,33 @@ class LocalCluster:
             TRM_NODE_KEY_FILES=",".join(str(self.workdir / f"{p}.keys.json") for p in participants),
             TRM_NODE_API_TOKEN=token,
         )
+        user_tokens = {p: self._case_worker(p, env) for p in participants}
         process = self._spawn(name, "TRM_NODE_PORT", ["node", "serve"], env)
-        return Node(process, token, keysets)
+        return Node(process, token, keysets, user_tokens)
+
+    def _case_worker(self, organisation: str, env: dict[str, str]) -> str:
+        """A case worker of ``organisation`` at its node, made with the command an
+        administrator uses; their token (printed once, alone on stdout)."""
+        made = subprocess.run(
+            self._cli(
+                "node",
+                "users",
+                "add",
+                f"case-worker@{organisation}",
+                "--organisation",
+                organisation,
+                "--role",
+                "case_worker",
+            ),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if made.returncode != 0:
+            raise RuntimeError(f"users add failed for {organisation}: {made.stderr[-2000:]}")
+        return made.stdout.strip()
 
     def restart_node(self, node: Node) -> Node:
         """Start a stopped node again on its port and database: its registered inbox URL

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,7 +11,7 @@ from typing import Annotated, Any
 
 import httpx
 import structlog
-from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from trm_broker import __version__
@@ -20,7 +19,8 @@ from trm_broker.crypto.errors import MalformedError
 from trm_broker.domain.envelope import CASE_REF_PATTERN
 from trm_broker.domain.messages import MessageType
 from trm_broker.logs import bind_ids
-from trm_broker.node import inbox, store, withdrawals
+from trm_broker.node import access_api, inbox, store, withdrawals
+from trm_broker.node.access import CaseWorker, Reader, check_at_start
 from trm_broker.node.auth import broker_signed_body
 from trm_broker.node.broker_client import BrokerClient, BrokerError
 from trm_broker.node.keyring import Keyring
@@ -52,7 +52,6 @@ from trm_broker.node.withdrawals import WithdrawalWatch
 from trm_broker.settings import Settings
 from trm_broker.store.database import create_engine, session_factory
 from trm_broker.web import limits, middleware, problems
-from trm_broker.web.problems import NotConfigured, Unauthenticated
 from trm_broker.web.query import MAX_CURSOR, ConsentId
 
 log = structlog.get_logger("trm_broker.node")
@@ -82,19 +81,6 @@ async def db_session(state: State) -> AsyncIterator[AsyncSession]:
 Session = Annotated[AsyncSession, Depends(db_session)]
 
 
-def case_worker(state: State, authorization: Annotated[str | None, Header()] = None) -> None:
-    """The local API hands out decrypted case data: it needs TRM_NODE_API_TOKEN."""
-    configured = state.settings.node_api_token
-    if configured is None:
-        raise NotConfigured("The local API is disabled: set TRM_NODE_API_TOKEN on the node.")
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        token.encode(), configured.get_secret_value().encode()
-    ):
-        raise Unauthenticated("Send the node's API token as `Authorization: Bearer <token>`.")
-
-
-CaseWorker = Annotated[None, Depends(case_worker)]
 CaseRef = Annotated[
     str, Path(pattern=CASE_REF_PATTERN, description="The case's pseudonymous reference.")
 ]
@@ -128,6 +114,7 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         keys = load_keyring(settings)
+        check_at_start(settings, keys)
         engine = create_engine(settings.node_database_url)
         await store.create_schema(engine)
         broker = BrokerClient(settings.node_broker_url, broker_http)
@@ -159,6 +146,7 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
     problems.install(app)
     limits.install(app, settings)
     middleware.install(app)
+    access_api.install(app, settings)  # who calls, as which organisation; the audit log
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -184,14 +172,14 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
     async def received(
         state: State,
         session: Session,
-        _: CaseWorker,
+        principal: Reader,
         after: Annotated[
             int | None, Query(ge=0, le=MAX_CURSOR, description="The last seq already read.")
         ] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> ReceivedList:
         """Messages received for this node's participants, decrypted, in arrival order."""
-        rows = await store.list_received(session, limit, after)
+        rows = await store.list_received(session, limit, after, principal.participants(state.keys))
         retention = state.settings.node_withdrawn_retention
         return ReceivedList(
             messages=[
@@ -219,26 +207,29 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
         )
 
     @app.post("/messages", response_model=SentOut, status_code=201, tags=["case workers"])
-    async def send(body: SendRequest, state: State, session: Session, _: CaseWorker) -> SentOut:
+    async def send(
+        body: SendRequest, state: State, session: Session, principal: CaseWorker
+    ) -> SentOut:
         """Check the payload, compute the clear header and data categories from it, seal it
         to the recipient, sign the envelope, send it, check the receipt.
 
         The per-type calls below (`/cases/{case_ref}/<type>`) take the same message with
         a typed payload; this one takes any type. A header or data categories given must be
         what the payload says (else 400 `header-payload-mismatch`): leave them out."""
-        sent = await send_message(state.keys, state.broker, session, body)
+        sent = await send_message(principal.keyring(state.keys), state.broker, session, body)
         await _after_sending(session, body)
         return sent
 
     @app.post("/consents", status_code=201, tags=["case workers"])
-    async def register_consent(body: ConsentRequest, state: State, _: CaseWorker) -> dict[str, Any]:
+    async def register_consent(
+        body: ConsentRequest, state: State, principal: CaseWorker
+    ) -> dict[str, Any]:
         """Register a consent at the broker, signed by the sending focal point (§7). The
         signed form stays here; only its digest travels."""
-        sender = choose_sender(state.keys, body.sender)
+        keys = principal.keyring(state.keys)
+        sender = choose_sender(keys, body.sender)
         try:
-            return await state.broker.register_consent(
-                state.keys.current[sender].signing, body.consent
-            )
+            return await state.broker.register_consent(keys.current[sender].signing, body.consent)
         except BrokerError as exc:
             raise refused(exc) from exc
 
@@ -247,11 +238,12 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
         consent_id: ConsentId,
         state: State,
         session: Session,
-        _: CaseWorker,
+        principal: CaseWorker,
         sender: str | None = None,
     ) -> dict[str, Any]:
         """Withdraw a consent at once (§7); what this node received under it is restricted."""
-        signer = state.keys.current[choose_sender(state.keys, sender)].signing
+        keys = principal.keyring(state.keys)
+        signer = keys.current[choose_sender(keys, sender)].signing
         try:
             consent = await state.broker.withdraw_consent(signer, consent_id)
         except BrokerError as exc:
@@ -261,10 +253,11 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
 
     @app.get("/cases/{case_ref}", tags=["case workers"])
     async def case_at_broker(
-        case_ref: CaseRef, state: State, _: CaseWorker, reader: str | None = None
+        case_ref: CaseRef, state: State, principal: Reader, reader: str | None = None
     ) -> dict[str, Any]:
         """The case's workflow state and timeline at the broker (metadata only)."""
-        signer = state.keys.current[choose_sender(state.keys, reader)].signing
+        keys = principal.keyring(state.keys)
+        signer = keys.current[choose_sender(keys, reader)].signing
         try:
             return await state.broker.case(signer, case_ref)
         except BrokerError as exc:
@@ -369,12 +362,17 @@ def _add_case_call(app: FastAPI, call: CaseCall) -> None:
     plan = call.message_type is MessageType.RETURN_PREPARATION
 
     async def endpoint(
-        case_ref: CaseRef, body: CaseMessage, state: State, session: Session, _: CaseWorker
+        case_ref: CaseRef,
+        body: CaseMessage,
+        state: State,
+        session: Session,
+        principal: CaseWorker,
     ) -> SentOut:
+        keys = principal.keyring(state.keys)
         request = typed_message(call.message_type, case_ref, body)
         if plan:  # to the destination focal point, then to the receiving organisation
-            return await send_return_plan(state.keys, state.broker, session, request)
-        sent = await send_message(state.keys, state.broker, session, request)
+            return await send_return_plan(keys, state.broker, session, request)
+        sent = await send_message(keys, state.broker, session, request)
         await _after_sending(session, request)
         return sent
 

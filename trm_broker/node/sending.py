@@ -22,7 +22,7 @@ from trm_broker.node.broker_client import BrokerClient, BrokerError
 from trm_broker.node.compose import compose_envelope
 from trm_broker.node.keyring import Keyring
 from trm_broker.node.schemas import CaseMessage, SendRequest, SentOut
-from trm_broker.web.problems import InvalidRequest, Problem
+from trm_broker.web.problems import Forbidden, InvalidRequest, Problem
 
 log = structlog.get_logger("trm_broker.node")
 
@@ -73,8 +73,11 @@ def refused(exc: BrokerError) -> Problem:
 
 
 def choose_sender(keys: Keyring, named: str | None) -> str:
-    """The participant a call acts for: the one named, or the only one the node serves."""
+    """The participant a call acts for: the one named, or the only one the node serves
+    (to the caller: a user's keyring holds their organisation's keys alone)."""
     served = keys.participants()
+    if named is not None and named in keys.withheld:
+        raise Forbidden(f"You act for {', '.join(served)} only: leave the sender out.")
     sender = named or (served[0] if len(served) == 1 else None)
     if sender is None or sender not in served:
         raise InvalidRequest(f"Name the sender: one of {', '.join(served)}.")
