@@ -381,8 +381,8 @@ class Settings(BaseSettings):
         json_schema_extra={"allowed": _PINNED_KEYS_ALLOWED},
         description="The broker's signing keys the node believes, `<kid>=<public key>` as "
         "`trm-broker node pins` prints them: a receipt, push or key not listed is refused, "
-        "whatever `GET /v1/broker` serves. Unset: the node believes the keys the broker "
-        "serves on first use, and logs `broker_keys_not_pinned` at start.",
+        "whatever `GET /v1/broker` serves. Unset or empty: the node believes the keys the "
+        "broker serves on first use, and logs `broker_keys_not_pinned` at start.",
     )
     node_operator_keys: str | None = Field(
         None,
@@ -390,7 +390,7 @@ class Settings(BaseSettings):
         json_schema_extra={"allowed": _PINNED_KEYS_ALLOWED},
         description="The broker operator's signing keys the node believes, `<kid>=<public "
         "key>`: a registry key is then used only if one of them signed its key statement. "
-        "Unset: the node believes the registry as the broker serves it, and logs "
+        "Unset or empty: the node believes the registry as the broker serves it, and logs "
         "`operator_keys_not_pinned` at start.",
     )
 
@@ -431,6 +431,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [Path(part.strip()) for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("node_broker_keys", "node_operator_keys", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An empty pin (``TRM_NODE_BROKER_KEYS=``, as a compose file's default leaves it)
+        is no pin."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -121,8 +121,12 @@ def test_pins_are_read_and_a_kid_copied_wrong_is_refused_naming_the_setting() ->
 
 @pytest.mark.parametrize(
     "value",
-    ["", "kid", "a" * 43, "a" * 43 + "=" + "b" * 42, ",".join(["a" * 43 + "=" + "b" * 43] * 17)],
+    ["kid", "a" * 43, "a" * 43 + "=" + "b" * 42, ",".join(["a" * 43 + "=" + "b" * 43] * 17)],
 )
 def test_a_pin_setting_of_another_form_is_refused(value: str) -> None:
     with pytest.raises(ValidationError, match="node_broker_keys"):
         Settings(node_broker_keys=value)
+
+
+def test_an_empty_pin_setting_is_no_pin() -> None:
+    assert Settings(node_broker_keys=" ", node_operator_keys="").node_broker_keys is None

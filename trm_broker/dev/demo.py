@@ -193,6 +193,15 @@ def run(echo: Callable[[str], None] = print) -> None:
         ng = cluster.start_node("node-ng", [RECIPIENT, SHELTER])
         echo(f"  node Austria      {at.url}  serves {SENDER}")
         echo(f"  node Nigeria      {ng.url}  serves {RECIPIENT}, {SHELTER}")
+        for node in (at, ng):  # as a real deployment should (docs/node.md)
+            trust = httpx.get(node.url + "/healthz", timeout=5).json()
+            if (trust.get("broker_keys"), trust.get("registry_keys")) != (
+                "pinned",
+                "operator-signed",
+            ):
+                raise RuntimeError(f"the node at {node.url} does not pin the broker's keys")
+        echo("  pins              both nodes pin the broker's key and the operator's: they")
+        echo("                    believe no receipt, push or registry key those do not back")
         register(cluster, at, "AT")
         register(cluster, ng, "NG", kinds={SHELTER: "receiving_org"})
         auditor_key = register_auditor(cluster, AUDITOR, "AT")
