@@ -158,18 +158,25 @@ class NodeTrust:
             for obj in change.get("statements") or ()
             if (checked := self._checked_statement(obj, signers)) is not None
         ]
-        trusted = [s for s in statements if s.signer in signers]
+        trusted: dict[str, list[key_statements.KeyStatement]] = {}
+        untrusted: set[str] = set()
+        for statement in statements:
+            if statement.signer in signers:
+                trusted.setdefault(statement.claims.kid, []).append(statement)
+            else:
+                untrusted.add(statement.claims.kid)
         unproven: dict[str, str] = {}
         for participant in listed:
             for key in participant.get("keys") or ():
                 kid = str(key.get("kid"))
+                stating = trusted.get(kid, [])
                 if self._is_pinned_operator_key(key) or any(
-                    s.states(str(participant.get("id")), key) for s in trusted
+                    s.states(str(participant.get("id")), key) for s in stating
                 ):
                     continue
-                if any(s.claims.kid == kid for s in trusted):
+                if stating:
                     unproven[kid] = STATEMENT_MISMATCH
-                elif any(s.claims.kid == kid for s in statements):
+                elif kid in untrusted:
                     unproven[kid] = NOT_BY_PINNED_OPERATOR
                 else:
                     unproven[kid] = NO_STATEMENT
