@@ -47,6 +47,12 @@ _HTTP_URLS = "an http:// or https:// URL"
 _CLAIM = r"^[A-Za-z0-9_.:/-]{1,128}$"
 _CLAIMS = "a claim name: letters, digits and _ . : / -"
 _DURATION = TypeAdapter(timedelta)
+#: Pinned Ed25519 keys: up to 16 comma-separated ``<kid>=<public key>``, each base64url of
+#: 43 characters (an RFC 7638 thumbprint, a 32-byte key). The node checks at start that each
+#: kid is its key's thumbprint.
+_PINNED_KEY = r"[A-Za-z0-9_-]{43}=[A-Za-z0-9_-]{43}"
+_PINNED_KEYS = rf"^\s*{_PINNED_KEY}(\s*,\s*{_PINNED_KEY}){{0,15}}\s*$"
+_PINNED_KEYS_ALLOWED = "1 to 16 comma-separated `<kid>=<Ed25519 public key>`, base64url"
 
 
 def _renamed(name: str, old: str) -> AliasChoices:
@@ -426,6 +432,25 @@ class Settings(BaseSettings):
         "at once).",
     )
 
+    node_broker_keys: str | None = Field(
+        None,
+        pattern=_PINNED_KEYS,
+        json_schema_extra={"allowed": _PINNED_KEYS_ALLOWED},
+        description="The broker's signing keys the node believes, `<kid>=<public key>` as "
+        "`trm-broker node pins` prints them: a receipt, push or key not listed is refused, "
+        "whatever `GET /v1/broker` serves. Unset or empty: the node believes the keys the "
+        "broker serves on first use, and logs `broker_keys_not_pinned` at start.",
+    )
+    node_operator_keys: str | None = Field(
+        None,
+        pattern=_PINNED_KEYS,
+        json_schema_extra={"allowed": _PINNED_KEYS_ALLOWED},
+        description="The broker operator's signing keys the node believes, `<kid>=<public "
+        "key>`: a registry key is then used only if one of them signed its key statement. "
+        "Unset or empty: the node believes the registry as the broker serves it, and logs "
+        "`operator_keys_not_pinned` at start.",
+    )
+
     node_pull: bool = Field(
         False,
         description="Fetch messages from the broker's pull inbox (GET /v1/inbox) instead of "
@@ -463,6 +488,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [Path(part.strip()) for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("node_broker_keys", "node_operator_keys", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An empty pin (``TRM_NODE_BROKER_KEYS=``, as a compose file's default leaves it)
+        is no pin."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -15,7 +15,9 @@ from types import TracebackType
 
 import httpx
 
+from trm_broker.crypto import broker_keys
 from trm_broker.crypto.keys import KeySet
+from trm_broker.node.trust import pin_entry
 
 
 def free_port() -> int:
@@ -277,6 +279,7 @@ class LocalCluster:
             TRM_NODE_BROKER_URL=self.broker.url,
             TRM_NODE_KEY_FILES=",".join(str(self.workdir / f"{p}.keys.json") for p in participants),
             TRM_NODE_API_TOKEN=token,
+            **self.node_pins(),
         )
         user_tokens = {p: self._case_worker(p, env) for p in participants}
         process = self._spawn(name, "TRM_NODE_PORT", ["node", "serve"], env)
@@ -305,6 +308,21 @@ class LocalCluster:
         if made.returncode != 0:
             raise RuntimeError(f"users add failed for {organisation}: {made.stderr[-2000:]}")
         return made.stdout.strip()
+
+    def node_pins(self) -> dict[str, str]:
+        """The nodes pin what the cluster knows first-hand, as a real deployment should
+        (docs/node.md): the broker's keys from its key file (current and next), and the
+        operator's key once `operator init` made it, unless ``extra_env`` pins others."""
+        pins: dict[str, str] = {}
+        key_file = self.workdir / "broker-key.json"
+        if key_file.exists():
+            keys = broker_keys.read(key_file)
+            pinned = [keys.signing] if keys.next is None else [keys.signing, keys.next]
+            pins["TRM_NODE_BROKER_KEYS"] = ",".join(pin_entry(k.kid, k.public_b64) for k in pinned)
+        if self.operator is not None:
+            signing = self.operator.signing
+            pins["TRM_NODE_OPERATOR_KEYS"] = pin_entry(signing.kid, signing.public_b64)
+        return {k: v for k, v in pins.items() if k not in self.extra_env}
 
     def restart_node(self, node: Node) -> Node:
         """Start a stopped node again on its port and database: its registered inbox URL

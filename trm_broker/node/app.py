@@ -48,6 +48,7 @@ from trm_broker.node.schemas import (
     SentOut,
 )
 from trm_broker.node.sending import choose_sender, refused, send_message, typed_message
+from trm_broker.node.trust import NodeTrust, load_trust
 from trm_broker.node.withdrawals import WithdrawalWatch
 from trm_broker.settings import Settings
 from trm_broker.store.database import create_engine, session_factory
@@ -114,12 +115,15 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         keys = load_keyring(settings)
+        trust = load_trust(settings)
+        trust.log_at_start()
         check_at_start(settings, keys)
         engine = create_engine(settings.node_database_url)
         await store.create_schema(engine)
-        broker = BrokerClient(settings.node_broker_url, broker_http)
+        broker = BrokerClient(settings.node_broker_url, broker_http, trust=trust)
         sessions = session_factory(engine)
         app.state.node = NodeState(settings, sessions, keys, broker)
+        app.state.trust = trust
         puller = None
         if settings.node_pull:  # the broker cannot reach this node: fetch instead
             puller = InboxPuller(sessions, keys, broker, wait=settings.node_pull_wait_seconds)
@@ -149,8 +153,11 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
     access_api.install(app, settings)  # who calls, as which organisation; the audit log
 
     @app.get("/healthz", tags=["health"])
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz(request: Request) -> dict[str, str]:
+        """Alive; and what the node trusts: `broker_keys` `pinned` or `first-use`,
+        `registry_keys` `operator-signed` or `as-served` (docs/node.md)."""
+        trust: NodeTrust | None = getattr(request.app.state, "trust", None)
+        return {"status": "ok", **(trust.status() if trust is not None else {})}
 
     @app.post("/inbox", tags=["inbox"], response_model=AckOut, openapi_extra=PUSH_BODY)
     async def receive(

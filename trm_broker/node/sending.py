@@ -22,6 +22,7 @@ from trm_broker.node.broker_client import BrokerClient, BrokerError
 from trm_broker.node.compose import compose_envelope
 from trm_broker.node.keyring import Keyring
 from trm_broker.node.schemas import CaseMessage, SendRequest, SentOut
+from trm_broker.node.trust import sealing_key
 from trm_broker.web.problems import Forbidden, InvalidRequest, Problem
 
 log = structlog.get_logger("trm_broker.node")
@@ -122,9 +123,7 @@ async def send_message(
     projection = project(body.type, read_payload(body.type, text), now)
     _check_stated(body, projection)
     registry = await broker.registry(refresh=True)
-    enc = registry.encryption_key(body.recipient, now)
-    if enc is None:
-        raise InvalidRequest(f"{body.recipient} has no current encryption key in the registry.")
+    enc = sealing_key(registry, body.recipient, now)  # a key the node believes (trust.py)
     try:
         envelope, signed = compose_envelope(
             signing_key=keys.current[sender].signing,
