@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from trm_broker.api.app import create_app
 from trm_broker.api.participants.service import bootstrap_operator
-from trm_broker.crypto import jws
+from trm_broker.crypto import jws, key_statements
 from trm_broker.crypto.encoding import b64url_decode
 from trm_broker.crypto.errors import MalformedError
 from trm_broker.crypto.keys import KeySet, SigningKey
@@ -99,6 +99,11 @@ class Broker:
             "kind": kind,
             "country": country,
             "keys": keyset.public(),
+            # The operator's statement of each key: what a node that pins the operator's
+            # key checks each registry key against.
+            "statements": key_statements.for_key_set(
+                self.operator.signing, keyset.participant, keyset.public(), datetime.now(UTC)
+            ),
         }
         if inbox_url:
             body["inbox_url"] = inbox_url

@@ -44,7 +44,15 @@ _DATABASE_URL = r"^(sqlite\+aiosqlite|postgresql\+asyncpg)://\S*$"
 _HTTP_URL = r"^https?://\S+$"
 _DATABASE_URLS = "a sqlite+aiosqlite:// or postgresql+asyncpg:// URL"
 _HTTP_URLS = "an http:// or https:// URL"
+_CLAIM = r"^[A-Za-z0-9_.:/-]{1,128}$"
+_CLAIMS = "a claim name: letters, digits and _ . : / -"
 _DURATION = TypeAdapter(timedelta)
+#: Pinned Ed25519 keys: up to 16 comma-separated ``<kid>=<public key>``, each base64url of
+#: 43 characters (an RFC 7638 thumbprint, a 32-byte key). The node checks at start that each
+#: kid is its key's thumbprint.
+_PINNED_KEY = r"[A-Za-z0-9_-]{43}=[A-Za-z0-9_-]{43}"
+_PINNED_KEYS = rf"^\s*{_PINNED_KEY}(\s*,\s*{_PINNED_KEY}){{0,15}}\s*$"
+_PINNED_KEYS_ALLOWED = "1 to 16 comma-separated `<kid>=<Ed25519 public key>`, base64url"
 
 
 def _renamed(name: str, old: str) -> AliasChoices:
@@ -366,7 +374,81 @@ class Settings(BaseSettings):
     )
     node_api_token: SecretStr | None = Field(
         None,
-        description="Bearer token of the node's local case-worker API. Unset: the API answers 503.",
+        description="The administrator's bearer token of the node's local API: it reads and "
+        "sends as every organisation the node serves. Give people their own tokens instead "
+        "(`trm-broker node users add`). Unset, with no users and no single sign-on: the API "
+        "answers 503.",
+    )
+    node_login_token_seconds: float = Field(
+        8 * 3600,
+        ge=60,
+        le=7 * DAY,
+        allow_inf_nan=False,
+        description="How long a token made by a password login (POST /login) lasts.",
+    )
+    node_oidc_issuer: str | None = Field(
+        None,
+        pattern=_HTTP_URL,
+        json_schema_extra={"allowed": _HTTP_URLS},
+        description="Single sign-on: the OpenID Connect provider's issuer URL (its discovery "
+        "document is at <issuer>/.well-known/openid-configuration). Unset: no single sign-on. "
+        "Needs TRM_NODE_OIDC_AUDIENCE.",
+    )
+    node_oidc_audience: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="Single sign-on: the audience (`aud`) the provider's tokens must name: "
+        "this node's client id at the provider.",
+    )
+    node_oidc_org_claim: str = Field(
+        "trm_organisation",
+        pattern=_CLAIM,
+        json_schema_extra={"allowed": _CLAIMS},
+        description="Single sign-on: the token claim that names the organisation (a "
+        "participant this node serves) the person acts for.",
+    )
+    node_oidc_role_claim: str = Field(
+        "trm_role",
+        pattern=_CLAIM,
+        json_schema_extra={"allowed": _CLAIMS},
+        description="Single sign-on: the token claim that gives the role, case_worker, "
+        "supervisor or read_only (a string, or a list holding exactly one of them).",
+    )
+    node_oidc_user_claim: str = Field(
+        "sub",
+        pattern=_CLAIM,
+        json_schema_extra={"allowed": _CLAIMS},
+        description="Single sign-on: the token claim the audit log names the person by "
+        "(as oidc:<value>).",
+    )
+    node_oidc_cache_seconds: float = Field(
+        3600.0,
+        ge=1,
+        le=DAY,
+        allow_inf_nan=False,
+        description="Single sign-on: how long the provider's discovery document and keys are "
+        "kept before they are fetched again (a token signed with an unknown key fetches them "
+        "at once).",
+    )
+
+    node_broker_keys: str | None = Field(
+        None,
+        pattern=_PINNED_KEYS,
+        json_schema_extra={"allowed": _PINNED_KEYS_ALLOWED},
+        description="The broker's signing keys the node believes, `<kid>=<public key>` as "
+        "`trm-broker node pins` prints them: a receipt, push or key not listed is refused, "
+        "whatever `GET /v1/broker` serves. Unset or empty: the node believes the keys the "
+        "broker serves on first use, and logs `broker_keys_not_pinned` at start.",
+    )
+    node_operator_keys: str | None = Field(
+        None,
+        pattern=_PINNED_KEYS,
+        json_schema_extra={"allowed": _PINNED_KEYS_ALLOWED},
+        description="The broker operator's signing keys the node believes, `<kid>=<public "
+        "key>`: a registry key is then used only if one of them signed its key statement. "
+        "Unset or empty: the node believes the registry as the broker serves it, and logs "
+        "`operator_keys_not_pinned` at start.",
     )
 
     node_pull: bool = Field(
@@ -441,6 +523,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [Path(part.strip()) for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("node_broker_keys", "node_operator_keys", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An empty pin (``TRM_NODE_BROKER_KEYS=``, as a compose file's default leaves it)
+        is no pin."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -29,6 +29,9 @@ BACKGROUND = {
     "broker_started",
     "broker_stopped",
     "node_started",
+    # A node with nothing pinned says so at start (node/trust.py).
+    "broker_keys_not_pinned",
+    "operator_keys_not_pinned",
     "ledger_integrated",
     "alerts_updated",
     "delivery_acknowledged",

@@ -73,7 +73,10 @@ async def test_every_registry_change_is_recorded_with_the_operators_signed_reque
     broker: Broker,
 ) -> None:
     keyset = KeySet.generate("ng.naptip")
-    assert (await broker.register(keyset, "NG")).status_code == 201
+    body = register_body(broker, keyset)
+    assert (
+        await broker.call("POST", "/v1/participants", broker.operator, json=body)
+    ).status_code == 201
     new_key = KeySet.generate("ng.naptip").signing
     rotation = {"use": "sig", "alg": "Ed25519", "public": new_key.public_b64}
     path = "/v1/participants/ng.naptip/keys"

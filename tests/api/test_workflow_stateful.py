@@ -33,19 +33,16 @@ CASE = "AT-2026-STATE"
 CONSENT = f"consent-{CASE}"
 T = MessageType
 
-#: The types walked here (the receiving organisation's own are walked with their handlers).
-KINDS = [
-    T.REFERRAL,
-    T.REFERRAL_RESPONSE,
-    T.RISK_ASSESSMENT,
-    T.RETURN_PREPARATION,
-    T.RECEPTION_CONFIRMATION,
-    T.CASE_MONITORING,
-    T.CASE_CLOSURE,
-    T.CONSENT_WITHDRAWAL,
-]
+KINDS = list(MessageType)
 ROUTES = st.sampled_from(
-    [("at", "ng"), ("ng", "at"), ("shelter", "ng"), ("shelter", "at"), ("fake", "at")]
+    [
+        ("at", "ng"),
+        ("ng", "at"),
+        ("shelter", "ng"),
+        ("shelter", "at"),
+        ("fake", "at"),
+        ("at", "shelter"),
+    ]
 )
 
 
@@ -74,6 +71,10 @@ def header_for(kind: MessageType, data: st.DataObject, now: datetime) -> dict[st
         return {"period_start": now.date().isoformat(), "period_end": now.date().isoformat()}
     if kind is T.CASE_CLOSURE:
         return {"reason": "other"}
+    if kind is T.RECEPTION_PLAN_RESPONSE:
+        return {"readiness": data.draw(st.sampled_from(["ready", "needs_support"]))}
+    if kind is T.PRE_DEPARTURE_CONTACT:
+        return {"at": now.isoformat()}
     return {}
 
 
@@ -86,6 +87,7 @@ class Accepted:
     header: dict[str, Any]
     envelope: dict[str, str]
     categories: set[DataCategory]
+    recipient: KeySet
 
     @property
     def assessed_at(self) -> datetime:
@@ -128,11 +130,14 @@ class CaseTransferMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.consent is None)
     @rule(
-        purposes=st.sets(st.sampled_from(list(MessageType)), min_size=1),
-        recipients=st.sets(
-            st.sampled_from(["ng.naptip", "ng.shelter", "at.focal-point"]), min_size=1
-        ),
-        categories=st.sets(st.sampled_from(list(DataCategory)), min_size=1),
+        # Mostly a consent that covers the whole case, so deep states are reached; now and
+        # then a narrower one.
+        purposes=st.just(set(MessageType))
+        | st.sets(st.sampled_from(list(MessageType)), min_size=1),
+        recipients=st.just({"ng.naptip", "ng.shelter"})
+        | st.sets(st.sampled_from(["ng.naptip", "ng.shelter", "at.focal-point"]), min_size=1),
+        categories=st.just(set(DataCategory))
+        | st.sets(st.sampled_from(list(DataCategory)), min_size=1),
     )
     def register_consent(
         self, purposes: set[MessageType], recipients: set[str], categories: set[DataCategory]
@@ -181,7 +186,7 @@ class CaseTransferMachine(RuleBasedStateMachine):
         if response.status_code == 202:
             self.check_allowed(kind, sender, recipient, categories, header, now)
             self.accepted.append(
-                Accepted(kind, response.json()["message_id"], header, signed, categories)
+                Accepted(kind, response.json()["message_id"], header, signed, categories, recipient)
             )
             if kind is T.CONSENT_WITHDRAWAL:
                 self.withdrawn_at = now
@@ -220,8 +225,21 @@ class CaseTransferMachine(RuleBasedStateMachine):
 
     @rule()
     def advance(self) -> None:
-        """The next step of a case that goes well, so deep states are reached too."""
+        """The next steps of a case that goes well (up to three), so deep states are reached
+        too."""
+        for _ in range(3):
+            if not self.advance_once():
+                return
+
+    def advance_once(self) -> bool:
+        """Send the case's next step; whether the broker accepted it."""
         now = datetime.now(UTC)
+        to_ng = [
+            m
+            for m in self.of_this_referral()
+            if m.kind is T.RETURN_PREPARATION and m.recipient is NG
+        ]
+        in_force = to_ng[-1].header if to_ng else {}
         plan: list[tuple[MessageType, KeySet, KeySet, dict[str, Any]]] = [
             (T.REFERRAL, AT, NG, {"destination_country": "NG", "subject_is_minor": False}),
             (T.REFERRAL_RESPONSE, NG, AT, {"accepted": True}),
@@ -240,6 +258,10 @@ class CaseTransferMachine(RuleBasedStateMachine):
                     "planned_arrival": (now + timedelta(days=5)).isoformat(),
                 },
             ),
+            # The plan in force, on to the shelter; it answers and meets the person.
+            (T.RETURN_PREPARATION, AT, SHELTER, in_force),
+            (T.RECEPTION_PLAN_RESPONSE, SHELTER, AT, {"readiness": "ready"}),
+            (T.PRE_DEPARTURE_CONTACT, SHELTER, AT, {"at": now.isoformat()}),
             (T.RECEPTION_CONFIRMATION, SHELTER, NG, {"outcome": "received", "at": now.isoformat()}),
         ]
         # What is done: accepted and not rejected by its recipient. The recipients' nodes answer
@@ -248,9 +270,13 @@ class CaseTransferMachine(RuleBasedStateMachine):
             response = self.run(self.broker.answer(waiting.envelope))
             status = response.json()["status"] if response.status_code == 200 else "dropped"
             self.answers[waiting.message_id] = status
-        done = {m.kind for m in self.accepted if self.answers.get(m.message_id) != "rejected"}
+        done = {
+            (m.kind, m.recipient.participant)
+            for m in self.of_this_referral()
+            if self.answers.get(m.message_id) != "rejected"
+        }
         for kind, sender, recipient, header in plan:
-            if kind in done:
+            if (kind, recipient.participant) in done:
                 continue
             signed = envelope(
                 sender,
@@ -266,9 +292,11 @@ class CaseTransferMachine(RuleBasedStateMachine):
             if response.status_code == 202:
                 self.check_allowed(kind, sender, recipient, {DataCategory.IDENTITY}, header, now)
                 self.accepted.append(
-                    Accepted(kind, response.json()["message_id"], header, signed, set())
+                    Accepted(kind, response.json()["message_id"], header, signed, set(), recipient)
                 )
-            return
+                return True
+            return False
+        return False
 
     @precondition(lambda self: self.consent is not None and self.withdrawn_at is None)
     @rule()
@@ -310,6 +338,26 @@ class CaseTransferMachine(RuleBasedStateMachine):
             waiting = [m for m in assessments if m.message_id not in self.answers]
             assert all(m.assessed_at < latest.assessed_at for m in waiting)
             assert header["receiving_org"] == SHELTER.participant
+        # The plan goes on to its receiving organisation only as it is in force; only that
+        # organisation answers it and meets the person, once it has it and before reception.
+        counted_plans = [
+            m
+            for m in self.of_this_referral()
+            if m.kind is T.RETURN_PREPARATION and self.answers.get(m.message_id) != "rejected"
+        ]
+        if kind is T.RETURN_PREPARATION and recipient is not NG:
+            to_ng = [m for m in counted_plans if m.recipient is NG]
+            assert to_ng
+            assert recipient.participant == header["receiving_org"]
+            in_force = to_ng[-1].header
+            assert header["planned_arrival"] == in_force["planned_arrival"]
+            assert header["receiving_org"] == in_force["receiving_org"]
+        if kind in (T.RECEPTION_PLAN_RESPONSE, T.PRE_DEPARTURE_CONTACT):
+            assert sender is SHELTER
+            assert recipient in (AT, NG)
+            assert counted_plans
+            assert counted_plans[-1].recipient is SHELTER
+            assert not any(m.kind is T.RECEPTION_CONFIRMATION for m in self.of_this_referral())
         # A referral again only after its recipient rejected the first.
         if kind is T.REFERRAL:
             earlier = [m for m in self.accepted if m.kind is T.REFERRAL]
@@ -317,7 +365,11 @@ class CaseTransferMachine(RuleBasedStateMachine):
         # Reception is confirmed by the designated receiving organisation only, of a plan
         # its recipient did not reject.
         if kind is T.RECEPTION_CONFIRMATION:
-            plans = [m for m in self.of_this_referral() if m.kind is T.RETURN_PREPARATION]
+            plans = [
+                m
+                for m in self.of_this_referral()
+                if m.kind is T.RETURN_PREPARATION and m.recipient is NG
+            ]
             assert plans
             assert self.answers.get(plans[-1].message_id) != "rejected"
             assert sender.participant == plans[-1].header["receiving_org"]

@@ -116,3 +116,41 @@ def test_the_brokers_key_is_created_once_then_rotated_keeping_the_old_public_hal
         (first["kid"], first["public"])
     ]
     assert "old ledger verifier key" in rotated.output
+
+
+def test_a_prepared_broker_key_is_pinned_before_the_rotation_makes_it_current(
+    tmp_path: Path,
+) -> None:
+    from trm_broker.node.trust import read_pins
+
+    path, operator = tmp_path / "broker-key.json", tmp_path / "operator.keys.json"
+    assert CliRunner().invoke(app, ["keys", "new-broker", "--key-file", str(path)]).exit_code == 0
+    KeySet.generate("operator.trm").write(operator)
+    prepared = CliRunner().invoke(
+        app, ["keys", "rotate-broker", "--prepare", "--key-file", str(path)]
+    )
+    assert prepared.exit_code == 0, prepared.output
+    document = json.loads(path.read_text(encoding="utf-8"))
+    current, following = document["signing"]["kid"], document["next"]["kid"]
+    assert f"pin it at the nodes: {following}=" in prepared.output
+
+    # What a node is to pin: the current key and the next, and the operator's.
+    printed = CliRunner().invoke(
+        app, ["node", "pins", "--broker-key-file", str(path), "--operator-key", str(operator)]
+    )
+    assert printed.exit_code == 0, printed.output
+    values = dict(
+        line.split("=", 1) for line in printed.output.splitlines() if line.startswith("TRM_")
+    )
+    broker_pins = read_pins(values["TRM_NODE_BROKER_KEYS"], "TRM_NODE_BROKER_KEYS")
+    operator_pins = read_pins(values["TRM_NODE_OPERATOR_KEYS"], "TRM_NODE_OPERATOR_KEYS")
+    assert list(broker_pins or {}) == [current, following]
+    assert list(operator_pins or {}) == [KeySet.read(operator).signing.kid]
+
+    # The rotation makes the prepared key current (not a new one nobody pinned).
+    rotated = CliRunner().invoke(app, ["keys", "rotate-broker", "--key-file", str(path)])
+    assert rotated.exit_code == 0, rotated.output
+    after = json.loads(path.read_text(encoding="utf-8"))
+    assert after["signing"]["kid"] == following
+    assert "next" not in after
+    assert [k["kid"] for k in after["retired"]] == [current]

@@ -126,6 +126,8 @@ def test_a_restored_dump_and_key_file_verify_as_the_same_ledger(
         operator = SignedRequests(cluster.init_operator().signing)
         broker = cluster.start_broker()
         body = {"id": AT, "kind": "focal_point", "country": "AT", "keys": at.public()}
+        assert cluster.operator is not None
+        body["statements"] = demo.stated(cluster.operator, at)
         response = httpx.post(broker.url + "/v1/participants", json=body, auth=operator)
         assert response.status_code == 201, response.text
         node = cluster.start_node("node-ng", [NG])

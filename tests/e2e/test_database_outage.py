@@ -165,7 +165,11 @@ class Parties:
         body = {"id": "at.focal-point", "kind": "focal_point", "country": "AT"}
         response = httpx.post(
             broker.url + "/v1/participants",
-            json={**body, "keys": self.at.public()},
+            json={
+                **body,
+                "keys": self.at.public(),
+                "statements": demo.stated(self.operator, self.at),
+            },
             auth=SignedRequests(self.operator.signing),
             timeout=10,
         )

@@ -97,6 +97,7 @@ def register_at(cluster: LocalCluster, node: Node, country: str, inbox_url: str)
                 "country": country,
                 "inbox_url": inbox_url,
                 "keys": keyset.public(),
+                "statements": demo.stated(cluster.operator, keyset),
             },
             auth=SignedRequests(cluster.operator.signing),
             timeout=10,

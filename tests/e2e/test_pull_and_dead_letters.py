@@ -44,6 +44,7 @@ def test_an_unfetched_message_is_dead_lettered_requeued_and_then_pulled_once(
                 "kind": "focal_point",
                 "country": "NG",
                 "keys": ng_keys.public(),
+                "statements": demo.stated(cluster.operator, ng_keys),
             },
             auth=SignedRequests(cluster.operator.signing),
             timeout=10,

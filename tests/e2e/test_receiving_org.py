@@ -145,7 +145,9 @@ def test_the_shelters_own_node_receives_opens_and_answers_the_plan(
             )
             assert state["pre_departure_contact_at"] is not None
             to_org = [i for i in view["timeline"] if i["message_id"] == to_shelter["message_id"]]
-            assert [(i["recipient"], i["delivery_status"]) for i in to_org] == [(SHELTER, "acknowledged")]
+            assert [(i["recipient"], i["delivery_status"]) for i in to_org] == [
+                (SHELTER, "acknowledged")
+            ]
         at_messages = httpx.get(
             at.url + "/messages", headers={"authorization": f"Bearer {at.api_token}"}, timeout=10
         ).json()["messages"]

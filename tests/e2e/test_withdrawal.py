@@ -115,7 +115,8 @@ def test_withdrawal_reaches_every_party_and_their_nodes_restrict_the_data(
         sent_referral = send(at, "referral", T.REFERRAL, SENDER, RECIPIENT, referral)
         send(ng, "referral-response", T.REFERRAL_RESPONSE, RECIPIENT, SENDER, {"accepted": True})
         assessment = {"risk_level": "low", "recommendation": "return", "assessed_at": utc(now)}
-        send(ng, "risk-assessment", T.RISK_ASSESSMENT, RECIPIENT, SENDER, assessment)
+        assessed = send(ng, "risk-assessment", T.RISK_ASSESSMENT, RECIPIENT, SENDER, assessment)
+        demo.wait_acknowledged(cluster, assessed["message_id"], ng)  # now it counts
         plan = {
             "receiving_org": SHELTER,
             "planned_arrival": utc(now + timedelta(days=5)),

@@ -190,6 +190,14 @@ async def case_up_to_the_return_plan(world: World) -> Held:
     assessed = message(T.RISK_ASSESSMENT, NG, AT, assessment, c)
     to_at.append((await sent(world, world.ng, "risk-assessment", assessed))["message_id"])
     await received(world.at, to_at[1])
+    # A return counts the assessment once AT's node acknowledged it at the broker, which its
+    # puller does just after storing it.
+    status = ""
+    async for _ in polling():
+        status = (await world.broker.status(to_at[1], AT)).json()["status"]
+        if status == "acknowledged":
+            break
+    assert status == "acknowledged"
     arrival = now + timedelta(days=6)
     plan = {
         "receiving_org": SHELTER.participant,

@@ -100,6 +100,7 @@ def create_app(
                 sessions=session_factory(engine),
                 signing_key=keys.signing,
                 retired_keys=keys.retired,
+                next_key=keys.next,
                 metrics=metrics,
             )
             app.state.broker = state

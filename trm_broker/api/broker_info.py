@@ -37,9 +37,21 @@ class RetiredKeyOut(BaseModel):
     )
 
 
+class NextKeyOut(BaseModel):
+    kid: str
+    alg: str = "Ed25519"
+    public: str
+
+
 class BrokerOut(BaseModel):
     version: str
     signing_key: dict[str, str]
+    next_key: NextKeyOut | None = Field(
+        None,
+        description="The key prepared for the broker's next rotation: it signs nothing yet. "
+        "Nodes that pin the broker's keys pin it beside the current one before the "
+        "rotation (after checking it out of band).",
+    )
     retired_keys: list[RetiredKeyOut] = Field(
         default_factory=list,
         description="Keys the broker signed with before its current one (public halves).",
@@ -53,6 +65,9 @@ async def broker_info(state: State) -> BrokerOut:
     return BrokerOut(
         version=__version__,
         signing_key={"kid": key.kid, "alg": "Ed25519", "public": key.public_b64},
+        next_key=NextKeyOut(kid=state.next_key.kid, public=state.next_key.public_b64)
+        if state.next_key is not None
+        else None,
         retired_keys=[
             RetiredKeyOut(kid=r.kid, public=r.public_b64, retired_at=r.retired_at)
             for r in state.retired_keys

@@ -31,6 +31,8 @@ class BrokerState:
     sessions: async_sessionmaker[AsyncSession]
     signing_key: SigningKey
     retired_keys: tuple[RetiredKey, ...] = ()
+    #: The key prepared for the next rotation (published, signing nothing yet).
+    next_key: SigningKey | None = None
     metrics: BrokerMetrics = field(default_factory=BrokerMetrics)
     extras: dict[str, Any] = field(default_factory=dict)
     rate_limits: RateLimits = field(init=False)

@@ -73,10 +73,19 @@ def keys_rotate_broker(
     key_file: Annotated[
         Path | None, typer.Option(help="The broker's key file; default TRM_BROKER_KEY_FILE.")
     ] = None,
+    prepare: Annotated[
+        bool,
+        typer.Option(
+            "--prepare",
+            help="Only prepare the next key (published at GET /v1/broker, signing nothing "
+            "yet), for the nodes that pin the broker's keys to pin before the rotation.",
+        ),
+    ] = False,
 ) -> None:
-    """Give the broker a new signing key. The old key's public half stays in the file as
-    retired, so its receipts and checkpoints stay verifiable; restart every broker and
-    worker that reads the file (see docs/operations.md, "Rotating the broker's key")."""
+    """Give the broker a new signing key: the one prepared with `--prepare`, if any. The old
+    key's public half stays in the file as retired, so its receipts and checkpoints stay
+    verifiable; restart every broker and worker that reads the file (see
+    docs/operations.md, "Rotating the broker's key")."""
     from datetime import UTC, datetime
 
     from trm_broker.crypto import broker_keys
@@ -88,8 +97,16 @@ def keys_rotate_broker(
     if not path.exists():
         typer.echo(f"trm-broker: {path} does not exist (TRM_BROKER_KEY_FILE)", err=True)
         raise typer.Exit(2)
-    before, after = broker_keys.rotate(path, datetime.now(UTC))
     origin = settings.ledger_origin
+    if prepare:
+        prepared = broker_keys.prepare(path)
+        following = prepared.next or prepared.signing  # prepare() always leaves one
+        public = load_ed25519_public(following.public_b64)
+        typer.echo(f"prepared {following.kid}; the broker still signs with {prepared.signing.kid}")
+        typer.echo(f"pin it at the nodes: {following.kid}={following.public_b64}")
+        typer.echo(f"next ledger verifier key: {NoteVerifier.of(origin, public).vkey()}")
+        return
+    before, after = broker_keys.rotate(path, datetime.now(UTC))
     typer.echo(f"retired {before.signing.kid}; the broker now signs with {after.signing.kid}")
     for label, keys in (("new", after), ("old", before)):
         public = load_ed25519_public(keys.signing.public_b64)

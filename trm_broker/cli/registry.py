@@ -16,7 +16,14 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from trm_broker.cli.signed_call import BrokerUrl, OperatorKey, fail, print_json, signed_call
+from trm_broker.cli.signed_call import (
+    BrokerUrl,
+    OperatorKey,
+    fail,
+    operator_keys,
+    print_json,
+    signed_call,
+)
 from trm_broker.settings_explained import settings_or_exit
 
 operator_app = typer.Typer(help="The broker's operator.", no_args_is_help=True)
@@ -99,14 +106,24 @@ def participants_add(
     operator_key: OperatorKey = None,
     broker_url: BrokerUrl = None,
 ) -> None:
-    """Register a participant (a registry change signed with the operator key)."""
+    """Register a participant (a registry change signed with the operator key, with the
+    operator's statement of each key, which nodes that pin the operator's keys check)."""
+    from trm_broker.crypto import key_statements
+
     public = _read_public(public_keys)
+    operator = operator_keys(operator_key)
     body: dict[str, Any] = {
         "id": public["participant"],
         "kind": kind,
         "country": country,
         "keys": public["keys"],
     }
+    try:
+        body["statements"] = key_statements.for_key_set(
+            operator.signing, public["participant"], public["keys"], datetime.now(UTC)
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise fail(f"{public_keys} is not the output of `trm-broker keys new`") from exc
     if inbox_url:
         body["inbox_url"] = inbox_url
     print_json(
@@ -157,10 +174,24 @@ def participants_rotate(
     """Add a participant's new signing or encryption key; the old one ends after the overlap."""
     if use not in ("sig", "enc"):
         raise fail("--use is sig or enc")
+    from trm_broker.crypto import key_statements
+
     public = _read_public(public_keys)
+    operator = operator_keys(operator_key)
     new = public["keys"]["signing" if use == "sig" else "encryption"]
-    body = {"use": use, "alg": new["alg"], "public": new["public"], "kid": new["kid"]}
+    body: dict[str, Any] = {
+        "use": use,
+        "alg": new["alg"],
+        "public": new["public"],
+        "kid": new["kid"],
+    }
     body["overlap_seconds"] = overlap_seconds
+    try:
+        body["statement"] = key_statements.sign(
+            operator.signing, participant, body, datetime.now(UTC)
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise fail(f"{public_keys} is not the output of `trm-broker keys new`") from exc
     path = f"/v1/participants/{participant}/keys"
     print_json(asyncio.run(signed_call("POST", path, operator_key, broker_url, json=body)))
 

@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import typer
 
 from trm_broker.settings_explained import settings_or_exit
+
+if TYPE_CHECKING:
+    from trm_broker.crypto.keys import KeySet
 
 OperatorKey = Annotated[
     Path | None,
@@ -28,18 +31,24 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def operator_keys(operator_key: Path | None) -> KeySet:
+    """The operator's key set: ``--operator-key``, or TRM_OPERATOR_KEY_FILE."""
+    from trm_broker.crypto.keys import KeySet
+
+    key_path = operator_key or settings_or_exit().operator_key_file
+    try:
+        return KeySet.read(key_path)
+    except (OSError, ValueError) as exc:
+        raise fail(f"cannot read the operator key file {key_path}") from exc
+
+
 async def signed_call(
     method: str, path: str, operator_key: Path | None, broker_url: str | None, **kwargs: Any
 ) -> Any:
-    from trm_broker.crypto.keys import KeySet
     from trm_broker.web.signed_requests import SignedRequests
 
     settings = settings_or_exit()
-    key_path = operator_key or settings.operator_key_file
-    try:
-        operator = KeySet.read(key_path)
-    except (OSError, ValueError) as exc:
-        raise fail(f"cannot read the operator key file {key_path}") from exc
+    operator = operator_keys(operator_key)
     base = (broker_url or settings.broker_url).rstrip("/")
     async with httpx.AsyncClient(timeout=15, follow_redirects=False) as http:
         try:

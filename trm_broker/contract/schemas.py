@@ -17,7 +17,7 @@ from trm_broker.domain.envelope import Envelope
 from trm_broker.domain.ledger_entries import ENTRY, ENTRY_MODELS
 from trm_broker.domain.messages import HEADER_MODELS
 from trm_broker.domain.payloads import PAYLOAD_MODELS, PAYLOAD_VERSION
-from trm_broker.domain.signed_objects import AckClaims, ReceiptClaims
+from trm_broker.domain.signed_objects import AckClaims, KeyStatementClaims, ReceiptClaims
 from trm_broker.settings import Settings
 
 CONTRACTS_DIR = Path(__file__).resolve().parents[2] / "contracts"
@@ -45,6 +45,7 @@ def render() -> dict[str, str]:
         "schemas/envelope.v1.json": _schema(Envelope, "envelope"),
         "schemas/receipt.v1.json": _schema(ReceiptClaims, "receipt"),
         "schemas/acknowledgement.v1.json": _schema(AckClaims, "acknowledgement"),
+        "schemas/key-statement.v1.json": _schema(KeyStatementClaims, "key-statement"),
     }
     for message_type, model in HEADER_MODELS.items():
         name = f"header-{message_type.value}"

@@ -1,10 +1,13 @@
-"""The broker's own keys: the current Ed25519 key (receipts, pushes, checkpoints) and the
-public halves of the keys it retired, so what they signed stays verifiable.
+"""The broker's own keys: the current Ed25519 key (receipts, pushes, checkpoints), the
+public halves of the keys it retired, so what they signed stays verifiable, and the next key,
+once one is prepared.
 
 The key document is a JSON file (``TRM_BROKER_KEY_FILE``, mode 0600, created on first
-start) or the same JSON in ``TRM_BROKER_KEY``. Rotation (:func:`rotate`) writes a new
-current key and moves the old one's public half, with the time it was retired, to
-``retired``; its private half is gone.
+start) or the same JSON in ``TRM_BROKER_KEY``. Rotation (:func:`rotate`) makes the prepared
+next key current (or a new one, if none was prepared) and moves the old one's public half,
+with the time it was retired, to ``retired``; its private half is gone. A next key is
+prepared (:func:`prepare`) ahead of a rotation, so that the nodes pinning the broker's keys
+can pin it before it signs anything (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -33,26 +36,37 @@ class RetiredKey:
         return {"kid": self.kid, "alg": "Ed25519", "public": self.public_b64, "retired_at": at}
 
 
+def _private(key: SigningKey) -> dict[str, str]:
+    return {
+        "kid": key.kid,
+        "alg": "Ed25519",
+        "public": key.public_b64,
+        "private": key.seed_b64(),
+    }
+
+
 @dataclass(frozen=True)
 class BrokerKeys:
     signing: SigningKey
     retired: tuple[RetiredKey, ...] = ()
+    #: Prepared for the next rotation: published, but signing nothing yet.
+    next: SigningKey | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "signing": {
-                "kid": self.signing.kid,
-                "alg": "Ed25519",
-                "public": self.signing.public_b64,
-                "private": self.signing.seed_b64(),
-            },
+        document: dict[str, Any] = {
+            "signing": _private(self.signing),
             "retired": [key.to_json() for key in self.retired],
         }
+        if self.next is not None:
+            document["next"] = _private(self.next)
+        return document
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> BrokerKeys:
         try:
             signing = SigningKey.from_seed(data["signing"]["private"])
+            prepared = data.get("next")
+            following = SigningKey.from_seed(prepared["private"]) if prepared else None
             retired = tuple(
                 RetiredKey(
                     kid=str(item["kid"]),
@@ -63,7 +77,7 @@ class BrokerKeys:
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise MalformedError(f"{where} is not a broker key document") from exc
-        return cls(signing, retired)
+        return cls(signing, retired, following)
 
 
 def read(path: Path) -> BrokerKeys:
@@ -99,13 +113,24 @@ def load(path: Path, document: str | None = None, *, create: bool = False) -> Br
 
 
 def rotate(path: Path, now: datetime) -> tuple[BrokerKeys, BrokerKeys]:
-    """Replace the current key by a new one; return (before, after). The file is replaced
-    atomically; restart every broker and worker that reads it."""
+    """Replace the current key by the prepared next one, or by a new one if none was
+    prepared; return (before, after). The file is replaced atomically; restart every broker
+    and worker that reads it."""
     before = read(path)
     retired = RetiredKey(before.signing.kid, before.signing.public_b64, now)
-    after = BrokerKeys(SigningKey.generate(), (*before.retired, retired))
+    after = BrokerKeys(before.next or SigningKey.generate(), (*before.retired, retired))
     _write(path, after, exclusive=False)
     return before, after
+
+
+def prepare(path: Path) -> BrokerKeys:
+    """Add a next key to the document, unless one is prepared already; return the document.
+    The current key goes on signing: the next one signs from the next :func:`rotate`."""
+    keys = read(path)
+    if keys.next is None:
+        keys = BrokerKeys(keys.signing, keys.retired, SigningKey.generate())
+        _write(path, keys, exclusive=False)
+    return keys
 
 
 def _write(path: Path, keys: BrokerKeys, *, exclusive: bool) -> None:

@@ -43,6 +43,9 @@ class Code(StrEnum):
     SEAL_DOES_NOT_OPEN = "seal-does-not-open"
     #: A signed request's nonce was already spent: a replay.
     REPLAYED = "replayed"
+    #: The key is in the broker's registry, but no statement signed by an operator key the
+    #: node pins says it is the participant's (a key written straight into the database).
+    KEY_NOT_PROVEN = "key-not-proven"
 
 
 class CryptoError(Exception):

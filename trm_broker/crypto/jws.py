@@ -1,8 +1,8 @@
 """JWS in flattened JSON serialisation (RFC 7515 §7.2.2) with EdDSA over Ed25519 (RFC 8037).
 
-Every signed object of the exchange is one of these: envelopes, receipts and
-acknowledgements. The protected header names the key (``kid``) and the object kind
-(``typ``), so a receipt can never be replayed as an envelope.
+Every signed object of the exchange is one of these: envelopes, receipts,
+acknowledgements and the operator's key statements. The protected header names the key
+(``kid``) and the object kind (``typ``), so a receipt can never be replayed as an envelope.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from trm_broker.crypto.keys import SigningKey
 TYP_ENVELOPE = "trm-envelope+jws"
 TYP_RECEIPT = "trm-receipt+jws"
 TYP_ACK = "trm-ack+jws"
+TYP_KEY_STATEMENT = "trm-key+jws"
 
 _MEMBERS = {"protected", "payload", "signature"}
 

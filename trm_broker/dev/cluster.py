@@ -15,7 +15,9 @@ from types import TracebackType
 
 import httpx
 
+from trm_broker.crypto import broker_keys
 from trm_broker.crypto.keys import KeySet
+from trm_broker.node.trust import pin_entry
 
 
 def free_port() -> int:
@@ -64,8 +66,18 @@ class Process:
 @dataclass
 class Node:
     process: Process
+    #: The administrator's token (TRM_NODE_API_TOKEN): every organisation the node serves.
     api_token: str
     keysets: list[KeySet]
+    #: A case worker's token per organisation served (`trm-broker node users add`).
+    user_tokens: dict[str, str] = field(default_factory=dict)
+
+    def token_for(self, organisation: str | None) -> str:
+        """The token of ``organisation``'s case worker (``None``: the node's only
+        organisation's); the administrator's otherwise."""
+        if organisation is None and len(self.user_tokens) == 1:
+            return next(iter(self.user_tokens.values()))
+        return self.user_tokens.get(organisation or "", self.api_token)
 
     @property
     def url(self) -> str:
@@ -267,9 +279,50 @@ class LocalCluster:
             TRM_NODE_BROKER_URL=self.broker.url,
             TRM_NODE_KEY_FILES=",".join(str(self.workdir / f"{p}.keys.json") for p in participants),
             TRM_NODE_API_TOKEN=token,
+            **self.node_pins(),
         )
+        user_tokens = {p: self._case_worker(p, env) for p in participants}
         process = self._spawn(name, "TRM_NODE_PORT", ["node", "serve"], env)
-        return Node(process, token, keysets)
+        return Node(process, token, keysets, user_tokens)
+
+    def _case_worker(self, organisation: str, env: dict[str, str]) -> str:
+        """A case worker of ``organisation`` at its node, made with the command an
+        administrator uses; their token (printed once, alone on stdout)."""
+        made = subprocess.run(
+            self._cli(
+                "node",
+                "users",
+                "add",
+                f"case-worker@{organisation}",
+                "--organisation",
+                organisation,
+                "--role",
+                "case_worker",
+            ),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if made.returncode != 0:
+            raise RuntimeError(f"users add failed for {organisation}: {made.stderr[-2000:]}")
+        return made.stdout.strip()
+
+    def node_pins(self) -> dict[str, str]:
+        """The nodes pin what the cluster knows first-hand, as a real deployment should
+        (docs/node.md): the broker's keys from its key file (current and next), and the
+        operator's key once `operator init` made it, unless ``extra_env`` pins others."""
+        pins: dict[str, str] = {}
+        key_file = self.workdir / "broker-key.json"
+        if key_file.exists():
+            keys = broker_keys.read(key_file)
+            pinned = [keys.signing] if keys.next is None else [keys.signing, keys.next]
+            pins["TRM_NODE_BROKER_KEYS"] = ",".join(pin_entry(k.kid, k.public_b64) for k in pinned)
+        if self.operator is not None:
+            signing = self.operator.signing
+            pins["TRM_NODE_OPERATOR_KEYS"] = pin_entry(signing.kid, signing.public_b64)
+        return {k: v for k, v in pins.items() if k not in self.extra_env}
 
     def restart_node(self, node: Node) -> Node:
         """Start a stopped node again on its port and database: its registered inbox URL

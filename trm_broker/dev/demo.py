@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import httpx
 
 from trm_broker.cli.ledger import verify
+from trm_broker.crypto import key_statements
 from trm_broker.crypto.keys import KeySet
 from trm_broker.dev.cluster import LocalCluster, Node, Process
 from trm_broker.dev.demo_case import (
@@ -50,6 +51,14 @@ def _broker_of(cluster: LocalCluster) -> Process:
     return cluster.broker
 
 
+def stated(operator: KeySet, keyset: KeySet) -> list[dict[str, str]]:
+    """The operator's statements of a key set's two keys, sent with its registration: the
+    demo's nodes pin the operator's key and believe no key without one."""
+    return key_statements.for_key_set(
+        operator.signing, keyset.participant, keyset.public(), datetime.now(UTC)
+    )
+
+
 def register(
     cluster: LocalCluster, node: Node, country: str, kinds: dict[str, str] | None = None
 ) -> None:
@@ -67,6 +76,7 @@ def register(
                 "country": country,
                 "inbox_url": node.inbox_url,
                 "keys": keyset.public(),
+                "statements": stated(cluster.operator, keyset),
             },
             auth=SignedRequests(cluster.operator.signing),
             timeout=10,
@@ -82,7 +92,13 @@ def register_auditor(cluster: LocalCluster, participant: str, country: str) -> P
     keyset = KeySet.generate(participant)
     path = cluster.workdir / f"{participant}.keys.json"
     keyset.write(path)
-    body = {"id": participant, "kind": "auditor", "country": country, "keys": keyset.public()}
+    body = {
+        "id": participant,
+        "kind": "auditor",
+        "country": country,
+        "keys": keyset.public(),
+        "statements": stated(cluster.operator, keyset),
+    }
     response = httpx.post(
         broker.url + "/v1/participants",
         json=body,
@@ -177,6 +193,15 @@ def run(echo: Callable[[str], None] = print) -> None:
         ng = cluster.start_node("node-ng", [RECIPIENT, SHELTER])
         echo(f"  node Austria      {at.url}  serves {SENDER}")
         echo(f"  node Nigeria      {ng.url}  serves {RECIPIENT}, {SHELTER}")
+        for node in (at, ng):  # as a real deployment should (docs/node.md)
+            trust = httpx.get(node.url + "/healthz", timeout=5).json()
+            if (trust.get("broker_keys"), trust.get("registry_keys")) != (
+                "pinned",
+                "operator-signed",
+            ):
+                raise RuntimeError(f"the node at {node.url} does not pin the broker's keys")
+        echo("  pins              both nodes pin the broker's key and the operator's: they")
+        echo("                    believe no receipt, push or registry key those do not back")
         register(cluster, at, "AT")
         register(cluster, ng, "NG", kinds={SHELTER: "receiving_org"})
         auditor_key = register_auditor(cluster, AUDITOR, "AT")

@@ -59,7 +59,8 @@ def _post(node: Node, path: str, body: dict[str, Any]) -> httpx.Response:
     return httpx.post(
         node.url + path,
         json=body,
-        headers={"authorization": f"Bearer {node.api_token}"},
+        # The sending organisation's own case worker (the shelter's for its steps).
+        headers={"authorization": f"Bearer {node.token_for(body.get('sender'))}"},
         timeout=15,
     )
 

@@ -1,7 +1,8 @@
-"""The claims of the broker's receipt and of a recipient's acknowledgement (docs/design.md §5).
+"""The claims of the broker's receipt, of a recipient's acknowledgement (docs/design.md §5)
+and of an operator's key statement (§4).
 
-Both travel as JWS (flattened JSON, EdDSA) over their RFC 8785 canonical JSON; the
-``typ`` header is ``trm-receipt+jws`` or ``trm-ack+jws``.
+Each travels as JWS (flattened JSON, EdDSA) over its RFC 8785 canonical JSON; the ``typ``
+header is ``trm-receipt+jws``, ``trm-ack+jws`` or ``trm-key+jws``.
 """
 
 from __future__ import annotations
@@ -95,3 +96,23 @@ class AckClaims(BaseModel):
         return self.model_dump(
             mode="json", exclude=None if self.status == "rejected" else {"reasons", "code"}
         )
+
+
+class KeyStatementClaims(BaseModel):
+    """Signed by an operator's signing key when it registers a participant's key or adds one
+    (docs/design.md §4): this key is this participant's. A node believes a registry key only
+    if a statement by an operator key it pins says so, so a key written straight into the
+    broker's database is not believed (docs/security.md)."""
+
+    model_config = ConfigDict(extra="forbid", title="Key statement")
+    v: Literal[1]
+    participant: str = Field(pattern=PARTICIPANT_ID_PATTERN)
+    kid: str = Field(pattern=r"^[A-Za-z0-9_-]{43}$", description="The key's RFC 7638 thumbprint.")
+    use: Literal["sig", "enc"]
+    alg: Literal["Ed25519", "X25519", "MLKEM768-X25519"]
+    public: str = Field(
+        pattern=r"^[A-Za-z0-9_-]+$",
+        max_length=2048,
+        description="The public key, unpadded base64url, exactly as the registry lists it.",
+    )
+    stated_at: str = Field(description="RFC 3339 UTC time the operator signed it.")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,7 +11,7 @@ from typing import Annotated, Any
 
 import httpx
 import structlog
-from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -22,7 +21,8 @@ from trm_broker.domain.envelope import CASE_REF_PATTERN
 from trm_broker.domain.ids import UUID7_PATTERN
 from trm_broker.domain.messages import MessageType
 from trm_broker.logs import bind_ids
-from trm_broker.node import inbox, outbox, outbox_calls, store, withdrawals
+from trm_broker.node import access_api, inbox, outbox, outbox_calls, store, withdrawals
+from trm_broker.node.access import CaseWorker, Reader, check_at_start
 from trm_broker.node.auth import broker_signed_body
 from trm_broker.node.broker_client import BrokerClient, BrokerError
 from trm_broker.node.idempotency import IdempotencyKey
@@ -58,11 +58,12 @@ from trm_broker.node.schemas import (
 )
 from trm_broker.node.sending import choose_sender, refused, typed_message
 from trm_broker.node.store import OutboxState
+from trm_broker.node.trust import NodeTrust, load_trust
 from trm_broker.node.withdrawals import WithdrawalWatch
 from trm_broker.settings import Settings
 from trm_broker.store.database import create_engine, session_factory
 from trm_broker.web import limits, middleware, problems
-from trm_broker.web.problems import NotConfigured, NotFound, Unauthenticated
+from trm_broker.web.problems import NotFound
 from trm_broker.web.query import MAX_CURSOR, ConsentId
 
 log = structlog.get_logger("trm_broker.node")
@@ -93,19 +94,6 @@ async def db_session(state: State) -> AsyncIterator[AsyncSession]:
 Session = Annotated[AsyncSession, Depends(db_session)]
 
 
-def case_worker(state: State, authorization: Annotated[str | None, Header()] = None) -> None:
-    """The local API hands out decrypted case data: it needs TRM_NODE_API_TOKEN."""
-    configured = state.settings.node_api_token
-    if configured is None:
-        raise NotConfigured("The local API is disabled: set TRM_NODE_API_TOKEN on the node.")
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        token.encode(), configured.get_secret_value().encode()
-    ):
-        raise Unauthenticated("Send the node's API token as `Authorization: Bearer <token>`.")
-
-
-CaseWorker = Annotated[None, Depends(case_worker)]
 CaseRef = Annotated[
     str, Path(pattern=CASE_REF_PATTERN, description="The case's pseudonymous reference.")
 ]
@@ -156,9 +144,12 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         keys = load_keyring(settings)
+        trust = load_trust(settings)
+        trust.log_at_start()
+        check_at_start(settings, keys)
         engine = create_engine(settings.node_database_url)
         await store.create_schema(engine)
-        broker = BrokerClient(settings.node_broker_url, broker_http)
+        broker = BrokerClient(settings.node_broker_url, broker_http, trust=trust)
         sessions = session_factory(engine)
         sender = OutboxSender(
             sessions,
@@ -170,6 +161,7 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
         sending = Sending(settings, sessions, keys, broker, sender)
         app.state.node = NodeState(settings, sessions, keys, broker, sending)
         sender.start()  # what was queued before a restart goes on at once
+        app.state.trust = trust
         puller = None
         if settings.node_pull:  # the broker cannot reach this node: fetch instead
             puller = InboxPuller(sessions, keys, broker, wait=settings.node_pull_wait_seconds)
@@ -197,10 +189,14 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
     problems.install(app)
     limits.install(app, settings)
     middleware.install(app)
+    access_api.install(app, settings)  # who calls, as which organisation; the audit log
 
     @app.get("/healthz", tags=["health"])
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz(request: Request) -> dict[str, str]:
+        """Alive; and what the node trusts: `broker_keys` `pinned` or `first-use`,
+        `registry_keys` `operator-signed` or `as-served` (docs/node.md)."""
+        trust: NodeTrust | None = getattr(request.app.state, "trust", None)
+        return {"status": "ok", **(trust.status() if trust is not None else {})}
 
     @app.post("/inbox", tags=["inbox"], response_model=AckOut, openapi_extra=PUSH_BODY)
     async def receive(
@@ -222,14 +218,14 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
     async def received(
         state: State,
         session: Session,
-        _: CaseWorker,
+        principal: Reader,
         after: Annotated[
             int | None, Query(ge=0, le=MAX_CURSOR, description="The last seq already read.")
         ] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> ReceivedList:
         """Messages received for this node's participants, decrypted, in arrival order."""
-        rows = await store.list_received(session, limit, after)
+        rows = await store.list_received(session, limit, after, principal.participants(state.keys))
         retention = state.settings.node_withdrawn_retention
         return ReceivedList(
             messages=[
@@ -262,7 +258,7 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
         request: Request,
         state: State,
         session: Session,
-        _: CaseWorker,
+        principal: CaseWorker,
         prefer: Prefer = None,
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
@@ -276,6 +272,7 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
         return await outbox_calls.send(
             state.sending,
             session,
+            principal,
             body,
             request,
             route="POST /messages",
@@ -285,10 +282,13 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
 
     @app.get("/outbox", response_model=OutboxList, tags=["case workers"])
     async def outbox_list(
+        state: State,
         session: Session,
-        _: CaseWorker,
+        principal: Reader,
         case_ref: Annotated[str | None, Query(pattern=CASE_REF_PATTERN)] = None,
-        state: OutboxStateName | None = None,
+        in_state: Annotated[
+            OutboxStateName | None, Query(alias="state", description="Only those in it.")
+        ] = None,
         after: Annotated[
             int | None, Query(ge=0, le=MAX_CURSOR, description="The last seq already read.")
         ] = None,
@@ -298,18 +298,21 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
         state: `queued`, `receipted` or `refused` (and what to fix)."""
         rows = await outbox.listed(
             session,
+            principal.participants(state.keys),
             case_ref=case_ref,
-            state=OutboxState(state) if state is not None else None,
+            state=OutboxState(in_state) if in_state is not None else None,
             after=after,
             limit=limit,
         )
         return OutboxList(messages=[await outbox.view(session, row) for row in rows])
 
     @app.get("/outbox/{message_id}", response_model=OutboxOut, tags=["case workers"])
-    async def outbox_message(message_id: MessageId, session: Session, _: CaseWorker) -> OutboxOut:
+    async def outbox_message(
+        message_id: MessageId, state: State, session: Session, principal: Reader
+    ) -> OutboxOut:
         """One message this node sent or is sending, and where it stands."""
         row = await outbox.get(session, message_id)
-        if row is None:
+        if row is None or row.sender not in principal.participants(state.keys):
             raise NotFound("No message of that id was sent through this node.")
         return await outbox.view(session, row)
 
@@ -319,20 +322,21 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
         request: Request,
         state: State,
         session: Session,
-        _: CaseWorker,
+        principal: CaseWorker,
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
         """Register a consent at the broker, signed by the sending focal point (§7). The
         signed form stays here; only its digest travels."""
-        sender = choose_sender(state.keys, body.sender)
+        keys = principal.keyring(state.keys)
+        sender = choose_sender(keys, body.sender)
 
         async def register() -> dict[str, Any]:
-            signer = state.keys.current[sender].signing
-            return await state.broker.register_consent(signer, body.consent)
+            return await state.broker.register_consent(keys.current[sender].signing, body.consent)
 
         return await outbox_calls.once(
             state.sending,
             session,
+            principal,
             request,
             route="POST /consents",
             key=idempotency_key,
@@ -346,12 +350,13 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
         request: Request,
         state: State,
         session: Session,
-        _: CaseWorker,
+        principal: CaseWorker,
         sender: str | None = None,
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
         """Withdraw a consent at once (§7); what this node received under it is restricted."""
-        signer = state.keys.current[choose_sender(state.keys, sender)].signing
+        keys = principal.keyring(state.keys)
+        signer = keys.current[choose_sender(keys, sender)].signing
 
         async def withdraw() -> dict[str, Any]:
             consent = await state.broker.withdraw_consent(signer, consent_id)
@@ -361,6 +366,7 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
         return await outbox_calls.once(
             state.sending,
             session,
+            principal,
             request,
             route="POST /consents/{consent_id}/withdraw",
             key=idempotency_key,
@@ -370,10 +376,11 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
 
     @app.get("/cases/{case_ref}", tags=["case workers"])
     async def case_at_broker(
-        case_ref: CaseRef, state: State, _: CaseWorker, reader: str | None = None
+        case_ref: CaseRef, state: State, principal: Reader, reader: str | None = None
     ) -> dict[str, Any]:
         """The case's workflow state and timeline at the broker (metadata only)."""
-        signer = state.keys.current[choose_sender(state.keys, reader)].signing
+        keys = principal.keyring(state.keys)
+        signer = keys.current[choose_sender(keys, reader)].signing
         try:
             return await state.broker.case(signer, case_ref)
         except BrokerError as exc:
@@ -472,7 +479,6 @@ CASE_CALLS = (
 
 def _add_case_call(app: FastAPI, call: CaseCall) -> None:
     plan = call.message_type is MessageType.RETURN_PREPARATION
-
     path = f"/cases/{{case_ref}}/{call.path}"
 
     async def endpoint(
@@ -481,7 +487,7 @@ def _add_case_call(app: FastAPI, call: CaseCall) -> None:
         request: Request,
         state: State,
         session: Session,
-        _: CaseWorker,
+        principal: CaseWorker,
         prefer: Prefer = None,
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
@@ -490,6 +496,7 @@ def _add_case_call(app: FastAPI, call: CaseCall) -> None:
         return await outbox_calls.send(
             state.sending,
             session,
+            principal,
             message,
             request,
             route="POST " + path,

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from trm_broker.crypto import envelopes
-from trm_broker.crypto.errors import CryptoError, VerificationError
+from trm_broker.crypto.errors import Code, CryptoError, VerificationError
 from trm_broker.crypto.keys import SigningKey, load_ed25519_public
+from trm_broker.node.trust import NodeTrust
 from trm_broker.web.signed_requests import SignedRequests
+
+log = structlog.get_logger("trm_broker.node")
 
 
 class BrokerError(Exception):
@@ -68,19 +72,30 @@ class RegisteredKey:
 
 @dataclass(frozen=True)
 class Registry:
-    """A snapshot of `GET /v1/participants`."""
+    """A snapshot of `GET /v1/participants`; ``unproven`` names the keys the node does not
+    believe (no statement by a pinned operator key, node/trust.py), with why."""
 
     participants: dict[str, dict[str, Any]]
     keys: dict[str, RegisteredKey]
+    unproven: dict[str, str] = field(default_factory=dict)
 
     def encryption_key(self, participant: str, now: datetime) -> RegisteredKey | None:
-        """The participant's current encryption key: usable, newest first (docs/design.md §4)."""
-        usable = [
+        """The participant's current encryption key: usable, believed, newest first
+        (docs/design.md §4)."""
+        usable = [k for k in self._usable_enc(participant, now) if k.kid not in self.unproven]
+        return max(usable, key=lambda k: k.valid_from, default=None)
+
+    def unproven_encryption_keys(self, participant: str, now: datetime) -> list[RegisteredKey]:
+        """The participant's usable encryption keys the node does not believe, newest first."""
+        unproven = [k for k in self._usable_enc(participant, now) if k.kid in self.unproven]
+        return sorted(unproven, key=lambda k: k.valid_from, reverse=True)
+
+    def _usable_enc(self, participant: str, now: datetime) -> list[RegisteredKey]:
+        return [
             k
             for k in self.keys.values()
             if k.participant == participant and k.use == "enc" and k.usable(now)
         ]
-        return max(usable, key=lambda k: k.valid_from, default=None)
 
 
 @dataclass(frozen=True)
@@ -114,6 +129,8 @@ class InboxPage:
 PUSH_GRACE = timedelta(hours=1)
 #: An unknown broker kid makes the node read `GET /v1/broker` again, at most this often.
 _BROKER_KEYS_REFRESH = 30.0
+#: With the broker's keys pinned, a pinned kid not known yet: at most this often.
+_PINNED_KEYS_REFRESH = 1.0
 
 
 @dataclass(frozen=True)
@@ -134,9 +151,17 @@ class BrokerKey:
 
 
 class BrokerClient:
+    """``trust``: the node's pins of the broker's and the operator's keys (node/trust.py);
+    without, both are trusted on first use."""
+
     def __init__(
-        self, base_url: str, http: httpx.AsyncClient | None = None, registry_ttl: float = 60.0
+        self,
+        base_url: str,
+        http: httpx.AsyncClient | None = None,
+        registry_ttl: float = 60.0,
+        trust: NodeTrust | None = None,
     ) -> None:
+        self._trust = trust or NodeTrust()
         self._base = base_url.rstrip("/")
         self._http = http or httpx.AsyncClient(timeout=15.0, follow_redirects=False)
         self._owns_http = http is None
@@ -173,14 +198,23 @@ class BrokerClient:
 
     async def broker_key(self, kid: str) -> BrokerKey | None:
         """The broker's signing key ``kid``, current or retired; ``None`` if the broker does
-        not name it. Read from `GET /v1/broker` on first use (trust on first use), and again
-        when a kid is unknown, at most every 30 s: after a rotation, the new key."""
+        not name it, or the node pins the broker's keys and not this one. Read from
+        `GET /v1/broker` on first use, and again when a kid is unknown, at most every 30 s:
+        after a rotation, the new key (if pinned)."""
+        if not self._trust.may_be_broker_key(kid):
+            log.warning("broker_key_not_pinned", kid=kid)
+            return None
         known = self._broker_keys or {}
-        stale = time.monotonic() - self._broker_keys_at > _BROKER_KEYS_REFRESH
+        # A pinned kid not served yet is the next key, after a rotation: read again soon.
+        # (Pinned, the kids that can cause a read are few; unpinned, any kid can.)
+        every = (
+            _PINNED_KEYS_REFRESH if self._trust.broker_keys is not None else _BROKER_KEYS_REFRESH
+        )
+        stale = time.monotonic() - self._broker_keys_at > every
         if kid not in known and (self._broker_keys is None or stale):
             data = _object(await self._call("GET", "/v1/broker"))
             try:
-                keys = _broker_keys(data)
+                keys = _broker_keys(data, self._trust)
             except (KeyError, TypeError, ValueError, CryptoError) as exc:
                 raise BrokerError(502, {"title": "Malformed broker description"}) from exc
             self._broker_keys, self._broker_keys_at = keys, time.monotonic()
@@ -198,9 +232,10 @@ class BrokerClient:
                     for p in data["participants"]
                     for k in p["keys"]
                 }
-            except (KeyError, TypeError, ValueError, CryptoError) as exc:
+                unproven = self._trust.unproven_keys(data["participants"])
+            except (KeyError, TypeError, ValueError, AttributeError, CryptoError) as exc:
                 raise BrokerError(502, {"title": "Malformed registry"}) from exc
-            self._registry = Registry(participants, keys)
+            self._registry = Registry(participants, keys, unproven)
             self._registry_at = time.monotonic()
         return self._registry
 
@@ -209,10 +244,32 @@ class BrokerClient:
         return self._registry
 
     async def registered_key(self, kid: str) -> RegisteredKey | None:
-        """A key by kid, whatever its state; the registry is refreshed once if it is unknown."""
-        key = (await self.registry()).keys.get(kid)
+        """A key by kid, whatever its state; the registry is refreshed once if it is unknown.
+
+        A key the node does not believe (no statement by a pinned operator key) is refused
+        here, for every use (a sender's envelope, a recipient's acknowledgement): a
+        VerificationError with code ``key-not-proven``, logged by ids."""
+        registry = await self.registry()
+        key = registry.keys.get(kid)
         if key is None:
-            key = (await self.registry(refresh=True)).keys.get(kid)
+            registry = await self.registry(refresh=True)
+            key = registry.keys.get(kid)
+        if key is not None and kid in registry.unproven:
+            log.warning(
+                "registry_key_not_proven",
+                participant=key.participant,
+                kid=kid,
+                use=key.use,
+                reason=registry.unproven[kid],
+                action="signature not believed",
+            )
+            raise VerificationError(
+                "The signing key is in the broker's registry, but no statement of the "
+                "operator's key this node pins backs it: the registry may have been tampered "
+                "with. Ask the broker's operator to check it.",
+                code=Code.KEY_NOT_PROVEN,
+                kid=kid,
+            )
         return key
 
     async def submit(
@@ -345,18 +402,24 @@ def _object(response: httpx.Response) -> dict[str, Any]:
     return data
 
 
-def _broker_keys(data: dict[str, Any]) -> dict[str, BrokerKey]:
+def _broker_keys(data: dict[str, Any], trust: NodeTrust) -> dict[str, BrokerKey]:
+    """The keys `GET /v1/broker` serves that the node believes: every one, or the pinned
+    ones only. A current key served but not pinned is logged, by its kid, and never
+    believed: the broker's key was swapped, or rotated to a key not pinned yet."""
     current = data["signing_key"]
-    keys = {current["kid"]: BrokerKey(current["kid"], load_ed25519_public(current["public"]))}
-    for item in data.get("retired_keys", []):
-        keys.setdefault(
-            item["kid"],
-            BrokerKey(
-                item["kid"],
-                load_ed25519_public(item["public"]),
-                datetime.fromisoformat(item["retired_at"]),
-            ),
-        )
+    served = [(current["kid"], current["public"], None)] + [
+        (item["kid"], item["public"], datetime.fromisoformat(item["retired_at"]))
+        for item in data.get("retired_keys", [])
+    ]
+    keys: dict[str, BrokerKey] = {}
+    for kid, public, retired_at in served:
+        key = BrokerKey(kid, load_ed25519_public(public), retired_at)  # checks every one
+        if kid in keys:
+            continue
+        if trust.believes_broker_key(kid, public):
+            keys[kid] = key
+        elif retired_at is None:
+            log.warning("broker_key_not_pinned", kid=kid, current=True)
     return keys
 
 

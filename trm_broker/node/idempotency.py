@@ -2,7 +2,8 @@
 
 A client that sends the header gets, for a retry with the same key, the first answer again:
 its status and body, with ``Idempotent-Replayed: true``, and nothing is done a second time.
-Keys are scoped per caller (the SHA-256 of its credential) and route, and bound to the first
+Keys are scoped per caller (the user, or the administrator's token, and the organisation
+they act for) and route, and bound to the first
 request's fingerprint: the same key with another body or path is refused (422, the draft's
 §2.7). A key is kept ``TRM_NODE_IDEMPOTENCY_KEY_SECONDS`` (a day by default), then forgotten.
 
@@ -103,13 +104,13 @@ class Answer:
         )
 
 
-async def keyed(request: Request, key: str | None, route: str) -> Keyed | None:
-    """The request's key, scope and fingerprint; None without the header."""
+async def keyed(request: Request, key: str | None, route: str, caller: str) -> Keyed | None:
+    """The request's key, scope (``caller``: who is calling, e.g. the user and their
+    organisation) and fingerprint; None without the header."""
     if key is None:
         return None
     if len(key) >= 2 and key.startswith('"') and key.endswith('"'):
         key = key[1:-1]
-    credential = request.headers.get("authorization", "")
     raw = await request.body()
     try:
         body: Any = json.loads(raw) if raw else None
@@ -123,7 +124,7 @@ async def keyed(request: Request, key: str | None, route: str) -> Keyed | None:
     }
     text = json.dumps(what, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return Keyed(
-        caller=hashlib.sha256(credential.encode()).hexdigest(),
+        caller=hashlib.sha256(caller.encode()).hexdigest(),
         route=route,
         key=key,
         fingerprint=hashlib.sha256(text.encode()).hexdigest(),

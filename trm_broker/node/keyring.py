@@ -17,6 +17,8 @@ from trm_broker.crypto.keys import AnyEncryptionKey, KeySet
 class Keyring:
     current: dict[str, KeySet]
     decryption: dict[tuple[str, str], AnyEncryptionKey]
+    #: Participants the node serves whose keys this view leaves out (:meth:`only`).
+    withheld: frozenset[str] = frozenset()
 
     @classmethod
     def from_keysets(cls, keysets: Iterable[KeySet]) -> Keyring:
@@ -45,6 +47,15 @@ class Keyring:
                     "TRM_NODE_KEYS is not a JSON array of key files' contents"
                 ) from exc
         return cls.from_keysets(keysets)
+
+    def only(self, participant: str) -> Keyring:
+        """The keys of ``participant`` alone: what a user of that organisation acts with,
+        so that no call of theirs can sign or open as another the node serves."""
+        return Keyring(
+            {p: k for p, k in self.current.items() if p == participant},
+            {pk: k for pk, k in self.decryption.items() if pk[0] == participant},
+            frozenset(self.current) - {participant},
+        )
 
     def participants(self) -> list[str]:
         return sorted(self.current)

@@ -90,14 +90,20 @@ async def get(session: AsyncSession, message_id: str) -> OutboxMessage | None:
 
 async def listed(
     session: AsyncSession,
+    senders: Sequence[str],
     *,
     case_ref: str | None,
     state: OutboxState | None,
     after: int | None,
     limit: int,
 ) -> Sequence[OutboxMessage]:
-    """The outbox in the order messages were queued, paged by ``seq``."""
-    query = select(OutboxMessage).order_by(OutboxMessage.seq).limit(limit)
+    """What ``senders`` sent or are sending, in the order it was queued, paged by ``seq``."""
+    query = (
+        select(OutboxMessage)
+        .where(OutboxMessage.sender.in_(senders))
+        .order_by(OutboxMessage.seq)
+        .limit(limit)
+    )
     if case_ref is not None:
         query = query.where(OutboxMessage.case_ref == case_ref)
     if state is not None:

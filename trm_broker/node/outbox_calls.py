@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from trm_broker.domain.messages import MessageType
 from trm_broker.node import idempotency, outbox, return_plan, withdrawals
+from trm_broker.node.access import Principal
 from trm_broker.node.broker_client import BrokerClient, BrokerError
 from trm_broker.node.idempotency import Answer, Keyed
 from trm_broker.node.keyring import Keyring
@@ -84,6 +85,7 @@ class Sending:
 async def send(
     sending: Sending,
     session: AsyncSession,
+    principal: Principal,
     message: SendRequest,
     request: Request,
     *,
@@ -92,17 +94,17 @@ async def send(
     prefer: str | None,
     plan: bool = False,
 ) -> JSONResponse:
-    """Queue ``message`` (a return plan: and its second message), answer as the header ask."""
-    keyed = await idempotency.keyed(request, key, route)
+    """Queue ``message`` (a return plan: and its second message), signed with the caller's
+    organisation's keys alone, and answer as the headers ask."""
+    keyed = await idempotency.keyed(request, key, route, _caller(principal))
     if keyed is not None:
         earlier = await idempotency.previous(session, keyed, datetime.now(UTC))
         if earlier is not None:
             return earlier.response(replayed=True)
-    first = await compose_message(sending.keys, sending.broker, message)
+    keys = principal.keyring(sending.keys)
+    first = await compose_message(keys, sending.broker, message)
     on, second = (
-        await return_plan.plan_on(sending.keys, sending.broker, message, first)
-        if plan
-        else (None, None)
+        await return_plan.plan_on(keys, sending.broker, message, first) if plan else (None, None)
     )
     now = datetime.now(UTC)
     session.add(outbox.queued_row(first, now))
@@ -190,6 +192,7 @@ async def current_answer(
 async def once(
     sending: Sending,
     session: AsyncSession,
+    principal: Principal,
     request: Request,
     *,
     route: str,
@@ -200,7 +203,7 @@ async def once(
     """A call that reaches the broker synchronously (a consent registered or withdrawn),
     done once per ``Idempotency-Key``: the key is reserved first, then the answer kept; a
     refusal frees the key again."""
-    keyed = await idempotency.keyed(request, key, route)
+    keyed = await idempotency.keyed(request, key, route, _caller(principal))
     if keyed is None:
         return await _call(call, status)
     now = datetime.now(UTC)
@@ -239,6 +242,11 @@ async def _release(session: AsyncSession, keyed: Keyed) -> None:
         await session.rollback()
         await idempotency.release(session, keyed)
         await session.commit()
+
+
+def _caller(principal: Principal) -> str:
+    """Whose keys these are: the user (or the administrator), in their organisation."""
+    return f"{principal.user}\n{principal.organisation or ''}"
 
 
 def json_body(response: JSONResponse) -> dict[str, Any]:

@@ -4,11 +4,12 @@ the broker receipts it or refuses it for good.
 - The same envelope, byte for byte, is submitted again after every failure: the broker
   answers a message it already holds with its original receipt (200), so a lost answer
   never makes a second message.
-- A broker that is unreachable, answers 5xx, 408 or 429, reports a concurrent change (409
-  ``conflict``), or answers with a receipt that does not verify, is tried again after a
-  bounded, jittered backoff (``TRM_NODE_OUTBOX_RETRY_BASE_SECONDS`` doubling up to
+- A broker that is unreachable, answers 5xx, 408 or 429, or reports a concurrent change
+  (409 ``conflict``) is tried again after a bounded, jittered backoff
+  (``TRM_NODE_OUTBOX_RETRY_BASE_SECONDS`` doubling up to
   ``TRM_NODE_OUTBOX_RETRY_MAX_SECONDS``). Any other 4xx is final: the message is
-  ``refused``, with the broker's rule, gaps and detail.
+  ``refused``, with the broker's rule, gaps and detail. So is a receipt the node cannot
+  verify (``broker-failed``): the broker would answer the same again.
 - After an outage longer than the broker's clock window (``TRM_CLOCK_SKEW_SECONDS`` there),
   a queued envelope is stale. The broker checks an id it holds before freshness, so a stale
   refusal means it never accepted this one: the node signs the same envelope (same id,
@@ -52,6 +53,7 @@ _TRANSIENT_TYPES = frozenset(
     PROBLEM_BASE + slug for slug in ("conflict", "request-timeout", "replayed-request")
 )
 _INVALID_ENVELOPE = PROBLEM_BASE + "invalid-envelope"
+_INVALID_RECEIPT = "Invalid receipt"  # BrokerClient.submit's: the receipt does not verify
 #: An envelope older than this that the broker refuses as invalid is signed again once with
 #: the current time (it was stale after an outage); a younger one is refused for good.
 RESIGN_AFTER = timedelta(seconds=5)
@@ -72,13 +74,17 @@ def _error_code(exc: BrokerError) -> str:
     title = exc.problem.get("title")
     if exc.status == 503 and title == "Broker unreachable":
         return "broker_unreachable"
-    if title == "Invalid receipt":
+    if title == _INVALID_RECEIPT:
         return "receipt_invalid"
     return f"http_{exc.status}"
 
 
 def final(exc: BrokerError) -> bool:
-    """Whether the broker refused the message for good (then it is ``refused``)."""
+    """Whether the message is settled as ``refused``: the broker refused it for good, or
+    answered with a receipt the node cannot believe (not signed by a broker key it trusts:
+    the same answer would come again; the case worker and the operator must look)."""
+    if exc.problem.get("title") == _INVALID_RECEIPT:
+        return True
     if exc.status in (408, 429) or not 400 <= exc.status < 500:
         return False
     return exc.problem.get("type") not in _TRANSIENT_TYPES

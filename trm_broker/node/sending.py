@@ -23,7 +23,8 @@ from trm_broker.node.broker_client import BrokerClient, BrokerError, Registry
 from trm_broker.node.compose import compose_envelope
 from trm_broker.node.keyring import Keyring
 from trm_broker.node.schemas import CaseMessage, SendRequest
-from trm_broker.web.problems import InvalidRequest, Problem
+from trm_broker.node.trust import sealing_key
+from trm_broker.web.problems import Forbidden, InvalidRequest, Problem
 
 log = structlog.get_logger("trm_broker.node")
 
@@ -74,8 +75,11 @@ def refused(exc: BrokerError) -> Problem:
 
 
 def choose_sender(keys: Keyring, named: str | None) -> str:
-    """The participant a call acts for: the one named, or the only one the node serves."""
+    """The participant a call acts for: the one named, or the only one the node serves
+    (to the caller: a user's keyring holds their organisation's keys alone)."""
     served = keys.participants()
+    if named is not None and named in keys.withheld:
+        raise Forbidden(f"You act for {', '.join(served)} only: leave the sender out.")
     sender = named or (served[0] if len(served) == 1 else None)
     if sender is None or sender not in served:
         raise InvalidRequest(f"Name the sender: one of {', '.join(served)}.")
@@ -139,9 +143,7 @@ async def compose_message(keys: Keyring, broker: BrokerClient, body: SendRequest
     projection = project(body.type, read_payload(body.type, text), now)
     _check_stated(body, projection)
     registry = await current_registry(broker)
-    enc = registry.encryption_key(body.recipient, now)
-    if enc is None:
-        raise InvalidRequest(f"{body.recipient} has no current encryption key in the registry.")
+    enc = sealing_key(registry, body.recipient, now)  # a key the node believes (trust.py)
     try:
         envelope, signed = compose_envelope(
             signing_key=keys.current[sender].signing,

@@ -9,7 +9,7 @@ docs/node.md says what a database made before a change needs).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -175,7 +175,7 @@ class IdempotentAnswer(NodeBase):
 
     __tablename__ = "node_idempotency"
 
-    #: SHA-256 of the caller's credential (never the credential itself).
+    #: SHA-256 of who called: the user (or the administrator) and their organisation.
     caller: Mapped[str] = mapped_column(String(64), primary_key=True)
     #: The route (``POST /cases/{case_ref}/referral``), not the path it was called on.
     route: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -245,16 +245,30 @@ async def answered(session: AsyncSession, message_id: str) -> Answered | None:
 
 
 async def list_received(
-    session: AsyncSession, limit: int, after: int | None
+    session: AsyncSession, limit: int, after: int | None, recipients: Collection[str]
 ) -> Sequence[ReceivedMessage]:
-    query = select(ReceivedMessage).order_by(ReceivedMessage.seq).limit(limit)
+    """Received messages addressed to ``recipients`` (the caller's organisations) only."""
+    query = (
+        select(ReceivedMessage)
+        .where(ReceivedMessage.recipient.in_(recipients))
+        .order_by(ReceivedMessage.seq)
+        .limit(limit)
+    )
     if after is not None:
         query = query.where(ReceivedMessage.seq > after)
     return (await session.scalars(query)).all()
 
 
-async def list_sent(session: AsyncSession, limit: int, after: str | None) -> Sequence[SentMessage]:
-    query = select(SentMessage).order_by(SentMessage.id).limit(limit)
+async def list_sent(
+    session: AsyncSession, limit: int, after: str | None, senders: Collection[str]
+) -> Sequence[SentMessage]:
+    """Sent messages of ``senders`` (the caller's organisations) only."""
+    query = (
+        select(SentMessage)
+        .where(SentMessage.sender.in_(senders))
+        .order_by(SentMessage.id)
+        .limit(limit)
+    )
     if after:
         query = query.where(SentMessage.id > after)
     return (await session.scalars(query)).all()

@@ -87,6 +87,13 @@ class UnknownSender(Problem):
     status, slug, title = 403, "unknown-sender", "The sender is not registered"
 
 
+class KeyNotProven(Problem):
+    """A registry key no statement by a pinned operator key backs (docs/security.md): a
+    node does not believe it, whoever serves it."""
+
+    status, slug, title = 403, "key-not-proven", "The key is not proven by the operator"
+
+
 class ConsentMissing(Problem):
     """No consent, or one whose scope does not cover the message (docs/design.md §7)."""
 

@@ -21,6 +21,7 @@ from trm_broker.web.problems import (
     BadSignature,
     Forbidden,
     InvalidEnvelope,
+    KeyNotProven,
     KeyNotUsable,
     Problem,
     ReplayedRequest,
@@ -39,6 +40,9 @@ OBJECT_PROBLEMS: dict[Code, type[Problem]] = {
     Code.SEAL_DOES_NOT_OPEN: InvalidEnvelope,
     Code.UNKNOWN_KEY: UnknownSender,
     Code.KEY_NOT_USABLE: UnknownSender,
+    # A node that pins the operator's keys (node/trust.py): the registry lists the key, but
+    # no operator's statement backs it, as if written straight into the broker's database.
+    Code.KEY_NOT_PROVEN: KeyNotProven,
     Code.BAD_SIGNATURE: BadSignature,
     Code.DIGEST_MISMATCH: BadSignature,
     Code.NOT_BROKER_KEY: BadSignature,

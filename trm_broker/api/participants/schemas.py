@@ -31,6 +31,16 @@ class EncryptionKeyIn(BaseModel):
     public: str = Field(pattern=_B64URL, max_length=2048)
 
 
+class SignedStatement(BaseModel):
+    """A key statement (`schemas/key-statement.v1.json`): a JWS in flattened JSON, `typ`
+    `trm-key+jws`, signed with the same operator key as the request."""
+
+    model_config = ConfigDict(extra="forbid")
+    protected: str = Field(pattern=_B64URL, max_length=1024)
+    payload: str = Field(pattern=_B64URL, max_length=4096)
+    signature: str = Field(pattern=_B64URL, max_length=128)
+
+
 class KeysIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     signing: SigningKeyIn
@@ -53,6 +63,12 @@ class KeyRotationIn(BaseModel):
         le=90 * 24 * 3600,
         description="How long the previous key stays valid beside the new one.",
     )
+    statement: SignedStatement | None = Field(
+        None,
+        description="The operator's key statement for this key (`trm-broker participants "
+        "rotate` signs it). Without it, nodes that pin the operator's keys do not believe "
+        "the key.",
+    )
 
 
 class ParticipantIn(BaseModel):
@@ -66,6 +82,13 @@ class ParticipantIn(BaseModel):
         None, description="The node's inbox; omit for pull mode.", max_length=2048
     )
     keys: KeysIn
+    statements: list[SignedStatement] = Field(
+        default_factory=list,
+        max_length=2,
+        description="The operator's key statements for both keys, or none (`trm-broker "
+        "participants add` signs them). Without them, nodes that pin the operator's keys do "
+        "not believe the keys.",
+    )
 
 
 class KeyOut(BaseModel):
@@ -104,6 +127,11 @@ class ChangeOut(BaseModel):
     operator_kid: str
     recorded_at: datetime
     proof: ChangeProof | None
+    statements: list[SignedStatement] = Field(
+        default_factory=list,
+        description="The operator's key statements sent with the change, one per key it "
+        "added (`schemas/key-statement.v1.json`): what a node checks a registry key against.",
+    )
 
 
 class ParticipantOut(BaseModel):

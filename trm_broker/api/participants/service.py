@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,16 +16,19 @@ from trm_broker.api.participants.schemas import (
     KeyRotationIn,
     ParticipantIn,
     ParticipantOut,
+    SignedStatement,
 )
+from trm_broker.crypto import key_statements
 from trm_broker.crypto.canonical import canonical_json
 from trm_broker.crypto.encoding import b64url_decode, sha256_digest
-from trm_broker.crypto.errors import MalformedError
+from trm_broker.crypto.errors import MalformedError, VerificationError
 from trm_broker.crypto.keys import (
     ENCRYPTION_ALGS,
     HYBRID_PUBLIC_LENGTH,
     check_ed25519_public,
     check_encryption_public,
     key_id,
+    load_ed25519_public,
 )
 from trm_broker.domain.ids import uuid7
 from trm_broker.domain.inbox_url import InboxPolicy, InboxRefused
@@ -62,6 +66,40 @@ def _kid(alg: str, public: str, claimed: str | None) -> str:
     if claimed is not None and claimed != kid:
         raise InvalidRequest(f"The {alg} kid must be the key's RFC 7638 thumbprint, {kid}.")
     return kid
+
+
+async def _check_statements(
+    session: AsyncSession,
+    caller: Caller,
+    participant_id: str,
+    keys: list[ParticipantKey],
+    statements: list[SignedStatement],
+) -> None:
+    """Key statements sent with a change (docs/design.md §4) must be signed with the key
+    that signed the request and state exactly the keys it adds, each once: nodes that pin
+    the operator's keys believe a key only with its statement. None at all is accepted
+    (an older tool); those nodes will then not believe the keys."""
+    if not statements:
+        return
+    signer = await registry.key(session, caller.kid)
+    if signer is None:  # the request was just verified with it
+        raise NotFound(f"No key has id {caller.kid}.")
+    public = {caller.kid: load_ed25519_public(signer.public_key)}
+    fix = (
+        "send one key statement per key added, signed with the operator key that signs "
+        "the request (`trm-broker participants add` and `rotate` do)"
+    )
+    try:
+        stated = [key_statements.verify(s.model_dump(), public) for s in statements]
+    except VerificationError as exc:
+        raise InvalidRequest(f"A key statement does not verify ({exc.code.value}): {fix}.") from exc
+    added = [{"kid": k.kid, "use": k.use, "alg": k.alg, "public": k.public_key} for k in keys]
+    if len(stated) != len(added) or not all(
+        any(statement.states(participant_id, key) for statement in stated) for key in added
+    ):
+        raise InvalidRequest(
+            f"The key statements do not state the keys added to {participant_id}: {fix}."
+        )
 
 
 async def check_inbox(url: str, policy: InboxPolicy) -> None:
@@ -165,6 +203,7 @@ async def register(
         inbox_url=str(new.inbox_url) if new.inbox_url else None,
         created_at=now,
     )
+    await _check_statements(session, caller, new.id, keys, new.statements)
     registry.add(session, participant, keys)
     await session.flush()
     await _record(session, EventType.PARTICIPANT_REGISTERED, new.id, None, now, caller)
@@ -244,20 +283,21 @@ async def rotate_key(
     kid = _kid(new.alg, new.public, new.kid)
     if await registry.key(session, kid) is not None:
         raise Conflict(f"Key {kid} is already registered; a rotation needs a new key.")
+    added = ParticipantKey(
+        kid=kid,
+        participant_id=participant_id,
+        use=use,
+        alg=new.alg,
+        public_key=new.public,
+        valid_from=now,
+    )
+    statements = [new.statement] if new.statement is not None else []
+    await _check_statements(session, caller, participant_id, [added], statements)
     overlap_end = now + timedelta(seconds=new.overlap_seconds)
     for old in await registry.usable_keys(session, participant_id, use, now):
         if old.valid_until is None or old.valid_until > overlap_end:
             old.valid_until = overlap_end
-    session.add(
-        ParticipantKey(
-            kid=kid,
-            participant_id=participant_id,
-            use=use,
-            alg=new.alg,
-            public_key=new.public,
-            valid_from=now,
-        )
-    )
+    session.add(added)
     await session.flush()
     await _record(session, EventType.KEY_ADDED, participant_id, kid, now, caller)
     await session.flush()
@@ -320,7 +360,20 @@ def _change_out(change: RegistryChange) -> ChangeOut:
         operator_kid=change.operator_kid,
         recorded_at=change.recorded_at,
         proof=proof,
+        statements=_statements(change),
     )
+
+
+def _statements(change: RegistryChange) -> list[SignedStatement]:
+    """The key statements of a change, as its signed request carried them (checked then)."""
+    if change.body is None:
+        return []
+    try:
+        body = json.loads(change.body)
+        sent = body.get("statements") or ([body["statement"]] if body.get("statement") else [])
+        return [SignedStatement.model_validate(item) for item in sent]
+    except (ValueError, TypeError, AttributeError, KeyError):
+        return []  # a body written before statements existed, or not an object
 
 
 def _out(
