@@ -78,6 +78,8 @@ class NodeWorld:
     #: Message ids received, by recipient, and by case ("A", "B").
     received: dict[str, set[str]] = field(default_factory=dict)
     in_case: dict[str, set[str]] = field(default_factory=dict)
+    #: Message ids NAPTIP's case worker sent through the node (its outbox).
+    sent: list[str] = field(default_factory=list)
 
     def auth(self, caller: str) -> dict[str, str]:
         token = self.tokens.get(caller)
@@ -179,6 +181,7 @@ async def _as_naptip(world: NodeWorld, step: str, case: str) -> str:
     )
     assert response.status_code == 201, response.text
     message_id: str = response.json()["message_id"]
+    world.sent.append(message_id)
     return message_id
 
 

@@ -15,7 +15,8 @@ Outcomes: ``OK`` 2xx; ``PASS`` the node let the call through, signed as the call
 organisation, and the broker judged it (2xx, or the broker's refusal relayed: the workflow
 lets NAPTIP send few of these in case A); ``400`` the administrator must name the
 organisation; ``401``/``403`` the node's own refusal (`unauthenticated`, `forbidden`);
-``B404`` the broker's "not found", relayed (a case the organisation is no party to).
+``B404`` the broker's "not found", relayed (a case the organisation is no party to); ``404``
+the node's own "not found" (a message another organisation sent, in the node's outbox).
 
 Each cell asserts the outcome; that an allowed read holds the caller's organisation's data
 only (and all of it); that no answer shows a message id or case reference of the other
@@ -62,7 +63,7 @@ from trm_broker.settings import Settings
 from trm_broker.store.database import create_engine, session_factory
 from trm_broker.store.models import Message
 
-Expect = Literal["OK", "PASS", "B404", 400, 401, 403]
+Expect = Literal["OK", "PASS", "B404", 400, 401, 403, 404]
 OK: Expect = "OK"
 PASS: Expect = "PASS"
 B404: Expect = "B404"
@@ -85,6 +86,8 @@ EXPECTED: dict[tuple[str, str], tuple[Expect, ...]] = {
     ("POST /inbox", "-"): UNSIGNED,  # the broker's pushes only, signed
     ("POST /login", "wrong password"): UNSIGNED,
     ("GET /messages", "-"): READS,
+    ("GET /outbox", "-"): READS,
+    ("GET /outbox/{message_id}", "NAPTIP's"):     (OK,  OK,  OK,  404,  404,  404,  OK,  401, 401, 403, 401),
     ("GET /cases/{case_ref}", "case A"):          (OK,  OK,  OK,  OK,   OK,   OK,   400, 401, 401, 403, 401),
     ("GET /cases/{case_ref}", "case A as other"): (403, 403, 403, 403,  403,  403,  OK,  401, 401, 403, 401),
     ("GET /cases/{case_ref}", "case B"):          (OK,  OK,  OK,  B404, B404, B404, 400, 401, 401, 403, 401),
@@ -103,7 +106,7 @@ EXPECTED: dict[tuple[str, str], tuple[Expect, ...]] = {
 }
 # fmt: on
 
-REFUSALS = {400: "invalid-request", 401: "unauthenticated", 403: "forbidden"}
+REFUSALS = {400: "invalid-request", 401: "unauthenticated", 403: "forbidden", 404: "not-found"}
 
 
 def test_the_table_covers_every_route_of_the_node(tmp_path: Path) -> None:
@@ -142,6 +145,8 @@ def request(world: NodeWorld, caller: str, route: str, obj: str) -> Call:
             [AT.participant],
         )
         return Call(method, path, {"consent": consent, **as_other})
+    if path == "/outbox/{message_id}":
+        return Call(method, f"/outbox/{world.sent[0]}")
     if path == "/consents/{consent_id}/withdraw":
         query = f"?sender={other(caller)}" if as_other else ""
         return Call(method, f"/consents/{world.consent['B']}/withdraw{query}")
@@ -198,6 +203,14 @@ def check_allowed(world: NodeWorld, caller: str, route: str, body: Any) -> list[
         if caller != ADMIN and recipients != {org}:
             problems.append(f"messages for {sorted(recipients)} shown to {org}")
         return problems
+    if route == "GET /outbox":
+        senders = {m["sender"] for m in body["messages"]}
+        if not set(world.sent) <= {m["message_id"] for m in body["messages"]} and (
+            caller == ADMIN or org == NAPTIP.participant
+        ):
+            return ["NAPTIP's sent messages are missing"]
+        if caller != ADMIN and not senders <= {org}:
+            return [f"messages sent by {sorted(senders)} shown to {org}"]
     if route == "GET /audit":
         orgs = {e["organisation"] for e in body["entries"]}
         if not body["entries"]:
