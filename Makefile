@@ -31,14 +31,16 @@ test-fast: $(STAMP)
 	TRM_TEST_FAST=1 $(PY) -m pytest -q -n auto -m "not e2e and not postgres and not fuzz"
 
 # The delivery proofs at length: 200 SIGKILLs per crash test, outages and load 10 times
-# longer (the normal suite runs them short). Override: make chaos TRM_CHAOS_KILLS=30
+# longer (the normal suite runs them short), the node's outbox included. Override:
+# make chaos TRM_CHAOS_KILLS=30
 TRM_CHAOS_KILLS ?= 200
 TRM_CHAOS_SCALE ?= 10
 chaos: $(STAMP)
 	./tools/ensure-postgres.sh
 	TRM_CHAOS_KILLS=$(TRM_CHAOS_KILLS) TRM_CHAOS_SCALE=$(TRM_CHAOS_SCALE) $(PY) -m pytest -q -s \
 		tests/e2e/test_delivery_crash.py tests/e2e/test_delivery_outage.py \
-		tests/e2e/test_delivery_scaleout.py tests/e2e/test_delivery_faults.py
+		tests/e2e/test_delivery_scaleout.py tests/e2e/test_delivery_faults.py \
+		tests/e2e/test_delivery_node_outbox.py
 
 # The security fuzzing at length (issue 8): schemathesis over every operation of the
 # broker's and the node's API (2000 examples per operation and mode; make test runs 100),

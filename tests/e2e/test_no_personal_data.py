@@ -382,8 +382,9 @@ def test_no_personal_data_reaches_the_broker_and_no_payload_outlives_consent(
         sent = httpx.post(
             f"{at.url}/cases/{CASE_REF}/consent-withdrawal",
             json=body,
-            headers={"authorization": f"Bearer {at.api_token}"},
-            timeout=15,
+            # Wait for the receipt (RFC 7240), not only the outbox's 202.
+            headers={"authorization": f"Bearer {at.api_token}", "prefer": "wait=10"},
+            timeout=20,
         )
         assert sent.status_code == 201, sent.text
         withdrawal = sent.json()["message_id"]

@@ -32,8 +32,9 @@ def post(node: Node, path: str, body: dict[str, Any]) -> httpx.Response:
     return httpx.post(
         node.url + path,
         json=body,
-        headers={"authorization": f"Bearer {node.api_token}"},
-        timeout=15,
+        # A send waits for the broker's receipt or refusal (RFC 7240), not only the 202.
+        headers={"authorization": f"Bearer {node.api_token}", "prefer": "wait=10"},
+        timeout=20,
     )
 
 

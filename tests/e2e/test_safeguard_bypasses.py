@@ -153,8 +153,9 @@ class World:
 
     @staticmethod
     def _post(node: Node, path: str, body: dict[str, Any]) -> httpx.Response:
-        headers = {"authorization": f"Bearer {node.api_token}"}
-        return httpx.post(node.url + path, json=body, headers=headers, timeout=15)
+        # Wait for the broker's receipt or refusal (RFC 7240), not only the outbox's 202.
+        headers = {"authorization": f"Bearer {node.api_token}", "prefer": "wait=10"}
+        return httpx.post(node.url + path, json=body, headers=headers, timeout=20)
 
     # The honest beginning of a case, up to an accepted referral.
     def accepted_case(self, case_ref: str, **consent: Any) -> str:

@@ -49,8 +49,9 @@ def send(
     response = httpx.post(
         f"{node.url}/cases/{CASE}/{path}",
         json=body,
-        headers={"authorization": f"Bearer {node.api_token}"},
-        timeout=15,
+        # Wait for the broker's receipt (RFC 7240), not only the outbox's 202.
+        headers={"authorization": f"Bearer {node.api_token}", "prefer": "wait=10"},
+        timeout=20,
     )
     assert response.status_code == 201, (path, response.text)
     answer: dict[str, Any] = response.json()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from trm_broker.dev.demo_case import (
     RECIPIENT,
     SENDER,
     SHELTER,
+    WAIT_FOR_RECEIPT,
     consent_body,
     play_case,
 )
@@ -142,8 +144,8 @@ def send_referral(sender: Node, case_ref: str, payload: dict[str, Any]) -> dict[
             "payload": payload,  # the node computes the header from it
             "consent_ref": consent["id"],
         },
-        headers={"authorization": f"Bearer {sender.api_token}"},
-        timeout=15,
+        headers={"authorization": f"Bearer {sender.api_token}", "prefer": WAIT_FOR_RECEIPT},
+        timeout=20,
     )
     if response.status_code != 201:
         raise RuntimeError(f"the sending node refused: {response.status_code} {response.text}")
@@ -217,7 +219,20 @@ def run(echo: Callable[[str], None] = print) -> None:
         received = wait_received(ng, case.sent[0][1])
         if received["payload"] != DEMO_REFERRAL:
             raise RuntimeError("the payload opened at the destination differs from what was sent")
-        echo("  the referral opened in Nigeria is exactly what Austria sent\n")
+        echo("  the referral opened in Nigeria is exactly what Austria sent")
+        sent_by_at = httpx.get(
+            f"{at.url}/outbox",
+            params={"case_ref": case.case_ref},
+            headers={"authorization": f"Bearer {at.api_token}"},
+            timeout=10,
+        ).json()["messages"]
+        states = Counter(message["state"] for message in sent_by_at)
+        echo(
+            f"  Austria's outbox: {states['receipted']} receipted, {states['refused']} refused,"
+            f" {states['queued']} still queued (the refused steps above, each with what to"
+        )
+        echo("                    fix; the early return plan counts twice: its copy for the")
+        echo("                    shelter was refused with it)\n")
 
         timeline = httpx.get(
             f"{at.url}/cases/{case.case_ref}",

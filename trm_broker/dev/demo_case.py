@@ -55,13 +55,21 @@ class CaseRun:
     refusals: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
+#: A send answers `202 queued` at once (the node's outbox sends it in the background); the
+#: demo waits for the broker's receipt or refusal instead (RFC 7240), to show each outcome.
+WAIT_FOR_RECEIPT = "wait=10"
+
+
 def _post(node: Node, path: str, body: dict[str, Any]) -> httpx.Response:
     return httpx.post(
         node.url + path,
         json=body,
         # The sending organisation's own case worker (the shelter's for its steps).
-        headers={"authorization": f"Bearer {node.token_for(body.get('sender'))}"},
-        timeout=15,
+        headers={
+            "authorization": f"Bearer {node.token_for(body.get('sender'))}",
+            "prefer": WAIT_FOR_RECEIPT,
+        },
+        timeout=20,
     )
 
 

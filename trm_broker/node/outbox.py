@@ -235,6 +235,7 @@ def _receipt_claim(receipt: dict[str, str], name: str) -> str:
 async def view(session: AsyncSession, row: OutboxMessage) -> OutboxOut:
     """``row`` as the case workers' API shows it."""
     return OutboxOut(
+        seq=row.seq,
         message_id=row.id,
         type=row.type,
         case_ref=row.case_ref,

@@ -235,6 +235,7 @@ class QueuedPlanOut(QueuedOut):
 class OutboxOut(BaseModel):
     """A message this node sent or is sending, and where it stands."""
 
+    seq: int = Field(description="Its place in the outbox; page with ?after=<seq>.")
     message_id: str
     type: MessageType
     case_ref: str
