@@ -23,6 +23,9 @@ from sqlalchemy.engine import make_url
 from tests.databases import copy_sqlite, migrated_sqlite_template
 from trm_broker.store.migrate import upgrade
 
+#: Every coroutine test ends its leftover tasks, boundedly (tests/leftover_tasks.py).
+pytest_plugins = ["tests.leftover_tasks"]
+
 # No property test may depend on the machine's speed: hypothesis's deadline (200 ms per
 # example) and its too-slow health check fail on a loaded machine (two suites on two cores)
 # with nothing wrong in the code. Tests still set their own max_examples.
