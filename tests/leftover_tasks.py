@@ -64,6 +64,5 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Coroutine tests use the fixture first, so that it is torn down last, after the
     fixtures that run brokers and nodes."""
     for item in items:
-        function = getattr(item, "function", None)
-        if function is not None and inspect.iscoroutinefunction(function):
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.function):
             item.fixturenames.insert(0, "_leftover_tasks_end")
