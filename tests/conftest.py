@@ -12,8 +12,10 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
 import pytest
@@ -33,6 +35,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "trm"))
 POSTGRES_URL = os.environ.get(
     "TRM_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 )
+T = TypeVar("T")
 _TEMPLATE = f"trm_test_template_{os.getpid()}"
 _NODE_TEMPLATE = f"trm_test_node_template_{os.getpid()}"
 
@@ -69,9 +72,24 @@ async def _create(name: str, template: str, wait: float = 60.0) -> None:
             await asyncio.sleep(0.5)
 
 
+def _blocking(work: Callable[[], T]) -> T:
+    """``work`` (which may run its own event loop) from a fixture that an async fixture asked
+    for with ``request.getfixturevalue``: inside that fixture's loop, on a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return work()
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(work).result()
+
+
+def _run(coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return _blocking(lambda: asyncio.run(coroutine()))
+
+
 def _postgres_reachable() -> bool:
     try:
-        asyncio.run(_admin("SELECT 1"))
+        _run(lambda: _admin("SELECT 1"))
     except (OSError, asyncpg.PostgresError):
         return False
     return True
@@ -84,15 +102,17 @@ def _postgres_template(name: str, migrate: Callable[[str], object]) -> Iterator[
         if os.environ.get("CI") == "true":
             pytest.fail(message + " (CI requires it)")
         pytest.skip(message)
-    asyncio.run(
-        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
+    _run(
+        lambda: _admin(
+            f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"'
+        )
     )
-    migrate(_sa_url(name))
+    _blocking(lambda: migrate(_sa_url(name)))
     # No connection to the template from now on, not even autovacuum's (it skips databases
     # that allow none): CREATE DATABASE ... TEMPLATE fails while anyone is connected to it.
-    asyncio.run(_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+    _run(lambda: _admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
     yield name
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    _run(lambda: _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")
@@ -110,9 +130,9 @@ def node_postgres_template() -> Iterator[str]:
 def _fresh_database(template: str | None) -> Iterator[str]:
     name = f"trm_test_{secrets.token_hex(6)}"
     # An empty one from template0, which accepts no connections (template1 may have some).
-    asyncio.run(_create(name, template or "template0"))
+    _run(lambda: _create(name, template or "template0"))
     yield _sa_url(name)
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    _run(lambda: _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
@@ -154,7 +174,8 @@ def sqlite_database(sqlite_template: Path, tmp_path: Path) -> str:
 @pytest.fixture(scope="session")
 def node_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite file with the node's schema at head, once per session: tests copy it."""
-    return migrated_node_sqlite_template(tmp_path_factory.mktemp("node-sqlite-template"))
+    folder = tmp_path_factory.mktemp("node-sqlite-template")
+    return _blocking(lambda: migrated_node_sqlite_template(folder))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
