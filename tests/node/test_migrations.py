@@ -551,17 +551,15 @@ async def test_node_db_upgrade_adopts_the_previous_releases_database(
     _check_kept(await _rows(url))
 
 
-def test_a_postgresql_node_refuses_to_start_on_a_schema_behind(
-    empty_postgres_database: str, tmp_path: Path
-) -> None:
-    files = node_settings(tmp_path, [NG], empty_postgres_database).node_key_files
+def _serve(url: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    files = node_settings(tmp_path, [NG], url).node_key_files
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRM_")}
     env |= {
-        "TRM_NODE_DATABASE_URL": empty_postgres_database,
+        "TRM_NODE_DATABASE_URL": url,
         "TRM_NODE_KEY_FILES": ",".join(map(str, files)),
         "TRM_NODE_API_TOKEN": TOKEN,
     }
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "trm_broker.cli", "node", "serve", "--port", "1"],
         env=env,
         capture_output=True,
@@ -569,9 +567,30 @@ def test_a_postgresql_node_refuses_to_start_on_a_schema_behind(
         timeout=120,
         check=False,
     )
+
+
+def test_a_postgresql_node_refuses_to_start_on_a_schema_behind(
+    empty_postgres_database: str, tmp_path: Path
+) -> None:
+    result = _serve(empty_postgres_database, tmp_path)
     assert result.returncode == 2, result.stderr
     assert "refusing to start" in result.stderr
     assert "run `trm-broker node db upgrade` first" in result.stderr
+
+
+async def test_a_sqlite_node_refuses_to_start_on_a_database_of_no_release(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'odd.db'}"
+    await _previous_release_made(url)
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(sa.text("CREATE TABLE node_unknown (id INTEGER)"))
+    finally:
+        await engine.dispose()
+    result = _serve(url, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "refusing to start" in result.stderr
+    assert "match no release's schema" in result.stderr
 
 
 async def test_a_node_serves_a_schema_a_newer_release_upgraded(

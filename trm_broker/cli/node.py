@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlalchemy.engine import make_url
 
 from trm_broker.cli.node_database import node_db_app
 from trm_broker.cli.node_users import users_app
@@ -32,36 +31,38 @@ def node_serve(
     `trm-broker node db upgrade` first."""
     from trm_broker.logs import configure_logging
     from trm_broker.node.app import create_node_app, load_keyring
-    from trm_broker.node.migrate import NodeSchemaNotCurrentError, check_schema_current
+    from trm_broker.node.migrate import NodeSchemaNotCurrentError, UnknownNodeSchemaError
     from trm_broker.node.trust import load_trust
-    from trm_broker.store.database import create_engine
 
     settings = settings_or_exit()
     configure_logging(settings.log_level)
     load_keyring(settings)  # fail now, with a clear message, if the key files are missing
     load_trust(settings)  # and if a pinned key is copied wrong
-    if make_url(settings.node_database_url).get_backend_name() != "sqlite":
-
-        async def _check() -> None:
-            engine = create_engine(settings.node_database_url)
-            try:
-                await check_schema_current(engine)
-            finally:
-                await engine.dispose()
-
-        try:
-            asyncio.run(_check())
-        except NodeSchemaNotCurrentError as exc:
-            typer.echo(f"trm-broker: refusing to start: {exc}", err=True)
-            raise typer.Exit(2) from exc
     bind, bind_port = host or settings.node_host, port or settings.node_port
     public_url = public_url_for(settings.node_public_url, bind, bind_port, "TRM_NODE_PUBLIC_URL")
+    try:
+        asyncio.run(_schema_ready(settings.node_database_url))
+    except (NodeSchemaNotCurrentError, UnknownNodeSchemaError) as exc:
+        typer.echo(f"trm-broker: refusing to start: {exc}", err=True)
+        raise typer.Exit(2) from exc
     server.run(
         create_node_app(settings.model_copy(update={"node_public_url": public_url})),
         bind,
         bind_port,
         settings,
     )
+
+
+async def _schema_ready(database_url: str) -> None:
+    """Before serving, so a refusal is one line and exit code 2, not a failed start-up."""
+    from trm_broker.node.migrate import ready_schema
+    from trm_broker.store.database import create_engine
+
+    engine = create_engine(database_url)
+    try:
+        await ready_schema(database_url, engine)
+    finally:
+        await engine.dispose()
 
 
 @node_app.command("pins")

@@ -44,7 +44,11 @@ LabelOption = Annotated[
 def _run(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     """``work`` in one transaction on the node's database (on SQLite upgraded first, as the
     node does at start; elsewhere it must be current: `trm-broker node db upgrade`)."""
-    from trm_broker.node.migrate import NodeSchemaNotCurrentError, ready_schema
+    from trm_broker.node.migrate import (
+        NodeSchemaNotCurrentError,
+        UnknownNodeSchemaError,
+        ready_schema,
+    )
     from trm_broker.node.users import UserError
     from trm_broker.store.database import create_engine, session_factory
 
@@ -66,7 +70,7 @@ def _run(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     except UserError as exc:
         typer.echo(f"trm-broker: {exc}", err=True)
         raise typer.Exit(1) from None
-    except NodeSchemaNotCurrentError as exc:
+    except (NodeSchemaNotCurrentError, UnknownNodeSchemaError) as exc:
         typer.echo(f"trm-broker: {exc}", err=True)
         raise typer.Exit(2) from None
 

@@ -170,7 +170,7 @@ def _unversioned_revision(connection: Connection) -> str | None:
     raise UnknownNodeSchemaError(
         "the node's database has no version table and its node tables "
         f"({', '.join(sorted(tables))}) match no release's schema: restore it from the "
-        "backup taken before the upgrade, or see docs/node.md, \"Upgrades\""
+        'backup taken before the upgrade, or see docs/node.md, "Upgrades"'
     )
 
 
