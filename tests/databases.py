@@ -14,6 +14,7 @@ import functools
 import shutil
 import sqlite3
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 
@@ -56,6 +57,16 @@ def process_sqlite_template() -> Path:
     folder = tempfile.TemporaryDirectory(prefix="trm-sqlite-template-")
     _keep.append(folder)
     return migrated_sqlite_template(Path(folder.name))
+
+
+@functools.cache
+def process_node_sqlite_template() -> Path:
+    """The node's, likewise; migrated on a thread of its own, so that code running in an
+    event loop (an async context manager starting a node) may ask for it."""
+    folder = tempfile.TemporaryDirectory(prefix="trm-node-sqlite-template-")
+    _keep.append(folder)
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(migrated_node_sqlite_template, Path(folder.name)).result()
 
 
 _keep: list[tempfile.TemporaryDirectory[str]] = []
