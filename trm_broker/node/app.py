@@ -27,6 +27,7 @@ from trm_broker.node.auth import broker_signed_body
 from trm_broker.node.broker_client import BrokerClient, BrokerError
 from trm_broker.node.idempotency import IdempotencyKey
 from trm_broker.node.keyring import Keyring
+from trm_broker.node.migrate import ready_schema
 from trm_broker.node.outbox_calls import Prefer, Sending
 from trm_broker.node.outbox_sender import OutboxSender
 from trm_broker.node.puller import InboxPuller
@@ -148,7 +149,11 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
         trust.log_at_start()
         check_at_start(settings, keys)
         engine = create_engine(settings.node_database_url)
-        await store.create_schema(engine)
+        try:
+            await ready_schema(settings.node_database_url, engine)
+        except BaseException:
+            await engine.dispose()
+            raise
         broker = BrokerClient(settings.node_broker_url, broker_http, trust=trust)
         sessions = session_factory(engine)
         sender = OutboxSender(

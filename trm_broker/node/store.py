@@ -2,9 +2,8 @@
 and what they sent.
 
 This is the country's case system, not the broker: decrypted payloads belong here.
-The schema is created on start (``create_schema``, SQLAlchemy's ``create_all``): it creates
-missing tables but changes no existing one, and there are no node migrations yet (issue 18;
-docs/node.md says what a database made before a change needs).
+The schema is made by the node's Alembic revisions (``trm_broker/node/migrations``,
+``trm_broker/node/migrate.py``); a test checks that they and these models agree.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import Integer, MetaData, String, Text, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from trm_broker.crypto.canonical import canonical_json
@@ -221,11 +220,6 @@ def sent_row(envelope: Envelope, *, digest: str, receipt: str, now: datetime) ->
         envelope_digest=digest,
         receipt=receipt,
     )
-
-
-async def create_schema(engine: AsyncEngine) -> None:
-    async with engine.begin() as connection:
-        await connection.run_sync(NodeBase.metadata.create_all)
 
 
 async def received(session: AsyncSession, message_id: str) -> ReceivedMessage | None:
