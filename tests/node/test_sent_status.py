@@ -96,7 +96,9 @@ class World:
         response = await self.broker.call("GET", "/v1/inbox", NG)
         assert response.status_code == 200, response.text
         items = response.json()["items"]
-        envelope: dict[str, str] = next(i["envelope"] for i in items if i["message_id"] == message_id)
+        envelope: dict[str, str] = next(
+            i["envelope"] for i in items if i["message_id"] == message_id
+        )
         return envelope
 
     async def stored(self, message_id: str) -> dict[str, Any]:
@@ -163,7 +165,9 @@ async def test_a_sent_message_goes_accepted_delivered_acknowledged_at_the_node_u
     assert done["answered_at"] == datetime.fromisoformat(at_broker["delivery"]["acknowledged_at"])
 
     # Each change, with the broker's time and when the node learned it, in order.
-    changes = [r for r in await rows(world.node_db, SentStatusChange) if r["message_id"] == message_id]
+    changes = [
+        r for r in await rows(world.node_db, SentStatusChange) if r["message_id"] == message_id
+    ]
     assert [c["status"] for c in changes] == ["accepted", "delivered", "acknowledged"]
     # The receipt's time (what the broker signed, to the millisecond).
     accepted_at = datetime.fromisoformat(at_broker["accepted_at"])
@@ -259,9 +263,9 @@ async def test_queued_and_refused_messages_show_as_such_with_what_to_fix(world: 
         f"/cases/{world.case_ref}-2/referral", json=body, headers={**AUTH, "prefer": "wait=30"}
     )
     assert refused.status_code == 403, refused.text
-    [message] = (
-        await world.node.get("/sent", params={"status": "refused"}, headers=AUTH)
-    ).json()["messages"]
+    [message] = (await world.node.get("/sent", params={"status": "refused"}, headers=AUTH)).json()[
+        "messages"
+    ]
     view = await world.sent(message["message_id"])
     assert (view["status"], view["final"]) == ("refused", True)
     assert view["refused"]["rule"]
