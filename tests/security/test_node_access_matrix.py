@@ -207,10 +207,12 @@ def check_allowed(world: NodeWorld, caller: str, route: str, body: Any) -> list[
         return problems
     if route == "GET /sent":
         senders = {m["sender"] for m in body["messages"]}
-        seen = [m["message_id"] for m in body["messages"]]
+        listed = {m["message_id"] for m in body["messages"]}
         mine = caller == ADMIN or org == NAPTIP.participant
-        if seen != (world.sent if mine else []):
-            return [f"listed {seen} as sent"]
+        if mine and not set(world.sent) <= listed:
+            return ["NAPTIP's sent messages are missing"]
+        if not mine and listed & set(world.sent):
+            return [f"NAPTIP's sent messages shown to {org}"]
         if caller != ADMIN and not senders <= {org}:
             return [f"messages sent by {sorted(senders)} shown to {org}"]
     if route == "GET /cases/{case_ref}":
