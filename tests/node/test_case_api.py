@@ -329,9 +329,7 @@ async def test_a_broker_refusal_keeps_its_status_and_says_what_to_fix(world: Wor
     assert view.status_code == 200, view.text
     assert view.json()["broker"] is None
     assert view.json()["broker_problem"]["broker_status"] == 404
-    assert [(e["direction"], e["status"]) for e in view.json()["timeline"]] == [
-        ("sent", "refused")
-    ]
+    assert [(e["direction"], e["status"]) for e in view.json()["timeline"]] == [("sent", "refused")]
     # A case nobody here has anything of: the broker's refusal, with its status.
     unknown = await world.node.get(
         f"/cases/{world.case_ref}-X", params={"reader": AT.participant}, headers=AUTH
