@@ -88,6 +88,8 @@ EXPECTED: dict[tuple[str, str], tuple[Expect, ...]] = {
     ("GET /messages", "-"): READS,
     ("GET /outbox", "-"): READS,
     ("GET /outbox/{message_id}", "NAPTIP's"):     (OK,  OK,  OK,  404,  404,  404,  OK,  401, 401, 403, 401),
+    ("GET /sent", "-"): READS,
+    ("GET /sent/{message_id}", "NAPTIP's"):       (OK,  OK,  OK,  404,  404,  404,  OK,  401, 401, 403, 401),
     ("GET /cases/{case_ref}", "case A"):          (OK,  OK,  OK,  OK,   OK,   OK,   400, 401, 401, 403, 401),
     ("GET /cases/{case_ref}", "case A as other"): (403, 403, 403, 403,  403,  403,  OK,  401, 401, 403, 401),
     ("GET /cases/{case_ref}", "case B"):          (OK,  OK,  OK,  B404, B404, B404, 400, 401, 401, 403, 401),
@@ -145,8 +147,8 @@ def request(world: NodeWorld, caller: str, route: str, obj: str) -> Call:
             [AT.participant],
         )
         return Call(method, path, {"consent": consent, **as_other})
-    if path == "/outbox/{message_id}":
-        return Call(method, f"/outbox/{world.sent[0]}")
+    if path in ("/outbox/{message_id}", "/sent/{message_id}"):
+        return Call(method, path.replace("{message_id}", world.sent[0]))
     if path == "/consents/{consent_id}/withdraw":
         query = f"?sender={other(caller)}" if as_other else ""
         return Call(method, f"/consents/{world.consent['B']}/withdraw{query}")
@@ -203,6 +205,27 @@ def check_allowed(world: NodeWorld, caller: str, route: str, body: Any) -> list[
         if caller != ADMIN and recipients != {org}:
             problems.append(f"messages for {sorted(recipients)} shown to {org}")
         return problems
+    if route == "GET /sent":
+        senders = {m["sender"] for m in body["messages"]}
+        listed = {m["message_id"] for m in body["messages"]}
+        mine = caller == ADMIN or org == NAPTIP.participant
+        if mine and not set(world.sent) <= listed:
+            return ["NAPTIP's sent messages are missing"]
+        if not mine and listed & set(world.sent):
+            return [f"NAPTIP's sent messages shown to {org}"]
+        if caller != ADMIN and not senders <= {org}:
+            return [f"messages sent by {sorted(senders)} shown to {org}"]
+    if route == "GET /cases/{case_ref}":
+        reader = body["reader"]
+        if caller != ADMIN and reader != org:
+            return [f"{reader}'s view shown to {org}"]
+        strays = [
+            e["message_id"]
+            for e in body["timeline"]
+            if (e["sender"] if e["direction"] == "sent" else e["recipient"]) != reader
+        ]
+        if strays:
+            return [f"messages {strays} in {reader}'s timeline are another's"]
     if route == "GET /outbox":
         senders = {m["sender"] for m in body["messages"]}
         if not set(world.sent) <= {m["message_id"] for m in body["messages"]} and (
