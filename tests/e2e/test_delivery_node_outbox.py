@@ -16,7 +16,8 @@ Afterwards:
 - the broker holds no message of the run the client was not told of, and the node's outbox
   none either (a retry with the key got the first answer, never a second message);
 - each case was accepted in the order the client sent it;
-- the node shows each message ``receipted``.
+- the node shows each message ``receipted`` in its outbox and ``acknowledged`` in `GET /sent`
+  (its status tracker read each one's fate at the broker, through the kills).
 
 The counts are printed: kills, messages, outage seconds, retries and replayed answers.
 """
@@ -66,6 +67,8 @@ AT, NG = "at.focal-point", "ng.naptip"
 NODE_ENV = {
     "TRM_NODE_OUTBOX_RETRY_BASE_SECONDS": "0.2",
     "TRM_NODE_OUTBOX_RETRY_MAX_SECONDS": "1",
+    # The node reads each sent message's fate at the broker soon (GET /sent).
+    "TRM_NODE_STATUS_POLL_SECONDS": "0.5",
 }
 
 #: The normal suite runs it with the broker on SQLite; `make chaos` on PostgreSQL too. The
@@ -246,6 +249,38 @@ async def settled(node: Node, ids: set[str], wait: float) -> dict[str, dict[str,
         await asyncio.sleep(0.5)
 
 
+async def sent(node: Node, ids: set[str], wait: float) -> dict[str, str]:
+    """Each message's status as the node shows it (``GET /sent``), once every one of ``ids``
+    is acknowledged or ``wait`` seconds have passed: what a case worker sees, read from the
+    node alone."""
+    deadline = time.monotonic() + wait
+    async with httpx.AsyncClient(timeout=10) as http:
+        while True:
+            found: dict[str, str] = {}
+            after: int | None = None
+            try:
+                while True:
+                    params: dict[str, Any] = {"limit": 500}
+                    if after is not None:
+                        params["after"] = after
+                    response = await http.get(
+                        node.url + "/sent",
+                        params=params,
+                        headers={"authorization": f"Bearer {node.api_token}"},
+                    )
+                    response.raise_for_status()
+                    page = response.json()["messages"]
+                    if not page:
+                        break
+                    found.update({m["message_id"]: m["status"] for m in page})
+                    after = page[-1]["seq"]
+            except httpx.HTTPError:
+                found = {}
+            if all(found.get(i) == "acknowledged" for i in ids) or time.monotonic() > deadline:
+                return found
+            await asyncio.sleep(0.5)
+
+
 async def at_broker(database_url: str, run_id: str) -> tuple[dict[str, int], Counter[str]]:
     """The run's messages in the broker's database (their ledger ``seq``: the order they
     were accepted in), and each message's ``message.accepted`` entries."""
@@ -336,6 +371,8 @@ async def test_every_message_answered_queued_is_receipted_once_through_kills_and
         seen = await settled(node, set(told), wait=120 + 2 * OUTAGE)
         stored, accepted = await at_broker(cluster.database_url, client.run_id)
         answers = await statuses(cluster.broker.url if cluster.broker else "", node, client.told)
+        fates = await sent(node, set(told), wait=60)
+        not_acknowledged = [i for i in told if fates.get(i) != "acknowledged"]
         twice = [i for i in told if accepted[i] != 1]
         not_receipted = [i for i in told if seen.get(i, {}).get("state") != "receipted"]
         unknown_at_broker = sorted(set(stored) - set(told))
@@ -357,7 +394,8 @@ async def test_every_message_answered_queued_is_receipted_once_through_kills_and
             f" (cases {len(by_case)}), receipted at the node="
             f"{sum(seen.get(i, {}).get('state') == 'receipted' for i in told)},"
             f" at the broker={len(set(stored) & set(told))}"
-            f" (GET /v1/messages: {dict(answers)}), accepted entries not one={len(twice)},"
+            f" (GET /v1/messages: {dict(answers)}), acknowledged as the node shows it (GET"
+            f" /sent)={len(told) - len(not_acknowledged)}, accepted entries not one={len(twice)},"
             f" unknown at the broker={len(unknown_at_broker)}, unknown at the node="
             f"{len(unknown_at_node)}, out of order={len(out_of_order)}, refused="
             f"{len(client.refused)}\n  {kills_summary(kills)} plus an outage of the broker of"
@@ -371,6 +409,7 @@ async def test_every_message_answered_queued_is_receipted_once_through_kills_and
             client.refused
             or twice
             or not_receipted
+            or not_acknowledged
             or unknown_at_broker
             or unknown_at_node
             or out_of_order
@@ -380,6 +419,7 @@ async def test_every_message_answered_queued_is_receipted_once_through_kills_and
     assert told, detail
     assert client.refused == [], detail
     assert not_receipted == [], detail
+    assert not_acknowledged == [], detail
     assert set(stored) >= set(told), detail
     assert twice == [], detail
     assert answers["missing"] == 0, detail
