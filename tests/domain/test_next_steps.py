@@ -198,6 +198,9 @@ def test_a_childs_case_names_a_guardians_consents_only() -> None:
     consents = [consent("cns-person"), consent("cns-guardian", given_by=GivenBy.GUARDIAN)]
     plan = offered(case, SENDING, T_PREPARE, consents)[(T.RETURN_PREPARATION, GB.id)]
     assert plan.consents == ("cns-guardian",)
+    # A closure carries personal data or not; the consents it may cite are a guardian's.
+    closure = offered(case, SENDING, T_PREPARE, consents)[(T.CASE_CLOSURE, GB.id)]
+    assert (closure.consent_needed, closure.consents) == (True, ("cns-guardian",))
 
 
 def test_covering_checks_the_data_categories_when_they_are_known() -> None:

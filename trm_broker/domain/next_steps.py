@@ -88,18 +88,21 @@ def covering(
 ) -> tuple[str, ...]:
     """The ids of the consents that would cover ``message`` (at ``message.at``), in the
     order given: registered by the case's sending focal point (by the sender, for the
-    referral that opens a case), in scope, and a guardian's in a child's case."""
+    referral that opens a case), in scope, and a guardian's in a child's case.
+
+    ``message.data_categories`` empty means not known yet (a step not yet written): every
+    part of the scope but the categories is checked, and the children's rule is applied as
+    to a message that carries personal data."""
     registrant = case.sending if case is not None else message.sender
     minor = case is not None and case.subject_is_minor
+    carried = message.data_categories or frozenset(DataCategory)
     return tuple(
         consent.id
         for consent in consents
         if consent.registered_by == registrant
         and consent.case_ref == message.case_ref
         and consent.covers(message)
-        and workflow.consent_fits_case(
-            minor, consent.given_by, message.type, message.data_categories
-        )
+        and workflow.consent_fits_case(minor, consent.given_by, message.type, carried)
     )
 
 
