@@ -12,16 +12,22 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
 import pytest
 from hypothesis import HealthCheck, settings
 from sqlalchemy.engine import make_url
 
-from tests.databases import copy_sqlite, migrated_sqlite_template
+from tests.databases import copy_sqlite, migrated_node_sqlite_template, migrated_sqlite_template
+from trm_broker.node.migrate import upgrade as upgrade_node
 from trm_broker.store.migrate import upgrade
+
+#: Every coroutine test ends its leftover tasks, boundedly (tests/leftover_tasks.py).
+pytest_plugins = ["tests.leftover_tasks"]
 
 # No property test may depend on the machine's speed: hypothesis's deadline (200 ms per
 # example) and its too-slow health check fail on a loaded machine (two suites on two cores)
@@ -32,7 +38,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "trm"))
 POSTGRES_URL = os.environ.get(
     "TRM_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 )
+T = TypeVar("T")
 _TEMPLATE = f"trm_test_template_{os.getpid()}"
+_NODE_TEMPLATE = f"trm_test_node_template_{os.getpid()}"
 
 
 def _dsn(database: str) -> str:
@@ -67,47 +75,85 @@ async def _create(name: str, template: str, wait: float = 60.0) -> None:
             await asyncio.sleep(0.5)
 
 
+def _blocking(work: Callable[[], T]) -> T:
+    """``work`` (which may run its own event loop) from a fixture that an async fixture asked
+    for with ``request.getfixturevalue``: inside that fixture's loop, on a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return work()
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(work).result()
+
+
+def _run(coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return _blocking(lambda: asyncio.run(coroutine()))
+
+
 def _postgres_reachable() -> bool:
     try:
-        asyncio.run(_admin("SELECT 1"))
+        _run(lambda: _admin("SELECT 1"))
     except (OSError, asyncpg.PostgresError):
         return False
     return True
 
 
-@pytest.fixture(scope="session")
-def postgres_template() -> Iterator[str]:
-    """A migrated template database; each test clones it (fast) and drops its clone."""
+def _postgres_template(name: str, migrate: Callable[[str], object]) -> Iterator[str]:
+    """A template database migrated by ``migrate``; tests clone it (fast) and drop clones."""
     if not _postgres_reachable():
         message = f"PostgreSQL unreachable at {make_url(POSTGRES_URL).render_as_string()}"
         if os.environ.get("CI") == "true":
             pytest.fail(message + " (CI requires it)")
         pytest.skip(message)
-    asyncio.run(
-        _admin(
-            f'DROP DATABASE IF EXISTS "{_TEMPLATE}" WITH (FORCE)', f'CREATE DATABASE "{_TEMPLATE}"'
+    _run(
+        lambda: _admin(
+            f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"'
         )
     )
-    upgrade(_sa_url(_TEMPLATE))
+    _blocking(lambda: migrate(_sa_url(name)))
     # No connection to the template from now on, not even autovacuum's (it skips databases
     # that allow none): CREATE DATABASE ... TEMPLATE fails while anyone is connected to it.
-    asyncio.run(_admin(f'ALTER DATABASE "{_TEMPLATE}" ALLOW_CONNECTIONS false'))
-    yield _TEMPLATE
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{_TEMPLATE}" WITH (FORCE)'))
+    _run(lambda: _admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+    yield name
+    _run(lambda: _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """The broker's migrated template database (`trm-broker db upgrade`)."""
+    yield from _postgres_template(_TEMPLATE, upgrade)
+
+
+@pytest.fixture(scope="session")
+def node_postgres_template() -> Iterator[str]:
+    """The node's migrated template database (`trm-broker node db upgrade`)."""
+    yield from _postgres_template(_NODE_TEMPLATE, upgrade_node)
 
 
 def _fresh_database(template: str | None) -> Iterator[str]:
     name = f"trm_test_{secrets.token_hex(6)}"
     # An empty one from template0, which accepts no connections (template1 may have some).
-    asyncio.run(_create(name, template or "template0"))
+    _run(lambda: _create(name, template or "template0"))
     yield _sa_url(name)
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    _run(lambda: _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
 def postgres_database(postgres_template: str) -> Iterator[str]:
     """A fresh, migrated PostgreSQL database for one test; its SQLAlchemy URL."""
     yield from _fresh_database(postgres_template)
+
+
+@pytest.fixture
+def another_empty_postgres_database(postgres_template: str) -> Iterator[str]:
+    """A second empty one, beside ``empty_postgres_database`` (to compare two schemas)."""
+    yield from _fresh_database(None)
+
+
+@pytest.fixture
+def node_postgres_database(node_postgres_template: str) -> Iterator[str]:
+    """A fresh PostgreSQL database with the node's schema at head, for one test."""
+    yield from _fresh_database(node_postgres_template)
 
 
 @pytest.fixture
@@ -126,6 +172,13 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def sqlite_database(sqlite_template: Path, tmp_path: Path) -> str:
     """A fresh, migrated SQLite database for one test: a copy of the template."""
     return copy_sqlite(sqlite_template, tmp_path / "broker.db")
+
+
+@pytest.fixture(scope="session")
+def node_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file with the node's schema at head, once per session: tests copy it."""
+    folder = tmp_path_factory.mktemp("node-sqlite-template")
+    return _blocking(lambda: migrated_node_sqlite_template(folder))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -150,7 +203,14 @@ _TESTS = Path(__file__).parent
 _PROCESSES = (_TESTS / "e2e", _TESTS / "deploy" / "test_wheel.py", _TESTS / "test_bench.py")
 #: The fuzzing (schemathesis over the APIs, atheris over the parsers); `make fuzz` at length.
 _FUZZING = (_TESTS / "security" / "test_api_fuzz.py", _TESTS / "fuzz")
-_POSTGRES_FIXTURES = {"postgres_template", "postgres_database", "empty_postgres_database"}
+_POSTGRES_FIXTURES = {
+    "postgres_template",
+    "postgres_database",
+    "empty_postgres_database",
+    "another_empty_postgres_database",
+    "node_postgres_template",
+    "node_postgres_database",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

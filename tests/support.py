@@ -17,6 +17,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
+from tests.databases import copy_sqlite, process_node_sqlite_template
 from trm_broker.api.app import create_app
 from trm_broker.api.participants.service import bootstrap_operator
 from trm_broker.crypto import jws, key_statements
@@ -404,8 +405,11 @@ async def running_node(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An in-process node, reaching the broker through ``broker``; its own SQLite file. The
     client sends ``Prefer: wait=30`` on every request unless ``wait_for_receipt`` is off."""
+    database = tmp_path / "node.db"
+    if not database.exists():  # a node migrates a new file at start; a copy is quicker
+        copy_sqlite(process_node_sqlite_template(), database)
     settings = Settings(
-        node_database_url=f"sqlite+aiosqlite:///{tmp_path / 'node.db'}",
+        node_database_url=f"sqlite+aiosqlite:///{database}",
         node_key_files=key_files,
         node_api_token=api_token,
         node_broker_url="http://broker",

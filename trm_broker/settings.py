@@ -498,6 +498,16 @@ class Settings(BaseSettings):
         description="The node's outbox: the longest wait between two submissions of a queued "
         "message; also how soon after a broker outage ends the last queued messages go.",
     )
+    node_status_poll_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="How soon the node reads again, at the broker, the status of a message it "
+        "sent that is not yet acknowledged, rejected or dropped; a message whose status does "
+        "not change is read less and less often, at most 30 times this apart (a dead letter: "
+        "that often, for an operator's re-queue). A receipt is read at once.",
+    )
     node_idempotency_key_seconds: float = Field(
         DAY,
         ge=60,

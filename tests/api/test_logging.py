@@ -29,6 +29,9 @@ BACKGROUND = {
     "broker_started",
     "broker_stopped",
     "node_started",
+    # A node's SQLite database brought to the schema's head at start (node/migrate.py).
+    "node_schema_adopted",
+    "node_schema_upgraded",
     # A node with nothing pinned says so at start (node/trust.py).
     "broker_keys_not_pinned",
     "operator_keys_not_pinned",

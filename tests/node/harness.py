@@ -11,6 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from tests.databases import copy_sqlite
 from tests.support import WAIT_FOR_RECEIPT
 from trm_broker.crypto.keys import KeySet
 from trm_broker.node.app import create_node_app
@@ -22,10 +23,12 @@ TOKEN = "case-worker-token"
 
 
 def node_database(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> str:
-    """A node database: a SQLite file, or a fresh PostgreSQL database."""
+    """A node database with the node's schema at head: a copy of the migrated SQLite
+    template, or a fresh PostgreSQL database (a PostgreSQL node does not migrate at start).
+    A node given a new SQLite file instead migrates it at start, as a newcomer's does."""
     if backend == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'node.db'}"
-    url: str = request.getfixturevalue("postgres_database")
+        return copy_sqlite(request.getfixturevalue("node_sqlite_template"), tmp_path / "node.db")
+    url: str = request.getfixturevalue("node_postgres_database")
     return url
 
 

@@ -321,8 +321,18 @@ async def test_a_broker_refusal_keeps_its_status_and_says_what_to_fix(world: Wor
     problem = response.json()
     assert problem["type"] == "urn:trm-broker:problem:broker-refused"
     assert (problem["status"], problem["broker_status"]) == (403, 403)
-    unknown = await world.node.get(
+    # The case is not known at the broker: the node's case view shows what it holds (the
+    # refused referral), and why the broker's part is missing: its 404, as it said it.
+    view = await world.node.get(
         f"/cases/{world.case_ref}", params={"reader": AT.participant}, headers=AUTH
+    )
+    assert view.status_code == 200, view.text
+    assert view.json()["broker"] is None
+    assert view.json()["broker_problem"]["broker_status"] == 404
+    assert [(e["direction"], e["status"]) for e in view.json()["timeline"]] == [("sent", "refused")]
+    # A case nobody here has anything of: the broker's refusal, with its status.
+    unknown = await world.node.get(
+        f"/cases/{world.case_ref}-X", params={"reader": AT.participant}, headers=AUTH
     )
     assert (unknown.status_code, unknown.json()["broker_status"]) == (404, 404)
 

@@ -170,7 +170,7 @@ async def broker_state(world: World, reader: KeySet) -> dict[str, Any]:
         f"/cases/{world.case_ref}", params={"reader": reader.participant}, headers=AUTH
     )
     assert view.status_code == 200, view.text
-    state: dict[str, Any] = view.json()["state"]
+    state: dict[str, Any] = view.json()["broker"]["state"]  # the broker's, in the case view
     return state
 
 
@@ -213,7 +213,8 @@ async def test_the_shelters_node_receives_and_opens_the_plan_then_answers_it(
         view = await world.focal.get(
             f"/cases/{world.case_ref}", params={"reader": NG.participant}, headers=AUTH
         )
-        timeline = {item["message_id"]: item for item in view.json()["timeline"]}
+        at_broker = view.json()["broker"]["timeline"]
+        timeline = {item["message_id"]: item for item in at_broker}
         delivery = timeline[to_org["message_id"]]["delivery_status"]
         if delivery == "acknowledged":
             break

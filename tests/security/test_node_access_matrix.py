@@ -90,6 +90,8 @@ EXPECTED: dict[tuple[str, str], tuple[Expect, ...]] = {
     ("GET /messages/{message_id}", "shelter's"):  (404, 404, 404, OK,   OK,   OK,   OK,  401, 401, 403, 401),
     ("GET /outbox", "-"): READS,
     ("GET /outbox/{message_id}", "NAPTIP's"):     (OK,  OK,  OK,  404,  404,  404,  OK,  401, 401, 403, 401),
+    ("GET /sent", "-"): READS,
+    ("GET /sent/{message_id}", "NAPTIP's"):       (OK,  OK,  OK,  404,  404,  404,  OK,  401, 401, 403, 401),
     ("GET /cases/{case_ref}", "case A"):          (OK,  OK,  OK,  OK,   OK,   OK,   400, 401, 401, 403, 401),
     ("GET /cases/{case_ref}", "case A as other"): (403, 403, 403, 403,  403,  403,  OK,  401, 401, 403, 401),
     ("GET /cases/{case_ref}", "case B"):          (OK,  OK,  OK,  B404, B404, B404, 400, 401, 401, 403, 401),
@@ -147,8 +149,8 @@ def request(world: NodeWorld, caller: str, route: str, obj: str) -> Call:
             [AT.participant],
         )
         return Call(method, path, {"consent": consent, **as_other})
-    if path == "/outbox/{message_id}":
-        return Call(method, f"/outbox/{world.sent[0]}")
+    if path in ("/outbox/{message_id}", "/sent/{message_id}"):
+        return Call(method, path.replace("{message_id}", world.sent[0]))
     if path == "/messages/{message_id}":
         owner = NAPTIP if obj == "NAPTIP's" else SHELTER
         return Call(method, f"/messages/{min(world.received[owner.participant])}")
@@ -215,6 +217,27 @@ def check_allowed(world: NodeWorld, caller: str, route: str, body: Any) -> list[
         if body["next_steps"] is None:
             problems.append(f"no next steps: {body['next_steps_unavailable']}")
         return problems
+    if route == "GET /sent":
+        senders = {m["sender"] for m in body["messages"]}
+        listed = {m["message_id"] for m in body["messages"]}
+        mine = caller == ADMIN or org == NAPTIP.participant
+        if mine and not set(world.sent) <= listed:
+            return ["NAPTIP's sent messages are missing"]
+        if not mine and listed & set(world.sent):
+            return [f"NAPTIP's sent messages shown to {org}"]
+        if caller != ADMIN and not senders <= {org}:
+            return [f"messages sent by {sorted(senders)} shown to {org}"]
+    if route == "GET /cases/{case_ref}":
+        reader = body["reader"]
+        if caller != ADMIN and reader != org:
+            return [f"{reader}'s view shown to {org}"]
+        strays = [
+            e["message_id"]
+            for e in body["timeline"]
+            if (e["sender"] if e["direction"] == "sent" else e["recipient"]) != reader
+        ]
+        if strays:
+            return [f"messages {strays} in {reader}'s timeline are another's"]
     if route == "GET /outbox":
         senders = {m["sender"] for m in body["messages"]}
         if not set(world.sent) <= {m["message_id"] for m in body["messages"]} and (

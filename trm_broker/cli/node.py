@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from trm_broker.cli.node_database import node_db_app
 from trm_broker.cli.node_users import users_app
 from trm_broker.cli.serving import public_url_for
 from trm_broker.settings_explained import settings_or_exit
@@ -14,6 +16,7 @@ from trm_broker.web import server
 
 node_app = typer.Typer(help="The reference NRM node.", no_args_is_help=True)
 node_app.add_typer(users_app, name="users")
+node_app.add_typer(node_db_app, name="db")
 
 
 @node_app.command("serve")
@@ -23,9 +26,12 @@ def node_serve(
         int | None, typer.Option(min=1, max=65535, help="Overrides TRM_NODE_PORT.")
     ] = None,
 ) -> None:
-    """Run the reference NRM node (inbox and local case-worker API)."""
+    """Run the reference NRM node (inbox and local case-worker API). On SQLite it upgrades
+    its database at start; on PostgreSQL it refuses a schema that is behind (exit 2): run
+    `trm-broker node db upgrade` first."""
     from trm_broker.logs import configure_logging
     from trm_broker.node.app import create_node_app, load_keyring
+    from trm_broker.node.migrate import NodeSchemaNotCurrentError, UnknownNodeSchemaError
     from trm_broker.node.trust import load_trust
 
     settings = settings_or_exit()
@@ -34,12 +40,29 @@ def node_serve(
     load_trust(settings)  # and if a pinned key is copied wrong
     bind, bind_port = host or settings.node_host, port or settings.node_port
     public_url = public_url_for(settings.node_public_url, bind, bind_port, "TRM_NODE_PUBLIC_URL")
+    try:
+        asyncio.run(_schema_ready(settings.node_database_url))
+    except (NodeSchemaNotCurrentError, UnknownNodeSchemaError) as exc:
+        typer.echo(f"trm-broker: refusing to start: {exc}", err=True)
+        raise typer.Exit(2) from exc
     server.run(
         create_node_app(settings.model_copy(update={"node_public_url": public_url})),
         bind,
         bind_port,
         settings,
     )
+
+
+async def _schema_ready(database_url: str) -> None:
+    """Before serving, so a refusal is one line and exit code 2, not a failed start-up."""
+    from trm_broker.node.migrate import ready_schema
+    from trm_broker.store.database import create_engine
+
+    engine = create_engine(database_url)
+    try:
+        await ready_schema(database_url, engine)
+    finally:
+        await engine.dispose()
 
 
 @node_app.command("pins")

@@ -42,8 +42,13 @@ LabelOption = Annotated[
 
 
 def _run(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """``work`` in one transaction on the node's database (its tables created if missing)."""
-    from trm_broker.node import store
+    """``work`` in one transaction on the node's database (on SQLite upgraded first, as the
+    node does at start; elsewhere it must be current: `trm-broker node db upgrade`)."""
+    from trm_broker.node.migrate import (
+        NodeSchemaNotCurrentError,
+        UnknownNodeSchemaError,
+        ready_schema,
+    )
     from trm_broker.node.users import UserError
     from trm_broker.store.database import create_engine, session_factory
 
@@ -52,7 +57,7 @@ def _run(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     async def main() -> T:
         engine = create_engine(settings.node_database_url)
         try:
-            await store.create_schema(engine)
+            await ready_schema(settings.node_database_url, engine)
             async with session_factory(engine)() as session:
                 result = await work(session)
                 await session.commit()
@@ -65,6 +70,9 @@ def _run(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     except UserError as exc:
         typer.echo(f"trm-broker: {exc}", err=True)
         raise typer.Exit(1) from None
+    except (NodeSchemaNotCurrentError, UnknownNodeSchemaError) as exc:
+        typer.echo(f"trm-broker: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _print_token(issued: IssuedToken) -> None:

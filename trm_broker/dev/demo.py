@@ -238,7 +238,7 @@ def run(echo: Callable[[str], None] = print) -> None:
             f"{at.url}/cases/{case.case_ref}",
             headers={"authorization": f"Bearer {at.api_token}"},
             timeout=10,
-        ).json()
+        ).json()["broker"]  # the node's case view holds the broker's
         echo(f"Case {case.case_ref} at the broker: stage {timeline['stage']} (metadata only)")
         for item in timeline["timeline"]:
             echo(

@@ -258,8 +258,8 @@ def _opened(node: Node, message_id: str, timeout: float = 60.0) -> dict[str, Any
 
 
 def _wait_acknowledged(node: Node, case_ref: str, message_id: str, timeout: float = 60) -> None:
-    """Wait until the case's timeline (the broker's, relayed by ``node``) shows the message
-    acknowledged by its recipient's node."""
+    """Wait until the case's timeline at the broker (the `broker` part of ``node``'s case
+    view) shows the message acknowledged by its recipient's node."""
     deadline = time.monotonic() + timeout
     while True:
         view = httpx.get(
@@ -268,7 +268,8 @@ def _wait_acknowledged(node: Node, case_ref: str, message_id: str, timeout: floa
             timeout=15,
         )
         view.raise_for_status()
-        items = {item["message_id"]: item for item in view.json()["timeline"]}
+        at_broker = view.json().get("broker") or {}
+        items = {item["message_id"]: item for item in at_broker.get("timeline", [])}
         status = items.get(message_id, {}).get("delivery_status")
         if status == "acknowledged":
             return

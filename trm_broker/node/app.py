@@ -22,18 +22,20 @@ from trm_broker.domain.messages import MessageType
 from trm_broker.logs import bind_ids
 from trm_broker.node import (
     access_api,
+    case_view,
     inbox,
     outbox,
     outbox_calls,
     received_api,
-    store,
+    sent_api,
     withdrawals,
 )
 from trm_broker.node.access import CaseWorker, Reader, check_at_start
 from trm_broker.node.auth import broker_signed_body
-from trm_broker.node.broker_client import BrokerClient, BrokerError
+from trm_broker.node.broker_client import BrokerClient
 from trm_broker.node.idempotency import IdempotencyKey
 from trm_broker.node.keyring import Keyring
+from trm_broker.node.migrate import ready_schema
 from trm_broker.node.outbox_calls import Prefer, Sending
 from trm_broker.node.outbox_sender import OutboxSender
 from trm_broker.node.puller import InboxPuller
@@ -61,8 +63,9 @@ from trm_broker.node.schemas import (
     SendRequest,
     SentOut,
 )
-from trm_broker.node.sending import choose_sender, refused, typed_message
+from trm_broker.node.sending import choose_sender, typed_message
 from trm_broker.node.store import OutboxState
+from trm_broker.node.tracker import StatusTracker
 from trm_broker.node.trust import NodeTrust, load_trust
 from trm_broker.node.withdrawals import WithdrawalWatch
 from trm_broker.settings import Settings
@@ -153,7 +156,11 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
         trust.log_at_start()
         check_at_start(settings, keys)
         engine = create_engine(settings.node_database_url)
-        await store.create_schema(engine)
+        try:
+            await ready_schema(settings.node_database_url, engine)
+        except BaseException:
+            await engine.dispose()
+            raise
         broker = BrokerClient(settings.node_broker_url, broker_http, trust=trust)
         sessions = session_factory(engine)
         sender = OutboxSender(
@@ -179,10 +186,16 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
             interval=settings.node_alert_poll_seconds,
         )
         watch.start()
+        # The fate of every message sent: read at the broker, woken by each receipt.
+        tracker = StatusTracker(
+            sessions, keys, broker, interval=settings.node_status_poll_seconds, sender=sender
+        )
+        tracker.start()
         log.info("node_started", participants=keys.participants(), pull=settings.node_pull)
         try:
             yield
         finally:
+            await tracker.stop()
             await watch.stop()
             await sender.stop()
             if puller is not None:
@@ -342,17 +355,8 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
             call=withdraw,
         )
 
-    @app.get("/cases/{case_ref}", tags=["case workers"])
-    async def case_at_broker(
-        case_ref: CaseRef, state: State, principal: Reader, reader: str | None = None
-    ) -> dict[str, Any]:
-        """The case's workflow state and timeline at the broker (metadata only)."""
-        keys = principal.keyring(state.keys)
-        signer = keys.current[choose_sender(keys, reader)].signing
-        try:
-            return await state.broker.case(signer, case_ref)
-        except BrokerError as exc:
-            raise refused(exc) from exc
+    app.include_router(sent_api.router)  # GET /sent, /sent/{message_id}
+    app.include_router(case_view.router)  # GET /cases/{case_ref}: the joined view
 
     # One call per message type (docs/design.md §6), so nobody hand-builds an envelope.
     for call in CASE_CALLS:

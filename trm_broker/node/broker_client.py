@@ -363,9 +363,13 @@ class BrokerClient:
         """A case's state and timeline, as one of its parties sees it."""
         return _object(await self._call("GET", f"/v1/cases/{case_ref}", signer))
 
-    async def open_alerts(self, signer: SigningKey) -> list[dict[str, Any]]:
-        """The open alerts of the signer's cases (`GET /v1/alerts`): metadata only."""
-        data = _object(await self._call("GET", "/v1/alerts", signer))
+    async def open_alerts(
+        self, signer: SigningKey, *, case_ref: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The open alerts of the signer's cases (`GET /v1/alerts`), or of one case:
+        metadata only."""
+        params = {"case_ref": case_ref} if case_ref is not None else None
+        data = _object(await self._call("GET", "/v1/alerts", signer, params=params))
         alerts = data.get("alerts")
         if not isinstance(alerts, list) or not all(isinstance(a, dict) for a in alerts):
             raise BrokerError(502, {"title": "Malformed answer from the broker"})

@@ -3,7 +3,6 @@ consent each came under and what its recipient may send next in the case (issue 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -12,9 +11,9 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from trm_broker.node import withdrawals
 from trm_broker.node.broker_client import BrokerClient
 from trm_broker.node.case_steps import CaseViewUnreadable, case_view, next_steps_of
+from trm_broker.node.case_view import received_view
 from trm_broker.node.keyring import Keyring
 from trm_broker.node.schemas import NextStepOut, ReceivedMessageOut
 from trm_broker.node.store import ReceivedMessage
@@ -69,7 +68,6 @@ async def view(
     row: ReceivedMessage, retention: timedelta, steps: NextSteps | None
 ) -> ReceivedMessageOut:
     """One received message as the API shows it; ``steps`` None: next steps not asked."""
-    restricted = row.restricted_at is not None
     next_steps = await steps.of(row.recipient, row.case_ref) if steps is not None else None
     unavailable = None
     if steps is None:
@@ -77,21 +75,7 @@ async def view(
     elif next_steps is None:
         unavailable = BROKER_UNAVAILABLE
     return ReceivedMessageOut(
-        seq=row.seq,
-        message_id=row.id,
-        type=row.type,
-        case_ref=row.case_ref,
-        sender=row.sender,
-        recipient=row.recipient,
-        created_at=row.created_at,
-        received_at=row.received_at,
-        header=json.loads(row.header),
-        # Restricted (consent withdrawn): kept unread until deleted.
-        payload=json.loads(row.payload) if row.payload is not None and not restricted else None,
-        restricted=restricted,
-        restricted_at=row.restricted_at,
-        delete_after=withdrawals.delete_after(row, retention),
-        notice=withdrawals.notice(row, retention),
+        **received_view(row, retention).model_dump(),
         consent_ref=row.consent_ref,
         next_steps=next_steps,
         next_steps_unavailable=unavailable,

@@ -2,9 +2,8 @@
 and what they sent.
 
 This is the country's case system, not the broker: decrypted payloads belong here.
-The schema is created on start (``create_schema``, SQLAlchemy's ``create_all``): it creates
-missing tables but changes no existing one, and there are no node migrations yet (issue 18;
-docs/node.md says what a database made before a change needs).
+The schema is made by the node's Alembic revisions (``trm_broker/node/migrations``,
+``trm_broker/node/migrate.py``); a test checks that they and these models agree.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import Integer, MetaData, String, Text, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from trm_broker.crypto.canonical import canonical_json
@@ -188,6 +187,63 @@ class IdempotentAnswer(NodeBase):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
+class SentState(StrEnum):
+    """A sent message's status as the broker knows it (`GET /v1/messages/{id}`)."""
+
+    ACCEPTED = "accepted"
+    DELIVERED = "delivered"
+    ACKNOWLEDGED = "acknowledged"
+    REJECTED = "rejected"
+    DEAD_LETTERED = "dead_lettered"
+    DROPPED = "dropped"
+
+
+class SentStatus(NodeBase):
+    """What the broker last said of a message this node sent (one row per ``node_sent``
+    row), kept current by the status tracker (node/tracker.py): read again at
+    ``next_check_at`` until acknowledged, rejected or dropped."""
+
+    __tablename__ = "node_sent_status"
+
+    message_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    status: Mapped[SentState] = mapped_column(stored_enum(SentState, "status", 16), index=True)
+    #: The broker's times: accepted (the receipt's), fetched from the pull inbox, answered
+    #: (acknowledged or rejected), dead-lettered; and when the sealed payload left it.
+    accepted_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    dead_lettered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    payload_purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ledger_index: Mapped[int | None] = mapped_column(Integer)
+    delivery_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: The broker's code for its last failed push (``http_503``): never text.
+    delivery_error: Mapped[str | None] = mapped_column(String(64))
+    #: A rejected message's ``{"code", "reasons"}`` (JSON) when the broker gives them: the
+    #: recipient's reasons are locations in the payload, never content.
+    rejection: Mapped[str | None] = mapped_column(Text)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    next_check_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    #: Reads since the last change (the next read waits longer), and failed reads in a row.
+    unchanged_checks: Mapped[int] = mapped_column(Integer, default=0)
+    failed_checks: Mapped[int] = mapped_column(Integer, default=0)
+    #: Why the last read failed, as a code (``broker_unreachable``, ``http_404``).
+    check_error: Mapped[str | None] = mapped_column(String(64))
+
+
+class SentStatusChange(NodeBase):
+    """Each status a sent message took, in the order the node learned them: ``at`` is the
+    broker's time for it (when it says one), ``seen_at`` when the node learned it."""
+
+    __tablename__ = "node_sent_status_changes"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(36), index=True)
+    status: Mapped[SentState] = mapped_column(stored_enum(SentState, "status", 16))
+    at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 def received_row(
     envelope: Envelope, *, digest: str, payload: str, ack: str, now: datetime
 ) -> ReceivedMessage:
@@ -221,11 +277,6 @@ def sent_row(envelope: Envelope, *, digest: str, receipt: str, now: datetime) ->
         envelope_digest=digest,
         receipt=receipt,
     )
-
-
-async def create_schema(engine: AsyncEngine) -> None:
-    async with engine.begin() as connection:
-        await connection.run_sync(NodeBase.metadata.create_all)
 
 
 async def received(session: AsyncSession, message_id: str) -> ReceivedMessage | None:

@@ -52,8 +52,9 @@ class DeliveryOut(BaseModel):
 
 
 class RejectionOut(BaseModel):
-    """Why the recipient's node rejected a message, from its signed answer: locations and
-    kinds of error only, never a value of the payload."""
+    """Why the recipient's node rejected a message, from its signed answer (recorded at
+    `delivery.acknowledged_at`): locations and kinds of error only, never a value of the
+    payload."""
 
     code: RejectionCode = Field(
         description="`payload-invalid`: the payload does not conform to its type's schema. "
@@ -64,7 +65,6 @@ class RejectionOut(BaseModel):
         description="Where, e.g. `payload/immediate_needs/0: not a known code` or "
         "`header/risk_level: does not match the payload`."
     )
-    rejected_at: datetime | None = Field(description="When the rejection was recorded.")
 
 
 class MessageStatusOut(BaseModel):

@@ -252,9 +252,7 @@ def _rejection(delivery: Delivery) -> RejectionOut | None:
         return None
     if claims.code is None:  # pragma: no cover - a rejection always names its code
         return None
-    return RejectionOut(
-        code=claims.code, reasons=claims.reasons, rejected_at=delivery.acknowledged_at
-    )
+    return RejectionOut(code=claims.code, reasons=claims.reasons)
 
 
 def message_status(delivery: Delivery) -> MessageState:

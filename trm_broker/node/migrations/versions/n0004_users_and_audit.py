@@ -1,8 +1,8 @@
 """users and audit: the node's user accounts per organisation, their API tokens, and the
 audit log of what users do (issue 18)
 
-Revision ID: n0005
-Revises: n0004
+Revision ID: n0004
+Revises: n0003
 Create Date: 2026-12-06
 """
 
@@ -13,8 +13,8 @@ from alembic import op
 
 from trm_broker.store.models import UTCDateTime
 
-revision: str = "n0005"
-down_revision: str | None = "n0004"
+revision: str = "n0004"
+down_revision: str | None = "n0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

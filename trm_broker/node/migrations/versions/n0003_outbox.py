@@ -6,8 +6,8 @@ the first answer to a request sent with an ``Idempotency-Key``, per caller and r
 it expires. Both are new tables: the previous release writes neither, and ``node_sent`` is
 unchanged (a receipted message is written there as before).
 
-Revision ID: n0004
-Revises: n0003
+Revision ID: n0003
+Revises: n0002
 Create Date: 2026-12-07
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "n0004"
-down_revision: str | None = "n0003"
+revision: str = "n0003"
+down_revision: str | None = "n0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
