@@ -418,6 +418,7 @@ async def test_a_key_is_scoped_to_its_route(world: World) -> None:
             "recipient": NG.participant,
             "sender": AT.participant,
             "payload": REFERRAL,
+            "consent_ref": f"consent-{world.case_ref}-B",
         },
         headers={**AUTH, **key},
     )

@@ -86,6 +86,8 @@ EXPECTED: dict[tuple[str, str], tuple[Expect, ...]] = {
     ("POST /inbox", "-"): UNSIGNED,  # the broker's pushes only, signed
     ("POST /login", "wrong password"): UNSIGNED,
     ("GET /messages", "-"): READS,
+    ("GET /messages/{message_id}", "NAPTIP's"):   (OK,  OK,  OK,  404,  404,  404,  OK,  401, 401, 403, 401),
+    ("GET /messages/{message_id}", "shelter's"):  (404, 404, 404, OK,   OK,   OK,   OK,  401, 401, 403, 401),
     ("GET /outbox", "-"): READS,
     ("GET /outbox/{message_id}", "NAPTIP's"):     (OK,  OK,  OK,  404,  404,  404,  OK,  401, 401, 403, 401),
     ("GET /sent", "-"): READS,
@@ -149,6 +151,9 @@ def request(world: NodeWorld, caller: str, route: str, obj: str) -> Call:
         return Call(method, path, {"consent": consent, **as_other})
     if path in ("/outbox/{message_id}", "/sent/{message_id}"):
         return Call(method, path.replace("{message_id}", world.sent[0]))
+    if path == "/messages/{message_id}":
+        owner = NAPTIP if obj == "NAPTIP's" else SHELTER
+        return Call(method, f"/messages/{min(world.received[owner.participant])}")
     if path == "/consents/{consent_id}/withdraw":
         query = f"?sender={other(caller)}" if as_other else ""
         return Call(method, f"/consents/{world.consent['B']}/withdraw{query}")
@@ -204,6 +209,13 @@ def check_allowed(world: NodeWorld, caller: str, route: str, body: Any) -> list[
         problems = [] if seen == expected else [f"read {sorted(seen)}, expected {sorted(expected)}"]
         if caller != ADMIN and recipients != {org}:
             problems.append(f"messages for {sorted(recipients)} shown to {org}")
+        return problems
+    if route == "GET /messages/{message_id}":
+        problems = []
+        if caller != ADMIN and body["recipient"] != org:
+            problems.append(f"a message for {body['recipient']} shown to {org}")
+        if body["next_steps"] is None:
+            problems.append(f"no next steps: {body['next_steps_unavailable']}")
         return problems
     if route == "GET /sent":
         senders = {m["sender"] for m in body["messages"]}

@@ -21,7 +21,7 @@ gave it applies.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import NoReturn, TypeVar
 
@@ -39,6 +39,7 @@ from trm_broker.domain.case_state import (
 from trm_broker.domain.consent import GivenBy, consent_needed
 from trm_broker.domain.messages import (
     CaseMonitoringHeader,
+    DataCategory,
     MessageType,
     PreDepartureContactHeader,
     ReceptionConfirmationHeader,
@@ -53,8 +54,10 @@ from trm_broker.domain.participants import ParticipantKind
 from trm_broker.domain.payload_codes import BestInterestsOutcome
 
 __all__ = [
+    "PARTY_RULES",
     "RULES",
     "CaseTransfer",
+    "Deadline",
     "Party",
     "RiskAssessment",
     "RuleBroken",
@@ -63,8 +66,11 @@ __all__ = [
     "Step",
     "acknowledged",
     "apply",
+    "consent_fits_case",
+    "deadlines",
     "due_alerts",
     "rejected",
+    "standing",
 ]
 
 _H = TypeVar("_H", bound=BaseModel)
@@ -149,6 +155,27 @@ RULES: dict[str, str] = {
 }
 
 
+#: The rules on who sends a type to whom in a case (the rest say when): a participant one of
+#: them bars never sends that type to that party of the case, at any stage.
+PARTY_RULES: frozenset[str] = frozenset(
+    {
+        "not_a_party_of_this_case",
+        "referral_only_by_focal_point",
+        "referral_only_to_destination_focal_point",
+        "referral_to_own_country",
+        "referral_response_only_from_destination_to_sending",
+        "risk_assessment_only_between_focal_points",
+        "return_preparation_only_from_sending_to_destination",
+        "reception_confirmation_only_by_designated_receiving_org",
+        "case_monitoring_only_by_receiving_org_or_destination",
+        "case_closure_only_between_focal_points",
+        "consent_withdrawal_only_by_sending_focal_point",
+        "reception_plan_response_only_by_designated_receiving_org",
+        "pre_departure_contact_only_by_designated_receiving_org",
+    }
+)
+
+
 class RuleBroken(Exception):
     """A message the workflow does not allow now (409). ``rule`` is a stable code (a key of
     :data:`RULES`), ``detail`` one sentence for a case worker; neither holds personal data."""
@@ -190,15 +217,26 @@ def _focal_points(case: CaseTransfer) -> frozenset[str]:
     return frozenset({case.sending, case.destination})
 
 
-def _require_guardian_for_child(is_minor: bool, step: Step) -> None:
+def consent_fits_case(
+    is_minor: bool,
+    given_by: GivenBy | None,
+    message_type: MessageType,
+    data_categories: frozenset[DataCategory],
+) -> bool:
+    """Whether a consent given by ``given_by`` may cover a message of this type and these
+    categories in a case that is (``is_minor``) or is not a child's."""
     # TRM guidelines for children: a guardian consents on a child's behalf (principle 5), for
     # every message of the case that needs a consent; so after a guardian's withdrawal the
     # child's own consent covers nothing. A message that needs none (a closure without
     # personal data, a withdrawal) is free of the rule, so a child's case can be closed.
-    if not consent_needed(step.type, step.data_categories):
-        return
-    guardian = step.consent_given_by is GivenBy.GUARDIAN
-    _require(not is_minor or guardian, "minor_needs_guardian_consent", type=step.type.value)
+    if not consent_needed(message_type, data_categories):
+        return True
+    return not is_minor or given_by is GivenBy.GUARDIAN
+
+
+def _require_guardian_for_child(is_minor: bool, step: Step) -> None:
+    fits = consent_fits_case(is_minor, step.consent_given_by, step.type, step.data_categories)
+    _require(fits, "minor_needs_guardian_consent", type=step.type.value)
 
 
 def _says_minor(step: Step) -> bool:
@@ -211,7 +249,7 @@ def _says_minor(step: Step) -> bool:
 def _referral(step: Step, rejected: CaseTransfer | None = None) -> CaseTransfer:
     header = _header(step, ReferralHeader)
     country = header.destination_country
-    _require(step.sender.kind is ParticipantKind.FOCAL_POINT, "referral_only_by_focal_point")
+    _referral_standing(step.sender)
     _require(
         step.recipient.kind is ParticipantKind.FOCAL_POINT and step.recipient.country == country,
         "referral_only_to_destination_focal_point",
@@ -234,23 +272,43 @@ def _referral(step: Step, rejected: CaseTransfer | None = None) -> CaseTransfer:
     )
 
 
-def _referral_response(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransfer:
-    header = _header(step, ReferralResponseHeader)
+def _referral_standing(sender: Party) -> None:
+    _require(sender.kind is ParticipantKind.FOCAL_POINT, "referral_only_by_focal_point")
+
+
+# Each type's rules come in two parts: its *standing* (``_*_standing``: who may send it to whom
+# and when, from the case's state, the parties and the time), and its handler (what its header
+# must say, and the new state). :func:`apply` checks both; :func:`standing` only the first, so
+# that what a party may send next (``domain.next_steps``) is read from the very same rules.
+
+
+def _referral_response_standing(
+    case: CaseTransfer, sender: Party, recipient: Party, at: datetime, rules: Rules
+) -> None:
     _require(
-        step.sender.id == case.destination and step.recipient.id == case.sending,
+        sender.id == case.destination and recipient.id == case.sending,
         "referral_response_only_from_destination_to_sending",
     )
     _require(case.stage is Stage.REFERRED, "referral_already_answered")
+
+
+def _referral_response(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransfer:
+    header = _header(step, ReferralResponseHeader)
     return replace(case, stage=Stage.ACCEPTED if header.accepted else Stage.DECLINED)
 
 
-def _risk_assessment(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransfer:
-    header = _header(step, RiskAssessmentHeader)
-    between = {step.sender.id, step.recipient.id} == _focal_points(case)
+def _risk_assessment_standing(
+    case: CaseTransfer, sender: Party, recipient: Party, at: datetime, rules: Rules
+) -> None:
+    between = {sender.id, recipient.id} == _focal_points(case)
     _require(between, "risk_assessment_only_between_focal_points")
     _require(
         case.stage in (Stage.ACCEPTED, Stage.RETURN_PREPARED), "risk_assessment_needs_acceptance"
     )
+
+
+def _risk_assessment(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransfer:
+    header = _header(step, RiskAssessmentHeader)
     _require(header.assessed_at <= step.at + rules.clock_skew, "risk_assessment_in_future")
     new = RiskAssessment(
         header.assessed_at, header.risk_level, header.return_recommended, step.message_id
@@ -265,36 +323,26 @@ def _risk_assessment(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransf
     return replace(case, pending_risk_assessments=(*case.pending_risk_assessments, new))
 
 
-def _return_preparation(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransfer:
-    header = _header(step, ReturnPreparationHeader)
+def _return_preparation_standing(
+    case: CaseTransfer, sender: Party, recipient: Party, at: datetime, rules: Rules
+) -> None:
     # The plan goes to the destination focal point, then, sealed to its own key, to the
     # receiving organisation it designates, so that it can prepare (TRM guidelines).
-    to_org = step.recipient.id != case.destination
     _require(
-        step.sender.id == case.sending
-        and step.recipient.id in {case.destination, case.receiving_org},
+        sender.id == case.sending and recipient.id in {case.destination, case.receiving_org},
         "return_preparation_only_from_sending_to_destination",
     )
     # A second return_preparation before reception replaces the plan (new date, escort or
     # organisation); every safeguard is checked again, against the new plan.
     prepared = case.stage in (Stage.ACCEPTED, Stage.RETURN_PREPARED)
     _require(prepared, "return_preparation_needs_acceptance")
-    if to_org:  # the plan in force, to its organisation: it does not replace the plan
-        same = (header.receiving_org, header.planned_arrival) == (
-            case.receiving_org,
-            case.planned_arrival,
-        )
-        _require(
-            case.stage is Stage.RETURN_PREPARED
-            and same
-            and step.recipient.id == header.receiving_org,
-            "return_plan_to_org_must_match_plan",
-        )
+    if recipient.id != case.destination:  # the plan in force, to its organisation
+        _require(case.stage is Stage.RETURN_PREPARED, "return_plan_to_org_must_match_plan")
     # Principle 5: no return without a recent risk assessment that recommends it, and that
     # its recipient acknowledged: none accepted since may be waiting for its answer.
-    risk = case.last_risk_assessment
     _require_no_later_pending_assessment(case)
-    recent = risk is not None and risk.assessed_at >= step.at - rules.risk_max_age
+    risk = case.last_risk_assessment
+    recent = risk is not None and risk.assessed_at >= at - rules.risk_max_age
     if risk is None:
         why = "there is none"
     elif not risk.return_recommended:
@@ -307,6 +355,20 @@ def _return_preparation(case: CaseTransfer, step: Step, rules: Rules) -> CaseTra
         span=_span(rules.risk_max_age),
         why=why,
     )
+
+
+def _return_preparation(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransfer:
+    header = _header(step, ReturnPreparationHeader)
+    to_org = step.recipient.id != case.destination
+    if to_org:  # the plan in force, to its organisation: it does not replace the plan
+        same = (header.receiving_org, header.planned_arrival) == (
+            case.receiving_org,
+            case.planned_arrival,
+        )
+        _require(
+            same and step.recipient.id == header.receiving_org,
+            "return_plan_to_org_must_match_plan",
+        )
     # Principle 5: return only to a receiving organisation registered in the country of
     # return's NRM (the registry entry of the id the header names).
     org = step.receiving_org
@@ -367,52 +429,82 @@ def _require_best_interests_support_return(
     return minor
 
 
-def _reception_confirmation(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransfer:
-    header = _header(step, ReceptionConfirmationHeader)
+def _reception_confirmation_standing(
+    case: CaseTransfer, sender: Party, recipient: Party, at: datetime, rules: Rules
+) -> None:
     # Principle 5: reception is confirmed only by the designated receiving organisation.
     _require(
-        step.sender.id == case.receiving_org and step.recipient.id in _focal_points(case),
+        sender.id == case.receiving_org and recipient.id in _focal_points(case),
         "reception_confirmation_only_by_designated_receiving_org",
     )
     _require(case.stage is Stage.RETURN_PREPARED, "reception_confirmation_needs_return_preparation")
+
+
+def _reception_confirmation(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransfer:
+    header = _header(step, ReceptionConfirmationHeader)
     _require(header.at <= step.at + rules.clock_skew, "reception_in_future")
     if header.outcome is ReceptionOutcome.RECEIVED:
         return replace(case, stage=Stage.RECEIVED, received_at=header.at)
     return replace(case, stage=Stage.NOT_RECEIVED)
 
 
-def _from_org_before_travel(case: CaseTransfer, step: Step, sender_rule: str) -> None:
+def _from_org_before_travel(
+    case: CaseTransfer, sender: Party, recipient: Party, kind: MessageType, sender_rule: str
+) -> None:
     """A step of the receiving organisation before travel: from the designated one, to a
     focal point, once it was sent the plan and before reception."""
     _require(
-        step.sender.id == case.receiving_org and step.recipient.id in _focal_points(case),
+        sender.id == case.receiving_org and recipient.id in _focal_points(case),
         sender_rule,
     )
     sent = case.stage is Stage.RETURN_PREPARED and case.plan_sent_to_org is not None
-    _require(sent, "needs_plan_sent_to_receiving_org", type=step.type.value)
+    _require(sent, "needs_plan_sent_to_receiving_org", type=kind.value)
+
+
+def _reception_plan_response_standing(
+    case: CaseTransfer, sender: Party, recipient: Party, at: datetime, rules: Rules
+) -> None:
+    _from_org_before_travel(
+        case,
+        sender,
+        recipient,
+        MessageType.RECEPTION_PLAN_RESPONSE,
+        "reception_plan_response_only_by_designated_receiving_org",
+    )
 
 
 def _reception_plan_response(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransfer:
     header = _header(step, ReceptionPlanResponseHeader)
-    _from_org_before_travel(case, step, "reception_plan_response_only_by_designated_receiving_org")
     # cannot_receive refuses nothing: the plan stands until the sending focal point sends a
     # new return_preparation (another date, or another organisation).
     return replace(case, readiness=header.readiness)
 
 
+def _pre_departure_contact_standing(
+    case: CaseTransfer, sender: Party, recipient: Party, at: datetime, rules: Rules
+) -> None:
+    _from_org_before_travel(
+        case,
+        sender,
+        recipient,
+        MessageType.PRE_DEPARTURE_CONTACT,
+        "pre_departure_contact_only_by_designated_receiving_org",
+    )
+
+
 def _pre_departure_contact(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransfer:
     header = _header(step, PreDepartureContactHeader)
-    _from_org_before_travel(case, step, "pre_departure_contact_only_by_designated_receiving_org")
     _require(header.at <= step.at + rules.clock_skew, "pre_departure_contact_in_future")
     latest = case.pre_departure_contact_at
     return replace(case, pre_departure_contact_at=max(header.at, latest or header.at))
 
 
-def _case_monitoring(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransfer:
-    header = _header(step, CaseMonitoringHeader)
+def _case_monitoring_standing(
+    case: CaseTransfer, sender: Party, recipient: Party, at: datetime, rules: Rules
+) -> None:
     _require(
-        step.sender.id in {case.receiving_org, case.destination}
-        and step.recipient.id in _focal_points(case) - {step.sender.id},
+        sender.id in {case.receiving_org, case.destination}
+        and recipient.id in _focal_points(case) - {sender.id},
         "case_monitoring_only_by_receiving_org_or_destination",
     )
     _require(
@@ -420,25 +512,51 @@ def _case_monitoring(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransf
         "case_monitoring_needs_reception",
     )
     # TRM guidelines: monitoring lasts a stated period (one to three years) after return.
-    end = (case.received_at or step.at) + rules.monitoring_period
-    _require(step.at <= end, "monitoring_period_over", span=_span(rules.monitoring_period))
+    end = (case.received_at or at) + rules.monitoring_period
+    _require(at <= end, "monitoring_period_over", span=_span(rules.monitoring_period))
+
+
+def _case_monitoring(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransfer:
+    header = _header(step, CaseMonitoringHeader)
     _require(header.period_start <= header.period_end, "monitoring_period_reversed")
     return replace(case, last_monitoring_at=step.at)
 
 
-def _case_closure(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransfer:
-    between = {step.sender.id, step.recipient.id} == _focal_points(case)
+def _case_closure_standing(
+    case: CaseTransfer, sender: Party, recipient: Party, at: datetime, rules: Rules
+) -> None:
+    between = {sender.id, recipient.id} == _focal_points(case)
     _require(between, "case_closure_only_between_focal_points")
+
+
+def _case_closure(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransfer:
     return replace(case, stage=Stage.CLOSED, closed_at=step.at)
 
 
-def _consent_withdrawal(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransfer:
-    by_sending = step.sender.id == case.sending
+def _consent_withdrawal_standing(
+    case: CaseTransfer, sender: Party, recipient: Party, at: datetime, rules: Rules
+) -> None:
+    by_sending = sender.id == case.sending
     _require(by_sending, "consent_withdrawal_only_by_sending_focal_point")
+
+
+def _consent_withdrawal(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransfer:
     # The consent record, not the case, carries the withdrawal (domain.consent): later
     # messages under it fail the scope check. The workflow state does not change.
     return case
 
+
+_STANDING: dict[MessageType, Callable[[CaseTransfer, Party, Party, datetime, Rules], None]] = {
+    MessageType.REFERRAL_RESPONSE: _referral_response_standing,
+    MessageType.RISK_ASSESSMENT: _risk_assessment_standing,
+    MessageType.RETURN_PREPARATION: _return_preparation_standing,
+    MessageType.RECEPTION_CONFIRMATION: _reception_confirmation_standing,
+    MessageType.CASE_MONITORING: _case_monitoring_standing,
+    MessageType.CASE_CLOSURE: _case_closure_standing,
+    MessageType.CONSENT_WITHDRAWAL: _consent_withdrawal_standing,
+    MessageType.RECEPTION_PLAN_RESPONSE: _reception_plan_response_standing,
+    MessageType.PRE_DEPARTURE_CONTACT: _pre_departure_contact_standing,
+}
 
 _HANDLERS: dict[MessageType, Callable[[CaseTransfer, Step, Rules], CaseTransfer]] = {
     MessageType.REFERRAL_RESPONSE: _referral_response,
@@ -464,39 +582,72 @@ def apply(case: CaseTransfer | None, step: Step, rules: Rules) -> CaseTransfer:
     if case is not None and step.case_ref and step.case_ref != case.case_ref:
         raise ValueError("the step is of another case than the state given")
     if step.type is MessageType.REFERRAL:
-        # Once per case reference; again only to correct a referral its recipient rejected,
-        # by the same sending focal point (nobody else takes over a case reference).
-        _require(case is None or _may_correct_referral(case, step), "case_already_referred")
+        _require_new_referral(case, step.sender)
         return _referral(step, case)
-    kind = step.type.value
+    case = _open_to(case, step.type, step.sender, step.recipient)
+    # The children's rules hold for every message of a child's case (sticky, from the
+    # referral or any later message that says so), not only for the referral and the return.
+    _require_guardian_for_child(case.subject_is_minor or _says_minor(step), step)
+    _STANDING[step.type](case, step.sender, step.recipient, step.at, rules)
+    return _HANDLERS[step.type](case, step, rules)
+
+
+def standing(
+    case: CaseTransfer | None,
+    message_type: MessageType,
+    sender: Party,
+    recipient: Party,
+    at: datetime,
+    rules: Rules,
+) -> None:
+    """:class:`RuleBroken` unless a message of this type from ``sender`` to ``recipient``
+    could be accepted at ``at``, given a header that says what the rules ask: the rules of
+    :func:`apply` that read the case's state, the parties and the time, in its order, and not
+    those that read the header or who gave the consent. What :func:`apply` accepts, this
+    accepts too; what this refuses, :func:`apply` refuses."""
+    if message_type is MessageType.REFERRAL:
+        _require_new_referral(case, sender)
+        _referral_standing(sender)
+        return
+    case = _open_to(case, message_type, sender, recipient)
+    _STANDING[message_type](case, sender, recipient, at, rules)
+
+
+def _require_new_referral(case: CaseTransfer | None, sender: Party) -> None:
+    # Once per case reference; again only to correct a referral its recipient rejected, by
+    # the same sending focal point (nobody else takes over a case reference).
+    _require(case is None or _may_correct_referral(case, sender), "case_already_referred")
+
+
+def _open_to(
+    case: CaseTransfer | None, message_type: MessageType, sender: Party, recipient: Party
+) -> CaseTransfer:
+    """The rules of every type but a referral: a case to send in, open, and between its
+    parties; the case."""
+    kind = message_type.value
     if case is None:
         _refuse("case_not_referred", type=kind)
-    withdrawal = step.type is MessageType.CONSENT_WITHDRAWAL
+    withdrawal = message_type is MessageType.CONSENT_WITHDRAWAL
     _require(case.stage is not Stage.CLOSED or withdrawal, "case_closed", type=kind)
     # Messages of a case go only between its parties (docs/design.md §4: focal points read their
     # own cases; receiving organisations what is addressed to them).
     parties = {party for party in (case.sending, case.destination, case.receiving_org) if party}
-    among = step.sender.id in parties and step.recipient.id in parties
+    among = sender.id in parties and recipient.id in parties
     _require(among, "not_a_party_of_this_case", type=kind)
-    _require_referral_standing(case, step)
-    # The children's rules hold for every message of a child's case (sticky, from the
-    # referral or any later message that says so), not only for the referral and the return.
-    _require_guardian_for_child(case.subject_is_minor or _says_minor(step), step)
-    return _HANDLERS[step.type](case, step, rules)
+    _require_referral_standing(case, message_type)
+    return case
 
 
-def _may_correct_referral(case: CaseTransfer, step: Step) -> bool:
-    return (
-        case.referral_rejected and step.sender.id == case.sending and case.stage is not Stage.CLOSED
-    )
+def _may_correct_referral(case: CaseTransfer, sender: Party) -> bool:
+    return case.referral_rejected and sender.id == case.sending and case.stage is not Stage.CLOSED
 
 
-def _require_referral_standing(case: CaseTransfer, step: Step) -> None:
+def _require_referral_standing(case: CaseTransfer, message_type: MessageType) -> None:
     # A referral its recipient's node rejected never reached it: nothing builds on it until
     # a corrected one is accepted, but the case can still be closed or its consent withdrawn.
-    free = step.type in (MessageType.CASE_CLOSURE, MessageType.CONSENT_WITHDRAWAL)
+    free = message_type in (MessageType.CASE_CLOSURE, MessageType.CONSENT_WITHDRAWAL)
     standing = not case.referral_rejected or free
-    _require(standing, "referral_rejected_by_recipient", type=step.type.value)
+    _require(standing, "referral_rejected_by_recipient", type=message_type.value)
 
 
 def acknowledged(case: CaseTransfer, message_id: str) -> CaseTransfer:
@@ -551,17 +702,48 @@ def rejected(case: CaseTransfer, message_id: str) -> CaseTransfer:
     return case
 
 
-def due_alerts(case: CaseTransfer, now: datetime, rules: Rules) -> frozenset[AlertKind]:
-    """The alerts a case calls for at ``now`` (docs/design.md §6): a reception confirmation
-    overdue after the planned arrival plus grace, or a monitoring report overdue after
-    ``monitoring_interval`` without one, during the monitoring period. None once closed."""
-    alerts: set[AlertKind] = set()
+@dataclass(frozen=True)
+class Deadline:
+    """A step the case waits for by a time (docs/design.md §6, alerts): ``name`` says which
+    (``reception_due``: the receiving organisation's reception_confirmation;
+    ``monitoring_due``: the next case_monitoring report), ``alert`` is raised once it is
+    missed. ``until``: the end of the period in which it holds (monitoring), if any."""
+
+    name: str
+    due_at: datetime
+    alert: AlertKind
+    until: datetime | None = None
+
+    def holds(self, now: datetime) -> bool:
+        return self.until is None or now <= self.until
+
+    def overdue(self, now: datetime) -> bool:
+        return self.holds(now) and now > self.due_at
+
+
+def deadlines(case: CaseTransfer, rules: Rules) -> tuple[Deadline, ...]:
+    """What the case waits for, and by when: a reception confirmation by the planned
+    arrival plus ``reception_grace``; during the monitoring period, a monitoring report
+    ``monitoring_interval`` after the last (or after reception). None once closed."""
+    found: list[Deadline] = []
     arrival = case.planned_arrival
-    if case.stage is Stage.RETURN_PREPARED and arrival and now > arrival + rules.reception_grace:
-        alerts.add(AlertKind.RECEPTION_OVERDUE)
+    if case.stage is Stage.RETURN_PREPARED and arrival is not None:
+        due = arrival + rules.reception_grace
+        found.append(Deadline("reception_due", due, AlertKind.RECEPTION_OVERDUE))
     if case.stage is Stage.RECEIVED and case.received_at is not None:
         last = case.last_monitoring_at or case.received_at
-        in_period = now <= case.received_at + rules.monitoring_period
-        if in_period and now > last + rules.monitoring_interval:
-            alerts.add(AlertKind.MONITORING_OVERDUE)
-    return frozenset(alerts)
+        found.append(
+            Deadline(
+                "monitoring_due",
+                last + rules.monitoring_interval,
+                AlertKind.MONITORING_OVERDUE,
+                until=case.received_at + rules.monitoring_period,
+            )
+        )
+    return tuple(found)
+
+
+def due_alerts(case: CaseTransfer, now: datetime, rules: Rules) -> frozenset[AlertKind]:
+    """The alerts a case calls for at ``now`` (docs/design.md §6): those of its
+    :func:`deadlines` that are overdue. None once closed."""
+    return frozenset(deadline.alert for deadline in deadlines(case, rules) if deadline.overdue(now))

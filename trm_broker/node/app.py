@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,8 +26,8 @@ from trm_broker.node import (
     inbox,
     outbox,
     outbox_calls,
+    received_api,
     sent_api,
-    store,
     withdrawals,
 )
 from trm_broker.node.access import CaseWorker, Reader, check_at_start
@@ -54,8 +53,6 @@ from trm_broker.node.schemas import (
     PreDepartureContactRequest,
     QueuedOut,
     QueuedPlanOut,
-    ReceivedList,
-    ReceivedOut,
     ReceptionConfirmationRequest,
     ReceptionPlanResponseRequest,
     ReferralRequest,
@@ -211,6 +208,7 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
     limits.install(app, settings)
     middleware.install(app)
     access_api.install(app, settings)  # who calls, as which organisation; the audit log
+    app.include_router(received_api.router)  # received messages, with their next steps
 
     @app.get("/healthz", tags=["health"])
     async def healthz(request: Request) -> dict[str, str]:
@@ -234,44 +232,6 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
         else:
             log.info("message_received")
         return {"ack": result.ack}
-
-    @app.get("/messages", response_model=ReceivedList, tags=["case workers"])
-    async def received(
-        state: State,
-        session: Session,
-        principal: Reader,
-        after: Annotated[
-            int | None, Query(ge=0, le=MAX_CURSOR, description="The last seq already read.")
-        ] = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    ) -> ReceivedList:
-        """Messages received for this node's participants, decrypted, in arrival order."""
-        rows = await store.list_received(session, limit, after, principal.participants(state.keys))
-        retention = state.settings.node_withdrawn_retention
-        return ReceivedList(
-            messages=[
-                ReceivedOut(
-                    seq=r.seq,
-                    message_id=r.id,
-                    type=r.type,
-                    case_ref=r.case_ref,
-                    sender=r.sender,
-                    recipient=r.recipient,
-                    created_at=r.created_at,
-                    received_at=r.received_at,
-                    header=json.loads(r.header),
-                    # Restricted (consent withdrawn): kept unread until deleted.
-                    payload=json.loads(r.payload)
-                    if r.payload is not None and r.restricted_at is None
-                    else None,
-                    restricted=r.restricted_at is not None,
-                    restricted_at=r.restricted_at,
-                    delete_after=withdrawals.delete_after(r, retention),
-                    notice=withdrawals.notice(r, retention),
-                )
-                for r in rows
-            ]
-        )
 
     @app.post("/messages", **_send_route(SentOut, QueuedOut))
     async def send(

@@ -292,8 +292,48 @@ class ReceivedOut(BaseModel):
     notice: str | None = Field(None, description="What a restriction means, in a sentence.")
 
 
+class NextStepOut(BaseModel):
+    """A message the receiving organisation may send next in the case, as the broker's case
+    view says (`GET /v1/cases/{case_ref}`, `next_steps`)."""
+
+    type: MessageType
+    recipient: str
+    allowed: bool = Field(description="Whether the broker's workflow accepts it now.")
+    consent_needed: bool = Field(
+        description="Whether it cites a consent (not a consent_withdrawal; a case_closure only "
+        "with personal data)."
+    )
+    consents: list[str] = Field(
+        description="The case's consents that would cover it now. With exactly one, leave "
+        "consent_ref out when sending it: the node fills it in."
+    )
+    rule: str | None = Field(None, description="When not allowed: the rule that refuses it now.")
+    detail: str | None = Field(None, description="When not allowed: that rule in one sentence.")
+
+
+class ReceivedMessageOut(ReceivedOut):
+    """A received message with what it came under and what its recipient may do next."""
+
+    consent_ref: str | None = Field(
+        description="The consent it came under, as its envelope names it (a "
+        "consent_withdrawal: the consent withdrawn; null: a case_closure without personal "
+        "data)."
+    )
+    next_steps: list[NextStepOut] | None = Field(
+        None,
+        description="What the recipient may send next in the case, now, and under which "
+        "consents (from the broker's case view, read as the recipient). Null when it could "
+        "not be read: see `next_steps_unavailable`.",
+    )
+    next_steps_unavailable: str | None = Field(
+        None,
+        description="Why `next_steps` is null: `broker-unavailable` (try again later), or "
+        "`not-asked` (`?next_steps=false`).",
+    )
+
+
 class ReceivedList(BaseModel):
-    messages: list[ReceivedOut]
+    messages: list[ReceivedMessageOut]
 
 
 class ConsentRequest(BaseModel):

@@ -14,12 +14,14 @@ import structlog
 from pydantic import BaseModel, ValidationError
 
 from trm_broker.crypto.errors import MalformedError
+from trm_broker.domain.consent import consent_needed
 from trm_broker.domain.envelope import Envelope
 from trm_broker.domain.messages import HEADER_MODELS, MessageType
 from trm_broker.domain.payloads import check_payload, read_payload
 from trm_broker.domain.projections import Projection, project
 from trm_broker.domain.schema_errors import error_location
 from trm_broker.node.broker_client import BrokerClient, BrokerError, Registry
+from trm_broker.node.case_steps import CaseViewUnreadable, choose_consent
 from trm_broker.node.compose import compose_envelope
 from trm_broker.node.keyring import Keyring
 from trm_broker.node.schemas import CaseMessage, SendRequest
@@ -144,6 +146,9 @@ async def compose_message(keys: Keyring, broker: BrokerClient, body: SendRequest
     _check_stated(body, projection)
     registry = await current_registry(broker)
     enc = sealing_key(registry, body.recipient, now)  # a key the node believes (trust.py)
+    consent_ref = body.consent_ref
+    if consent_ref is None and consent_needed(body.type, projection.data_categories):
+        consent_ref = await _chosen_consent(keys, broker, registry, body, sender, projection, now)
     try:
         envelope, signed = compose_envelope(
             signing_key=keys.current[sender].signing,
@@ -157,7 +162,7 @@ async def compose_message(keys: Keyring, broker: BrokerClient, body: SendRequest
             header=projection.header_json(),
             payload=body.payload,
             data_categories=sorted(projection.data_categories),
-            consent_ref=body.consent_ref,
+            consent_ref=consent_ref,
             in_reply_to=body.in_reply_to,
             now=now,
         )
@@ -171,6 +176,34 @@ async def compose_message(keys: Keyring, broker: BrokerClient, body: SendRequest
             " check consent_ref, and that sender and recipient differ."
         ) from exc
     return Composed(envelope, signed)
+
+
+async def _chosen_consent(
+    keys: Keyring,
+    broker: BrokerClient,
+    registry: Registry,
+    body: SendRequest,
+    sender: str,
+    projection: Projection,
+    now: datetime,
+) -> str:
+    """The consent a message that names none is sent under: the one consent of its case
+    that covers it (case_steps.py), else 400 ``consent-not-chosen`` with the candidates."""
+    recipient = registry.participants.get(body.recipient) or {}
+    try:
+        return await choose_consent(
+            broker,
+            keys.current[sender].signing,
+            message_type=body.type,
+            case_ref=body.case_ref,
+            sender=sender,
+            recipient=body.recipient,
+            recipient_country=str(recipient.get("country", "")),
+            data_categories=projection.data_categories,
+            now=now,
+        )
+    except CaseViewUnreadable as exc:
+        raise refused(BrokerError(exc.status, exc.problem)) from exc
 
 
 def _check_stated(body: SendRequest, projection: Projection) -> None:

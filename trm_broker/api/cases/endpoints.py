@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -9,15 +10,17 @@ from fastapi import APIRouter, Query
 from trm_broker.api.auth import SignedCaller
 from trm_broker.api.cases import service
 from trm_broker.api.cases.schemas import AlertList, CaseOut
-from trm_broker.api.deps import Session
+from trm_broker.api.deps import Session, State
 
 router = APIRouter(tags=["cases"])
 
 
 @router.get("/v1/cases/{case_ref}", response_model=CaseOut)
-async def case(case_ref: str, caller: SignedCaller, session: Session) -> CaseOut:
-    """A case transfer's state and timeline (metadata only), for its parties."""
-    return await service.case_view(session, case_ref, caller)
+async def case(case_ref: str, caller: SignedCaller, session: Session, state: State) -> CaseOut:
+    """A case transfer's state and timeline (metadata only), for its parties: with its
+    consents' scope, what each party may send next and under which consents, and its
+    deadlines."""
+    return await service.case_view(session, case_ref, caller, datetime.now(UTC), state.rules())
 
 
 @router.get("/v1/alerts", response_model=AlertList)

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from trm_broker.domain.signed_objects import RejectionCode
+
 
 class SignedObject(BaseModel):
     """A JWS in flattened JSON serialisation (RFC 7515 §7.2.2)."""
@@ -49,6 +51,22 @@ class DeliveryOut(BaseModel):
     dead_lettered_at: datetime | None
 
 
+class RejectionOut(BaseModel):
+    """Why the recipient's node rejected a message, from its signed answer (recorded at
+    `delivery.acknowledged_at`): locations and kinds of error only, never a value of the
+    payload."""
+
+    code: RejectionCode = Field(
+        description="`payload-invalid`: the payload does not conform to its type's schema. "
+        "`header-payload-mismatch`: the clear header or data categories say other than the "
+        "payload."
+    )
+    reasons: list[str] = Field(
+        description="Where, e.g. `payload/immediate_needs/0: not a known code` or "
+        "`header/risk_level: does not match the payload`."
+    )
+
+
 class MessageStatusOut(BaseModel):
     """Where a message is; never its content."""
 
@@ -71,3 +89,8 @@ class MessageStatusOut(BaseModel):
         description="When the sealed payload left the broker (retention or withdrawal)."
     )
     delivery: DeliveryOut
+    rejection: RejectionOut | None = Field(
+        None,
+        description="To the sender only, when the status is `rejected`: the recipient's code "
+        "and reasons, so it can fix the payload and send a corrected message.",
+    )

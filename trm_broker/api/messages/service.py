@@ -17,6 +17,7 @@ from trm_broker.api.messages.schemas import (
     MessageState,
     MessageStatusOut,
     ReceiptOut,
+    RejectionOut,
     SignedObject,
 )
 from trm_broker.crypto import envelopes, jws
@@ -26,8 +27,9 @@ from trm_broker.crypto.errors import VerificationError
 from trm_broker.crypto.keys import SigningKey
 from trm_broker.crypto.seal import suite_for
 from trm_broker.domain.ledger_events import EventType, LedgerEvent
+from trm_broker.domain.messages import DeliveryStatus
 from trm_broker.domain.participants import MESSAGING_KINDS
-from trm_broker.domain.signed_objects import ReceiptClaims
+from trm_broker.domain.signed_objects import AckClaims, ReceiptClaims
 from trm_broker.domain.times import rfc3339
 from trm_broker.domain.workflow import Rules
 from trm_broker.logs import bind_ids
@@ -235,7 +237,22 @@ async def status(session: AsyncSession, message_id: str, caller_id: str) -> Mess
             acknowledged_at=delivery.acknowledged_at,
             dead_lettered_at=delivery.dead_lettered_at,
         ),
+        rejection=_rejection(delivery) if caller_id == message.sender_id else None,
     )
+
+
+def _rejection(delivery: Delivery) -> RejectionOut | None:
+    """The recipient's signed rejection, as stored once verified (delivery/outcomes.py):
+    its code and reasons, which name locations, never content."""
+    if delivery.status != DeliveryStatus.REJECTED or delivery.ack is None:
+        return None
+    try:
+        claims = AckClaims.model_validate(jws.parse(json.loads(delivery.ack), jws.TYP_ACK).claims())
+    except (ValueError, VerificationError):  # pragma: no cover - verified before it was stored
+        return None
+    if claims.code is None:  # pragma: no cover - a rejection always names its code
+        return None
+    return RejectionOut(code=claims.code, reasons=claims.reasons)
 
 
 def message_status(delivery: Delivery) -> MessageState:
