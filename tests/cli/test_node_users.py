@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,3 +119,36 @@ def test_a_password_is_set_and_kept_as_an_argon2id_hash(node_env: str) -> None:
     missing = users("password", "set", "nobody", "--stdin", stdin="a long enough passphrase\n")
     assert missing.exit_code == 1
     assert "users list" in missing.stderr
+
+
+def test_the_command_prints_the_token_alone_on_stdout_on_a_new_database(
+    node_env: str, tmp_path: Path
+) -> None:
+    """As an administrator's script runs it (TOKEN=$(trm-broker node users add …)), in its
+    own process, on a database the command creates and upgrades first: the upgrade's log
+    line goes to stderr, never into the token."""
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trm_broker.cli",
+            "node",
+            "users",
+            "add",
+            "ada",
+            "--organisation",
+            "ng.naptip",
+            "--role",
+            "case_worker",
+        ],
+        env={**os.environ, "TRM_NODE_API_TOKEN": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith("trmu_")
+    assert made.stdout.count("\n") == 1
+    assert "node_schema_upgraded" in made.stderr
+    assert status(node_env, tmp_path, made.stdout.strip()) == 200

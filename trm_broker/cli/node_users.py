@@ -44,6 +44,7 @@ LabelOption = Annotated[
 def _run(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     """``work`` in one transaction on the node's database (on SQLite upgraded first, as the
     node does at start; elsewhere it must be current: `trm-broker node db upgrade`)."""
+    from trm_broker.logs import configure_logging
     from trm_broker.node.migrate import (
         NodeSchemaNotCurrentError,
         UnknownNodeSchemaError,
@@ -53,6 +54,9 @@ def _run(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     from trm_broker.store.database import create_engine, session_factory
 
     settings = settings_or_exit()
+    # Log lines (a schema upgrade) go to stderr: stdout holds only what the command prints,
+    # such as a token, for a script to read.
+    configure_logging(settings.log_level)
 
     async def main() -> T:
         engine = create_engine(settings.node_database_url)
