@@ -26,6 +26,7 @@ from trm_broker.dev.demo_case import (
     SENDER,
     SHELTER,
     WAIT_FOR_RECEIPT,
+    CaseRun,
     consent_body,
     play_case,
 )
@@ -166,6 +167,34 @@ def wait_acknowledged(cluster: LocalCluster, message_id: str, party: Node) -> di
     return eventually("the recipient's acknowledgement", check)
 
 
+def wait_acknowledged_at_senders(case: CaseRun, nodes: dict[str, Node]) -> dict[str, int]:
+    """Wait until every message of ``case`` is acknowledged as its sender's node shows it to
+    that organisation's case worker (`GET /sent`, kept current by the node's status tracker);
+    how many each organisation sent."""
+    wanted = {message_id for _, message_id in case.sent}
+
+    def check() -> dict[str, int] | None:
+        acknowledged: dict[str, set[str]] = {}
+        for organisation, node in nodes.items():
+            response = httpx.get(
+                node.url + "/sent",
+                params={"case_ref": case.case_ref, "limit": 500},
+                headers={"authorization": f"Bearer {node.token_for(organisation)}"},
+                timeout=10,
+            )
+            response.raise_for_status()
+            acknowledged[organisation] = {
+                m["message_id"]
+                for m in response.json()["messages"]
+                if m["status"] == "acknowledged" and m["message_id"] in wanted
+            }
+        if set().union(*acknowledged.values()) != wanted:
+            return None
+        return {organisation: len(ids) for organisation, ids in acknowledged.items()}
+
+    return eventually("every message acknowledged at its sender's node", check)
+
+
 def wait_received(node: Node, message_id: str) -> dict[str, Any]:
     def check() -> dict[str, Any] | None:
         response = httpx.get(
@@ -184,7 +213,14 @@ def wait_received(node: Node, message_id: str) -> dict[str, Any]:
 
 def run(echo: Callable[[str], None] = print) -> None:
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="trm-demo-") as tmp, LocalCluster(Path(tmp)) as cluster:
+    with (
+        tempfile.TemporaryDirectory(prefix="trm-demo-") as tmp,
+        LocalCluster(
+            # The nodes read their sent messages' fate at the broker every 2 s (default 10 s).
+            Path(tmp),
+            extra_env={"TRM_NODE_STATUS_POLL_SECONDS": "2"},
+        ) as cluster,
+    ):
         echo("trm-broker demo: a whole case from Austria to Nigeria, through real processes\n")
         cluster.migrate()
         operator = cluster.init_operator()
@@ -213,9 +249,12 @@ def run(echo: Callable[[str], None] = print) -> None:
         echo("The case (every message sealed to its recipient, signed, and signed again in")
         echo("the request; the broker checks consent and the TRM workflow before accepting):")
         case = play_case(at, ng, "AT-2026-DEMO-0001", echo)
-        for _, message_id in case.sent:
-            wait_acknowledged(cluster, message_id, at)
-        echo(f"  all {len(case.sent)} messages delivered, opened and acknowledged by recipients")
+        fates = wait_acknowledged_at_senders(case, {SENDER: at, RECIPIENT: ng, SHELTER: ng})
+        echo(f"  all {len(case.sent)} messages delivered, opened and acknowledged by recipients,")
+        echo("  as each sender's node shows it to its own case worker (GET /sent):")
+        for organisation, count in fates.items():
+            echo(f"     {organisation:<17} {count} acknowledged")
+        echo("  every step after the referral named no consent: the node filled it in")
         received = wait_received(ng, case.sent[0][1])
         if received["payload"] != DEMO_REFERRAL:
             raise RuntimeError("the payload opened at the destination differs from what was sent")

@@ -207,12 +207,11 @@ def play_case(
         if path == "return-preparation":
             # A risk assessment counts for a return once its recipient's node acknowledged it.
             _wait_acknowledged(at, case_ref, dict(run.sent)["risk assessment"])
-        body = {
-            "sender": sender,
-            "recipient": recipient,
-            "payload": payload,
-            "consent_ref": run.consent_ref,
-        }
+        body: dict[str, Any] = {"sender": sender, "recipient": recipient, "payload": payload}
+        if path == "referral":
+            # A referral names its consent (its case is new); every later step leaves it
+            # out, and the sender's node fills in the one consent of the case that covers it.
+            body["consent_ref"] = run.consent_ref
         response = _post(nodes[sender], f"/cases/{case_ref}/{path}", body)
         if response.status_code != 201:
             raise RuntimeError(f"step {index + 1} ({label}) was refused: {response.text}")
