@@ -21,7 +21,7 @@ from tests.support import broker_settings, running_broker
 from trm_broker.node import users
 from trm_broker.store.database import create_engine, session_factory
 
-PASSWORD = "a long passphrase 4 tests"  # noqa: S105 (a test user's)
+PASSWORD = "a long passphrase 4 tests"
 _TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 

@@ -4,7 +4,6 @@ when idle and at their absolute limit."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
