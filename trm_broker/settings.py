@@ -391,7 +391,7 @@ class Settings(BaseSettings):
         ge=1,
         le=DAY,
         allow_inf_nan=False,
-        description="How long a web app session (docs/node.md, \"The web app\") lasts without "
+        description="How long a web app session (docs/node.md, The web app) lasts without "
         "a page being opened: then its user signs in again.",
     )
     node_web_session_max_seconds: float = Field(
