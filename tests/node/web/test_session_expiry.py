@@ -1,10 +1,11 @@
 """A web app session ends when left idle for TRM_NODE_WEB_SESSION_IDLE_SECONDS, and at
-TRM_NODE_WEB_SESSION_MAX_SECONDS after sign-in however busy (short settings here)."""
+TRM_NODE_WEB_SESSION_MAX_SECONDS after sign-in however busy: the node's own settings (30
+minutes and 12 hours), with the web app's clock moved on by the test."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -14,22 +15,25 @@ from tests.node.harness import rows
 from tests.node.web.browser import Browser, web_world
 from tests.security.node_access_world import N_CW, NAPTIP, NodeWorld
 from trm_broker.node.web.sessions import WebSession
+from trm_broker.settings import Settings
 
-IDLE, MAXIMUM = 1.5, 3.0
+IDLE = timedelta(seconds=Settings().node_web_session_idle_seconds)
+MAXIMUM = timedelta(seconds=Settings().node_web_session_max_seconds)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
 
 
 @pytest.fixture
 async def world(
     request: pytest.FixtureRequest, database_url: str, backend: str, tmp_path: Path
 ) -> AsyncIterator[tuple[NodeWorld, httpx.AsyncClient]]:
-    async with web_world(
-        request,
-        database_url,
-        backend,
-        tmp_path,
-        node_web_session_idle_seconds=IDLE,
-        node_web_session_max_seconds=MAXIMUM,
-    ) as found:
+    async with web_world(request, database_url, backend, tmp_path) as found:
         yield found
 
 
@@ -41,12 +45,16 @@ async def test_a_session_ends_when_idle_and_at_its_absolute_limit(
     world: tuple[NodeWorld, httpx.AsyncClient],
 ) -> None:
     node_world, client = world
+    clock = Clock()
+    client._transport.app.state.web_clock = clock  # type: ignore[attr-defined]
     message = f"/web/messages/{min(node_world.received[NAPTIP.participant])}"
+    assert IDLE < MAXIMUM
 
     idle = Browser(client)
     assert (await idle.sign_in(N_CW)).status_code == 303
-    assert (await idle.get(message)).status_code == 200
-    await asyncio.sleep(IDLE + 0.3)
+    clock.now += IDLE - timedelta(seconds=1)
+    assert (await idle.get(message)).status_code == 200  # just in time: seen again now
+    clock.now += IDLE
     after_idle = await idle.get(message)
     assert ended(after_idle), after_idle.headers
     assert after_idle.headers["location"].startswith(f"/web/sign-in?next={message}")
@@ -55,10 +63,12 @@ async def test_a_session_ends_when_idle_and_at_its_absolute_limit(
 
     busy = Browser(client)
     assert (await busy.sign_in(N_CW)).status_code == 303
-    for _ in range(int(MAXIMUM / 0.5) - 1):  # never idle, till just before the limit
-        await asyncio.sleep(0.5)
-        assert (await busy.get(message)).status_code == 200
-    await asyncio.sleep(0.8)
+    started = clock.now
+    step = IDLE / 2
+    while clock.now + step < started + MAXIMUM:  # never idle, till just before the limit
+        clock.now += step
+        assert (await busy.get(message)).status_code == 200, clock.now - started
+    clock.now = started + MAXIMUM
     assert ended(await busy.get(message))
     # Ended sessions are deleted, not kept.
     assert await rows(node_world.database_url, WebSession) == []

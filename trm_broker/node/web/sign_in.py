@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
@@ -25,6 +24,7 @@ from trm_broker.node.web.visitor import (
     CSRF_FIELD,
     Form,
     PageRefused,
+    clock,
     form_fields,
     language_of,
     lifetimes,
@@ -97,7 +97,7 @@ async def sign_in(request: Request) -> Response:
     name = fields.get("user", "").strip().lower()[:64]
     password = fields.get("password", "")[:1024]
     address = request.client.host if request.client else "unknown"
-    now = datetime.now(UTC)
+    now = clock(request)
     limiter = throttle(request)
     if limiter.wait(name, address, now) is not None:
         return _sign_in_page(request, status=429, problem="throttled", user=name)

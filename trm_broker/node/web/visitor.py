@@ -55,6 +55,13 @@ class Visitor:
     time_zone: str | None
 
 
+def clock(request: Request) -> datetime:
+    """Now, for sessions and sign-in limits; tests move time on by setting the app's
+    ``state.web_clock`` to a callable."""
+    moved = getattr(request.app.state, "web_clock", None)
+    return moved() if callable(moved) else datetime.now(UTC)
+
+
 def lifetimes(settings: Settings) -> sessions.Lifetimes:
     return sessions.Lifetimes(
         idle=timedelta(seconds=settings.node_web_session_idle_seconds),
@@ -72,9 +79,7 @@ async def signed_in(request: Request) -> Visitor:
     found = None
     if session_id:
         async with state.sessions() as db:
-            found = await sessions.resume(
-                db, session_id, datetime.now(UTC), lifetimes(state.settings)
-            )
+            found = await sessions.resume(db, session_id, clock(request), lifetimes(state.settings))
             await db.commit()
     if found is None:
         raise SignInNeeded(ended=bool(session_id))
