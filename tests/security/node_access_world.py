@@ -201,12 +201,15 @@ async def _received(world: NodeWorld, expected: int) -> None:
 
 
 @asynccontextmanager
-async def node_world(broker: Broker, tmp_path: Path, **overrides: Any) -> AsyncIterator[NodeWorld]:
-    """The world above; ``overrides`` are the node's further settings (single sign-on)."""
+async def node_world(
+    broker: Broker, tmp_path: Path, *, database: str | None = None, **overrides: Any
+) -> AsyncIterator[NodeWorld]:
+    """The world above, on the node database ``database`` (a new SQLite file by default);
+    ``overrides`` are the node's further settings (single sign-on)."""
     for keyset, kind in ((NAPTIP, "focal_point"), (SHELTER, "receiving_org")):
         assert (await broker.register(keyset, "NG", kind=kind)).status_code == 201
     assert (await broker.register(AT, "AT")).status_code == 201
-    database = f"sqlite+aiosqlite:///{tmp_path / 'ng-node.db'}"
+    database = database or f"sqlite+aiosqlite:///{tmp_path / 'ng-node.db'}"
     settings = node_settings(
         tmp_path,
         [NAPTIP, SHELTER],

@@ -17,6 +17,10 @@ lets NAPTIP send few of these in case A); ``400`` the administrator must name th
 organisation; ``401``/``403`` the node's own refusal (`unauthenticated`, `forbidden`);
 ``B404`` the broker's "not found", relayed (a case the organisation is no party to); ``404``
 the node's own "not found" (a message another organisation sent, in the node's outbox).
+The web app's pages (``/web``) take no bearer token, only a signed-in session
+(tests/node/web/): ``SIGN_IN`` a page answers 303 to the sign-in page, and shows nothing;
+``PAGE403`` a form post is refused (403, a page: no session's CSRF token); ``303`` a
+redirect within the app (the language switch).
 
 Each cell asserts the outcome; that an allowed read holds the caller's organisation's data
 only (and all of it); that no answer shows a message id or case reference of the other
@@ -63,10 +67,12 @@ from trm_broker.settings import Settings
 from trm_broker.store.database import create_engine, session_factory
 from trm_broker.store.models import Message
 
-Expect = Literal["OK", "PASS", "B404", 400, 401, 403, 404]
+Expect = Literal["OK", "PASS", "B404", "SIGN_IN", "PAGE403", 303, 400, 401, 403, 404]
 OK: Expect = "OK"
 PASS: Expect = "PASS"
 B404: Expect = "B404"
+SIGN_IN: Expect = "SIGN_IN"
+PAGE403: Expect = "PAGE403"
 
 Row = tuple[Expect, ...]
 ALL_OK: Row = (OK,) * 11
@@ -85,6 +91,16 @@ EXPECTED: dict[tuple[str, str], tuple[Expect, ...]] = {
     ("GET /redoc", "-"): ALL_OK,
     ("POST /inbox", "-"): UNSIGNED,  # the broker's pushes only, signed
     ("POST /login", "wrong password"): UNSIGNED,
+    # The web app: a bearer token is no session (tests/node/web/ test the signed-in pages).
+    ("GET /web/sign-in", "-"): ALL_OK,
+    ("POST /web/sign-in", "no form token"): (PAGE403,) * 11,
+    ("POST /web/sign-out", "-"): (SIGN_IN,) * 11,
+    ("GET /web/language/{code}", "-"): (303,) * 11,
+    ("Mount /web/static", "-"): ALL_OK,
+    ("GET /web/", "-"): (SIGN_IN,) * 11,
+    ("GET /web/cases/{case_ref}", "case A"): (SIGN_IN,) * 11,
+    ("GET /web/messages/{message_id}", "NAPTIP's"): (SIGN_IN,) * 11,
+    ("GET /web/audit", "-"): (SIGN_IN,) * 11,
     ("GET /messages", "-"): READS,
     ("GET /messages/{message_id}", "NAPTIP's"):   (OK,  OK,  OK,  404,  404,  404,  OK,  401, 401, 403, 401),
     ("GET /messages/{message_id}", "shelter's"):  (404, 404, 404, OK,   OK,   OK,   OK,  401, 401, 403, 401),
@@ -133,6 +149,15 @@ class Call:
 
 def request(world: NodeWorld, caller: str, route: str, obj: str) -> Call:
     method, path = route.split(" ", 1)
+    if method == "Mount":
+        return Call("GET", f"{path}/web.css")
+    if path.startswith("/web/"):
+        return Call(
+            method,
+            path.replace("{case_ref}", world.case["A"])
+            .replace("{message_id}", min(world.received[NAPTIP.participant]))
+            .replace("{code}", "fr"),
+        )
     case_a = world.case["A"]
     as_other = {"sender": other(caller)} if obj == "as other" else {}
     if path == "/inbox":
@@ -298,7 +323,18 @@ async def run_cell(world: NodeWorld, cell: Cell) -> list[str]:
         return [f"expected the broker to judge it, got {outcome}"]
     if cell.expected == B404 and (response.status_code, kind) != (404, "broker-refused"):
         return [f"expected the broker's 404, got {outcome}"]
-    if isinstance(cell.expected, int) and (response.status_code, kind) != (
+    location = response.headers.get("location", "")
+    if cell.expected == SIGN_IN and not (
+        response.status_code == 303 and location.startswith("/web/sign-in")
+    ):
+        return [f"expected a redirect to sign in, got {outcome} {location}"]
+    if cell.expected == 303 and not (response.status_code == 303 and location.startswith("/web/")):
+        return [f"expected a redirect within the web app, got {outcome} {location}"]
+    if cell.expected == PAGE403 and not (
+        response.status_code == 403 and response.headers["content-type"].startswith("text/html")
+    ):
+        return [f"expected the web app's refusal page, got {outcome}"]
+    if cell.expected in (400, 401, 403, 404) and (response.status_code, kind) != (
         cell.expected,
         REFUSALS[cell.expected],
     ):
@@ -339,6 +375,7 @@ def check_audit(cells: list[Cell], rows: dict[str, list[Any]]) -> list[str]:
             cell.caller == NOBODY
             or cell.route in ("POST /inbox", "POST /login")
             or cell.route.startswith(("GET /healthz", "GET /openapi", "GET /docs", "GET /redoc"))
+            or cell.route.split(" ", 1)[1].startswith("/web")  # a token is no web session
         )
         if cell.route == "POST /login":  # audited as the named user's refused login
             anonymous = False

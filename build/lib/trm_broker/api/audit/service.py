@@ -1,0 +1,125 @@
+"""Counts and durations for auditors. Every count below the threshold k (default 11, as the
+CTDC global dataset uses) is suppressed, so a report never singles out a person."""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from trm_broker.store.models import AlertRecord, ConsentRecord, Message, Participant, Refusal
+
+
+def _cell(count: int, k: int) -> int | None:
+    """A count, or None when it is below k (suppressed)."""
+    return count if count >= k else None
+
+
+async def report(session: AsyncSession, since: datetime, until: datetime, k: int) -> dict[str, Any]:
+    sender, recipient = aliased(Participant), aliased(Participant)
+    in_range = (Message.accepted_at >= since, Message.accepted_at < until)
+    by_pair = await session.execute(
+        select(Message.type, sender.country, recipient.country, func.count())
+        .join(sender, sender.id == Message.sender_id)
+        .join(recipient, recipient.id == Message.recipient_id)
+        .where(*in_range)
+        .group_by(Message.type, sender.country, recipient.country)
+        .order_by(Message.type, sender.country, recipient.country)
+    )
+    messages = [
+        {
+            "type": type_,
+            "from_country": origin,
+            "to_country": destination,
+            "count": _cell(count, k),
+            "suppressed": count < k,
+        }
+        for type_, origin, destination, count in by_pair.all()
+    ]
+    # Time from referral to reception confirmation, per case referred in the range.
+    firsts = await session.execute(
+        select(Message.case_ref, Message.type, func.min(Message.accepted_at))
+        .where(Message.type.in_(["referral", "reception_confirmation"]))
+        .group_by(Message.case_ref, Message.type)
+    )
+    referred: dict[str, datetime] = {}
+    received: dict[str, datetime] = {}
+    for case_ref, type_, at in firsts.all():
+        (referred if type_ == "referral" else received)[case_ref] = at
+    durations = sorted(
+        (received[c] - referred[c]).total_seconds() / 3600
+        for c in referred
+        if c in received and since <= referred[c] < until
+    )
+    timing: dict[str, Any] = {"cases": _cell(len(durations), k), "suppressed": len(durations) < k}
+    if len(durations) >= k:
+        timing["median_hours"] = round(statistics.median(durations), 1)
+        p90 = (
+            statistics.quantiles(durations, n=10, method="inclusive")[-1]
+            if len(durations) > 1
+            else durations[0]
+        )
+        timing["p90_hours"] = round(p90, 1)
+    alerts = await session.execute(
+        select(AlertRecord.kind, func.count())
+        .where(AlertRecord.raised_at >= since, AlertRecord.raised_at < until)
+        .group_by(AlertRecord.kind)
+        .order_by(AlertRecord.kind)
+    )
+    refusals = await session.execute(
+        select(Refusal.rule, func.count())
+        .where(Refusal.at >= since, Refusal.at < until)
+        .group_by(Refusal.rule)
+        .order_by(Refusal.rule)
+    )
+    withdrawals = await session.scalar(
+        select(func.count()).where(
+            ConsentRecord.withdrawn_at >= since, ConsentRecord.withdrawn_at < until
+        )
+    )
+    return {
+        "from": since.isoformat(),
+        "to": until.isoformat(),
+        "min_cell": k,
+        "messages": messages,
+        "referral_to_reception": timing,
+        "alerts": [
+            {"kind": kind, "count": _cell(n, k), "suppressed": n < k} for kind, n in alerts.all()
+        ],
+        "refusals": [
+            {"rule": rule, "count": _cell(n, k), "suppressed": n < k} for rule, n in refusals.all()
+        ],
+        "consent_withdrawals": {
+            "count": _cell(withdrawals or 0, k),
+            "suppressed": (withdrawals or 0) < k,
+        },
+    }
+
+
+def as_csv(data: dict[str, Any]) -> str:
+    """One row per cell: section, key, count (empty when suppressed)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["section", "key", "count", "suppressed"])
+    for row in data["messages"]:
+        key = f"{row['type']} {row['from_country']}->{row['to_country']}"
+        writer.writerow(["messages", key, row["count"] or "", row["suppressed"]])
+    timing = data["referral_to_reception"]
+    writer.writerow(["referral_to_reception", "cases", timing["cases"] or "", timing["suppressed"]])
+    for name in ("median_hours", "p90_hours"):
+        if name in timing:
+            writer.writerow(["referral_to_reception", name, timing[name], False])
+    for section, key in (("alerts", "kind"), ("refusals", "rule")):
+        for row in data[section]:
+            writer.writerow([section, row[key], row["count"] or "", row["suppressed"]])
+    withdrawals = data["consent_withdrawals"]
+    writer.writerow(
+        ["consent_withdrawals", "all", withdrawals["count"] or "", withdrawals["suppressed"]]
+    )
+    return out.getvalue()

@@ -1,0 +1,1 @@
+"""Consent records: registration by the sending focal point, reading, withdrawal (§7)."""

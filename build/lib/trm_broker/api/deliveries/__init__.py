@@ -1,0 +1,1 @@
+"""Operators' view of dead letters, and their re-queueing."""

@@ -1,0 +1,1 @@
+"""The pull inbox: for recipients the broker cannot push to."""

@@ -1,0 +1,1 @@
+"""Accepting signed envelopes and reporting their delivery (docs/design.md §5, §8)."""

@@ -1,0 +1,1 @@
+"""The registry of participants and their keys (docs/design.md §4)."""

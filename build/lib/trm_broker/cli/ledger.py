@@ -1,0 +1,169 @@
+"""`trm-broker ledger verify` and `ledger check-evidence`: the auditor's offline check of the
+broker's transfer ledger over HTTP. The checks themselves are :mod:`trm_broker.ledger.audit`;
+this module fetches what they read and reports what they found."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from trm_broker.ledger.audit import AuditFailure, Evidence, audit, check_evidence
+from trm_broker.ledger.note import Checkpoint
+from trm_broker.ledger.verifier import LedgerFailure
+
+ledger_app = typer.Typer(help="The verifiable transfer ledger.", no_args_is_help=True)
+
+PAGE = 1000
+
+
+class HttpLedgerSource:
+    """The broker's ledger API (docs/design.md §9), read with the auditor's signed requests."""
+
+    def __init__(self, url: str, http: httpx.Client) -> None:
+        self.base = url.rstrip("/")
+        self.http = http
+
+    def _get(self, path: str, **params: Any) -> httpx.Response:
+        try:
+            response = self.http.get(self.base + path, params=params)
+        except httpx.HTTPError as exc:
+            raise LedgerFailure(None, f"the broker is unreachable ({type(exc).__name__})") from exc
+        if response.status_code != 200:
+            raise LedgerFailure(None, f"GET {path} answered {response.status_code}")
+        return response
+
+    def checkpoint(self) -> str:
+        return self._get("/v1/ledger/checkpoint").text
+
+    def entries(self, size: int) -> Iterator[tuple[int, dict[str, Any], bytes | None]]:
+        start = 0
+        while start < size:
+            page = self._get("/v1/ledger/entries", start=start, limit=min(PAGE, size - start))
+            items = page.json()["entries"]
+            if not items:
+                return
+            for item in items:
+                if item["index"] >= size:
+                    return
+                yield item["index"], item["entry"], base64.b64decode(item["leaf_hash"])
+            start = items[-1]["index"] + 1
+
+    def consistency(self, first: int, second: int) -> list[bytes]:
+        proof = self._get("/v1/ledger/consistency", first=first, second=second).json()["proof"]
+        return [base64.b64decode(h) for h in proof]
+
+    def inclusion(self, index: int, size: int) -> tuple[dict[str, Any], list[bytes]]:
+        found = self._get(f"/v1/ledger/entries/{index}", tree_size=size).json()
+        return found["entry"], [base64.b64decode(h) for h in found["inclusion_proof"]]
+
+
+def _progress(done: int, total: int) -> None:
+    out = sys.stderr
+    if out.isatty():
+        out.write(f"\r  {done}/{total} entries verified")
+        out.flush()
+    elif done == total or done % 100_000 == 0:
+        out.write(f"  {done}/{total} entries verified\n")
+
+
+def verify(
+    url: str, vkey: str | Sequence[str], key_file: Path | None, state: Path | None
+) -> Checkpoint:
+    """Verify the ledger of the broker at ``url`` (see :func:`~trm_broker.ledger.audit.audit`);
+    ``key_file``: the auditor's keys, to sign the reads."""
+    from trm_broker.crypto.keys import KeySet
+    from trm_broker.web.signed_requests import SignedRequests
+
+    auth = SignedRequests(KeySet.read(key_file).signing) if key_file else None
+    vkeys = [vkey] if isinstance(vkey, str) else list(vkey)
+    with httpx.Client(timeout=30, follow_redirects=False, auth=auth) as http:
+        return audit(HttpLedgerSource(url, http), vkeys, state, progress=_progress, every=PAGE)
+
+
+def _vkeys(broker_key: list[str]) -> list[str]:
+    return [Path(k).read_text().strip() if Path(k).is_file() else k for k in broker_key]
+
+
+BrokerKeys = Annotated[
+    list[str],
+    typer.Option(
+        help="The ledger's signed-note verifier key (`ledger.verifier_key` of "
+        "GET /v1/broker, obtained out of band), or a file holding it. Repeat it for the "
+        "keys the broker retired (`ledger.retired_verifier_keys`)."
+    ),
+]
+
+
+@ledger_app.command("verify")
+def verify_command(
+    url: Annotated[str, typer.Option(help="The broker's base URL.")],
+    broker_key: BrokerKeys,
+    key: Annotated[
+        Path | None, typer.Option(help="Your auditor key file (reading entries is signed).")
+    ] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option(help="Keeps the verified checkpoint and leaf hashes between runs."),
+    ] = None,
+    evidence: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to write the evidence when the broker signed two histories that "
+            "cannot both be true (default: beside --state, <state>.evidence-<time>.json)."
+        ),
+    ] = None,
+) -> None:
+    """Recompute the whole ledger and check it against the broker's signed checkpoint."""
+    try:
+        checkpoint = verify(url, _vkeys(broker_key), key, state)
+    except LedgerFailure as failure:
+        typer.echo(f"\nledger verification FAILED {failure}", err=True)
+        if isinstance(failure, AuditFailure) and failure.evidence is not None:
+            path = _write_evidence(failure.evidence, evidence, state)
+            typer.echo(
+                f"evidence written to {path}: the two checkpoints the broker signed and its "
+                "proof between them; anyone can check it with `trm-broker ledger "
+                "check-evidence`",
+                err=True,
+            )
+        raise typer.Exit(1) from failure
+    typer.echo(
+        f"\nledger verified: {checkpoint.origin}, {checkpoint.size} entries, "
+        f"root {base64.b64encode(checkpoint.root).decode()}"
+    )
+
+
+def _write_evidence(evidence: Evidence, path: Path | None, state: Path | None) -> Path:
+    if path is None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        base = state if state is not None else Path("ledger")
+        path = base.with_name(f"{base.name}.evidence-{stamp}.json")
+    path.write_text(json.dumps(evidence.to_json(), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+@ledger_app.command("check-evidence")
+def check_evidence_command(
+    evidence: Annotated[Path, typer.Argument(help="An evidence file `ledger verify` wrote.")],
+    broker_key: BrokerKeys,
+) -> None:
+    """Check an auditor's evidence of a rewritten ledger: both checkpoints signed by the
+    broker's key, and not consistent with each other. Needs no access to the broker."""
+    try:
+        found = Evidence.from_json(json.loads(evidence.read_text(encoding="utf-8")))
+        shown = check_evidence(found, _vkeys(broker_key))
+    except (OSError, ValueError, KeyError) as exc:
+        typer.echo(f"{evidence} is not a readable evidence file ({exc})", err=True)
+        raise typer.Exit(2) from exc
+    except LedgerFailure as failure:
+        typer.echo(f"the evidence does not hold: {failure}", err=True)
+        raise typer.Exit(1) from failure
+    typer.echo(f"the evidence holds: {shown}")

@@ -1,0 +1,50 @@
+"""RFC 8785 JSON Canonicalization Scheme: the exact bytes that get signed and digested."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import rfc8785
+
+from trm_broker.crypto.errors import Code, MalformedError
+
+
+def canonical_json(value: Any) -> bytes:
+    """Serialise ``value`` per RFC 8785 (sorted keys, no whitespace, ES6 number forms)."""
+    try:
+        return bytes(rfc8785.dumps(value))
+    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+        raise MalformedError(f"value cannot be canonicalised: {type(exc).__name__}") from exc
+
+
+_MAX_SAFE_INTEGER = 2**53 - 1
+
+
+def _i_json_number(text: str) -> int | float:
+    """Integers as I-JSON (RFC 7493 §2.2) reads them: beyond ±(2**53 - 1) they are doubles.
+
+    RFC 8785 writes a large integral double such as 1e16 as bare digits; reading those
+    digits back as a double keeps signer and verifier on the same canonical bytes.
+    """
+    number = int(text)
+    return number if abs(number) <= _MAX_SAFE_INTEGER else float(number)
+
+
+def parse_canonical_json(data: bytes) -> Any:
+    """Parse JSON that must already be in RFC 8785 form; anything else is refused.
+
+    Requiring the canonical form means a signed payload has exactly one byte string, so
+    the envelope digest the broker receipts is the digest every party computes.
+    """
+    try:
+        value = json.loads(data.decode("utf-8"), parse_int=_i_json_number)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise MalformedError("payload is not valid UTF-8 JSON") from exc
+    except (ValueError, OverflowError) as exc:
+        # int() refuses literals beyond sys.get_int_max_str_digits() (4300 digits), and
+        # float() those beyond the double range; neither can be RFC 8785 canonical.
+        raise MalformedError("payload holds a number too large to read") from exc
+    if canonical_json(value) != data:
+        raise MalformedError("payload is not in RFC 8785 canonical form", code=Code.NOT_CANONICAL)
+    return value

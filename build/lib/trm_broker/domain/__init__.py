@@ -1,0 +1,1 @@
+"""Pure rules, no I/O: message types, the envelope's shape, ids."""

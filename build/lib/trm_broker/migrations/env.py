@@ -1,0 +1,69 @@
+"""Alembic environment: async engine, SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from alembic import context
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+
+from trm_broker.settings import get_settings
+from trm_broker.store.database import create_engine
+from trm_broker.store.models import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def _url() -> str:
+    return config.get_main_option("sqlalchemy.url") or get_settings().database_url
+
+
+def _run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+    if connection.dialect.name == "sqlite":
+        _check_foreign_keys(connection)
+
+
+def _foreign_keys_off(dbapi_connection: Any, _record: Any) -> None:
+    # SQLite changes a table's constraints by copying it into a new table and dropping the
+    # old one, which its foreign keys would refuse (https://sqlite.org/lang_altertable.html,
+    # "other kinds of table schema changes"): they are off while migrations run, and
+    # checked once they are done.
+    dbapi_connection.execute("PRAGMA foreign_keys=OFF")
+
+
+def _check_foreign_keys(connection: Connection) -> None:
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        tables = sorted({str(row[0]) for row in broken})
+        raise RuntimeError(f"the migration broke foreign keys in: {', '.join(tables)}")
+
+
+async def _run_async() -> None:
+    engine = create_engine(_url())
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _foreign_keys_off)
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_run)
+            await connection.commit()
+    finally:
+        await engine.dispose()
+
+
+if context.is_offline_mode():
+    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    asyncio.run(_run_async())

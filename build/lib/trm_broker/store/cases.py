@@ -1,0 +1,109 @@
+"""Queries on case transfers, their alerts, and refusals kept for the auditors' report."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from trm_broker.domain.workflow import CaseTransfer
+from trm_broker.store.models import AlertRecord, CaseTransferRow, Delivery, Message, Refusal
+
+
+async def get(session: AsyncSession, case_ref: str) -> CaseTransferRow | None:
+    return await session.get(CaseTransferRow, case_ref)
+
+
+def state_of(row: CaseTransferRow) -> CaseTransfer:
+    return CaseTransfer.from_json(json.loads(row.state))
+
+
+def insert(session: AsyncSession, case: CaseTransfer, at: datetime) -> None:
+    session.add(
+        CaseTransferRow(
+            case_ref=case.case_ref,
+            sending=case.sending,
+            destination=case.destination,
+            receiving_org=case.receiving_org,
+            stage=case.stage,
+            state=json.dumps(case.to_json(), sort_keys=True),
+            version=1,
+            updated_at=at,
+        )
+    )
+
+
+async def replace(
+    session: AsyncSession, row: CaseTransferRow, case: CaseTransfer, at: datetime
+) -> bool:
+    """Store the new state if nobody changed the case since ``row`` was read."""
+    result = await session.execute(
+        update(CaseTransferRow)
+        .where(CaseTransferRow.case_ref == row.case_ref, CaseTransferRow.version == row.version)
+        .values(
+            receiving_org=case.receiving_org,
+            stage=case.stage,
+            state=json.dumps(case.to_json(), sort_keys=True),
+            version=row.version + 1,
+            updated_at=at,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def parties(row: CaseTransferRow) -> set[str]:
+    return {p for p in (row.sending, row.destination, row.receiving_org) if p}
+
+
+async def active(session: AsyncSession, stages: Sequence[str]) -> Sequence[CaseTransferRow]:
+    query = select(CaseTransferRow).where(CaseTransferRow.stage.in_(stages))
+    return (await session.scalars(query)).all()
+
+
+async def timeline_of(
+    session: AsyncSession, case_ref: str
+) -> Sequence[tuple[Message, Delivery | None]]:
+    """The case's messages in acceptance order, each with its delivery (every message has
+    one; ``None`` only guards the outer join)."""
+    query = (
+        select(Message, Delivery)
+        .outerjoin(Delivery, Delivery.message_id == Message.id)
+        .where(Message.case_ref == case_ref)
+        .order_by(Message.accepted_at, Message.id)
+    )
+    return [(message, delivery) for message, delivery in (await session.execute(query)).all()]
+
+
+async def open_alerts(session: AsyncSession, case_ref: str | None = None) -> Sequence[AlertRecord]:
+    query = select(AlertRecord).where(AlertRecord.closed_at.is_(None))
+    if case_ref is not None:
+        query = query.where(AlertRecord.case_ref == case_ref)
+    return (await session.scalars(query.order_by(AlertRecord.raised_at))).all()
+
+
+async def alerts_for(
+    session: AsyncSession, reader: str | None, case_ref: str | None, include_closed: bool
+) -> Sequence[AlertRecord]:
+    """Alerts ``reader`` is a party to (``None``: all, for auditors)."""
+    query = select(AlertRecord)
+    if reader is not None:
+        query = query.where(
+            or_(
+                AlertRecord.party1 == reader,
+                AlertRecord.party2 == reader,
+                AlertRecord.party3 == reader,
+            )
+        )
+    if case_ref is not None:
+        query = query.where(AlertRecord.case_ref == case_ref)
+    if not include_closed:
+        query = query.where(AlertRecord.closed_at.is_(None))
+    return (await session.scalars(query.order_by(AlertRecord.raised_at).limit(1000))).all()
+
+
+def add_refusal(session: AsyncSession, refusal: Refusal) -> None:
+    session.add(refusal)

@@ -1,0 +1,183 @@
+"""Queries on the ledger: appending events, the sequencer's work, nodes, checkpoints, search.
+
+``append`` is the one call every feature uses to record an event, inside the transaction of
+the change it records (docs/design.md §9): the entry commits or rolls back with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, or_, select, text, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from trm_broker.crypto.canonical import canonical_json
+from trm_broker.domain.ledger_events import EventType, LedgerEvent
+from trm_broker.store.models import LedgerCheckpoint, LedgerEntry, LedgerNode
+
+#: PostgreSQL advisory lock key of the sequencer: one integrating writer among replicas.
+SEQUENCER_LOCK = 0x74726D6C  # "trml"
+
+
+def _party(participant: str) -> ColumnElement[bool]:
+    return or_(
+        LedgerEntry.party1 == participant,
+        LedgerEntry.party2 == participant,
+        LedgerEntry.party3 == participant,
+    )
+
+
+def append(session: AsyncSession, event: LedgerEvent) -> LedgerEntry:
+    """Queue an event for the tree in the caller's transaction; the sequencer gives it its
+    index within a second of commit."""
+    body = canonical_json(event.claims())
+    if len(event.parties) > 3:
+        raise ValueError("a ledger entry names at most three parties")
+    # The entry's countries as its body lists them (sorted, each once), all in the columns a
+    # search by country reads: a case spans two countries, sending and return.
+    found = sorted(set(event.countries))
+    if len(found) > 2:
+        raise ValueError("a ledger entry names at most two countries")
+    parties = [*event.parties, None, None, None]
+    countries = [*found, None, None]
+    entry = LedgerEntry(
+        body=body,
+        type=event.type,
+        at=event.at,
+        case_ref=event.case_ref,
+        party1=parties[0],
+        party2=parties[1],
+        party3=parties[2],
+        country1=countries[0],
+        country2=countries[1],
+    )
+    session.add(entry)
+    return entry
+
+
+async def index_of(session: AsyncSession, seq: int) -> int | None:
+    """The index the sequencer gave the entry queued as ``seq`` (None: not yet)."""
+    return await session.scalar(select(LedgerEntry.idx).where(LedgerEntry.seq == seq))
+
+
+async def try_sequencer_lock(session: AsyncSession) -> bool:
+    """PostgreSQL: take the sequencer's transaction-scoped advisory lock, or learn another
+    replica holds it. SQLite has one writer at a time anyway."""
+    if session.bind is None or session.bind.dialect.name != "postgresql":
+        return True
+    taken = await session.scalar(text(f"SELECT pg_try_advisory_xact_lock({SEQUENCER_LOCK})"))
+    return bool(taken)
+
+
+async def pending(session: AsyncSession, limit: int) -> Sequence[LedgerEntry]:
+    query = select(LedgerEntry).where(LedgerEntry.idx.is_(None)).order_by(LedgerEntry.seq)
+    return (await session.scalars(query.limit(limit))).all()
+
+
+async def latest_checkpoint(session: AsyncSession) -> LedgerCheckpoint | None:
+    query = select(LedgerCheckpoint).order_by(LedgerCheckpoint.size.desc()).limit(1)
+    return (await session.scalars(query)).first()
+
+
+async def checkpoint_at(session: AsyncSession, size: int) -> LedgerCheckpoint | None:
+    return await session.get(LedgerCheckpoint, size)
+
+
+async def checkpoint_at_least(session: AsyncSession, size: int) -> LedgerCheckpoint | None:
+    """The smallest signed checkpoint of ``size`` entries or more (the primary key's order)."""
+    query = (
+        select(LedgerCheckpoint)
+        .where(LedgerCheckpoint.size >= size)
+        .order_by(LedgerCheckpoint.size)
+        .limit(1)
+    )
+    return (await session.scalars(query)).first()
+
+
+async def nodes(
+    session: AsyncSession, wanted: Iterable[tuple[int, int]]
+) -> dict[tuple[int, int], bytes]:
+    """The stored hashes of the given (level, index) nodes, in one query."""
+    keys = list(dict.fromkeys(wanted))
+    if not keys:
+        return {}
+    found: dict[tuple[int, int], bytes] = {}
+    # Bounded IN lists: a proof needs O(log n) nodes, a few dozen at most.
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        rows = await session.execute(
+            select(LedgerNode.level, LedgerNode.idx, LedgerNode.hash).where(
+                tuple_(LedgerNode.level, LedgerNode.idx).in_(chunk)
+            )
+        )
+        found.update({(level, idx): digest for level, idx, digest in rows.all()})
+    return found
+
+
+def add_nodes(session: AsyncSession, new: Iterable[tuple[tuple[int, int], bytes]]) -> None:
+    session.add_all(LedgerNode(level=level, idx=idx, hash=digest) for (level, idx), digest in new)
+
+
+def add_checkpoint(
+    session: AsyncSession, size: int, root: bytes, note: str, issued_at: datetime
+) -> None:
+    session.add(LedgerCheckpoint(size=size, root=root, note=note, issued_at=issued_at))
+
+
+async def entries(
+    session: AsyncSession, start: int, end: int, reader: str | None
+) -> Sequence[LedgerEntry]:
+    """Integrated entries with start <= index < end, in index order; ``reader`` (a participant
+    id) limits them to the entries it is party to, ``None`` (an auditor) sees all."""
+    query = (
+        select(LedgerEntry)
+        .where(LedgerEntry.idx >= start, LedgerEntry.idx < end)
+        .order_by(LedgerEntry.idx)
+    )
+    if reader is not None:
+        query = query.where(_party(reader))
+    return (await session.scalars(query)).all()
+
+
+async def entry_at(session: AsyncSession, index: int, reader: str | None) -> LedgerEntry | None:
+    found = await entries(session, index, index + 1, reader)
+    return found[0] if found else None
+
+
+@dataclass(frozen=True)
+class Search:
+    """Filters of `GET /v1/ledger/search`; ``None`` means any."""
+
+    case_ref: str | None = None
+    participant: str | None = None
+    country: str | None = None
+    type: EventType | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+async def search(
+    session: AsyncSession, where: Search, reader: str | None, after: int, limit: int, below: int
+) -> Sequence[LedgerEntry]:
+    """Integrated entries (index < ``below``, the checkpoint's size) matching ``where``, in
+    index order after ``after``; scoped to ``reader`` as in :func:`entries`."""
+    query = select(LedgerEntry).where(LedgerEntry.idx > after, LedgerEntry.idx < below)
+    if where.case_ref is not None:
+        query = query.where(LedgerEntry.case_ref == where.case_ref)
+    if where.participant is not None:
+        query = query.where(_party(where.participant))
+    if where.country is not None:
+        query = query.where(
+            or_(LedgerEntry.country1 == where.country, LedgerEntry.country2 == where.country)
+        )
+    if where.type is not None:
+        query = query.where(LedgerEntry.type == where.type)
+    if where.since is not None:
+        query = query.where(LedgerEntry.at >= where.since)
+    if where.until is not None:
+        query = query.where(LedgerEntry.at < where.until)
+    if reader is not None:
+        query = query.where(_party(reader))
+    return (await session.scalars(query.order_by(LedgerEntry.idx).limit(limit))).all()

@@ -1,0 +1,100 @@
+"""Queries on accepted messages and their outbox rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from trm_broker.domain.envelope import Envelope
+from trm_broker.domain.messages import DeliveryStatus
+from trm_broker.store.models import Delivery, LedgerEntry, Message
+
+
+async def get(session: AsyncSession, message_id: str) -> Message | None:
+    return await session.get(Message, message_id)
+
+
+async def readable_by(
+    session: AsyncSession, message_id: str, participant_id: str
+) -> Message | None:
+    """The message if ``participant_id`` is its sender or recipient (the access rule lives
+    in the query, so no caller can forget it)."""
+    query = select(Message).where(
+        Message.id == message_id,
+        or_(Message.sender_id == participant_id, Message.recipient_id == participant_id),
+    )
+    return (await session.scalars(query)).first()
+
+
+async def delivery_of(session: AsyncSession, message_id: str) -> Delivery | None:
+    query = select(Delivery).where(Delivery.message_id == message_id)
+    return (await session.scalars(query)).first()
+
+
+async def add_accepted(
+    session: AsyncSession,
+    envelope: Envelope,
+    *,
+    signed: bytes,
+    digest: str,
+    sender_kid: str,
+    receipt: str,
+    ledger_entry: LedgerEntry,
+    now: datetime,
+) -> Message:
+    """Write an accepted envelope's message row and its outbox row (due at once) in the
+    caller's transaction (docs/design.md §8). The rows take the envelope's own members; ``signed``
+    is the envelope as stored (its canonical JSON) and ``digest`` the digest it is known by;
+    ``ledger_entry`` records the acceptance (its ``seq`` is known once flushed).
+    """
+    message = Message(
+        id=envelope.id,
+        type=envelope.type,
+        case_ref=envelope.case_ref,
+        sender_id=envelope.sender,
+        recipient_id=envelope.recipient,
+        sender_kid=sender_kid,
+        created_at=envelope.created_at,
+        accepted_at=now,
+        envelope_digest=digest,
+        envelope=signed,
+        receipt=receipt,
+        consent_ref=envelope.consent_ref,
+    )
+    session.add(message)
+    await session.flush()  # the outbox row references the message
+    message.ledger_seq = ledger_entry.seq
+    session.add(
+        Delivery(
+            message_id=envelope.id,
+            recipient_id=envelope.recipient,
+            case_ref=envelope.case_ref,
+            status=DeliveryStatus.PENDING,
+            attempts=0,
+            queued_at=now,
+            next_attempt_at=now,
+        )
+    )
+    return message
+    await session.flush()
+
+
+async def purgeable(session: AsyncSession, cutoff: datetime, limit: int) -> Sequence[Message]:
+    """Messages answered (acknowledged or rejected) at or before ``cutoff`` whose envelope is
+    still stored."""
+    query = (
+        select(Message)
+        .join(Delivery, Delivery.message_id == Message.id)
+        .where(
+            # A signed rejection is as final as an acknowledgement: the payload goes too.
+            Delivery.status.in_((DeliveryStatus.ACKNOWLEDGED, DeliveryStatus.REJECTED)),
+            Delivery.acknowledged_at <= cutoff,
+            Message.envelope.is_not(None),
+        )
+        .order_by(Delivery.acknowledged_at)
+        .limit(limit)
+    )
+    return (await session.scalars(query)).all()

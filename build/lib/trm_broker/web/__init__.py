@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by the broker and the node: problem+json, request context, body limits."""

@@ -1,0 +1,109 @@
+"""Serving an app with uvicorn, with a deadline on request headers against slow clients.
+
+uvicorn closes idle keep-alive connections, but has no limit on how long a client may take
+to send a request's headers: a client sending one byte a second (slowloris) holds its
+connection forever. :func:`header_timeout_protocol` is uvicorn's own HTTP/1.1 protocol
+with that deadline: from the connection's start, and again after each response, the
+headers must be complete within ``seconds``, or the server answers 408 and closes. The
+body then has TRM_BODY_TIMEOUT_SECONDS (:mod:`trm_broker.web.limits`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from trm_broker.settings import Settings
+from trm_broker.web.problems import PROBLEM_BASE
+
+STARTUP_FAILURE = 3  # uvicorn's exit status when the server could not start
+
+
+def _timeout_response(seconds: float) -> bytes:
+    body = json.dumps(
+        {
+            "type": PROBLEM_BASE + "request-timeout",
+            "title": "The request was not received in time",
+            "status": 408,
+            "detail": f"The request headers did not arrive within {seconds:g} seconds.",
+        }
+    ).encode()
+    head = (
+        "HTTP/1.1 408 Request Timeout\r\n"
+        "content-type: application/problem+json\r\n"
+        f"content-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+def header_timeout_protocol(seconds: float) -> type[H11Protocol]:
+    """uvicorn's h11 protocol, closing connections whose request headers take too long."""
+    response = _timeout_response(seconds)
+
+    class HeaderTimeoutProtocol(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._header_timer = self.loop.call_later(seconds, self._headers_late)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_late(self) -> None:
+            self._header_timer = None
+            # Still waiting for a request's headers (h11 leaves IDLE once they are in).
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.write(response)
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+                self._arm()  # the next request's headers have the same deadline
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutProtocol
+
+
+def config(app: Any, host: str, port: int, settings: Settings) -> uvicorn.Config:
+    """How every `trm-broker` server runs: the broker, its worker and the node."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=header_timeout_protocol(settings.header_timeout_seconds),
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+
+
+def run(app: Any, host: str, port: int, settings: Settings) -> None:
+    """Serve until SIGTERM/SIGINT; a start-up failure (port taken, lifespan refused) exits 3
+    as ``uvicorn.run`` does."""
+    server = uvicorn.Server(config(app, host, port, settings))
+    server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)

@@ -1,0 +1,198 @@
+"""The web app's pages (issue 19): scoped by the JSON API's access rules (another
+organisation's case or message answers 404 by direct URL), the strict security headers on
+every page, French pages and dates in the user's time zone, and every view in the audit log."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from babel.dates import format_datetime
+
+from tests.node.harness import rows
+from tests.node.web.browser import Browser, csrf_token, web_world
+from tests.security.node_access_world import (
+    N_CW,
+    N_SUP,
+    NAPTIP,
+    S_CW,
+    S_RO,
+    SHELTER,
+    NodeWorld,
+)
+from trm_broker.node.audit import AuditEntry
+from trm_broker.node.web.headers import CONTENT_SECURITY_POLICY
+
+
+@pytest.fixture
+async def world(
+    request: pytest.FixtureRequest, database_url: str, backend: str, tmp_path: Path
+) -> AsyncIterator[tuple[NodeWorld, httpx.AsyncClient]]:
+    async with web_world(request, database_url, backend, tmp_path) as found:
+        yield found
+
+
+def pages(world: NodeWorld) -> list[str]:
+    return [
+        "/web/",
+        f"/web/cases/{world.case['A']}",
+        f"/web/messages/{min(world.received[NAPTIP.participant])}",
+        "/web/audit",
+    ]
+
+
+async def test_pages_show_the_organisations_own_and_answer_404_for_anothers(
+    world: tuple[NodeWorld, httpx.AsyncClient],
+) -> None:
+    node_world, client = world
+    naptip, shelter = Browser(client), Browser(client)
+    await naptip.sign_in(N_CW)
+    await shelter.sign_in(S_CW)
+    case_a, case_b = node_world.case["A"], node_world.case["B"]
+
+    case = await naptip.get(f"/web/cases/{case_a}")
+    assert case.status_code == 200, case.text
+    for words in ("Referral", "Answer to the referral", "Risk assessment", "Return plan"):
+        assert words in case.text
+    assert node_world.consent["A"] in case.text
+    for message_id in node_world.received[NAPTIP.participant] & node_world.in_case["A"]:
+        assert f"/web/messages/{message_id}" in case.text
+    dashboard = await naptip.get("/web/")
+    assert case_a in dashboard.text
+    assert case_b in dashboard.text
+
+    # The shelter: its own case A and its plan; nothing of case B, nor NAPTIP's messages.
+    own = await shelter.get(f"/web/cases/{case_a}")
+    assert own.status_code == 200
+    for naptips in node_world.received[NAPTIP.participant] | set(node_world.sent):
+        assert naptips not in own.text
+    shelter_dashboard = await shelter.get("/web/")
+    assert case_a in shelter_dashboard.text
+    assert case_b not in shelter_dashboard.text
+    for path in [f"/web/cases/{case_b}", "/web/cases/not%20a%20case", "/web/messages/x"] + [
+        f"/web/messages/{m}" for m in node_world.received[NAPTIP.participant]
+    ]:
+        refused = await shelter.get(path)
+        assert refused.status_code == 404, (path, refused.status_code)
+        assert "Nothing was found at this address for your organisation" in refused.text
+        assert case_b not in refused.text or case_b in path
+    # The message's content, to the organisation it was sealed to only.
+    plan_id = min(node_world.received[SHELTER.participant])
+    plan = await shelter.get(f"/web/messages/{plan_id}")
+    assert plan.status_code == 200
+    assert "Return plan" in plan.text
+    assert SHELTER.participant in plan.text
+    assert (await naptip.get(f"/web/messages/{plan_id}")).status_code == 404
+
+
+async def test_every_page_has_the_strict_security_headers(
+    world: tuple[NodeWorld, httpx.AsyncClient],
+) -> None:
+    node_world, client = world
+    browser = Browser(client)
+    answers = [await browser.get("/web/sign-in")]
+    await browser.sign_in(N_SUP)
+    answers += [await browser.get(path) for path in pages(node_world)]
+    answers.append(await browser.get(f"/web/cases/{node_world.case['B']}x"))  # a refusal
+    answers.append(await browser.post("/web/sign-out", {}))  # a refused form
+    for response in answers:
+        where = f"{response.request.url.path} ({response.status_code})"
+        assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY, where
+        assert "default-src 'none'" in CONTENT_SECURITY_POLICY
+        assert response.headers["x-content-type-options"] == "nosniff", where
+        assert response.headers["referrer-policy"] == "no-referrer", where
+        assert response.headers["cache-control"] == "no-store", where
+        assert response.headers["content-type"].startswith("text/html"), where
+        assert '<html lang="en">' in response.text, where
+        assert 'href="#main"' in response.text, where
+        assert '<main id="main"' in response.text, where
+        assert "<script>" not in response.text, where  # no inline script: the CSP holds
+        assert "style=" not in response.text, where
+    style = await browser.get("/web/static/web.css")
+    assert style.status_code == 200
+    assert ":focus-visible" in style.text
+    assert style.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_pages_in_french_with_dates_in_the_users_time_zone(
+    world: tuple[NodeWorld, httpx.AsyncClient],
+) -> None:
+    node_world, client = world
+    browser = Browser(client, language="fr-FR,fr;q=0.9,en;q=0.5")
+    sign_in = await browser.get("/web/sign-in")
+    assert '<html lang="fr">' in sign_in.text
+    assert "Se connecter" in sign_in.text
+    assert "Mot de passe" in sign_in.text
+    form = {
+        "csrf_token": csrf_token(sign_in.text),
+        "user": N_CW,
+        "password": "a long passphrase 4 tests",
+        "time_zone": "Africa/Lagos",
+    }
+    assert (await browser.post("/web/sign-in", form)).status_code == 303
+    case = await browser.get(f"/web/cases/{node_world.case['A']}")
+    assert "Évaluation des risques" in case.text
+    assert "Prochaines étapes" in case.text
+    message_id = min(node_world.received[NAPTIP.participant])
+    message = await browser.get(f"/web/messages/{message_id}")
+    assert "Reçu" in message.text
+    # Babel's French medium format, in Lagos time (UTC+1): "6 déc. 2026, 21:40:07".
+    as_api = await node_world.node.get(f"/messages/{message_id}", headers=node_world.auth(N_CW))
+    received_at = datetime.fromisoformat(as_api.json()["received_at"])
+    lagos = format_datetime(received_at, "medium", tzinfo=ZoneInfo("Africa/Lagos"), locale="fr")
+    assert lagos in message.text
+    assert format_datetime(received_at, "medium", tzinfo=UTC, locale="fr") not in message.text
+
+    # The switcher's choice beats the browser's language, and is kept.
+    english = await browser.get("/web/language/en?next=/web/")
+    assert english.status_code == 303
+    assert english.headers["location"] == "/web/"
+    assert "My cases" in (await browser.get("/web/")).text
+    # It never sends anyone off the site.
+    away = await browser.get("/web/language/fr?next=https://evil.example/")
+    assert away.headers["location"] == "/web/"
+
+
+async def test_every_page_view_and_action_is_audited_and_supervisors_read_it(
+    world: tuple[NodeWorld, httpx.AsyncClient],
+) -> None:
+    node_world, client = world
+    worker, supervisor, reader = Browser(client), Browser(client), Browser(client)
+    await worker.sign_in(N_CW)
+    for path in pages(node_world)[:3]:
+        assert (await worker.get(path)).status_code == 200
+    refused = await worker.get("/web/audit")  # a case worker does not read the audit log
+    assert refused.status_code == 403
+    assert "Only a supervisor" in refused.text
+    await reader.sign_in(S_RO)
+    await reader.get(f"/web/cases/{node_world.case['B']}")
+
+    entries = [
+        (r["user_name"], r["action"], r["case_ref"], r["status"])
+        for r in await rows(node_world.database_url, AuditEntry)
+        if r["action"].startswith(("GET /web", "POST /web"))
+    ]
+    assert entries == [
+        (N_CW, "POST /web/sign-in", None, 303),
+        (N_CW, "GET /web/", None, 200),
+        (N_CW, "GET /web/cases/{case_ref}", node_world.case["A"], 200),
+        (N_CW, "GET /web/messages/{message_id}", None, 200),
+        (N_CW, "GET /web/audit", None, 403),
+        (S_RO, "POST /web/sign-in", None, 303),
+        (S_RO, "GET /web/cases/{case_ref}", node_world.case["B"], 404),
+    ]
+    viewed = [
+        r for r in await rows(node_world.database_url, AuditEntry) if "messages" in r["action"]
+    ]
+    assert viewed[-1]["message_id"] == min(node_world.received[NAPTIP.participant])
+
+    await supervisor.sign_in(N_SUP)
+    log = await supervisor.get("/web/audit")
+    assert log.status_code == 200
+    assert "GET /web/cases/{case_ref}" in log.text
+    assert N_CW in log.text
+    assert S_RO not in log.text  # another organisation's people
