@@ -22,7 +22,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, tzinfo
+from datetime import datetime, tzinfo
 from typing import Any, Literal
 
 from babel import Locale
@@ -222,9 +222,7 @@ def schema_messages(locale: str = "en") -> set[str]:
 FormData = list[tuple[str, str]]
 
 
-def form_values(
-    message_type: MessageType, payload: Mapping[str, Any], zone: tzinfo
-) -> FormData:
+def form_values(message_type: MessageType, payload: Mapping[str, Any], zone: tzinfo) -> FormData:
     """The form data a browser submits for ``payload`` (a payload model's ``model_dump()``),
     date-times shown in ``zone``, the user's time zone."""
     data: FormData = []
@@ -261,7 +259,10 @@ def _values(
 
 def local_time(moment: datetime, zone: tzinfo) -> str:
     """A moment as an ``<input type="datetime-local">`` value in ``zone``."""
-    local = moment.astimezone(zone).replace(tzinfo=None)
+    try:
+        local = moment.astimezone(zone).replace(tzinfo=None)
+    except OverflowError:  # near year 1 or 9999: shown with its offset, read back as such
+        return moment.isoformat()
     return local.isoformat(timespec="seconds" if not local.microsecond else "microseconds")
 
 
@@ -479,7 +480,6 @@ def _is_group(specs: Sequence[FieldSpec], location: Sequence[Any]) -> bool:
             return False
         current = spec.children
     return spec is not None and spec.kind in ("group", "repeat")
-
 
 
 # --- fields bound to values and errors, for the template ---------------------------------
