@@ -386,6 +386,21 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
         description="How long a token made by a password login (POST /login) lasts.",
     )
+    node_web_session_idle_seconds: float = Field(
+        30 * 60,
+        ge=1,
+        le=DAY,
+        allow_inf_nan=False,
+        description="How long a web app session (docs/node.md, \"The web app\") lasts without "
+        "a page being opened: then its user signs in again.",
+    )
+    node_web_session_max_seconds: float = Field(
+        12 * 3600,
+        ge=1,
+        le=7 * DAY,
+        allow_inf_nan=False,
+        description="How long a web app session lasts at most from its sign-in, however busy.",
+    )
     node_oidc_issuer: str | None = Field(
         None,
         pattern=_HTTP_URL,

@@ -67,6 +67,7 @@ from trm_broker.node.sending import choose_sender, typed_message
 from trm_broker.node.store import OutboxState
 from trm_broker.node.tracker import StatusTracker
 from trm_broker.node.trust import NodeTrust, load_trust
+from trm_broker.node.web import install as web_install
 from trm_broker.node.withdrawals import WithdrawalWatch
 from trm_broker.settings import Settings
 from trm_broker.store.database import create_engine, session_factory
@@ -209,6 +210,7 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
     middleware.install(app)
     access_api.install(app, settings)  # who calls, as which organisation; the audit log
     app.include_router(received_api.router)  # received messages, with their next steps
+    web_install(app)  # the web app's pages, under /web (issue 19)
 
     @app.get("/healthz", tags=["health"])
     async def healthz(request: Request) -> dict[str, str]:

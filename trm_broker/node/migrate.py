@@ -49,6 +49,7 @@ def node_metadata() -> MetaData:
     """Every table of the node's models (each module that declares some, imported)."""
     from trm_broker.node import audit, users  # noqa: F401  (their tables join NodeBase)
     from trm_broker.node.store import NodeBase
+    from trm_broker.node.web import sessions  # noqa: F401
 
     return NodeBase.metadata
 

@@ -1,0 +1,84 @@
+"""What the dashboard shows: the caller's organisation's cases, each with what it may send
+next and what is overdue, read through the JSON API's own case view (node/case_view.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from trm_broker.node import case_view, sent_api, store
+from trm_broker.node.access import Principal
+from trm_broker.node.sent_api import NodeParts
+from trm_broker.node.sent_schemas import CaseViewOut
+from trm_broker.web.problems import Problem
+
+#: Cases shown on the dashboard, the most recently active first (each is one signed read
+#: at the broker); older ones are opened by their reference.
+SHOWN = 25
+_SCANNED = 1000
+
+
+@dataclass
+class CaseSummary:
+    case_ref: str
+    last_activity: datetime
+    stage: str | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    deadlines: list[dict[str, Any]] = field(default_factory=list)
+    alerts: int = 0
+    #: The broker could not be asked: only the node's own part is known.
+    unavailable: bool = False
+
+    @property
+    def overdue(self) -> bool:
+        return any(d.get("overdue") for d in self.deadlines) or self.alerts > 0
+
+
+def steps_of(view: CaseViewOut) -> list[dict[str, Any]]:
+    """The next steps the broker states for the reader's organisation (allowed and not)."""
+    parties = view.next_steps if isinstance(view.next_steps, list) else []
+    return [
+        step
+        for party in parties
+        if isinstance(party, dict) and party.get("participant") == view.reader
+        for step in party.get("steps", [])
+        if isinstance(step, dict)
+    ]
+
+
+def deadlines_of(view: CaseViewOut) -> list[dict[str, Any]]:
+    return [d for d in view.deadlines or [] if isinstance(d, dict)]
+
+
+async def caseload(state: NodeParts, db: AsyncSession, principal: Principal) -> list[CaseSummary]:
+    """The organisation's cases: overdue first, then those with a step to take, newest first."""
+    mine = principal.participants(state.keys)
+    latest: dict[str, datetime] = {}
+    for received in await store.list_received(db, _SCANNED, None, mine):
+        latest[received.case_ref] = max(
+            latest.get(received.case_ref, received.received_at), received.received_at
+        )
+    for sent in await sent_api.listed(
+        db, mine, case_ref=None, status=None, after=None, limit=_SCANNED
+    ):
+        latest[sent.case_ref] = max(latest.get(sent.case_ref, sent.queued_at), sent.queued_at)
+    shown = sorted(latest, key=lambda ref: latest[ref], reverse=True)[:SHOWN]
+    summaries = []
+    for case_ref in shown:
+        summary = CaseSummary(case_ref, latest[case_ref])
+        try:
+            view = await case_view.case_view(case_ref, state, db, principal)
+        except Problem:
+            summary.unavailable = True
+        else:
+            summary.stage = view.stage
+            summary.steps = [s for s in steps_of(view) if s.get("allowed")]
+            summary.deadlines = deadlines_of(view)
+            summary.alerts = len(view.alerts)
+            summary.unavailable = view.broker is None
+        summaries.append(summary)
+    summaries.sort(key=lambda c: (not c.overdue, not c.steps, -c.last_activity.timestamp()))
+    return summaries

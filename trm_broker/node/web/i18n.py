@@ -1,0 +1,117 @@
+"""The web app's languages: its gettext catalogs, read at start, and dates in the user's zone.
+
+Each language is one file, ``locale/<code>/LC_MESSAGES/messages.po``, read with Babel when the
+app starts (no compile step): a country adds its language by copying ``en``'s file and
+translating it. The language of a request is the user's choice (the language cookie), else
+the best of the browser's ``Accept-Language`` (RFC 9110 §12.5.4), else English.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from babel import Locale
+from babel.dates import format_datetime
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import Translations
+
+LOCALE_DIR = Path(__file__).parent / "locale"
+DEFAULT = "en"
+#: The language cookie: a preference, not a secret (still ``__Host-``: Secure, host-only).
+COOKIE = "__Host-trm_lang"
+
+
+def catalog_path(language: str) -> Path:
+    return LOCALE_DIR / language / "LC_MESSAGES" / "messages.po"
+
+
+@cache
+def languages() -> tuple[str, ...]:
+    """The languages with a catalog, English first."""
+    found = sorted(p.name for p in LOCALE_DIR.iterdir() if catalog_path(p.name).is_file())
+    return tuple(sorted(found, key=lambda code: code != DEFAULT))
+
+
+@cache
+def translations(language: str) -> Translations:
+    """The language's catalog, read from its ``.po`` file and compiled in memory."""
+    with catalog_path(language).open("rb") as po:
+        catalog = read_po(po, locale=language)
+    compiled = io.BytesIO()
+    write_mo(compiled, catalog)
+    compiled.seek(0)
+    return Translations(fp=compiled)
+
+
+def language_name(language: str) -> str:
+    """The language's own name for itself (``français``), for the switcher."""
+    name = Locale.parse(language).get_display_name(language) or language
+    return name[:1].upper() + name[1:]
+
+
+def chosen(cookie: str | None, accept_language: str | None) -> str:
+    """The request's language: the cookie's, else the browser's best, else English."""
+    served = languages()
+    if cookie in served:
+        return str(cookie)
+    for code in _accepted(accept_language or ""):
+        primary = code.split("-", 1)[0].lower()
+        if primary in served:
+            return primary
+    return DEFAULT
+
+
+def _accepted(header: str) -> list[str]:
+    """``Accept-Language`` ranges by weight, highest first (``*`` and ``q=0`` left out)."""
+    ranked: list[tuple[float, int, str]] = []
+    for position, part in enumerate(header.split(",")[:32]):
+        code, _, params = part.strip().partition(";")
+        weight = 1.0
+        if params.strip().startswith("q="):
+            try:
+                weight = float(params.strip()[2:])
+            except ValueError:
+                weight = 0.0
+        if code and code != "*" and weight > 0:
+            ranked.append((-weight, position, code.strip()))
+    return [code for _, _, code in sorted(ranked)]
+
+
+def zone(name: str | None) -> ZoneInfo:
+    """The IANA zone ``name``, or UTC for none or an unknown one."""
+    try:
+        return ZoneInfo(name) if name else ZoneInfo("UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def known_zone(name: str | None) -> str | None:
+    """``name`` if it is an IANA zone this machine knows, else ``None``."""
+    if not name or len(name) > 64:
+        return None
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+    return name
+
+
+@dataclass(frozen=True)
+class DateFormat:
+    """Formats times for one user: their language's conventions, their time zone."""
+
+    language: str
+    time_zone: str | None
+
+    def __call__(self, moment: datetime | str | None, width: str = "medium") -> str:
+        if moment is None or moment == "":
+            return ""
+        if isinstance(moment, str):
+            moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+        return format_datetime(moment, width, tzinfo=zone(self.time_zone), locale=self.language)

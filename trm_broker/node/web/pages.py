@@ -1,0 +1,122 @@
+"""The web app's pages: the dashboard, a case, a received message, and the audit log.
+
+Every page is scoped as the JSON API is: through the signed-in person's
+:class:`~trm_broker.node.access.Principal` and the API's own query and view functions. What
+is not the organisation's answers 404, as for a case or message that does not exist.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from trm_broker.domain.envelope import CASE_REF_PATTERN
+from trm_broker.domain.ids import UUID7_PATTERN
+from trm_broker.node import audit, case_view, received
+from trm_broker.node.web.caseload import caseload, deadlines_of, steps_of
+from trm_broker.node.web.render import PREFIX, page
+from trm_broker.node.web.visitor import AuditReader, PageRefused, SignedIn, Visitor
+from trm_broker.web.problems import Problem
+
+if TYPE_CHECKING:
+    from trm_broker.node.app import NodeState
+
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+_CASE_REF = re.compile(CASE_REF_PATTERN)
+_MESSAGE_ID = re.compile(UUID7_PATTERN)
+AUDIT_PAGE = 100
+
+
+def step_url(case_ref: str, message_type: str, recipient: str | None = None) -> str:
+    """Where the form of a next step is (the forms of issue 19's next part)."""
+    query = f"?{urlencode({'recipient': recipient})}" if recipient else ""
+    return f"{PREFIX}/cases/{case_ref}/send/{message_type}{query}"
+
+
+def _render(request: Request, visitor: Visitor, template: str, **context: Any) -> HTMLResponse:
+    return page(
+        request,
+        template,
+        language=visitor.language,
+        time_zone=visitor.time_zone,
+        visitor=visitor,
+        step_url=step_url,
+        **context,
+    )
+
+
+def _node(request: Request) -> NodeState:
+    state: NodeState = request.app.state.node
+    return state
+
+
+def _refusal(problem: Problem) -> PageRefused:
+    """The JSON API's refusal, as a page: words, not codes."""
+    if problem.status in (403, 404):
+        return PageRefused(404, "not-found")
+    if problem.status == 503:
+        return PageRefused(503, "broker-unavailable")
+    return PageRefused(502, "failed")
+
+
+@router.get("/", response_class=HTMLResponse)
+async def dashboard(request: Request, visitor: SignedIn) -> HTMLResponse:
+    state = _node(request)
+    async with state.sessions() as db:
+        cases = await caseload(state, db, visitor.principal)
+    return _render(request, visitor, "dashboard.html", cases=cases)
+
+
+@router.get("/cases/{case_ref}", response_class=HTMLResponse)
+async def case_page(case_ref: str, request: Request, visitor: SignedIn) -> HTMLResponse:
+    if len(case_ref) > 64 or not _CASE_REF.match(case_ref):
+        raise PageRefused(404, "not-found")
+    state = _node(request)
+    async with state.sessions() as db:
+        try:
+            view = await case_view.case_view(case_ref, state, db, visitor.principal)
+        except Problem as exc:
+            raise _refusal(exc) from None
+    return _render(
+        request,
+        visitor,
+        "case.html",
+        case=view,
+        steps=steps_of(view),
+        deadlines=deadlines_of(view),
+        may_send=visitor.principal.may_send(),
+    )
+
+
+@router.get("/messages/{message_id}", response_class=HTMLResponse)
+async def message_page(message_id: str, request: Request, visitor: SignedIn) -> HTMLResponse:
+    """A received message, only for the organisation it was sealed to: else 404."""
+    if not _MESSAGE_ID.match(message_id):
+        raise PageRefused(404, "not-found")
+    state = _node(request)
+    async with state.sessions() as db:
+        row = await received.addressed_to(
+            db, message_id, visitor.principal.participants(state.keys)
+        )
+    if row is None:
+        raise PageRefused(404, "not-found")
+    message = case_view.received_view(row, state.settings.node_withdrawn_retention)
+    return _render(request, visitor, "message.html", message=message, consent_ref=row.consent_ref)
+
+
+@router.get("/audit", response_class=HTMLResponse)
+async def audit_page(request: Request, visitor: AuditReader) -> HTMLResponse:
+    """The audit log of the supervisor's organisation, read-only, a page at a time."""
+    after_text = request.query_params.get("after", "")
+    after = int(after_text) if after_text.isdigit() and len(after_text) < 18 else None
+    state = _node(request)
+    async with state.sessions() as db:
+        rows = await audit.entries(
+            db, organisation=visitor.principal.organisation, after=after, limit=AUDIT_PAGE
+        )
+    more = rows[-1].seq if len(rows) == AUDIT_PAGE else None
+    return _render(request, visitor, "audit.html", entries=rows, more=more)
