@@ -23,6 +23,7 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	./tools/ensure-postgres.sh
+	./tools/ensure-chromium.sh
 	$(PY) -m pytest -q -n auto
 
 # The inner loop: SQLite only, no real processes (e2e), no fuzzing, the long state machines

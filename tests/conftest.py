@@ -199,8 +199,13 @@ def database_url(backend: str, request: pytest.FixtureRequest) -> str:
 
 _TESTS = Path(__file__).parent
 #: Tests that run real processes besides pytest's (a broker, a node, pip building a wheel,
-#: the benchmark): every test under tests/e2e, and these files.
-_PROCESSES = (_TESTS / "e2e", _TESTS / "deploy" / "test_wheel.py", _TESTS / "test_bench.py")
+#: the benchmark, a browser): every test under tests/e2e and tests/browser, and these files.
+_PROCESSES = (
+    _TESTS / "e2e",
+    _TESTS / "browser",
+    _TESTS / "deploy" / "test_wheel.py",
+    _TESTS / "test_bench.py",
+)
 #: The fuzzing (schemathesis over the APIs, atheris over the parsers); `make fuzz` at length.
 _FUZZING = (_TESTS / "security" / "test_api_fuzz.py", _TESTS / "fuzz")
 _POSTGRES_FIXTURES = {

@@ -1,0 +1,105 @@
+"""The node's web app as its users meet it, in Debian's chromium, against real broker and
+node processes (tests/browser/conftest.py): a case worker signs in, sees their dashboard and
+the case; every page passes axe-core; the sign-in form works with the keyboard alone; and a
+user of another organisation on the same node is refused the case by its URL."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import PASSWORD, People, WebCluster, axe
+from trm_broker.dev.demo_case import RECIPIENT, SHELTER
+
+pytestmark = pytest.mark.browser
+
+
+def sign_in(page: Page, user: str, next_page: str = "/web/") -> None:
+    page.goto(next_page)
+    expect(page).to_have_url(re.compile(r"/web/sign-in"))
+    page.get_by_label("User name").fill(user)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_a_case_worker_signs_in_and_sees_their_case_every_page_accessible(
+    web_cluster: WebCluster, people: People
+) -> None:
+    naptip = people.person("naptip", web_cluster.ng.url)
+    naptip.goto("/web/")
+    expect(naptip).to_have_url(re.compile(r"/web/sign-in"))
+    axe(naptip)
+
+    sign_in(naptip, web_cluster.user(RECIPIENT))
+    expect(naptip.get_by_role("heading", level=1)).to_have_text("My cases")
+    axe(naptip)
+
+    naptip.get_by_role("link", name=web_cluster.case_ref).click()
+    expect(naptip.get_by_role("heading", level=1)).to_contain_text(web_cluster.case_ref)
+    expect(naptip.get_by_role("heading", name="Next steps")).to_be_visible()
+    axe(naptip)
+    assert people.shots, "every page is saved as a screenshot"
+
+
+def test_a_wrong_password_is_said_in_words_and_tied_to_the_fields(
+    web_cluster: WebCluster, people: People
+) -> None:
+    visitor = people.person("visitor", web_cluster.ng.url)
+    visitor.goto("/web/sign-in")
+    visitor.get_by_label("User name").fill(web_cluster.user(RECIPIENT))
+    visitor.get_by_label("Password").fill("not the password")
+    visitor.get_by_role("button", name="Sign in").click()
+    problem = visitor.get_by_role("alert")
+    expect(problem).to_contain_text("The user name or the password is wrong")
+    expect(visitor.get_by_label("Password")).to_have_attribute("aria-invalid", "true")
+    axe(visitor)
+
+
+def test_the_sign_in_form_is_used_with_the_keyboard_alone(
+    web_cluster: WebCluster, people: People
+) -> None:
+    worker = people.person("keyboard", web_cluster.ng.url)
+    worker.goto("/web/sign-in")
+    reached: list[str] = []
+    for _ in range(30):  # from the page's start, Tab by Tab, to the form's fields and button
+        worker.keyboard.press("Tab")
+        focused = worker.evaluate(
+            "() => { const e = document.activeElement;"
+            " return e.id || (e.tagName + ':' + (e.textContent || '').trim()); }"
+        )
+        reached.append(focused)
+        if focused == "user":
+            worker.keyboard.type(web_cluster.user(RECIPIENT))
+        if focused == "password":
+            worker.keyboard.type(PASSWORD)
+            worker.keyboard.press("Enter")
+            break
+    assert "user" in reached, reached
+    assert reached.index("user") < reached.index("password")
+    expect(worker.get_by_role("heading", level=1)).to_have_text("My cases")
+    # Focus is visible: the focused field has an outline or a box shadow of its own.
+    worker.keyboard.press("Tab")
+    style = worker.evaluate(
+        "() => { const s = getComputedStyle(document.activeElement);"
+        " return [s.outlineStyle, s.outlineWidth, s.boxShadow]; }"
+    )
+    assert style[0] != "none" or style[2] != "none", style
+
+
+def test_another_organisation_on_the_same_node_cannot_open_the_case_by_its_url(
+    web_cluster: WebCluster, people: People
+) -> None:
+    shelter = people.person("shelter", web_cluster.ng.url)
+    sign_in(shelter, web_cluster.user(SHELTER))
+    expect(shelter.get_by_role("heading", level=1)).to_have_text("My cases")
+    expect(shelter.get_by_role("link", name=web_cluster.case_ref)).to_have_count(0)
+
+    for path in (f"/web/cases/{web_cluster.case_ref}", f"/web/messages/{web_cluster.referral_id}"):
+        answer = shelter.goto(path)
+        assert answer is not None
+        assert answer.status in (403, 404), (path, answer.status)
+        expect(shelter.get_by_role("heading", level=1)).to_have_text("This cannot be shown")
+        assert "forced_labour" not in shelter.content()
+        axe(shelter)
