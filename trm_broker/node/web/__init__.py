@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from trm_broker.node.web import pages, sign_in
+from trm_broker.node.web import pages, send, sign_in
 from trm_broker.node.web.headers import PageHeaders
 from trm_broker.node.web.render import PREFIX, STATIC, page
 from trm_broker.node.web.sessions import COOKIE
@@ -23,6 +23,7 @@ from trm_broker.node.web.visitor import PageRefused, SignInNeeded, language_of
 def install(app: FastAPI) -> None:
     app.include_router(sign_in.router)
     app.include_router(pages.router)
+    app.include_router(send.router)
     app.mount(STATIC, StaticFiles(directory=Path(__file__).parent / "static"), name="web-static")
     app.add_middleware(PageHeaders, prefix=PREFIX, static=STATIC)
 

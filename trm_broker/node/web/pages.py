@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse
 
 from trm_broker.domain.envelope import CASE_REF_PATTERN
 from trm_broker.domain.ids import UUID7_PATTERN
+from trm_broker.domain.messages import MessageType
 from trm_broker.node import audit, case_view, received
 from trm_broker.node.web.caseload import caseload, deadlines_of, steps_of
 from trm_broker.node.web.render import PREFIX, page
@@ -89,7 +90,16 @@ async def case_page(case_ref: str, request: Request, visitor: SignedIn) -> HTMLR
         steps=steps_of(view),
         deadlines=deadlines_of(view),
         may_send=visitor.principal.may_send(),
+        sent=_sent_notice(request),
     )
+
+
+def _sent_notice(request: Request) -> dict[str, Any] | None:
+    """What the step form that sent the visitor here sent (``?sent=<type>&queued=1``)."""
+    sent = request.query_params.get("sent", "")
+    if sent not in {t.value for t in MessageType}:
+        return None
+    return {"type": sent, "queued": request.query_params.get("queued") == "1"}
 
 
 @router.get("/messages/{message_id}", response_class=HTMLResponse)
