@@ -101,6 +101,8 @@ EXPECTED: dict[tuple[str, str], tuple[Expect, ...]] = {
     ("GET /web/cases/{case_ref}", "case A"): (SIGN_IN,) * 11,
     ("GET /web/messages/{message_id}", "NAPTIP's"): (SIGN_IN,) * 11,
     ("GET /web/audit", "-"): (SIGN_IN,) * 11,
+    ("GET /web/cases/{case_ref}/send/{message_type}", "case A"): (SIGN_IN,) * 11,
+    ("POST /web/cases/{case_ref}/send/{message_type}", "case A"): (SIGN_IN,) * 11,
     ("GET /messages", "-"): READS,
     ("GET /messages/{message_id}", "NAPTIP's"):   (OK,  OK,  OK,  404,  404,  404,  OK,  401, 401, 403, 401),
     ("GET /messages/{message_id}", "shelter's"):  (404, 404, 404, OK,   OK,   OK,   OK,  401, 401, 403, 401),
@@ -156,7 +158,8 @@ def request(world: NodeWorld, caller: str, route: str, obj: str) -> Call:
             method,
             path.replace("{case_ref}", world.case["A"])
             .replace("{message_id}", min(world.received[NAPTIP.participant]))
-            .replace("{code}", "fr"),
+            .replace("{code}", "fr")
+            .replace("{message_type}", "risk_assessment?recipient=" + AT.participant),
         )
     case_a = world.case["A"]
     as_other = {"sender": other(caller)} if obj == "as other" else {}
