@@ -103,3 +103,26 @@ def test_another_organisation_on_the_same_node_cannot_open_the_case_by_its_url(
         expect(shelter.get_by_role("heading", level=1)).to_have_text("This cannot be shown")
         assert "forced_labour" not in shelter.content()
         axe(shelter)
+
+
+def test_the_nigerian_case_worker_answers_the_referral_through_its_form(
+    web_cluster: WebCluster, people: People
+) -> None:
+    naptip = people.person("naptip-answers", web_cluster.ng.url)
+    sign_in(naptip, web_cluster.user(RECIPIENT), f"/web/cases/{web_cluster.case_ref}")
+    naptip.get_by_role("link", name="Answer to the referral").click()
+    expect(naptip.get_by_role("heading", level=1)).to_contain_text("Answer to the referral")
+    axe(naptip)
+
+    # Sent without its one required field: the error is said, on the field, and summarised.
+    naptip.get_by_role("button", name="Send").click()
+    expect(naptip.locator("#error-summary")).to_contain_text("Fill this in.")
+    expect(naptip.get_by_label("Accepted")).to_have_attribute("aria-invalid", "true")
+    axe(naptip)
+
+    naptip.get_by_label("Accepted").select_option("yes")
+    naptip.get_by_role("button", name="Send").click()
+    expect(naptip.get_by_role("heading", level=1)).to_contain_text(web_cluster.case_ref)
+    expect(naptip.get_by_role("status")).to_contain_text("Answer to the referral")
+    expect(naptip.locator("table.timeline")).to_contain_text("Answer to the referral")
+    axe(naptip)

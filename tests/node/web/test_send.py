@@ -43,8 +43,12 @@ async def steps(world: NodeWorld, case: str) -> list[dict[str, Any]]:
     """NAPTIP's next steps in the case, as the JSON API states them."""
     response = await world.node.get(f"/cases/{world.case[case]}", headers=world.auth(N_CW))
     assert response.status_code == 200, response.text
-    return [s for p in response.json()["next_steps"] if p["participant"] == NAPTIP.participant
-            for s in p["steps"]]
+    return [
+        s
+        for p in response.json()["next_steps"]
+        if p["participant"] == NAPTIP.participant
+        for s in p["steps"]
+    ]
 
 
 async def test_a_case_worker_answers_the_referral_through_the_form(
@@ -76,8 +80,9 @@ async def test_a_case_worker_answers_the_referral_through_the_form(
     assert "Answer to the referral: sent. The exchange has receipted it." in shown.text
     assert "Sent to " + AT.participant in shown.text
     # Receipted at the broker, through the node's outbox, under the case's consent.
-    outbox = [r for r in await rows(node_world.database_url, OutboxMessage)
-              if r["case_ref"] == case_b]
+    outbox = [
+        r for r in await rows(node_world.database_url, OutboxMessage) if r["case_ref"] == case_b
+    ]
     assert [r["type"] for r in outbox] == ["referral_response"]
     assert outbox[0]["state"] == "receipted"
     listed = await node_world.node.get(f"/sent?case_ref={case_b}", headers=node_world.auth(N_CW))
@@ -110,12 +115,15 @@ async def test_a_blocked_step_shows_its_rule_and_no_form(
     assert page.status_code == 200
     assert "This step is not possible yet:" in page.text
     assert unescape(blocked["detail"]) in unescape(page.text)
-    assert "<form method=\"post\" action=\"/web/cases" not in page.text
+    assert '<form method="post" action="/web/cases' not in page.text
     # Posted anyway: refused, nothing queued.
     posted = await worker.post(url, {"csrf_token": csrf_token(page.text)})
     assert posted.status_code == 409
-    assert not [r for r in await rows(node_world.database_url, OutboxMessage)
-                if r["case_ref"] == node_world.case["B"]]
+    assert not [
+        r
+        for r in await rows(node_world.database_url, OutboxMessage)
+        if r["case_ref"] == node_world.case["B"]
+    ]
     # A step the case does not offer at all, and a type that is none.
     other = await worker.get(send_url(node_world.case["B"], "referral_response", "ng.shelter"))
     assert "This step is not offered to your organisation in this case." in other.text
@@ -146,8 +154,11 @@ async def test_a_missing_required_field_comes_back_on_its_field(
     assert "Fill this in." in posted.text
     assert 'aria-invalid="true"' in posted.text
     assert "kept as typed" in posted.text
-    assert not [r for r in await rows(node_world.database_url, OutboxMessage)
-                if r["case_ref"] == node_world.case["B"]]
+    assert not [
+        r
+        for r in await rows(node_world.database_url, OutboxMessage)
+        if r["case_ref"] == node_world.case["B"]
+    ]
 
 
 async def test_csrf_another_organisations_case_and_who_may_send(
@@ -157,9 +168,10 @@ async def test_csrf_another_organisations_case_and_who_may_send(
     worker, shelter, reader, supervisor = (Browser(client) for _ in range(4))
     await worker.sign_in(N_CW)
     url = send_url(node_world.case["B"], "referral_response")
-    form = await worker.get(url)
-    for token in ({}, {"csrf_token": "not-the-token"}):
-        refused = await worker.post(url, {**token, "accepted": "yes"})
+    assert (await worker.get(url)).status_code == 200
+    forms: list[dict[str, str]] = [{}, {"csrf_token": "not-the-token"}]
+    for sent in forms:
+        refused = await worker.post(url, {**sent, "accepted": "yes"})
         assert refused.status_code == 403
         assert "This form was not accepted" in refused.text
     # The shelter is no party to case B: as if it did not exist.
@@ -175,10 +187,13 @@ async def test_csrf_another_organisations_case_and_who_may_send(
         page = await browser.get(url)
         assert page.status_code == 403
         assert "Only a case worker of your organisation may send" in page.text
-        token = csrf_token((await browser.get("/web/")).text)
-        posted = await browser.post(url, {"csrf_token": token, "accepted": "yes"})
+        own_token = csrf_token((await browser.get("/web/")).text)
+        posted = await browser.post(url, {"csrf_token": own_token, "accepted": "yes"})
         assert posted.status_code == 403
         case = await browser.get(f"/web/cases/{node_world.case['B']}")
         assert "/send/" not in case.text
-    assert not [r for r in await rows(node_world.database_url, OutboxMessage)
-                if r["case_ref"] == node_world.case["B"]]
+    assert not [
+        r
+        for r in await rows(node_world.database_url, OutboxMessage)
+        if r["case_ref"] == node_world.case["B"]
+    ]

@@ -80,9 +80,7 @@ class Step:
         return bool((self.found or {}).get("consent_needed"))
 
 
-async def _step(
-    request: Request, visitor: Visitor, case_ref: str, message_type: str
-) -> Step:
+async def _step(request: Request, visitor: Visitor, case_ref: str, message_type: str) -> Step:
     if len(case_ref) > 64 or not _CASE_REF.match(case_ref):
         raise PageRefused(404, "not-found")
     try:
@@ -163,9 +161,7 @@ async def step_form(
 
 
 @router.post("/cases/{case_ref}/send/{message_type}", response_class=HTMLResponse)
-async def send_step(
-    case_ref: str, message_type: str, request: Request, form: Form
-) -> Response:
+async def send_step(case_ref: str, message_type: str, request: Request, form: Form) -> Response:
     """The form read (errors: shown on their fields, 400), then sent as the JSON API sends."""
     visitor = _case_worker(form.visitor)
     step = await _step(request, visitor, case_ref, message_type)
