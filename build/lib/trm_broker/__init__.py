@@ -1,3 +1,0 @@
-"""trm-broker: message exchange for the Transnational Referral Mechanism."""
-
-__version__ = "0.1.0"

@@ -1,1 +1,0 @@
-"""The auditors' report: aggregates only, small cells suppressed (docs/design.md §9)."""

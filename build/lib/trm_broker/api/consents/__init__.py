@@ -1,1 +1,0 @@
-"""Consent records: registration by the sending focal point, reading, withdrawal (§7)."""

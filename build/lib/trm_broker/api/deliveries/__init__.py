@@ -1,1 +1,0 @@
-"""Operators' view of dead letters, and their re-queueing."""

@@ -1,1 +1,0 @@
-"""The pull inbox: for recipients the broker cannot push to."""

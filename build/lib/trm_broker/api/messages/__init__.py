@@ -1,1 +1,0 @@
-"""Accepting signed envelopes and reporting their delivery (docs/design.md §5, §8)."""

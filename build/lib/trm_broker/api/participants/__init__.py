@@ -1,1 +1,0 @@
-"""The registry of participants and their keys (docs/design.md §4)."""

@@ -1,1 +1,0 @@
-"""Pure rules, no I/O: message types, the envelope's shape, ids."""

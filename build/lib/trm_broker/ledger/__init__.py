@@ -1,1 +1,0 @@
-"""The append-only ledger: RFC 9162 Merkle tree, signed checkpoints and proofs."""

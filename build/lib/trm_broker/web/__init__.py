@@ -1,1 +1,0 @@
-"""HTTP plumbing shared by the broker and the node: problem+json, request context, body limits."""
