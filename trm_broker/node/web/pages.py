@@ -38,7 +38,7 @@ def step_url(case_ref: str, message_type: str, recipient: str | None = None) -> 
     return f"{PREFIX}/cases/{case_ref}/send/{message_type}{query}"
 
 
-def _render(request: Request, visitor: Visitor, template: str, **context: Any) -> HTMLResponse:
+def render_page(request: Request, visitor: Visitor, template: str, **context: Any) -> HTMLResponse:
     return page(
         request,
         template,
@@ -55,7 +55,7 @@ def _node(request: Request) -> NodeState:
     return state
 
 
-def _refusal(problem: Problem) -> PageRefused:
+def page_refusal(problem: Problem) -> PageRefused:
     """The JSON API's refusal, as a page: words, not codes."""
     if problem.status in (403, 404):
         return PageRefused(404, "not-found")
@@ -69,7 +69,7 @@ async def dashboard(request: Request, visitor: SignedIn) -> HTMLResponse:
     state = _node(request)
     async with state.sessions() as db:
         cases = await caseload(state, db, visitor.principal)
-    return _render(request, visitor, "dashboard.html", cases=cases)
+    return render_page(request, visitor, "dashboard.html", cases=cases)
 
 
 @router.get("/cases/{case_ref}", response_class=HTMLResponse)
@@ -81,8 +81,8 @@ async def case_page(case_ref: str, request: Request, visitor: SignedIn) -> HTMLR
         try:
             view = await case_view.case_view(case_ref, state, db, visitor.principal)
         except Problem as exc:
-            raise _refusal(exc) from None
-    return _render(
+            raise page_refusal(exc) from None
+    return render_page(
         request,
         visitor,
         "case.html",
@@ -115,7 +115,9 @@ async def message_page(message_id: str, request: Request, visitor: SignedIn) -> 
     if row is None:
         raise PageRefused(404, "not-found")
     message = case_view.received_view(row, state.settings.node_withdrawn_retention)
-    return _render(request, visitor, "message.html", message=message, consent_ref=row.consent_ref)
+    return render_page(
+        request, visitor, "message.html", message=message, consent_ref=row.consent_ref
+    )
 
 
 @router.get("/audit", response_class=HTMLResponse)
@@ -129,4 +131,4 @@ async def audit_page(request: Request, visitor: AuditReader) -> HTMLResponse:
             db, organisation=visitor.principal.organisation, after=after, limit=AUDIT_PAGE
         )
     more = rows[-1].seq if len(rows) == AUDIT_PAGE else None
-    return _render(request, visitor, "audit.html", entries=rows, more=more)
+    return render_page(request, visitor, "audit.html", entries=rows, more=more)

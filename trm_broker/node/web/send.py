@@ -29,7 +29,7 @@ from trm_broker.node.schemas import SendRequest
 from trm_broker.node.sent_schemas import CaseViewOut
 from trm_broker.node.web import forms, i18n
 from trm_broker.node.web.caseload import steps_of
-from trm_broker.node.web.pages import _refusal, _render, step_url
+from trm_broker.node.web.pages import page_refusal, render_page, step_url
 from trm_broker.node.web.render import PREFIX
 from trm_broker.node.web.visitor import Form, PageRefused, SignedIn, Visitor
 from trm_broker.web.problems import Problem
@@ -95,7 +95,7 @@ async def _step(request: Request, visitor: Visitor, case_ref: str, message_type:
         try:
             view = await case_view.case_view(case_ref, state, db, visitor.principal)
         except Problem as exc:
-            raise _refusal(exc) from None
+            raise page_refusal(exc) from None
     found = next(
         (
             step
@@ -133,7 +133,7 @@ def _form_page(
     summary = forms.error_summary(bound, errors or {})
     chosen = (values.get(CONSENT_FIELD) or [""])[0]
     form_id = (values.get(FORM_ID_FIELD) or [""])[0]
-    return _render(
+    return render_page(
         request,
         visitor,
         "send.html",
