@@ -123,12 +123,21 @@ def _broker_app(settings: Settings, **options: Any) -> FastAPI:
 
 
 @app.command()
-def demo() -> None:
+def demo(
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="Keep the broker and nodes running afterwards, and print how to sign in to"
+            " the nodes' web apps; Ctrl-C stops them.",
+        ),
+    ] = False,
+) -> None:
     """Start a broker and two nodes, send a referral end to end, print what happened."""
     from trm_broker.dev import demo as demo_module
 
     try:
-        demo_module.run(typer.echo)
+        demo_module.run(typer.echo, serve=serve)
     except Exception as exc:
         typer.echo(f"demo failed: {exc}", err=True)
         raise typer.Exit(1) from exc

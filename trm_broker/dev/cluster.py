@@ -309,6 +309,21 @@ class LocalCluster:
             raise RuntimeError(f"users add failed for {organisation}: {made.stderr[-2000:]}")
         return made.stdout.strip()
 
+    def set_password(self, node: Node, user: str, password: str) -> None:
+        """Give ``user`` a password at ``node`` for the web app, with the command an
+        administrator runs (`trm-broker node users password set --stdin`)."""
+        done = subprocess.run(
+            self._cli("node", "users", "password", "set", user, "--stdin"),
+            input=password + "\n",
+            env=node.process.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"password set failed for {user}: {done.stderr[-2000:]}")
+
     def node_pins(self) -> dict[str, str]:
         """The nodes pin what the cluster knows first-hand, as a real deployment should
         (docs/node.md): the broker's keys from its key file (current and next), and the

@@ -6,7 +6,10 @@ them when it ends.
 
 from __future__ import annotations
 
+import secrets
+import signal
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -211,7 +214,9 @@ def wait_received(node: Node, message_id: str) -> dict[str, Any]:
     return eventually("the message at the destination node", check)
 
 
-def run(echo: Callable[[str], None] = print) -> None:
+def run(echo: Callable[[str], None] = print, *, serve: bool = False) -> None:
+    """Play the demo case through real processes. With ``serve``, keep them running
+    afterwards, with a password for each organisation's case worker, until interrupted."""
     started = time.monotonic()
     with (
         tempfile.TemporaryDirectory(prefix="trm-demo-") as tmp,
@@ -290,4 +295,40 @@ def run(echo: Callable[[str], None] = print) -> None:
         echo("every leaf and the root recomputed, the broker's signed checkpoint checked:")
         for line in checkpoint.body().splitlines():
             echo(f"     {line}")
-        echo(f"\nDone in {time.monotonic() - started:.1f} s; all processes stopped, files removed.")
+        if serve:
+            echo(f"\nDone in {time.monotonic() - started:.1f} s.")
+            serve_until_stopped(cluster, {SENDER: at, RECIPIENT: ng, SHELTER: ng}, echo)
+        else:
+            echo(
+                f"\nDone in {time.monotonic() - started:.1f} s; all processes stopped,"
+                " files removed."
+            )
+    if serve:
+        echo("All processes stopped, files removed.")
+
+
+def serve_until_stopped(
+    cluster: LocalCluster, nodes: dict[str, Node], echo: Callable[[str], None]
+) -> None:
+    """Keep the demo's processes running for people to sign in to the nodes' web apps,
+    each organisation's case worker with a password made for this run, until Ctrl-C or
+    SIGTERM."""
+    password = "demo-" + secrets.token_urlsafe(9)
+    echo("\nThe processes keep running. Sign in to a node's web app in a browser:")
+    for organisation, node in nodes.items():
+        user = f"case-worker@{organisation}"
+        cluster.set_password(node, user, password)
+        echo(f"  {organisation:<17} {node.url}/web/  user {user}")
+    echo(f"  password          {password}  (the same for each, made for this run only)")
+    echo("Press Ctrl-C to stop.")
+    stopped = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        while not stopped.wait(0.5):
+            if not all(process.running for process in cluster.processes):
+                echo("A process of the demo stopped; stopping the rest.")
+                return
+    except KeyboardInterrupt:
+        echo("")
+    finally:
+        signal.signal(signal.SIGTERM, previous)

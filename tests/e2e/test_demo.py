@@ -1,0 +1,103 @@
+"""`trm-broker demo --serve`, run as the README says: the whole case plays, the processes keep
+running, and the case worker it prints can sign in to a node's web app with the password it
+prints and find the demo case there; Ctrl-C stops everything."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+
+from trm_broker.dev.demo_case import RECIPIENT, SENDER, SHELTER
+
+pytestmark = pytest.mark.e2e
+
+_SIGN_IN = re.compile(r"^\s+(\S+)\s+(http://\S+/web/)\s+user (\S+)$")
+_PASSWORD = re.compile(r"^\s+password\s+(\S+)\s")
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@contextmanager
+def demo_serving() -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRM_")}
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "trm_broker.cli", "demo", "--serve"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    lines: list[str] = []
+    try:
+        assert demo.stdout is not None
+        deadline = time.monotonic() + 180
+        for line in demo.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("Press Ctrl-C"):
+                break
+            assert time.monotonic() < deadline, "\n".join(lines)
+        assert lines, "the demo printed nothing"
+        assert lines[-1].startswith("Press Ctrl-C"), "\n".join(lines)
+        yield demo, lines
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+
+
+def _cookies(response: httpx.Response, jar: dict[str, str]) -> None:
+    # The session cookie is `__Host-` (Secure): a browser keeps it for the node on loopback,
+    # httpx would not send it over http, so it is kept here as the browser keeps it.
+    for header in response.headers.get_list("set-cookie"):
+        name, _, rest = header.partition("=")
+        jar[name] = rest.split(";", 1)[0]
+
+
+def test_demo_serve_lets_the_printed_case_worker_sign_in_and_stops_on_ctrl_c() -> None:
+    with demo_serving() as (demo, lines):
+        text = "\n".join(lines)
+        assert "AT-2026-DEMO-0001" in text
+        signs = [m.groups() for line in lines if (m := _SIGN_IN.match(line))]
+        assert {organisation for organisation, _, _ in signs} == {SENDER, RECIPIENT, SHELTER}, text
+        password = next(m.group(1) for line in lines if (m := _PASSWORD.match(line)))
+        _, url, user = next(s for s in signs if s[0] == RECIPIENT)
+
+        jar: dict[str, str] = {}
+        with httpx.Client(timeout=20) as client:
+            form = client.get(url + "sign-in")
+            _cookies(form, jar)
+            token = _CSRF.search(form.text)
+            assert token is not None
+            signed_in = client.post(
+                url + "sign-in",
+                data={"csrf_token": token.group(1), "user": user, "password": password},
+                headers={"cookie": "; ".join(f"{k}={v}" for k, v in jar.items())},
+            )
+            assert signed_in.status_code == 303, signed_in.text
+            _cookies(signed_in, jar)
+            dashboard = client.get(
+                url, headers={"cookie": "; ".join(f"{k}={v}" for k, v in jar.items())}
+            )
+            assert dashboard.status_code == 200
+            assert "AT-2026-DEMO-0001" in dashboard.text
+            wrong = client.post(
+                url + "sign-in",
+                data={"csrf_token": token.group(1), "user": user, "password": "not it"},
+                headers={"cookie": "; ".join(f"{k}={v}" for k, v in jar.items())},
+            )
+            assert wrong.status_code != 303
+
+        demo.send_signal(signal.SIGINT)
+        rest, _ = demo.communicate(timeout=60)
+        assert demo.returncode == 0, rest
+        assert "All processes stopped, files removed." in rest
+        with pytest.raises(httpx.TransportError):
+            httpx.get(url + "sign-in", timeout=5)
