@@ -28,6 +28,7 @@ from tests.support import broker_settings, running_broker
 from trm_broker.logs import configure_logging
 from trm_broker.node import users
 from trm_broker.node.audit import AuditEntry
+from trm_broker.node.sign_in_throttle import PER_USER
 from trm_broker.node.users import NodeUserToken, Role
 from trm_broker.store.database import create_engine, session_factory
 
@@ -186,6 +187,42 @@ async def test_a_user_with_a_password_logs_in_for_a_token_that_expires(world: No
         ("shelter.ro", "refused"),
         ("shelter.ro", "ok"),
     ]
+
+
+async def test_passwords_cannot_be_guessed_at_speed_through_login(world: NodeWorld) -> None:
+    """After PER_USER wrong passwords for one user, `POST /login` refuses even the right one
+    for a while (429 with Retry-After), as the web app's sign-in form does (one budget for
+    both); other users log in as before."""
+    engine = create_engine(world.database_url)
+    try:
+        async with session_factory(engine)() as session:
+            await users.set_password(session, "shelter.ro", "a long enough passphrase")
+            await users.set_password(session, "shelter.sup", "another long passphrase")
+            await session.commit()
+    finally:
+        await engine.dispose()
+    for attempt in range(PER_USER):
+        wrong = await world.node.post(
+            "/login", json={"user": "shelter.ro", "password": f"guess number {attempt}"}
+        )
+        assert wrong.status_code == 401
+    right = await world.node.post(
+        "/login", json={"user": "shelter.ro", "password": "a long enough passphrase"}
+    )
+    assert right.status_code == 429, right.text
+    assert int(right.headers["retry-after"]) > 60
+    assert right.json()["type"] == "urn:trm-broker:problem:rate-limited"
+    assert "wait" in right.json()["detail"]
+    other = await world.node.post(
+        "/login", json={"user": "shelter.sup", "password": "another long passphrase"}
+    )
+    assert other.status_code == 201, other.text
+    logins = [
+        (e["user"], e["outcome"], e["status"])
+        for e in await audit(world, "shelter.sup", limit=500)
+        if e["action"] == "POST /login"
+    ]
+    assert logins.count(("shelter.ro", "refused", 429)) == 1, logins  # a finding, audited
 
 
 def test_passwords_are_stored_as_argon2id() -> None:

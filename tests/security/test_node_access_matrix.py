@@ -63,6 +63,7 @@ from tests.support import PROBLEM, broker_settings, running_broker
 from trm_broker.node import users
 from trm_broker.node.app import CASE_CALLS, create_node_app
 from trm_broker.node.audit import AuditEntry
+from trm_broker.node.sign_in_throttle import SignInThrottle
 from trm_broker.settings import Settings
 from trm_broker.store.database import create_engine, session_factory
 from trm_broker.store.models import Message
@@ -310,6 +311,11 @@ async def run_cell(world: NodeWorld, cell: Cell) -> list[str]:
     refused = cell.expected not in (OK, PASS)
     before = await fingerprint(world.broker) if refused and call.method == "POST" else None
     cell.request_id = uuid.uuid4().hex
+    if call.url == "/login":
+        # Each caller's wrong-password login is judged on its own: the guessing budget
+        # (tests/node/test_users_and_audit.py) would otherwise run out across the cells.
+        app = world.node._transport.app  # type: ignore[attr-defined]
+        app.state.sign_in_throttle = SignInThrottle()
     response = await world.node.request(
         call.method,
         call.url,

@@ -11,13 +11,13 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from pydantic import BaseModel, Field
 
 from trm_broker.domain.envelope import CASE_REF_PATTERN
-from trm_broker.node import users
+from trm_broker.node import sign_in_throttle, users
 from trm_broker.node.access import Supervisor
 from trm_broker.node.audit import AuditTrail, Caller, entries, note_caller
 from trm_broker.node.oidc import OidcVerifier
 from trm_broker.node.users import USER_NAME_PATTERN
 from trm_broker.settings import Settings
-from trm_broker.web.problems import Unauthenticated
+from trm_broker.web.problems import RateLimited, Unauthenticated
 from trm_broker.web.query import MAX_CURSOR
 
 if TYPE_CHECKING:
@@ -112,6 +112,8 @@ async def login(body: LoginRequest, request: Request) -> LoginOut:
     expires after TRM_NODE_LOGIN_TOKEN_SECONDS."""
     state: NodeState = request.app.state.node
     now = datetime.now(UTC)
+    address = request.client.host if request.client else "unknown"
+    limiter = sign_in_throttle.of(request.app.state)
     async with state.sessions() as session:
         account = await users.user(session, body.user)
         if account is not None:
@@ -119,11 +121,20 @@ async def login(body: LoginRequest, request: Request) -> LoginOut:
             note_caller(
                 request.scope, Caller(account.name, account.organisation, account.role.value)
             )
+        wait = limiter.wait(body.user, address, now)
+        if wait is not None:
+            raise RateLimited(
+                "Too many failed logins for this user or from this address: wait, then try"
+                " again; if you forgot the password, ask your node's administrator.",
+                retry_after=wait.total_seconds(),
+            )
         matches = users.password_matches(account, body.password)
         if account is None or not matches or account.disabled_at is not None:
+            limiter.failed(body.user, address, now)
             raise Unauthenticated(
                 "Unknown user or wrong password: check both, or ask your node's administrator."
             )
+        limiter.succeeded(body.user)
         expires_at = now + timedelta(seconds=state.settings.node_login_token_seconds)
         issued = await users.new_token(
             session, account.name, now, label="login", expires_at=expires_at

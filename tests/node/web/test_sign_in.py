@@ -15,8 +15,8 @@ from tests.node.harness import rows
 from tests.node.web.browser import Browser, csrf_token, web_world
 from tests.security.node_access_world import N_CW, NodeWorld
 from trm_broker.node.audit import AuditEntry
+from trm_broker.node.sign_in_throttle import PER_USER
 from trm_broker.node.web.sessions import WebSession
-from trm_broker.node.web.throttle import PER_USER
 
 SESSION = "__Host-trm_session"
 

@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from trm_broker.node import users
+from trm_broker.node import sign_in_throttle, users
 from trm_broker.node.audit import Caller, note_caller
 from trm_broker.node.web import i18n, sessions
 from trm_broker.node.web.render import PREFIX, page
-from trm_broker.node.web.throttle import SignInThrottle
 from trm_broker.node.web.visitor import (
     CSRF_FIELD,
     Form,
@@ -54,13 +53,6 @@ def local_path(target: str | None) -> str:
     if target and target.startswith(PREFIX + "/") and "//" not in target and "\\" not in target:
         return target
     return PREFIX + "/"
-
-
-def throttle(request: Request) -> SignInThrottle:
-    found: SignInThrottle | None = getattr(request.app.state, "web_sign_in_throttle", None)
-    if found is None:
-        found = request.app.state.web_sign_in_throttle = SignInThrottle()
-    return found
 
 
 def _sign_in_page(
@@ -98,7 +90,7 @@ async def sign_in(request: Request) -> Response:
     password = fields.get("password", "")[:1024]
     address = request.client.host if request.client else "unknown"
     now = clock(request)
-    limiter = throttle(request)
+    limiter = sign_in_throttle.of(request.app.state)
     if limiter.wait(name, address, now) is not None:
         return _sign_in_page(request, status=429, problem="throttled", user=name)
     async with state.sessions() as db:

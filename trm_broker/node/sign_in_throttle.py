@@ -1,5 +1,6 @@
-"""Failed sign-ins, counted per user name and per address: too many in a window and sign-in
-is refused for a while, so a password cannot be guessed at speed (OWASP Authentication
+"""Failed sign-ins (the web app's form and the JSON API's `POST /login` alike: one password,
+one budget of guesses), counted per user name and per address: too many in a window and
+sign-in is refused for a while, so a password cannot be guessed at speed (OWASP Authentication
 Cheat Sheet, "Protect against automated attacks"). Kept in the node's memory: a restart
 forgets them, which only ever helps a person locked out by mistake."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 #: Failures counted over this window …
 WINDOW = timedelta(minutes=15)
@@ -48,3 +50,11 @@ class SignInThrottle:
         if len(times) < limit:
             return None
         return times[-limit] + WINDOW - now
+
+
+def of(app_state: Any) -> SignInThrottle:
+    """The node's one throttle, kept on its app's state."""
+    found: SignInThrottle | None = getattr(app_state, "sign_in_throttle", None)
+    if found is None:
+        found = app_state.sign_in_throttle = SignInThrottle()
+    return found
