@@ -305,6 +305,10 @@ def run(echo: Callable[[str], None] = print, *, serve: bool = False) -> None:
             )
     if serve:
         echo("All processes stopped, files removed.")
+    else:
+        echo("To see this case in the nodes' web apps in a browser, run")
+        echo("  .venv/bin/trm-broker demo --serve")
+        echo("it keeps the processes running and prints the addresses and how to sign in.")
 
 
 def serve_until_stopped(
