@@ -14,9 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.node.harness import rows
 from tests.node.web.browser import Browser, csrf_token, web_world
 from tests.security.node_access_world import AT, N_CW, S_CW, S_RO, S_SUP, NodeWorld
+from trm_broker.node.audit import AuditEntry
 from trm_broker.node.sent_schemas import CaseViewOut, TimelineEntry
+from trm_broker.node.web.headers import CONTENT_SECURITY_POLICY
 from trm_broker.node.web.returns import return_of
 
 
@@ -97,6 +100,20 @@ async def test_a_supervisor_reads_the_return_and_has_nothing_to_send(
         assert "/send/" not in page.text
         assert "A case worker of your organisation sends these." in page.text
         assert "<button" not in page.text.split("<main", 1)[1]  # no action, only reading
+        assert page.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+        assert "style=" not in page.text
+        assert "<script>" not in page.text
+    french = Browser(client, language="fr")
+    await french.sign_in(S_SUP)
+    page = await french.get(return_url(node_world))
+    assert "Le plan de retour" in page.text
+    assert "Retours pour lesquels nous avons été désignés" in (await french.get("/web/")).text
+    viewed = [
+        (r["user_name"], r["action"], r["case_ref"], r["status"])
+        for r in await rows(node_world.database_url, AuditEntry)
+        if "/returns/" in r["action"]
+    ]
+    assert viewed[-1] == (S_SUP, "GET /web/returns/{case_ref}", node_world.case["A"], 200)
 
 
 async def test_another_organisation_cannot_open_the_return_page_by_its_url(
