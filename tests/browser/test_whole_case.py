@@ -108,9 +108,7 @@ def test_a_whole_case_by_three_people_in_three_browsers(
 
     # --- Austria: the return plan, once the risk assessment is confirmed ----------------
     austria.goto(f"/web/cases/{case_ref}")
-    plan_link = austria.locator(
-        f"a[href*='/send/return_preparation?recipient={RECIPIENT}']"
-    )
+    plan_link = austria.locator(f"a[href*='/send/return_preparation?recipient={RECIPIENT}']")
     until(austria, lambda: plan_link.count() > 0, "the return plan offered")
     axe(austria)
     open_step(austria, case_ref, "return_preparation", RECIPIENT)
@@ -147,8 +145,15 @@ def test_a_whole_case_by_three_people_in_three_browsers(
     designated.click()
     expect(shelter.get_by_role("heading", level=1)).to_have_text(f"Return in case {case_ref}")
     plan = shelter.locator("section", has=shelter.get_by_role("heading", name="The return plan"))
-    for words in ("Lagos (LOS)", "OS 1234", "Social worker", "Emergency travel document",
-                  "Mrs Ada Example, escort", "Nigerian Pidgin", "Shelter"):
+    for words in (
+        "Lagos (LOS)",
+        "OS 1234",
+        "Social worker",
+        "Emergency travel document",
+        "Mrs Ada Example, escort",
+        "Nigerian Pidgin",
+        "Shelter",
+    ):
         expect(plan).to_contain_text(words)
     # The planned arrival in the shelter worker's zone, as Babel writes it in full.
     expect(shelter.locator("dl.facts").first).to_contain_text(str(arrival.astimezone(ZONE).year))
@@ -191,9 +196,15 @@ def test_a_whole_case_by_three_people_in_three_browsers(
     shelter.locator("#field-contact").select_option("office_visit")
     shelter.locator("#field-wellbeing-psychosocial").select_option("fair")
     send(shelter)
-    what_we_sent = shelter.locator("section", has=shelter.get_by_role("heading", name="What we sent"))
-    for words in ("Answer to the return plan", "Contact before departure",
-                  "Reception confirmation", "Monitoring report"):
+    what_we_sent = shelter.locator(
+        "section", has=shelter.get_by_role("heading", name="What we sent")
+    )
+    for words in (
+        "Answer to the return plan",
+        "Contact before departure",
+        "Reception confirmation",
+        "Monitoring report",
+    ):
         expect(what_we_sent).to_contain_text(words)
 
     # --- Austria: every step there, and its own messages delivered and confirmed --------

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from html import unescape
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -50,9 +51,16 @@ async def test_the_shelter_sees_its_return_and_answers_the_plan_from_it(
     page = await shelter.get(return_url(node_world))
     assert page.status_code == 200, page.text
     text = unescape(page.text)
-    for words in ("Planned arrival", "Escort", "Medical and psychological needs",
-                  "Reintegration plan", "Contact person", "Languages the person speaks",
-                  "Plan to answer", "Not answered yet"):
+    for words in (
+        "Planned arrival",
+        "Escort",
+        "Medical and psychological needs",
+        "Reintegration plan",
+        "Contact person",
+        "Languages the person speaks",
+        "Plan to answer",
+        "Not answered yet",
+    ):
         assert words in text, words
     answer = (
         f"/web/cases/{node_world.case['A']}/send/reception_plan_response"
@@ -133,7 +141,7 @@ async def test_another_organisation_cannot_open_the_return_page_by_its_url(
         assert (await shelter.get(path)).status_code == 404
 
 
-def _view(stage: str, state: dict[str, object], deadlines: list[dict[str, object]]) -> CaseViewOut:
+def _view(stage: str, state: dict[str, Any], deadlines: list[dict[str, Any]]) -> CaseViewOut:
     now = datetime.now(UTC)
     plan = TimelineEntry.model_validate(
         {
@@ -183,7 +191,9 @@ def test_monitoring_reminders_come_from_the_brokers_deadlines() -> None:
     quiet = return_of(_view("received", received, far), steps, far, now)
     due = return_of(_view("received", received, soon), steps, soon, now)
     overdue = return_of(_view("received", received, late), steps, late, now)
-    assert quiet is not None and due is not None and overdue is not None
+    assert quiet is not None
+    assert due is not None
+    assert overdue is not None
     assert (quiet.state, quiet.monitoring, quiet.reminders) == ("arrived", None, [])
     assert (due.monitoring, due.late) == ("due", False)
     assert (overdue.monitoring, overdue.late) == ("overdue", True)
@@ -191,4 +201,5 @@ def test_monitoring_reminders_come_from_the_brokers_deadlines() -> None:
     assert overdue.next_action.type == "case_monitoring"
     # A case whose plan now designates another organisation is no longer ours to act on.
     moved = return_of(_view("return_prepared", {"receiving_org": "ng.other"}, []), [], [], now)
-    assert moved is not None and moved.state == "closed"
+    assert moved is not None
+    assert moved.state == "closed"

@@ -71,9 +71,7 @@ async def dashboard(request: Request, visitor: SignedIn) -> HTMLResponse:
     state = _node(request)
     async with state.sessions() as db:
         cases = await caseload(state, db, visitor.principal)
-    return render_page(
-        request, visitor, "dashboard.html", cases=cases, returns=designated(cases)
-    )
+    return render_page(request, visitor, "dashboard.html", cases=cases, returns=designated(cases))
 
 
 @router.get("/cases/{case_ref}", response_class=HTMLResponse)

@@ -172,7 +172,8 @@ def return_of(
     plan = entry.received.payload or {}
     header = entry.received.header or {}
     broker = view.broker or {}
-    state: dict[str, Any] = broker.get("state") if isinstance(broker.get("state"), dict) else {}
+    stated = broker.get("state")
+    state: dict[str, Any] = stated if isinstance(stated, dict) else {}
     found = Return(
         case_ref=view.case_ref,
         plan=readable_plan(plan),
