@@ -60,6 +60,8 @@ async def test_the_shelter_sees_its_return_and_answers_the_plan_from_it(
         "Languages the person speaks",
         "Plan to answer",
         "Not answered yet",
+        # The plan's arrival is 6 days ahead: the reception confirmation is due by then.
+        "Reception confirmation due by",
     ):
         assert words in text, words
     answer = (
