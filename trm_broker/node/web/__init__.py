@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from trm_broker.node.web import pages, send, sign_in
+from trm_broker.node.web import pages, return_pages, send, sign_in
 from trm_broker.node.web.headers import PageHeaders
 from trm_broker.node.web.render import PREFIX, STATIC, page
 from trm_broker.node.web.sessions import COOKIE
@@ -24,6 +24,7 @@ def install(app: FastAPI) -> None:
     app.include_router(sign_in.router)
     app.include_router(pages.router)
     app.include_router(send.router)
+    app.include_router(return_pages.router)
     app.mount(STATIC, StaticFiles(directory=Path(__file__).parent / "static"), name="web-static")
     app.add_middleware(PageHeaders, prefix=PREFIX, static=STATIC)
 

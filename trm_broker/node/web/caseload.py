@@ -4,7 +4,7 @@ next and what is overdue, read through the JSON API's own case view (node/case_v
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,6 +13,7 @@ from trm_broker.node import case_view, sent_api, store
 from trm_broker.node.access import Principal
 from trm_broker.node.sent_api import NodeParts
 from trm_broker.node.sent_schemas import CaseViewOut
+from trm_broker.node.web.returns import Return, return_of
 from trm_broker.web.problems import Problem
 
 #: Cases shown on the dashboard, the most recently active first (each is one signed read
@@ -31,6 +32,8 @@ class CaseSummary:
     alerts: int = 0
     #: The broker could not be asked: only the node's own part is known.
     unavailable: bool = False
+    #: The return the organisation was designated for in this case, if it was.
+    designated: Return | None = None
 
     @property
     def overdue(self) -> bool:
@@ -79,6 +82,16 @@ async def caseload(state: NodeParts, db: AsyncSession, principal: Principal) -> 
             summary.deadlines = deadlines_of(view)
             summary.alerts = len(view.alerts)
             summary.unavailable = view.broker is None
+            summary.designated = return_of(
+                view, steps_of(view), summary.deadlines, datetime.now(UTC)
+            )
         summaries.append(summary)
     summaries.sort(key=lambda c: (not c.overdue, not c.steps, -c.last_activity.timestamp()))
     return summaries
+
+
+def designated(cases: list[CaseSummary]) -> list[Return]:
+    """The returns among the cases: late first, then by planned arrival."""
+    found = [c.designated for c in cases if c.designated is not None]
+    far = datetime.max.replace(tzinfo=UTC)
+    return sorted(found, key=lambda r: (not r.late, r.planned_arrival or far))

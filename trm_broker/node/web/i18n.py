@@ -9,13 +9,14 @@ the best of the browser's ``Accept-Language`` (RFC 9110 §12.5.4), else English.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from babel import Locale
+from babel import Locale, UnknownLocaleError
 from babel.dates import format_datetime
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
@@ -47,6 +48,31 @@ def translations(language: str) -> Translations:
     write_mo(compiled, catalog)
     compiled.seek(0)
     return Translations(fp=compiled)
+
+
+@dataclass(frozen=True)
+class CodeWords:
+    """A payload's code in words (``social_worker``: "Social worker"), as the forms label
+    their choices, through the language's catalog (English where it has no entry)."""
+
+    language: str
+
+    def __call__(self, code: object) -> str:
+        words = str(code).replace("_", " ").capitalize()
+        return translations(self.language).gettext(words)
+
+
+def language_of_tag(language: str) -> Callable[[object], str]:
+    """A language tag (``pcm``, ``pt-BR``) named in ``language``, the tag itself if unknown."""
+
+    def named(tag: object) -> str:
+        try:
+            found = Locale.parse(str(tag).replace("-", "_")).get_display_name(language)
+        except (ValueError, LookupError, UnknownLocaleError):
+            found = None
+        return found or str(tag)
+
+    return named
 
 
 def language_name(language: str) -> str:

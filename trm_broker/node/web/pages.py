@@ -8,6 +8,7 @@ is not the organisation's answers 404, as for a case or message that does not ex
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -18,8 +19,9 @@ from trm_broker.domain.envelope import CASE_REF_PATTERN
 from trm_broker.domain.ids import UUID7_PATTERN
 from trm_broker.domain.messages import MessageType
 from trm_broker.node import audit, case_view, received
-from trm_broker.node.web.caseload import caseload, deadlines_of, steps_of
+from trm_broker.node.web.caseload import caseload, deadlines_of, designated, steps_of
 from trm_broker.node.web.render import PREFIX, page
+from trm_broker.node.web.returns import return_of
 from trm_broker.node.web.visitor import AuditReader, PageRefused, SignedIn, Visitor
 from trm_broker.web.problems import Problem
 
@@ -69,7 +71,7 @@ async def dashboard(request: Request, visitor: SignedIn) -> HTMLResponse:
     state = _node(request)
     async with state.sessions() as db:
         cases = await caseload(state, db, visitor.principal)
-    return render_page(request, visitor, "dashboard.html", cases=cases)
+    return render_page(request, visitor, "dashboard.html", cases=cases, returns=designated(cases))
 
 
 @router.get("/cases/{case_ref}", response_class=HTMLResponse)
@@ -90,11 +92,12 @@ async def case_page(case_ref: str, request: Request, visitor: SignedIn) -> HTMLR
         steps=steps_of(view),
         deadlines=deadlines_of(view),
         may_send=visitor.principal.may_send(),
-        sent=_sent_notice(request),
+        sent=sent_notice(request),
+        designated=return_of(view, [], [], datetime.now(UTC)) is not None,
     )
 
 
-def _sent_notice(request: Request) -> dict[str, Any] | None:
+def sent_notice(request: Request) -> dict[str, Any] | None:
     """What the step form that sent the visitor here sent (``?sent=<type>&queued=1``)."""
     sent = request.query_params.get("sent", "")
     if sent not in {t.value for t in MessageType}:

@@ -29,6 +29,8 @@ def environment(language: str) -> Environment:
         lstrip_blocks=True,
     )
     env.install_gettext_translations(i18n.translations(language), newstyle=True)  # type: ignore[attr-defined]
+    env.filters["code"] = i18n.CodeWords(language)
+    env.filters["language"] = i18n.language_of_tag(language)
     return env
 
 

@@ -42,7 +42,10 @@ _CASE_REF = re.compile(CASE_REF_PATTERN)
 #: How long a form's post waits for the broker's receipt before showing "queued".
 WAIT_SECONDS = 5
 #: The form's own fields, beside the payload's (read_form ignores names it does not know).
-CONSENT_FIELD, FORM_ID_FIELD = "consent_ref", "form_id"
+CONSENT_FIELD, FORM_ID_FIELD, BACK_FIELD = "consent_ref", "form_id", "back"
+#: Where a sent form brings the case worker back to: the case page, or the return page
+#: (``back=return``: a receiving organisation's step opened from its return page).
+RETURN_PAGE = "return"
 _FORM_ID = re.compile(r"^[0-9a-f]{32}$")
 ROUTE = "POST /web/cases/{case_ref}/send/{message_type}"
 
@@ -133,6 +136,7 @@ def _form_page(
     summary = forms.error_summary(bound, errors or {})
     chosen = (values.get(CONSENT_FIELD) or [""])[0]
     form_id = (values.get(FORM_ID_FIELD) or [""])[0]
+    back = (values.get(BACK_FIELD) or [request.query_params.get(BACK_FIELD, "")])[0]
     return render_page(
         request,
         visitor,
@@ -148,6 +152,7 @@ def _form_page(
         chosen_consent=chosen,
         form_id=form_id if _FORM_ID.match(form_id) else uuid.uuid4().hex,
         action=step_url(step.case.case_ref, step.message_type.value, step.recipient),
+        back=RETURN_PAGE if back == RETURN_PAGE else "",
     )
 
 
@@ -215,7 +220,8 @@ async def send_step(case_ref: str, message_type: str, request: Request, form: Fo
             status = response.status_code
     if status in (201, 202):
         notice = {"sent": step.message_type.value, "queued": "1" if status == 202 else "0"}
-        target = f"{PREFIX}/cases/{step.case.case_ref}?{urlencode(notice)}"
+        page = "returns" if (values.get(BACK_FIELD) or [""])[0] == RETURN_PAGE else "cases"
+        target = f"{PREFIX}/{page}/{step.case.case_ref}?{urlencode(notice)}"
         return RedirectResponse(target, status_code=303)
     return _form_page(
         request,
