@@ -27,6 +27,11 @@ DEFAULT = "en"
 COOKIE = "__Host-trm_lang"
 
 
+def N_(text: str) -> str:  # noqa: N802 - gettext's conventional marker name
+    """Marks ``text`` for the catalogs where it is written; it is translated where shown."""
+    return text
+
+
 def catalog_path(language: str) -> Path:
     return LOCALE_DIR / language / "LC_MESSAGES" / "messages.po"
 
