@@ -218,6 +218,37 @@ def schema_messages(locale: str = "en") -> set[str]:
     return texts
 
 
+@dataclass(frozen=True)
+class ContentWords:
+    """A received payload's members and codes in the reader's words, by member path
+    (``person.given_name``; a list's items share their list's path)."""
+
+    labels: dict[str, str]
+    choices: dict[str, dict[str, str]]
+
+    def label(self, path: str, member: str) -> str:
+        return self.labels.get(path) or _label(member)
+
+    def value(self, path: str, value: object) -> str:
+        return self.choices.get(path, {}).get(str(value), str(value))
+
+
+def content_words(
+    message_type: MessageType, gettext: Translate = _untranslated, locale: str = "en"
+) -> ContentWords:
+    """How a message of ``message_type`` reads: its form's labels and choices."""
+    if message_type not in PAYLOAD_MODELS:
+        return ContentWords({}, {})
+    specs = list(walk(form_spec(message_type, gettext, locale)))
+    labels = {".".join(spec.path): spec.label for spec in specs}
+    choices = {
+        ".".join(spec.path): {c.value: c.label for c in spec.choices}
+        for spec in specs
+        if spec.choices
+    }
+    return ContentWords(labels, choices)
+
+
 # --- a payload as form data, and form data as a payload ---------------------------------
 
 FormData = list[tuple[str, str]]
