@@ -32,9 +32,9 @@ def test_every_workflow_rule_is_said_in_french(rule: str) -> None:
 
 
 def test_a_refused_return_without_a_recent_assessment_says_what_to_do_in_french() -> None:
-    detail = workflow.RULES[
-        "return_preparation_needs_recent_recommending_risk_assessment"
-    ].format(span="30 days", why="the latest is older")
+    detail = workflow.RULES["return_preparation_needs_recent_recommending_risk_assessment"].format(
+        span="30 days", why="the latest is older"
+    )
     problem = {
         "type": PROBLEM_BASE + "broker-refused",
         "title": "The broker refused the message",

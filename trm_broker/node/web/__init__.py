@@ -6,7 +6,9 @@ receiving organisations, over the same queries and access rules as the node's JS
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
+from typing import Any, cast
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
@@ -53,7 +55,7 @@ def install(app: FastAPI) -> None:
 
     # Under /web a person reads the answer: an unknown or refused address is a page in
     # words with a way back, never the JSON API's problem+json (which the API keeps).
-    json_answers = {
+    json_answers: dict[type[Exception], Any] = {
         kind: app.exception_handlers[kind]
         for kind in (StarletteHTTPException, RequestValidationError)
         if kind in app.exception_handlers
@@ -76,8 +78,8 @@ def install(app: FastAPI) -> None:
         answer = json_answers.get(type(exc)) or json_answers.get(StarletteHTTPException)
         if answer is None:  # pragma: no cover - the node installs its problem handlers first
             raise exc
-        result: Response = await answer(request, exc)
-        return result
+        result = answer(request, exc)
+        return cast(Response, await result if inspect.isawaitable(result) else result)
 
     app.add_exception_handler(StarletteHTTPException, _not_a_page)
     app.add_exception_handler(RequestValidationError, _not_a_page)

@@ -27,7 +27,7 @@ DEFAULT = "en"
 COOKIE = "__Host-trm_lang"
 
 
-def N_(text: str) -> str:  # noqa: N802 - gettext's conventional marker name
+def N_(text: str) -> str:  # gettext's conventional marker name
     """Marks ``text`` for the catalogs where it is written; it is translated where shown."""
     return text
 

@@ -54,8 +54,7 @@ RULE_SENTENCES: dict[str, str] = {
         " corrected referral first."
     ),
     "referral_response_only_from_destination_to_sending": N_(
-        "The answer to a referral goes only from the destination focal point to the sending"
-        " one."
+        "The answer to a referral goes only from the destination focal point to the sending one."
     ),
     "referral_already_answered": N_("The referral is already answered: it is answered once."),
     "risk_assessment_only_between_focal_points": N_(
@@ -77,8 +76,7 @@ RULE_SENTENCES: dict[str, str] = {
         " organisation it names, with the same planned arrival."
     ),
     "return_preparation_needs_acceptance": N_(
-        "A return plan is sent after the referral was accepted and before the person is"
-        " received."
+        "A return plan is sent after the referral was accepted and before the person is received."
     ),
     "return_preparation_needs_recent_recommending_risk_assessment": N_(
         "A return needs a risk assessment that recommends return, made within the last"
@@ -124,9 +122,7 @@ RULE_SENTENCES: dict[str, str] = {
     "monitoring_period_over": N_(
         "Monitoring reports are accepted for %(span)s after reception: that time is over."
     ),
-    "monitoring_period_reversed": N_(
-        "The period's start is after its end. Check the two dates."
-    ),
+    "monitoring_period_reversed": N_("The period's start is after its end. Check the two dates."),
     "case_closure_only_between_focal_points": N_(
         "A case closure goes only from one focal point of the case to the other."
     ),
@@ -222,12 +218,9 @@ TYPE_SENTENCES: dict[str, str] = {
         "The message this one follows was refused: correct and send that one first."
     ),
     "idempotency-key-reused": N_(
-        "This form was already used for another message. Reload the page and fill it in"
-        " again."
+        "This form was already used for another message. Reload the page and fill it in again."
     ),
-    "idempotency-key-in-use": N_(
-        "This form is still being sent. Wait a moment and open the case."
-    ),
+    "idempotency-key-in-use": N_("This form is still being sent. Wait a moment and open the case."),
     "too-large": N_("The message is too large. Shorten the longest texts."),
     "rate-limited": N_("Too many messages at once. Wait a minute and send again."),
     "broker-unavailable": N_(
