@@ -100,7 +100,7 @@ def test_another_organisation_on_the_same_node_cannot_open_the_case_by_its_url(
         answer = shelter.goto(path)
         assert answer is not None
         assert answer.status in (403, 404), (path, answer.status)
-        expect(shelter.get_by_role("heading", level=1)).to_have_text("This cannot be shown")
+        expect(shelter.get_by_role("heading", level=1)).to_have_text("Page not found")
         assert "forced_labour" not in shelter.content()
         axe(shelter)
 

@@ -105,6 +105,8 @@ EXPECTED: dict[tuple[str, str], tuple[Expect, ...]] = {
     ("GET /web/cases/{case_ref}/send/{message_type}", "case A"): (SIGN_IN,) * 11,
     ("POST /web/cases/{case_ref}/send/{message_type}", "case A"): (SIGN_IN,) * 11,
     ("GET /web/returns/{case_ref}", "case A"): (SIGN_IN,) * 11,
+    ("GET /web/settings", "-"): (SIGN_IN,) * 11,
+    ("POST /web/settings", "-"): (SIGN_IN,) * 11,
     ("GET /messages", "-"): READS,
     ("GET /messages/{message_id}", "NAPTIP's"):   (OK,  OK,  OK,  404,  404,  404,  OK,  401, 401, 403, 401),
     ("GET /messages/{message_id}", "shelter's"):  (404, 404, 404, OK,   OK,   OK,   OK,  401, 401, 403, 401),

@@ -55,6 +55,10 @@ class NodeUser(NodeBase):
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     #: argon2id (PHC string); NULL: the user has no password.
     password_hash: Mapped[str | None] = mapped_column(String(255))
+    #: The web app's language the user chose (a catalog's code); NULL: not chosen.
+    language: Mapped[str | None] = mapped_column(String(16))
+    #: The IANA time zone the user chose for dates; NULL: the browser's at sign-in.
+    time_zone: Mapped[str | None] = mapped_column(String(64))
 
 
 class NodeUserToken(NodeBase):
@@ -176,6 +180,16 @@ async def set_password(session: AsyncSession, name: str, password: str) -> None:
     if len(password) < 12:
         raise UserError("Choose a password of at least 12 characters.")
     found.password_hash = _HASHER.hash(password)
+
+
+async def set_preferences(
+    session: AsyncSession, name: str, language: str | None, time_zone: str | None
+) -> None:
+    """The user's chosen language and time zone (``None``: not chosen), checked by the
+    caller against the languages and zones the node has."""
+    found = await _existing(session, name)
+    found.language = language
+    found.time_zone = time_zone
 
 
 def password_matches(account: NodeUser | None, password: str) -> bool:

@@ -19,6 +19,7 @@ from tests.node.web.browser import Browser, csrf_token, web_world
 from tests.security.node_access_world import AT, N_CW, N_RO, N_SUP, NAPTIP, S_CW, NodeWorld
 from trm_broker.node.audit import AuditEntry
 from trm_broker.node.store import OutboxMessage
+from trm_broker.node.web import i18n, refusals
 
 
 @pytest.fixture
@@ -114,7 +115,22 @@ async def test_a_blocked_step_shows_its_rule_and_no_form(
     page = await worker.get(url)
     assert page.status_code == 200
     assert "This step is not possible yet:" in page.text
-    assert unescape(blocked["detail"]) in unescape(page.text)
+    # The rule in the catalog's words (what to do), not the broker's English sentence.
+    english = i18n.translations("en").gettext
+    rule = refusals.rule_sentence(blocked["rule"], blocked["detail"], english, "en")
+    assert rule is not None, f"no sentence for the rule {blocked['rule']}"
+    assert unescape(rule.sentence) in unescape(page.text)
+    # And in French for a French-speaking case worker.
+    french = Browser(client, language="fr")
+    await french.sign_in(N_CW)
+    in_french = await french.get(url)
+    assert "Cette étape n'est pas encore possible :" in unescape(in_french.text)
+    said = refusals.rule_sentence(
+        blocked["rule"], blocked["detail"], i18n.translations("fr").gettext, "fr"
+    )
+    assert said is not None
+    assert said.sentence in unescape(in_french.text)
+    assert unescape(blocked["detail"]) not in unescape(in_french.text)
     assert '<form method="post" action="/web/cases' not in page.text
     # Posted anyway: refused, nothing queued.
     posted = await worker.post(url, {"csrf_token": csrf_token(page.text)})

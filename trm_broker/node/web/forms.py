@@ -32,6 +32,7 @@ from trm_broker.domain.countries import COUNTRY_CODES
 from trm_broker.domain.messages import MessageType
 from trm_broker.domain.participants import PARTICIPANT_ID_PATTERN
 from trm_broker.domain.payloads import CATEGORY_KEY, HEADER_KEY, PAYLOAD_MODELS
+from trm_broker.node.web.i18n import N_
 
 Translate = Callable[[str], str]
 Kind = Literal[
@@ -217,6 +218,37 @@ def schema_messages(locale: str = "en") -> set[str]:
     return texts
 
 
+@dataclass(frozen=True)
+class ContentWords:
+    """A received payload's members and codes in the reader's words, by member path
+    (``person.given_name``; a list's items share their list's path)."""
+
+    labels: dict[str, str]
+    choices: dict[str, dict[str, str]]
+
+    def label(self, path: str, member: str) -> str:
+        return self.labels.get(path) or _label(member)
+
+    def value(self, path: str, value: object) -> str:
+        return self.choices.get(path, {}).get(str(value), str(value))
+
+
+def content_words(
+    message_type: MessageType, gettext: Translate = _untranslated, locale: str = "en"
+) -> ContentWords:
+    """How a message of ``message_type`` reads: its form's labels and choices."""
+    if message_type not in PAYLOAD_MODELS:
+        return ContentWords({}, {})
+    specs = list(walk(form_spec(message_type, gettext, locale)))
+    labels = {".".join(spec.path): spec.label for spec in specs}
+    choices = {
+        ".".join(spec.path): {c.value: c.label for c in spec.choices}
+        for spec in specs
+        if spec.choices
+    }
+    return ContentWords(labels, choices)
+
+
 # --- a payload as form data, and form data as a payload ---------------------------------
 
 FormData = list[tuple[str, str]]
@@ -372,48 +404,48 @@ class _Reader:
 
 #: Our own validators' sentences (trm_broker.domain.payloads), each naming its member first.
 _RULES = {
-    "decline_reason is only for a referral not accepted": (
+    "decline_reason is only for a referral not accepted": N_(
         "Give a reason only when the referral is not accepted."
     ),
-    "reason_not_received is only for a person not received": (
+    "reason_not_received is only for a person not received": N_(
         "Give a reason only when the person was not received."
     ),
-    "period_end is before period_start": "The end of the period is before its start.",
-    "cannot_receive_reason is given exactly when readiness is cannot_receive": (
+    "period_end is before period_start": N_("The end of the period is before its start."),
+    "cannot_receive_reason is given exactly when readiness is cannot_receive": N_(
         "Give a reason when, and only when, the organisation cannot receive the person."
     ),
-    "not an ISO 3166-1 alpha-2 country code": "Choose a country from the list.",
-    "expected an RFC 3339 date-time with a time offset": "Enter a date and a time.",
-    "not a valid date-time": "Enter a date and a time.",
-    "the time is out of range in UTC (years 1 to 9999)": (
+    "not an ISO 3166-1 alpha-2 country code": N_("Choose a country from the list."),
+    "expected an RFC 3339 date-time with a time offset": N_("Enter a date and a time."),
+    "not a valid date-time": N_("Enter a date and a time."),
+    "the time is out of range in UTC (years 1 to 9999)": N_(
         "Enter a date between the years 1 and 9999."
     ),
 }
 _PATTERNS = {
-    r"^[A-Za-z0-9._:-]{1,128}$": (
+    r"^[A-Za-z0-9._:-]{1,128}$": N_(
         "Use letters, digits and . _ : - only, without spaces: a reference, never a name."
     ),
-    r"^[a-z]{2,3}(-[A-Za-z0-9]{1,8}){0,3}$": (
+    r"^[a-z]{2,3}(-[A-Za-z0-9]{1,8}){0,3}$": N_(
         "Use language codes such as en, fr or pt-BR, one per line."
     ),
-    COUNTRY_PATTERN: "Choose a country from the list.",
-    PARTICIPANT_ID_PATTERN: (
+    COUNTRY_PATTERN: N_("Choose a country from the list."),
+    PARTICIPANT_ID_PATTERN: N_(
         "Use the organisation's participant id in the registry, such as ng.shelter."
     ),
 }
 _KINDS = {
-    "missing": "Fill this in.",
-    "enum": "Choose one of the options.",
-    "string_too_short": "Fill this in.",
-    "bool_type": "Choose yes or no.",
-    "date_type": "Enter a date.",
-    "date_parsing": "Enter a date.",
-    "date_from_datetime_parsing": "Enter a date.",
-    "date_from_datetime_inexact": "Enter a date.",
-    "datetime_type": "Enter a date and a time.",
-    "datetime_parsing": "Enter a date and a time.",
-    "datetime_from_date_parsing": "Enter a date and a time.",
-    "timezone_aware": "Enter a date and a time.",
+    "missing": N_("Fill this in."),
+    "enum": N_("Choose one of the options."),
+    "string_too_short": N_("Fill this in."),
+    "bool_type": N_("Choose yes or no."),
+    "date_type": N_("Enter a date."),
+    "date_parsing": N_("Enter a date."),
+    "date_from_datetime_parsing": N_("Enter a date."),
+    "date_from_datetime_inexact": N_("Enter a date."),
+    "datetime_type": N_("Enter a date and a time."),
+    "datetime_parsing": N_("Enter a date and a time."),
+    "datetime_from_date_parsing": N_("Enter a date and a time."),
+    "timezone_aware": N_("Enter a date and a time."),
 }
 
 
@@ -422,7 +454,7 @@ def _message(error: Any, gettext: Translate) -> str:
     context = error.get("ctx", {})
     if kind == "value_error":
         text = str(context.get("error", ""))
-        return gettext(_RULES.get(text, "This is not valid."))
+        return gettext(_RULES.get(text, N_("This is not valid.")))
     if kind == "string_too_long":
         return gettext("Too long: at most {count} characters.").format(
             count=context.get("max_length")
@@ -431,8 +463,8 @@ def _message(error: Any, gettext: Translate) -> str:
         return gettext("Too many: at most {count}.").format(count=context.get("max_length"))
     if kind == "string_pattern_mismatch":
         pattern = str(context.get("pattern", ""))
-        return gettext(_PATTERNS.get(pattern, "This is not in the expected format."))
-    return gettext(_KINDS.get(kind, "This is not valid."))
+        return gettext(_PATTERNS.get(pattern, N_("This is not in the expected format.")))
+    return gettext(_KINDS.get(kind, N_("This is not valid.")))
 
 
 def _placed(

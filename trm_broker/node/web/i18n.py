@@ -11,13 +11,13 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_datetime
+from babel.dates import format_datetime, get_timezone_gmt
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import Translations
@@ -26,6 +26,11 @@ LOCALE_DIR = Path(__file__).parent / "locale"
 DEFAULT = "en"
 #: The language cookie: a preference, not a secret (still ``__Host-``: Secure, host-only).
 COOKIE = "__Host-trm_lang"
+
+
+def N_(text: str) -> str:  # gettext's conventional marker name
+    """Marks ``text`` for the catalogs where it is written; it is translated where shown."""
+    return text
 
 
 def catalog_path(language: str) -> Path:
@@ -128,6 +133,28 @@ def known_zone(name: str | None) -> str | None:
     return name
 
 
+#: The areas of the IANA zones offered (``Europe/Vienna``); not ``Etc/GMT+1`` and the like.
+_AREAS = (
+    "Africa", "America", "Antarctica", "Asia", "Atlantic", "Australia", "Europe", "Indian",
+    "Pacific",
+)  # fmt: skip
+
+
+@cache
+def zone_names() -> tuple[str, ...]:
+    """The IANA time zones a user chooses from: ``UTC``, then every ``Area/City``."""
+    found = (n for n in available_timezones() if n.split("/", 1)[0] in _AREAS and "/" in n)
+    return ("UTC", *sorted(found))
+
+
+def zone_label(name: str | None, language: str, at: datetime | None = None) -> str:
+    """A zone named, with its offset ``at`` (now): ``Europe/Vienna (UTC+01:00)``."""
+    if not name or name == "UTC" or known_zone(name) is None:
+        return "UTC"
+    moment = (at or datetime.now(UTC)).astimezone(ZoneInfo(name))
+    return f"{name} ({get_timezone_gmt(moment, locale=language)})"
+
+
 @dataclass(frozen=True)
 class DateFormat:
     """Formats times for one user: their language's conventions, their time zone."""
@@ -141,3 +168,8 @@ class DateFormat:
         if isinstance(moment, str):
             moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
         return format_datetime(moment, width, tzinfo=zone(self.time_zone), locale=self.language)
+
+    @property
+    def zone(self) -> str:
+        """The zone the times are shown in, named (for every page's footer)."""
+        return zone_label(self.time_zone, self.language)

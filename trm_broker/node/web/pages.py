@@ -19,6 +19,7 @@ from trm_broker.domain.envelope import CASE_REF_PATTERN
 from trm_broker.domain.ids import UUID7_PATTERN
 from trm_broker.domain.messages import MessageType
 from trm_broker.node import audit, case_view, received
+from trm_broker.node.web import forms, i18n
 from trm_broker.node.web.caseload import caseload, deadlines_of, designated, steps_of
 from trm_broker.node.web.render import PREFIX, page
 from trm_broker.node.web.returns import return_of
@@ -118,8 +119,19 @@ async def message_page(message_id: str, request: Request, visitor: SignedIn) -> 
     if row is None:
         raise PageRefused(404, "not-found")
     message = case_view.received_view(row, state.settings.node_withdrawn_retention)
+    gettext = i18n.translations(visitor.language).gettext
+    try:
+        words = forms.content_words(MessageType(message.type), gettext, visitor.language)
+    except ValueError:  # a type this node's forms do not know: its codes as they are
+        words = forms.ContentWords({}, {})
     return render_page(
-        request, visitor, "message.html", message=message, consent_ref=row.consent_ref
+        request,
+        visitor,
+        "message.html",
+        message=message,
+        consent_ref=row.consent_ref,
+        words=words,
+        printed_at=datetime.now(UTC),
     )
 
 

@@ -27,7 +27,7 @@ from trm_broker.domain.payloads import PAYLOAD_MODELS
 from trm_broker.node import case_view, outbox_calls
 from trm_broker.node.schemas import SendRequest
 from trm_broker.node.sent_schemas import CaseViewOut
-from trm_broker.node.web import forms, i18n
+from trm_broker.node.web import forms, i18n, refusals
 from trm_broker.node.web.caseload import steps_of
 from trm_broker.node.web.pages import page_refusal, render_page, step_url
 from trm_broker.node.web.render import PREFIX
@@ -134,6 +134,10 @@ def _form_page(
     values = values or {}
     bound = forms.bind(specs, values, errors, texts)
     summary = forms.error_summary(bound, errors or {})
+    found = step.found or {}
+    blocked = refusals.rule_sentence(
+        found.get("rule"), found.get("detail"), gettext, visitor.language
+    ) or refusals.RefusalWords(str(found.get("detail") or found.get("rule") or ""), "en")
     chosen = (values.get(CONSENT_FIELD) or [""])[0]
     form_id = (values.get(FORM_ID_FIELD) or [""])[0]
     back = (values.get(BACK_FIELD) or [request.query_params.get(BACK_FIELD, "")])[0]
@@ -148,6 +152,10 @@ def _form_page(
         texts=texts,
         summary=summary,
         refusal=refusal,
+        refusal_words=refusals.refusal_words(refusal, gettext, visitor.language)
+        if refusal
+        else None,
+        blocked=blocked,
         consent_error=consent_error,
         chosen_consent=chosen,
         form_id=form_id if _FORM_ID.match(form_id) else uuid.uuid4().hex,

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 #: The sign-in form's own token cookie (login CSRF), for the sign-in page only.
 SIGN_IN_COOKIE = "__Host-trm_signin"
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
+#: The language cookie lasts a year.
+LANGUAGE_COOKIE_AGE = 365 * 24 * 3600
 
 
 def set_cookie(response: Response, name: str, value: str, *, max_age: int | None = None) -> None:
@@ -114,6 +116,8 @@ async def sign_in(request: Request) -> Response:
     response = RedirectResponse(local_path(fields.get("next")), status_code=303)
     set_cookie(response, sessions.COOKIE, session_id)
     forget_cookie(response, SIGN_IN_COOKIE)
+    if account.language in i18n.languages():  # the user's choice, on any browser they use
+        set_cookie(response, i18n.COOKIE, str(account.language), max_age=LANGUAGE_COOKIE_AGE)
     return response
 
 
@@ -133,5 +137,5 @@ async def choose_language(code: str, request: Request) -> Response:
     """Remember the language chosen (a cookie of a year), and go back to the page."""
     response = RedirectResponse(local_path(request.query_params.get("next")), status_code=303)
     if code in i18n.languages():
-        set_cookie(response, i18n.COOKIE, code, max_age=365 * 24 * 3600)
+        set_cookie(response, i18n.COOKIE, code, max_age=LANGUAGE_COOKIE_AGE)
     return response

@@ -91,7 +91,8 @@ async def signed_in(request: Request) -> Visitor:
         Principal(user.name, user.organisation, user.role),
         found.session.csrf_secret,
         language_of(request),
-        found.session.time_zone,
+        # The zone the user chose on the settings page, else their browser's at sign-in.
+        i18n.known_zone(user.time_zone) or found.session.time_zone,
     )
 
 
