@@ -115,8 +115,14 @@ async def message_page(message_id: str, request: Request, visitor: SignedIn) -> 
     if row is None:
         raise PageRefused(404, "not-found")
     message = case_view.received_view(row, state.settings.node_withdrawn_retention)
+    # A restricted message whose content the node has deleted says so (docs/node.md).
     return render_page(
-        request, visitor, "message.html", message=message, consent_ref=row.consent_ref
+        request,
+        visitor,
+        "message.html",
+        message=message,
+        consent_ref=row.consent_ref,
+        deleted_at=row.purged_at,
     )
 
 
