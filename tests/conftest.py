@@ -162,6 +162,13 @@ def empty_postgres_database(postgres_template: str) -> Iterator[str]:
     yield from _fresh_database(None)
 
 
+@pytest.fixture(scope="module")
+def module_empty_postgres_database(postgres_template: str) -> Iterator[str]:
+    """A fresh PostgreSQL database with no schema, for one module's tests to share (an
+    end-to-end module that runs one cluster for all its tests)."""
+    yield from _fresh_database(None)
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite file migrated once per session (per xdist worker): each test copies it."""
@@ -212,6 +219,7 @@ _POSTGRES_FIXTURES = {
     "postgres_template",
     "postgres_database",
     "empty_postgres_database",
+    "module_empty_postgres_database",
     "another_empty_postgres_database",
     "node_postgres_template",
     "node_postgres_database",

@@ -5,13 +5,15 @@ envelopes with a participant's real keys) can make the header say what the seale
 does not. The broker cannot see the payload, so it accepts such a message; the recipient's
 node, which opens it, computes the header from the payload, finds the lie, and answers with a
 signed rejection. The lie then counts for nothing: the step that depended on it is refused.
+
+One test per bypass the issue observed, each on a case of its own in one cluster per backend.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +24,7 @@ from trm_broker.dev import demo
 from trm_broker.dev.cluster import LocalCluster, Node
 from trm_broker.dev.demo_case import RECIPIENT, SENDER, SHELTER, consent_body
 from trm_broker.domain.messages import DataCategory, MessageType
-from trm_broker.node.broker_client import BrokerClient
+from trm_broker.node.broker_client import BrokerClient, BrokerError
 from trm_broker.node.compose import compose_envelope
 from trm_broker.web.signed_requests import SignedRequests
 
@@ -92,13 +94,14 @@ class Liar:
 class World:
     """The demo's two countries, with helpers for honest steps through the nodes."""
 
-    def __init__(self, cluster: LocalCluster, at: Node, ng: Node) -> None:
-        self.cluster, self.at, self.ng = cluster, at, ng
+    def __init__(self, cluster: LocalCluster, at: Node, ng: Node, auditor: KeySet) -> None:
+        self.cluster, self.at, self.ng, self.auditor = cluster, at, ng, auditor
         broker = cluster.broker
         assert broker is not None
         self.broker_url = broker.url
         self.nodes = {SENDER: at, RECIPIENT: ng, SHELTER: ng}
         self.keys = {k.participant: k for node in (at, ng) for k in node.keysets}
+        self.keys[auditor.participant] = auditor
 
     def liar(self, participant: str) -> Liar:
         return Liar(self.broker_url, self.keys[participant])
@@ -145,6 +148,21 @@ class World:
 
         return demo.eventually("the recipient's signed rejection", check)
 
+    def rejected_as_mismatch(self, message_id: str, sender: str) -> set[str]:
+        """Wait for the recipient's signed rejection of ``message_id`` and check its code;
+        the locations it names (its sender reads them)."""
+        rejection = self.rejected(message_id, sender)["rejection"]
+        assert rejection["code"] == "header-payload-mismatch", rejection
+        return {reason.split(":")[0] for reason in rejection["reasons"]}
+
+    def case(self, case_ref: str) -> dict[str, Any]:
+        """The case as the sending focal point's node shows it (the broker's view)."""
+        headers = {"authorization": f"Bearer {self.at.api_token}"}
+        response = httpx.get(f"{self.at.url}/cases/{case_ref}", headers=headers, timeout=10)
+        assert response.status_code == 200, response.text
+        view: dict[str, Any] = response.json()
+        return view
+
     def alerts(self, party: str) -> list[dict[str, Any]]:
         auth = SignedRequests(self.keys[party].signing)
         response = httpx.get(f"{self.broker_url}/v1/alerts", auth=auth, timeout=5)
@@ -183,172 +201,220 @@ def plan(**changes: Any) -> dict[str, Any]:
     return {"receiving_org": SHELTER, "planned_arrival": arrival.isoformat(), **changes}
 
 
-def _world(cluster: LocalCluster) -> World:
-    cluster.migrate()
-    cluster.init_operator()
-    cluster.start_broker()
-    at = cluster.start_node("node-at", [SENDER])
-    ng = cluster.start_node("node-ng", [RECIPIENT, SHELTER])
-    demo.register(cluster, at, "AT")
-    demo.register(cluster, ng, "NG", kinds={SHELTER: "receiving_org"})
-    return World(cluster, at, ng)
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """One cluster per backend for the whole module (each test on a case of its own)."""
+    backend: str = request.param
+    return backend
 
 
-def test_a_header_that_contradicts_its_payload_counts_for_nothing(
-    tmp_path: Path, broker_database: str | None
+@pytest.fixture(scope="module")
+def world(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    url: str | None = None
+    if backend == "postgresql":
+        url = request.getfixturevalue("module_empty_postgres_database")
+    with LocalCluster(tmp_path_factory.mktemp("bypasses"), broker_database_url=url) as cluster:
+        cluster.migrate()
+        cluster.init_operator()
+        cluster.start_broker()
+        at = cluster.start_node("node-at", [SENDER])
+        ng = cluster.start_node("node-ng", [RECIPIENT, SHELTER])
+        demo.register(cluster, at, "AT")
+        demo.register(cluster, ng, "NG", kinds={SHELTER: "receiving_org"})
+        auditor = KeySet.read(demo.register_auditor(cluster, "at.rapporteur", "AT"))
+        yield World(cluster, at, ng, auditor)
+
+
+def test_a_risk_assessment_whose_header_favours_return_is_rejected_and_the_return_refused(
+    world: World,
 ) -> None:
-    with LocalCluster(tmp_path, broker_database_url=broker_database) as cluster:
-        world = _world(cluster)
+    """Bypass 1: a header saying low risk and return recommended, a payload saying high
+    risk and "remain". The recipient's node rejects it; the broker records the rejection as
+    a finding, alerting the sender and the auditors; the return that relied on it is refused."""
+    case = "AT-2026-LIE-RISK"
+    consent = world.accepted_case(case)
+    against = risk("remain_in_country_of_exploitation", "high")
+    lie = world.liar(RECIPIENT).send(
+        MessageType.RISK_ASSESSMENT,
+        case,
+        SENDER,
+        {"risk_level": "low", "return_recommended": True, "assessed_at": against["assessed_at"]},
+        against,
+        [],
+        consent,
+    )
+    assert world.rejected_as_mismatch(lie, RECIPIENT) == {
+        "header/risk_level",
+        "header/return_recommended",
+    }
+    refused = world.step("return-preparation", case, SENDER, RECIPIENT, plan(), consent)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["rule"] == "return_preparation_needs_recent_recommending_risk_assessment"
+    for reader in (RECIPIENT, world.auditor.participant):
+        kinds = {(a["case_ref"], a["kind"]) for a in world.alerts(reader)}
+        assert (case, "header_payload_mismatch") in kinds, reader
 
-        # 1. A risk assessment whose header says low risk and return recommended, its
-        #    payload high risk and "remain": rejected by the recipient, and the return
-        #    that would have relied on it is refused.
-        case = "AT-2026-LIE-RISK"
-        consent = world.accepted_case(case)
-        lie = world.liar(RECIPIENT).send(
+
+def test_a_child_hidden_in_a_referrals_header_is_rejected_and_nothing_builds_on_it(
+    world: World,
+) -> None:
+    """Bypass 2: a referral saying "not a child" whose payload is a child born in 2011, under
+    the person's own consent. Rejected; no answer and no return are accepted on it, and an
+    honest referral is refused at the broker for want of a guardian's consent."""
+    case = "AT-2026-LIE-CHILD"
+    consent = world.consent(case)
+    child = referral(is_child=True, person={"date_of_birth": "2011-04-02"})
+    lie = world.liar(SENDER).send(
+        MessageType.REFERRAL,
+        case,
+        RECIPIENT,
+        {"destination_country": "NG", "subject_is_minor": False},
+        child,
+        ["identity"],
+        consent,
+    )
+    assert "header/subject_is_minor" in world.rejected_as_mismatch(lie, SENDER)
+    answer = world.step("referral-response", case, RECIPIENT, SENDER, {"accepted": True}, consent)
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["rule"] == "referral_rejected_by_recipient"
+    ret = world.step("return-preparation", case, SENDER, RECIPIENT, plan(), consent)
+    assert ret.status_code == 409, ret.text
+    assert ret.json()["rule"] == "referral_rejected_by_recipient"
+    honest = world.step("referral", case, SENDER, RECIPIENT, child, consent)
+    assert honest.status_code == 409, honest.text
+    assert honest.json()["rule"] == "minor_needs_guardian_consent"
+
+
+def test_a_best_interests_determination_against_return_cannot_be_hidden(world: World) -> None:
+    """Bypass 3: a child's return plan whose header says the determination supports return,
+    its payload that return is not in the child's best interests. Sent honestly it is refused
+    at the broker; sent with the lie it is rejected, and the case has no plan: the shelter
+    cannot confirm a reception under it."""
+    case = "AT-2026-LIE-BID"
+    every = [c.value for c in DataCategory]
+    guardian = world.consent(case, given_by="guardian", data_categories=every)
+    world.sent("referral", case, SENDER, RECIPIENT, referral(is_child=True), guardian)
+    world.sent("referral-response", case, RECIPIENT, SENDER, {"accepted": True}, guardian)
+    world.sent("risk-assessment", case, RECIPIENT, SENDER, risk("return", "low"), guardian)
+    against = plan(
+        guardian={"organisation": "Fictional guardianship office"},
+        best_interests_determination={"ref": "bid-1", "outcome": "return_not_in_best_interests"},
+    )
+    refused = world.step("return-preparation", case, SENDER, RECIPIENT, against, guardian)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["rule"] == "best_interests_do_not_support_return"
+    lie = world.liar(SENDER).send(
+        MessageType.RETURN_PREPARATION,
+        case,
+        RECIPIENT,
+        {
+            "receiving_org": SHELTER,
+            "planned_arrival": against["planned_arrival"],
+            "best_interests_ref": "bid-1",
+            "best_interests_outcome": "return_in_best_interests",
+            "subject_is_minor": True,
+        },
+        against,
+        ["legal"],
+        guardian,
+    )
+    assert "header/best_interests_outcome" in world.rejected_as_mismatch(lie, SENDER)
+    # The rejected plan is no plan: the case is back where it was, without a receiving
+    # organisation, and the shelter cannot confirm a reception under it.
+    view = world.case(case)
+    assert view["broker"] is not None, view["broker_problem"]
+    assert (view["stage"], view["broker"]["state"]["receiving_org"]) == ("accepted", None)
+    reception = world.step(
+        "reception-confirmation",
+        case,
+        SHELTER,
+        SENDER,
+        {"outcome": "received", "received_at": datetime.now(UTC).isoformat()},
+        guardian,
+    )
+    assert reception.status_code == 409, reception.text
+    assert reception.json()["rule"] == "not_a_party_of_this_case"
+
+
+def test_health_data_declared_as_none_is_rejected_and_the_return_refused(world: World) -> None:
+    """Bypass 4: health data sent as "no categories" under a consent that excludes health.
+    Rejected; sent honestly it is refused for the consent; the return has no assessment."""
+    case = "AT-2026-LIE-HEALTH"
+    consent = world.accepted_case(case, data_categories=["identity", "other", "travel", "contact"])
+    with_health = risk("return", "low", health={"medical_needs": True})
+    lie = world.liar(RECIPIENT).send(
+        MessageType.RISK_ASSESSMENT,
+        case,
+        SENDER,
+        {
+            "risk_level": "low",
+            "return_recommended": True,
+            "assessed_at": with_health["assessed_at"],
+        },
+        with_health,
+        [],
+        consent,
+    )
+    assert world.rejected_as_mismatch(lie, RECIPIENT) == {"data_categories"}
+    honest = world.step("risk-assessment", case, RECIPIENT, SENDER, with_health, consent)
+    assert honest.status_code == 403, honest.text
+    assert honest.json()["gaps"] == ["data_categories"]
+    refused = world.step("return-preparation", case, SENDER, RECIPIENT, plan(), consent)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["rule"] == "return_preparation_needs_recent_recommending_risk_assessment"
+
+
+def test_a_childs_case_is_guarded_on_every_message_and_after_the_guardians_withdrawal(
+    world: World,
+) -> None:
+    """Bypass 5: the guardian rule held only for the referral and the return. A risk
+    assessment under the child's own consent is refused, by the broker, however it is sent
+    (no header lie needed: the case is a child's from its checked referral); after the
+    guardian withdraws, the child's own consent covers nothing, the return included, and the
+    case can still be closed."""
+    case = "AT-2026-CHILD"
+    every = [c.value for c in DataCategory]
+    guardian = world.consent(case, given_by="guardian", data_categories=every)
+    child = world.consent(case, "-own", given_by="person", data_categories=every)
+    world.sent("referral", case, SENDER, RECIPIENT, referral(is_child=True), guardian)
+    world.sent("referral-response", case, RECIPIENT, SENDER, {"accepted": True}, guardian)
+
+    own = world.step("risk-assessment", case, RECIPIENT, SENDER, risk("return", "low"), child)
+    assert own.status_code == 409, own.text
+    assert own.json()["rule"] == "minor_needs_guardian_consent"
+    header = {
+        "risk_level": "low",
+        "return_recommended": True,
+        "assessed_at": datetime.now(UTC).isoformat(),
+    }
+    with pytest.raises(BrokerError) as refusal:
+        world.liar(RECIPIENT).send(
             MessageType.RISK_ASSESSMENT,
             case,
             SENDER,
-            {
-                "risk_level": "low",
-                "return_recommended": True,
-                "assessed_at": datetime.now(UTC).isoformat(),
-            },
-            risk("remain_in_country_of_exploitation", "high"),
+            header,
+            risk("return", "low", assessed_at=header["assessed_at"]),
             [],
-            consent,
+            child,
         )
-        world.rejected(lie, RECIPIENT)
-        refused = world.step("return-preparation", case, SENDER, RECIPIENT, plan(), consent)
-        assert refused.status_code == 409, refused.text
-        assert refused.json()["rule"] == (
-            "return_preparation_needs_recent_recommending_risk_assessment"
-        )
-        kinds = {(a["case_ref"], a["kind"]) for a in world.alerts(RECIPIENT)}
-        assert (case, "header_payload_mismatch") in kinds
+    assert refusal.value.status == 409
+    world.sent("risk-assessment", case, RECIPIENT, SENDER, risk("return", "low"), guardian)
 
-        # 2. A referral saying "not a child" whose payload is a child born in 2011, under
-        #    the person's own consent: rejected; an honest one is refused at the broker.
-        case = "AT-2026-LIE-CHILD"
-        consent = world.consent(case)
-        lie = world.liar(SENDER).send(
-            MessageType.REFERRAL,
-            case,
-            RECIPIENT,
-            {"destination_country": "NG", "subject_is_minor": False},
-            referral(is_child=True, person={"date_of_birth": "2011-04-02"}),
-            ["identity"],
-            consent,
-        )
-        world.rejected(lie, SENDER)
-        answer = world.step(
-            "referral-response", case, RECIPIENT, SENDER, {"accepted": True}, consent
-        )
-        assert answer.status_code == 409, answer.text
-        honest = world.step(
-            "referral",
-            case,
-            SENDER,
-            RECIPIENT,
-            referral(is_child=True, person={"date_of_birth": "2011-04-02"}),
-            consent,
-        )
-        assert honest.status_code == 409, honest.text
-        assert honest.json()["rule"] == "minor_needs_guardian_consent"
-
-        # 3. Health data sent as "no categories" under a consent that excludes health.
-        case = "AT-2026-LIE-HEALTH"
-        consent = world.accepted_case(
-            case, data_categories=["identity", "other", "travel", "contact"]
-        )
-        lie = world.liar(RECIPIENT).send(
-            MessageType.RISK_ASSESSMENT,
-            case,
-            SENDER,
-            {
-                "risk_level": "low",
-                "return_recommended": True,
-                "assessed_at": datetime.now(UTC).isoformat(),
-            },
-            risk("return", "low", health={"medical_needs": True}),
-            [],
-            consent,
-        )
-        world.rejected(lie, RECIPIENT)
-        honest = world.step(
-            "risk-assessment",
-            case,
-            RECIPIENT,
-            SENDER,
-            risk("return", "low", health={"medical_needs": True}),
-            consent,
-        )
-        assert honest.status_code == 403, honest.text
-        assert honest.json()["gaps"] == ["data_categories"]
-
-
-def test_a_childs_case_is_guarded_on_every_message(
-    tmp_path: Path, broker_database: str | None
-) -> None:
-    with LocalCluster(tmp_path, broker_database_url=broker_database) as cluster:
-        world = _world(cluster)
-        case = "AT-2026-CHILD"
-        every = [c.value for c in DataCategory]
-        guardian = world.consent(case, given_by="guardian", data_categories=every)
-        child = world.consent(case, "-own", given_by="person", data_categories=every)
-        child_referral = referral(is_child=True)
-        world.sent("referral", case, SENDER, RECIPIENT, child_referral, guardian)
-        world.sent("referral-response", case, RECIPIENT, SENDER, {"accepted": True}, guardian)
-
-        # A risk assessment about a child under the child's own consent: refused.
-        own = world.step("risk-assessment", case, RECIPIENT, SENDER, risk("return", "low"), child)
-        assert own.status_code == 409, own.text
-        assert own.json()["rule"] == "minor_needs_guardian_consent"
-        world.sent("risk-assessment", case, RECIPIENT, SENDER, risk("return", "low"), guardian)
-
-        # A best-interests determination against return blocks it, however it is sent.
-        against = plan(
-            guardian={"organisation": "Fictional guardianship office"},
-            best_interests_determination={
-                "ref": "bid-1",
-                "outcome": "return_not_in_best_interests",
-            },
-        )
-        refused = world.step("return-preparation", case, SENDER, RECIPIENT, against, guardian)
-        assert refused.status_code == 409, refused.text
-        assert refused.json()["rule"] == "best_interests_do_not_support_return"
-        lie = world.liar(SENDER).send(
-            MessageType.RETURN_PREPARATION,
-            case,
-            RECIPIENT,
-            {
-                "receiving_org": SHELTER,
-                "planned_arrival": against["planned_arrival"],
-                "best_interests_ref": "bid-1",
-                "best_interests_outcome": "return_in_best_interests",
-                "subject_is_minor": True,
-            },
-            against,
-            ["legal"],
-            guardian,
-        )
-        world.rejected(lie, SENDER)
-        # The rejected plan is no plan: the shelter cannot confirm a reception under it.
-        reception = world.step(
-            "reception-confirmation",
-            case,
-            SHELTER,
-            SENDER,
-            {"outcome": "received", "received_at": datetime.now(UTC).isoformat()},
-            guardian,
-        )
-        assert reception.status_code == 409, reception.text
-
-        # After the guardian withdraws, the child's own consent covers nothing.
-        withdrawn = world._post(world.at, f"/consents/{guardian}/withdraw", {})
-        assert withdrawn.status_code == 200, withdrawn.text
-        after = world.step("risk-assessment", case, RECIPIENT, SENDER, risk("return", "low"), child)
-        assert after.status_code == 409, after.text
-        assert after.json()["rule"] == "minor_needs_guardian_consent"
-        # … and the case can still be closed.
-        world.sent("closure", case, SENDER, RECIPIENT, {"reason": "consent_withdrawn"}, None)
+    # After the guardian withdraws, the child's own consent covers nothing.
+    withdrawn = world._post(world.at, f"/consents/{guardian}/withdraw", {})
+    assert withdrawn.status_code == 200, withdrawn.text
+    after = world.step("risk-assessment", case, RECIPIENT, SENDER, risk("return", "low"), child)
+    assert after.status_code == 409, after.text
+    assert after.json()["rule"] == "minor_needs_guardian_consent"
+    supported = plan(
+        guardian={"organisation": "Fictional guardianship office"},
+        best_interests_determination={"ref": "bid-2", "outcome": "return_in_best_interests"},
+    )
+    ret = world.step("return-preparation", case, SENDER, RECIPIENT, supported, child)
+    assert ret.status_code == 409, ret.text
+    assert ret.json()["rule"] == "minor_needs_guardian_consent"
+    # … and the case can still be closed.
+    world.sent("closure", case, SENDER, RECIPIENT, {"reason": "consent_withdrawn"}, None)
+    assert world.case(case)["stage"] == "closed"

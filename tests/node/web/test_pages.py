@@ -4,14 +4,16 @@ every page, French pages and dates in the user's time zone, and every view in th
 
 from __future__ import annotations
 
+import html
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from babel.dates import format_datetime
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from tests.node.harness import rows
 from tests.node.web.browser import Browser, csrf_token, web_world
@@ -24,8 +26,10 @@ from tests.security.node_access_world import (
     SHELTER,
     NodeWorld,
 )
+from trm_broker.node import withdrawals
 from trm_broker.node.audit import AuditEntry
 from trm_broker.node.web.headers import CONTENT_SECURITY_POLICY
+from trm_broker.store.database import create_engine
 
 
 @pytest.fixture
@@ -196,3 +200,40 @@ async def test_every_page_view_and_action_is_audited_and_supervisors_read_it(
     assert "GET /web/cases/{case_ref}" in log.text
     assert N_CW in log.text
     assert S_RO not in log.text  # another organisation's people
+
+
+async def test_a_message_under_a_withdrawn_consent_says_it_is_kept_unread_then_deleted(
+    world: tuple[NodeWorld, httpx.AsyncClient],
+) -> None:
+    """Issue 17: the case worker is told what became of data received under a withdrawn
+    consent, first that it is kept unread until a date, then that it was deleted."""
+    node_world, client = world
+    shelter = Browser(client)
+    await shelter.sign_in(S_CW)
+    plan_id = min(node_world.received[SHELTER.participant])
+    assert "<h2>Content</h2>" in (await shelter.get(f"/web/messages/{plan_id}")).text
+
+    engine = create_engine(node_world.database_url)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    try:
+        async with sessions() as session:
+            case_a, consent_a = node_world.case["A"], node_world.consent["A"]
+            now = datetime.now(UTC)
+            await withdrawals.learned(session, case_a, consent_a, now, withdrawals.FROM_ALERT)
+            await session.commit()
+        kept = await shelter.get(f"/web/messages/{plan_id}")
+        assert kept.status_code == 200
+        assert "The person withdrew consent: this message's content is kept, unread, until" in (
+            html.unescape(kept.text)
+        )
+        assert "<h2>Content</h2>" not in kept.text
+        async with sessions() as session:
+            assert await withdrawals.purge(session, datetime.now(UTC), timedelta(0)) >= 1
+            await session.commit()
+    finally:
+        await engine.dispose()
+    deleted = await shelter.get(f"/web/messages/{plan_id}")
+    said = html.unescape(deleted.text)
+    assert "The person withdrew consent: this message's content was deleted on" in said
+    assert "content is kept" not in deleted.text
+    assert "<h2>Content</h2>" not in deleted.text

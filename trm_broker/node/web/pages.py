@@ -124,6 +124,7 @@ async def message_page(message_id: str, request: Request, visitor: SignedIn) -> 
         words = forms.content_words(MessageType(message.type), gettext, visitor.language)
     except ValueError:  # a type this node's forms do not know: its codes as they are
         words = forms.ContentWords({}, {})
+    # A restricted message whose content the node has deleted says so (docs/node.md).
     return render_page(
         request,
         visitor,
@@ -132,6 +133,7 @@ async def message_page(message_id: str, request: Request, visitor: SignedIn) -> 
         consent_ref=row.consent_ref,
         words=words,
         printed_at=datetime.now(UTC),
+        deleted_at=row.purged_at,
     )
 
 
