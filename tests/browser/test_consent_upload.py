@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import FilePayload, expect
 
 from tests.browser.conftest import People, WebCluster, axe
 from tests.browser.test_web_app import sign_in
@@ -36,16 +36,13 @@ def test_a_case_worker_opens_a_case_with_the_signed_consent_and_is_offered_the_r
     expect(worker.locator("#error-summary")).to_contain_text(
         "Choose the file of the signed consent form."
     )
-    expect(worker.get_by_label("The signed consent form")).to_have_attribute(
-        "aria-invalid", "true"
-    )
+    expect(worker.get_by_label("The signed consent form")).to_have_attribute("aria-invalid", "true")
     axe(worker)
 
     case_ref = worker.get_by_label("Case reference").input_value()
     assert re.fullmatch(r"AT-\d{4}-[0-9A-F]{6}", case_ref), case_ref
-    worker.get_by_label("The signed consent form").set_input_files(
-        files=[{"name": "consent.pdf", "mimeType": "application/pdf", "buffer": PDF}]
-    )
+    signed: FilePayload = {"name": "consent.pdf", "mimeType": "application/pdf", "buffer": PDF}
+    worker.get_by_label("The signed consent form").set_input_files(files=[signed])
     worker.get_by_label("The person themselves").check()
     for purpose in ("Referral", "Answer to the referral", "Risk assessment"):
         worker.get_by_label(purpose, exact=True).check()
@@ -75,9 +72,7 @@ def test_a_case_worker_opens_a_case_with_the_signed_consent_and_is_offered_the_r
     expect(referral).to_have_attribute(
         "href", f"/web/cases/{case_ref}/send/referral?recipient={RECIPIENT}"
     )
-    expect(
-        worker.get_by_role("link", name=re.compile("^Download the signed form"))
-    ).to_be_visible()
+    expect(worker.get_by_role("link", name=re.compile("^Download the signed form"))).to_be_visible()
     axe(worker)
 
     referral.click()

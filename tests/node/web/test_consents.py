@@ -130,7 +130,7 @@ async def test_a_case_worker_opens_a_case_by_uploading_the_signed_consent(
 async def test_the_referral_of_the_new_case_is_sent_under_its_consent(
     world: tuple[NodeWorld, httpx.AsyncClient],
 ) -> None:
-    node_world, client = world
+    _, client = world
     worker = Browser(client)
     await worker.sign_in(N_CW)
     case_ref = "NG-2026-WEB02"

@@ -73,7 +73,8 @@ async def checked_upload(
     """An upload form of the visitor's session: refused (403) without its CSRF token."""
     body = await request.body()
     fields, files = read_multipart(request.headers.get("content-type", ""), body)
-    token = (fields.get(CSRF_FIELD) or [None])[0]
+    given = fields.get(CSRF_FIELD)
+    token = given[0] if given else None
     if not sessions.csrf_matches(visitor.csrf_token, token):
         raise PageRefused(403, "csrf")
     return Upload(visitor, fields, files)
