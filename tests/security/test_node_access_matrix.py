@@ -107,6 +107,13 @@ EXPECTED: dict[tuple[str, str], tuple[Expect, ...]] = {
     ("GET /web/returns/{case_ref}", "case A"): (SIGN_IN,) * 11,
     ("GET /web/settings", "-"): (SIGN_IN,) * 11,
     ("POST /web/settings", "-"): (SIGN_IN,) * 11,
+    ("GET /web/new-case", "-"): (SIGN_IN,) * 11,
+    ("POST /web/new-case", "-"): (SIGN_IN,) * 11,
+    ("GET /web/cases/{case_ref}/consent", "case A"): (SIGN_IN,) * 11,
+    ("POST /web/cases/{case_ref}/consent", "case A"): (SIGN_IN,) * 11,
+    ("GET /web/consent-forms/{form_id}", "-"): (SIGN_IN,) * 11,
+    ("POST /web/consent-forms/{form_id}", "-"): (SIGN_IN,) * 11,
+    ("GET /web/consent-forms/{form_id}/file", "-"): (SIGN_IN,) * 11,
     ("GET /messages", "-"): READS,
     ("GET /messages/{message_id}", "NAPTIP's"):   (OK,  OK,  OK,  404,  404,  404,  OK,  401, 401, 403, 401),
     ("GET /messages/{message_id}", "shelter's"):  (404, 404, 404, OK,   OK,   OK,   OK,  401, 401, 403, 401),
@@ -163,6 +170,7 @@ def request(world: NodeWorld, caller: str, route: str, obj: str) -> Call:
             path.replace("{case_ref}", world.case["A"])
             .replace("{message_id}", min(world.received[NAPTIP.participant]))
             .replace("{code}", "fr")
+            .replace("{form_id}", "0" * 32)
             .replace("{message_type}", "risk_assessment?recipient=" + AT.participant),
         )
     case_a = world.case["A"]

@@ -23,6 +23,7 @@ from trm_broker.logs import bind_ids
 from trm_broker.node import (
     access_api,
     case_view,
+    consent_calls,
     inbox,
     outbox,
     outbox_calls,
@@ -67,6 +68,7 @@ from trm_broker.node.sending import choose_sender, typed_message
 from trm_broker.node.store import OutboxState
 from trm_broker.node.tracker import StatusTracker
 from trm_broker.node.trust import NodeTrust, load_trust
+from trm_broker.node.web import UPLOADS as WEB_UPLOADS
 from trm_broker.node.web import install as web_install
 from trm_broker.node.withdrawals import WithdrawalWatch
 from trm_broker.settings import Settings
@@ -206,7 +208,7 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
 
     app = FastAPI(title="trm-broker NRM node", version=__version__, lifespan=lifespan)
     problems.install(app)
-    limits.install(app, settings)
+    limits.install(app, settings, wider=WEB_UPLOADS)  # the web app's consent form uploads
     middleware.install(app)
     access_api.install(app, settings)  # who calls, as which organisation; the audit log
     app.include_router(received_api.router)  # received messages, with their next steps
@@ -310,21 +312,14 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
     ) -> JSONResponse:
         """Register a consent at the broker, signed by the sending focal point (§7). The
         signed form stays here; only its digest travels."""
-        keys = principal.keyring(state.keys)
-        sender = choose_sender(keys, body.sender)
-
-        async def register() -> dict[str, Any]:
-            return await state.broker.register_consent(keys.current[sender].signing, body.consent)
-
-        return await outbox_calls.once(
+        return await consent_calls.register(
             state.sending,
             session,
             principal,
             request,
+            body,
             route="POST /consents",
             key=idempotency_key,
-            status=201,
-            call=register,
         )
 
     @app.post("/consents/{consent_id}/withdraw", tags=["case workers"])

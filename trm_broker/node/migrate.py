@@ -47,7 +47,8 @@ def is_node_table(name: str) -> bool:
 
 def node_metadata() -> MetaData:
     """Every table of the node's models (each module that declares some, imported)."""
-    from trm_broker.node import audit, users  # noqa: F401  (their tables join NodeBase)
+    # Each module's tables join NodeBase when it is imported.
+    from trm_broker.node import audit, consent_forms, users  # noqa: F401
     from trm_broker.node.store import NodeBase
     from trm_broker.node.web import sessions  # noqa: F401
 

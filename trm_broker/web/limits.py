@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Sequence
 from itertools import accumulate
 
 from starlette.applications import Starlette
@@ -47,9 +48,19 @@ def _is_json(content_type: str) -> bool:
 class BodyLimits:
     """ASGI middleware enforcing ``max_bytes``, ``timeout`` and ``max_depth`` on bodies."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, timeout: float, max_depth: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        timeout: float,
+        max_depth: int,
+        wider: Sequence[tuple[re.Pattern[str], int]] = (),
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        #: Paths (a POST of a file) that take larger bodies: the route bounds the file itself.
+        self.wider = tuple(wider)
         self.timeout = timeout
         self.max_depth = max_depth
 
@@ -58,8 +69,12 @@ class BodyLimits:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        limit = next(
+            (most for path, most in self.wider if path.fullmatch(scope.get("path", ""))),
+            self.max_bytes,
+        )
         try:
-            body, disconnect = await self._read(headers, receive)
+            body, disconnect = await self._read(headers, receive, limit)
             if _is_json(headers.get("content-type", "")) and json_depth(body) > self.max_depth:
                 raise TooDeep(
                     f"The JSON is nested more than {self.max_depth} levels deep; no message "
@@ -71,12 +86,12 @@ class BodyLimits:
         await self.app(scope, _replay(body, disconnect, receive), send)
 
     async def _read(
-        self, headers: dict[str, str], receive: Receive
+        self, headers: dict[str, str], receive: Receive, limit: int
     ) -> tuple[bytes, Message | None]:
         """The body, and the disconnect message if the client left before sending it all."""
         declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            raise self._too_large()
+        if declared.isdigit() and int(declared) > limit:
+            raise self._too_large(limit)
         chunks: list[bytes] = []
         size = 0
         try:
@@ -87,8 +102,8 @@ class BodyLimits:
                         return b"".join(chunks), message  # the client went away
                     chunk = message.get("body", b"")
                     size += len(chunk)
-                    if size > self.max_bytes:
-                        raise self._too_large()
+                    if size > limit:
+                        raise self._too_large(limit)
                     chunks.append(chunk)
                     if not message.get("more_body", False):
                         return b"".join(chunks), None
@@ -97,10 +112,8 @@ class BodyLimits:
                 f"The body did not arrive within {self.timeout:g} seconds; send it at once."
             ) from None
 
-    def _too_large(self) -> TooLarge:
-        return TooLarge(
-            f"The body is larger than {self.max_bytes} bytes; large files travel by reference."
-        )
+    def _too_large(self, limit: int) -> TooLarge:
+        return TooLarge(f"The body is larger than {limit} bytes; large files travel by reference.")
 
 
 def _replay(body: bytes, disconnect: Message | None, receive: Receive) -> Receive:
@@ -117,11 +130,15 @@ def _replay(body: bytes, disconnect: Message | None, receive: Receive) -> Receiv
     return replayed
 
 
-def install(app: Starlette, settings: Settings) -> None:
-    """Put :class:`BodyLimits` in front of ``app``'s routes, with the configured limits."""
+def install(
+    app: Starlette, settings: Settings, wider: Sequence[tuple[re.Pattern[str], int]] = ()
+) -> None:
+    """Put :class:`BodyLimits` in front of ``app``'s routes, with the configured limits
+    (``wider``: paths that take a file, and their own limit)."""
     app.add_middleware(
         BodyLimits,
         max_bytes=settings.max_envelope_bytes,
         timeout=settings.body_timeout_seconds,
         max_depth=settings.max_json_depth,
+        wider=wider,
     )

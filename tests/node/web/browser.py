@@ -48,6 +48,19 @@ class Browser:
         response = await self.node.post(path, data=form, headers=self._headers(headers))
         return self._kept(response)
 
+    async def upload(
+        self,
+        path: str,
+        form: dict[str, str | list[str]],
+        files: dict[str, tuple[str, bytes, str]],
+        **headers: str,
+    ) -> httpx.Response:
+        """A ``multipart/form-data`` form with files, as a browser sends one."""
+        response = await self.node.post(
+            path, data=form, files=files, headers=self._headers(headers)
+        )
+        return self._kept(response)
+
     async def sign_in(self, user: str, password: str = PASSWORD) -> httpx.Response:
         form = await self.get("/web/sign-in")
         return await self.post(

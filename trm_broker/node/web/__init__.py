@@ -17,11 +17,14 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from trm_broker.node.web import pages, preferences, return_pages, send, sign_in
+from trm_broker.node.web import consents, pages, preferences, return_pages, send, sign_in
 from trm_broker.node.web.headers import PageHeaders
 from trm_broker.node.web.render import PREFIX, STATIC, page
 from trm_broker.node.web.sessions import COOKIE
 from trm_broker.node.web.visitor import PageRefused, SignInNeeded, language_of
+
+#: The web app's paths that take a file, with the body each takes (the node's body limits).
+UPLOADS = consents.UPLOADS
 
 
 def install(app: FastAPI) -> None:
@@ -30,6 +33,7 @@ def install(app: FastAPI) -> None:
     app.include_router(send.router)
     app.include_router(return_pages.router)
     app.include_router(preferences.router)
+    app.include_router(consents.router)
     app.mount(STATIC, StaticFiles(directory=Path(__file__).parent / "static"), name="web-static")
     app.add_middleware(PageHeaders, prefix=PREFIX, static=STATIC)
 

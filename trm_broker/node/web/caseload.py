@@ -1,5 +1,6 @@
 """What the dashboard shows: the caller's organisation's cases, each with what it may send
-next and what is overdue, read through the JSON API's own case view (node/case_view.py)."""
+next and what is overdue, read through the JSON API's own case view (node/case_view.py),
+and the cases opened here whose referral is not sent yet (web/opening.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from trm_broker.node import case_view, sent_api, store
+from trm_broker.node import consent_forms, sent_api, store
 from trm_broker.node.access import Principal
 from trm_broker.node.sent_api import NodeParts
 from trm_broker.node.sent_schemas import CaseViewOut
 from trm_broker.node.web.returns import Return, return_of
+from trm_broker.node.web.opening import case_here
 from trm_broker.web.problems import Problem
 
 #: Cases shown on the dashboard, the most recently active first (each is one signed read
@@ -68,12 +70,15 @@ async def caseload(state: NodeParts, db: AsyncSession, principal: Principal) -> 
         db, mine, case_ref=None, status=None, after=None, limit=_SCANNED
     ):
         latest[sent.case_ref] = max(latest.get(sent.case_ref, sent.queued_at), sent.queued_at)
+    for opened in await consent_forms.registered(db, mine):  # a new case: its consent first
+        at = opened.registered_at or opened.uploaded_at
+        latest[opened.case_ref] = max(latest.get(opened.case_ref, at), at)
     shown = sorted(latest, key=lambda ref: latest[ref], reverse=True)[:SHOWN]
     summaries = []
     for case_ref in shown:
         summary = CaseSummary(case_ref, latest[case_ref])
         try:
-            view = await case_view.case_view(case_ref, state, db, principal)
+            view = await case_here(case_ref, state, db, principal)
         except Problem:
             summary.unavailable = True
         else:

@@ -18,9 +18,11 @@ from fastapi.responses import HTMLResponse
 from trm_broker.domain.envelope import CASE_REF_PATTERN
 from trm_broker.domain.ids import UUID7_PATTERN
 from trm_broker.domain.messages import MessageType
-from trm_broker.node import audit, case_view, received
+from trm_broker.node import audit, case_view, consent_forms, received
 from trm_broker.node.web import forms, i18n
 from trm_broker.node.web.caseload import caseload, deadlines_of, designated, steps_of
+from trm_broker.node.web.consent_scope import scope_of
+from trm_broker.node.web.opening import case_here, is_sender, participants
 from trm_broker.node.web.render import PREFIX, page
 from trm_broker.node.web.returns import return_of
 from trm_broker.node.web.visitor import AuditReader, PageRefused, SignedIn, Visitor
@@ -72,7 +74,11 @@ async def dashboard(request: Request, visitor: SignedIn) -> HTMLResponse:
     state = _node(request)
     async with state.sessions() as db:
         cases = await caseload(state, db, visitor.principal)
-    return render_page(request, visitor, "dashboard.html", cases=cases, returns=designated(cases))
+    known = {p.id: p for p in await participants(state)}
+    own = known.get(visitor.principal.organisation or "")
+    # A new case starts with its consent, registered by a focal point's case worker.
+    may_open = visitor.principal.may_send() and (own is None or own.kind == "focal_point")
+    return render_page(request, visitor, "dashboard.html", cases=cases, returns=designated(cases), may_open=may_open)
 
 
 @router.get("/cases/{case_ref}", response_class=HTMLResponse)
@@ -82,9 +88,26 @@ async def case_page(case_ref: str, request: Request, visitor: SignedIn) -> HTMLR
     state = _node(request)
     async with state.sessions() as db:
         try:
-            view = await case_view.case_view(case_ref, state, db, visitor.principal)
+            view = await case_here(case_ref, state, db, visitor.principal)
         except Problem as exc:
             raise page_refusal(exc) from None
+        forms = await consent_forms.registered(
+            db, visitor.principal.participants(state.keys), case_ref
+        )
+    known = await participants(state)
+    # Each consent's scope: as the broker records it, else as registered here.
+    recorded = {
+        str(c.get("id")): c
+        for c in ((view.broker or {}).get("consents") or [])
+        if isinstance(c, dict)
+    }
+    recorded.update({f.consent_id: f.body for f in forms if f.consent_id not in recorded})
+    now = datetime.now(UTC)
+    scopes = {
+        consent_id: scope_of(body, known, visitor.language, visitor.time_zone, now)
+        for consent_id, body in recorded.items()
+    }
+    readable = visitor.principal.may_send() or visitor.principal.may_read_audit()
     return render_page(
         request,
         visitor,
@@ -95,6 +118,10 @@ async def case_page(case_ref: str, request: Request, visitor: SignedIn) -> HTMLR
         may_send=visitor.principal.may_send(),
         sent=sent_notice(request),
         designated=return_of(view, [], [], datetime.now(UTC)) is not None,
+        may_register=visitor.principal.may_send() and is_sender(view),
+        registered=request.query_params.get("consent") == "registered",
+        scopes=scopes,
+        files={f.consent_id: f.id for f in forms} if readable else {},
     )
 
 

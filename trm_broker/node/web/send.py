@@ -24,11 +24,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from trm_broker.domain.envelope import CASE_REF_PATTERN
 from trm_broker.domain.messages import MessageType
 from trm_broker.domain.payloads import PAYLOAD_MODELS
-from trm_broker.node import case_view, outbox_calls
+from trm_broker.node import outbox_calls
 from trm_broker.node.schemas import SendRequest
 from trm_broker.node.sent_schemas import CaseViewOut
 from trm_broker.node.web import forms, i18n, refusals
 from trm_broker.node.web.caseload import steps_of
+from trm_broker.node.web.opening import case_here
 from trm_broker.node.web.pages import page_refusal, render_page, step_url
 from trm_broker.node.web.render import PREFIX
 from trm_broker.node.web.visitor import Form, PageRefused, SignedIn, Visitor
@@ -79,6 +80,11 @@ class Step:
         return [c for c in found if isinstance(c, str)]
 
     @property
+    def opening(self) -> bool:
+        """The referral of a case opened here, unknown to the broker yet (web/opening.py)."""
+        return bool((self.found or {}).get("opening"))
+
+    @property
     def consent_needed(self) -> bool:
         return bool((self.found or {}).get("consent_needed"))
 
@@ -96,7 +102,7 @@ async def _step(request: Request, visitor: Visitor, case_ref: str, message_type:
     state: NodeState = request.app.state.node
     async with state.sessions() as db:
         try:
-            view = await case_view.case_view(case_ref, state, db, visitor.principal)
+            view = await case_here(case_ref, state, db, visitor.principal)
         except Problem as exc:
             raise page_refusal(exc) from None
     found = next(
@@ -203,7 +209,8 @@ async def send_step(case_ref: str, message_type: str, request: Request, form: Fo
         case_ref=step.case.case_ref,
         recipient=step.recipient,
         payload=result.payload,
-        consent_ref=chosen if several else None,
+        # A referral opens its case: it names its consent (the broker has no case to read).
+        consent_ref=chosen if several else (step.consents[0] if step.opening else None),
     )
     form_id = (values.get(FORM_ID_FIELD) or [""])[0]
     state: NodeState = request.app.state.node
