@@ -14,8 +14,8 @@ from trm_broker.node import consent_forms, sent_api, store
 from trm_broker.node.access import Principal
 from trm_broker.node.sent_api import NodeParts
 from trm_broker.node.sent_schemas import CaseViewOut
-from trm_broker.node.web.returns import Return, return_of
 from trm_broker.node.web.opening import case_here
+from trm_broker.node.web.returns import Return, return_of
 from trm_broker.web.problems import Problem
 
 #: Cases shown on the dashboard, the most recently active first (each is one signed read

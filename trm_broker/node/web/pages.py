@@ -78,7 +78,14 @@ async def dashboard(request: Request, visitor: SignedIn) -> HTMLResponse:
     own = known.get(visitor.principal.organisation or "")
     # A new case starts with its consent, registered by a focal point's case worker.
     may_open = visitor.principal.may_send() and (own is None or own.kind == "focal_point")
-    return render_page(request, visitor, "dashboard.html", cases=cases, returns=designated(cases), may_open=may_open)
+    return render_page(
+        request,
+        visitor,
+        "dashboard.html",
+        cases=cases,
+        returns=designated(cases),
+        may_open=may_open,
+    )
 
 
 @router.get("/cases/{case_ref}", response_class=HTMLResponse)
