@@ -1,7 +1,8 @@
 """The web app's safety as a browser meets it (issue 19), against real broker and node
 processes: a form posted from another site with the user's own session cookie is refused
 (the CSRF token, not the cookie, is what counts); a session left unused ends, and signing in
-again leads back to the page asked for; and after sign-out the pages ask to sign in."""
+again leads back to the page asked for; after sign-out the pages ask to sign in; and a
+refusal that comes back from the exchange is said in words, with what to fix."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import PASSWORD, People, WebCluster, axe, set_password
+from tests.browser.test_whole_case import register_consent
 from trm_broker.dev import demo
 from trm_broker.dev.cluster import LocalCluster, Node
 from trm_broker.dev.demo_case import RECIPIENT, SENDER, consent_body
@@ -26,7 +28,7 @@ pytestmark = pytest.mark.browser
 
 #: Sessions end after this long unused, so the test can wait for it.
 IDLE_SECONDS = 10
-#: A case referred (through the JSON API), and one with only its consent registered.
+#: A case referred (through the JSON API), and one opened in the browser.
 CASE = "AT-2026-WEB-SAFE"
 NEW_CASE = "AT-2026-WEB-SAFE-2"
 
@@ -52,12 +54,11 @@ def short_sessions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShortSe
         demo.register(cluster, ng, "NG")
         set_password(at, WebCluster.user(SENDER))
         worker = {"authorization": f"Bearer {at.token_for(SENDER)}", "prefer": "wait=10"}
-        for case in (CASE, NEW_CASE):
-            consent = consent_body(case, f"consent-{case}", datetime.now(UTC))
-            made = httpx.post(
-                at.url + "/consents", json={"consent": consent}, headers=worker, timeout=20
-            )
-            assert made.status_code == 201, made.text
+        consent = consent_body(CASE, f"consent-{CASE}", datetime.now(UTC))
+        made = httpx.post(
+            at.url + "/consents", json={"consent": consent}, headers=worker, timeout=20
+        )
+        assert made.status_code == 201, made.text
         referral = {
             "sender": SENDER,
             "recipient": RECIPIENT,
@@ -174,3 +175,35 @@ def test_a_session_left_unused_ends_and_signing_in_again_leads_back(
     expect(worker).to_have_url(re.compile(r"/web/sign-in"))
     worker.goto(case_page)
     expect(worker).to_have_url(re.compile(r"/web/sign-in"))
+
+
+def test_a_refusal_that_comes_back_is_said_in_words_with_what_to_fix(
+    short_sessions: ShortSessions, people: People
+) -> None:
+    node = short_sessions.at
+    worker = people.person("refused", node.url)
+    sign_in(worker, "/web/")
+    register_consent(worker, NEW_CASE, (RECIPIENT, SENDER))
+    consent_id = worker.locator("ul.consents strong").first.inner_text()
+    worker.get_by_role("link", name="Referral", exact=True).click()
+    expect(worker.get_by_role("heading", level=1)).to_contain_text("Referral")
+
+    # Between opening the form and sending it, the person withdraws consent (her case
+    # worker's colleague records it through the node's API).
+    withdrawn = httpx.post(
+        f"{node.url}/consents/{consent_id}/withdraw",
+        headers={"authorization": f"Bearer {node.token_for(SENDER)}"},
+        timeout=20,
+    )
+    assert withdrawn.status_code == 200, withdrawn.text
+    before = len(_sent(node, NEW_CASE))
+
+    worker.locator("#field-destination_country").select_option("NG")
+    worker.get_by_role("button", name="Send").click()
+    refusal = worker.get_by_role("alert")
+    expect(refusal).to_be_visible()
+    text = refusal.inner_text()
+    assert "consent" in text.lower(), text
+    assert "{" not in text, f"the refusal shows raw data: {text}"
+    axe(worker)
+    assert all(m.get("state") != "receipted" for m in _sent(node, NEW_CASE)[before:])

@@ -16,13 +16,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import FilePayload, Page, expect
 
 from tests.browser.conftest import People, WebCluster, axe
 from tests.browser.test_web_app import sign_in
-from trm_broker.dev.demo_case import RECIPIENT, SENDER, SHELTER, consent_body
+from trm_broker.dev.demo_case import RECIPIENT, SENDER, SHELTER
 
 pytestmark = pytest.mark.browser
 
@@ -58,11 +57,76 @@ def open_step(page: Page, case_ref: str, message_type: str, recipient: str) -> N
     axe(page)
 
 
+PDF = b"%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
+#: What the person consents to: every step of the return, with NAPTIP, the shelter and the
+#: Austrian focal point itself (for the answers), for all data but the legal.
+CATEGORIES = ("identity", "health", "family", "contact", "travel", "other")
+
+
+def register_consent(
+    page: Page, case_ref: str, recipients: tuple[str, ...] = (RECIPIENT, SHELTER, SENDER)
+) -> None:
+    """A new case: the signed consent form uploaded, its scope chosen, confirmed in words,
+    and registered at the broker."""
+    page.get_by_role("link", name="New case").click()
+    axe(page)
+    page.get_by_label("Case reference").fill(case_ref)
+    signed: FilePayload = {"name": "consent.pdf", "mimeType": "application/pdf", "buffer": PDF}
+    page.get_by_label("The signed consent form").set_input_files(files=[signed])
+    page.get_by_label("The person themselves").check()
+    for box in page.locator("input[name=purposes]").all():
+        box.check()
+    for organisation in recipients:
+        page.locator(f"input[name=recipients][value='{organisation}']").check()
+    for category in CATEGORIES:
+        page.locator(f"input[name=data_categories][value='{category}']").check()
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(
+        f"Confirm the consent for case {case_ref}"
+    )
+    expect(page.locator("#scope")).to_contain_text(f"{RECIPIENT} (Nigeria)")
+    axe(page)
+    page.get_by_role("button", name="Register the consent").click()
+    expect(page.get_by_role("status")).to_contain_text("The consent is registered")
+    axe(page)
+
+
+def refer_with_the_keyboard_alone(page: Page) -> None:
+    """From the case page to the referral sent, by Tab, typing and Enter only."""
+
+    def focused() -> str:
+        return str(
+            page.evaluate(
+                "() => { const e = document.activeElement;"
+                " return e.id || (e.tagName + ':' + (e.textContent || '').trim()); }"
+            )
+        )
+
+    def tab_to(wanted: Callable[[str], bool], what: str) -> str:
+        for _ in range(80):
+            page.keyboard.press("Tab")
+            now = focused()
+            if wanted(now):
+                return now
+        raise AssertionError(f"{what} was never reached with Tab on {page.url}")
+
+    tab_to(lambda f: f == "A:Referral", "the referral's link")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Referral")
+    axe(page)
+    tab_to(lambda f: f == "field-destination_country", "the destination country")
+    is_choice = page.evaluate("() => document.activeElement.tagName === 'SELECT'")
+    page.keyboard.type("Nigeria" if is_choice else "NG")
+    tab_to(lambda f: f == "field-form_of_exploitation", "the form of exploitation")
+    page.keyboard.type("Forced labour")
+    tab_to(lambda f: f.startswith("BUTTON:Send"), "the Send button")
+    page.keyboard.press("Enter")
+
+
 def test_a_whole_case_by_three_people_in_three_browsers(
     web_cluster: WebCluster, people: People
 ) -> None:
     case_ref = f"AT-2026-WHOLE-{uuid.uuid4().hex[:6].upper()}"
-    consent_ref = f"consent-{case_ref}"
     now = datetime.now(UTC)
     at, ng = web_cluster.at, web_cluster.ng
 
@@ -71,21 +135,9 @@ def test_a_whole_case_by_three_people_in_three_browsers(
     sign_in(austria, web_cluster.user(SENDER))
     expect(austria.get_by_role("heading", level=1)).to_have_text("My cases")
     axe(austria)
-    # consent: via the upload page once merged
-    # referral: the step form needs a case the broker knows; a new case starts by the API
-    token = {"authorization": f"Bearer {at.token_for(SENDER)}", "prefer": "wait=10"}
-    consent = consent_body(case_ref, consent_ref, now)
-    made = httpx.post(f"{at.url}/consents", json={"consent": consent}, headers=token, timeout=20)
-    assert made.status_code == 201, made.text
-    referral = {
-        "recipient": RECIPIENT,
-        "payload": {"destination_country": "NG", "form_of_exploitation": "forced_labour"},
-        "consent_ref": consent_ref,
-    }
-    sent = httpx.post(
-        f"{at.url}/cases/{case_ref}/referral", json=referral, headers=token, timeout=20
-    )
-    assert sent.status_code == 201, sent.text
+    register_consent(austria, case_ref)
+    refer_with_the_keyboard_alone(austria)
+    expect(austria.get_by_role("status")).to_contain_text("sent", timeout=20_000)
     austria.goto(f"/web/cases/{case_ref}")
     expect(austria.locator("table.timeline")).to_contain_text("Referral")
     axe(austria)

@@ -99,6 +99,7 @@ EXPECTED: dict[tuple[str, str], tuple[Expect, ...]] = {
     ("GET /web/language/{code}", "-"): (303,) * 11,
     ("Mount /web/static", "-"): ALL_OK,
     ("GET /web/", "-"): (SIGN_IN,) * 11,
+    ("GET /web/find", "-"): (SIGN_IN,) * 11,
     ("GET /web/cases/{case_ref}", "case A"): (SIGN_IN,) * 11,
     ("GET /web/messages/{message_id}", "NAPTIP's"): (SIGN_IN,) * 11,
     ("GET /web/audit", "-"): (SIGN_IN,) * 11,

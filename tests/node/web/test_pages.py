@@ -26,9 +26,12 @@ from tests.security.node_access_world import (
     SHELTER,
     NodeWorld,
 )
+from trm_broker.domain.alerts import AlertKind
 from trm_broker.node import withdrawals
 from trm_broker.node.audit import AuditEntry
+from trm_broker.node.web import caseload
 from trm_broker.node.web.headers import CONTENT_SECURITY_POLICY
+from trm_broker.store.alerts import raise_alert
 from trm_broker.store.database import create_engine
 
 
@@ -237,3 +240,35 @@ async def test_a_message_under_a_withdrawn_consent_says_it_is_kept_unread_then_d
     assert "The person withdrew consent: this message's content was deleted on" in said
     assert "content is kept" not in deleted.text
     assert "<h2>Content</h2>" not in deleted.text
+
+
+async def test_a_case_with_an_open_alert_is_on_the_dashboard_however_old(
+    world: tuple[NodeWorld, httpx.AsyncClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dashboard shows the most recent cases, and every case with an open alert beside
+    them: an overdue or withdrawn case is never pushed off it by newer ones. And an older
+    case is opened by its reference."""
+    node_world, client = world
+    naptip = Browser(client)
+    await naptip.sign_in(N_CW)
+    case_b = node_world.case["B"]
+    monkeypatch.setattr(caseload, "SHOWN", 0)  # as if every case were too old to be shown
+    before = await naptip.get("/web/")
+    assert f"/web/cases/{case_b}" not in before.text
+
+    # The broker's alert scheduler finds the reception overdue.
+    async with node_world.broker.app.state.broker.sessions() as session:
+        raise_alert(
+            session, AlertKind.RECEPTION_OVERDUE, case_b, [NAPTIP.participant], datetime.now(UTC)
+        )
+        await session.commit()
+    after = await naptip.get("/web/")
+    assert f"/web/cases/{case_b}" in after.text
+
+    found = await naptip.get(f"/web/find?case_ref={case_b}")
+    assert found.status_code == 303
+    assert found.headers["location"] == f"/web/cases/{case_b}"
+    wrong = await naptip.get("/web/find?case_ref=not a reference")
+    assert wrong.status_code == 400
+    assert 'aria-invalid="true"' in wrong.text
+    assert "A case reference looks like" in wrong.text

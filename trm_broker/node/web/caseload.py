@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.node import consent_forms, sent_api, store
 from trm_broker.node.access import Principal
+from trm_broker.node.broker_client import BrokerError
 from trm_broker.node.sent_api import NodeParts
 from trm_broker.node.sent_schemas import CaseViewOut
 from trm_broker.node.web.opening import case_here
@@ -19,8 +20,11 @@ from trm_broker.node.web.returns import Return, return_of
 from trm_broker.web.problems import Problem
 
 #: Cases shown on the dashboard, the most recently active first (each is one signed read
-#: at the broker); older ones are opened by their reference.
+#: at the broker); older ones are opened by their reference. A case with an open alert (an
+#: overdue reception or report, a withdrawal, a dead letter) is shown however old, up to
+#: ALERTED more.
 SHOWN = 25
+ALERTED = 50
 _SCANNED = 1000
 
 
@@ -73,7 +77,12 @@ async def caseload(state: NodeParts, db: AsyncSession, principal: Principal) -> 
     for opened in await consent_forms.registered(db, mine):  # a new case: its consent first
         at = opened.registered_at or opened.uploaded_at
         latest[opened.case_ref] = max(latest.get(opened.case_ref, at), at)
-    shown = sorted(latest, key=lambda ref: latest[ref], reverse=True)[:SHOWN]
+    recent = sorted(latest, key=lambda ref: latest[ref], reverse=True)[:SHOWN]
+    alerted = await _alerted(state, principal)
+    older = sorted(set(alerted) - set(recent), key=lambda ref: alerted[ref], reverse=True)
+    shown = recent + older[:ALERTED]
+    for case_ref in older[:ALERTED]:
+        latest.setdefault(case_ref, alerted[case_ref])
     summaries = []
     for case_ref in shown:
         summary = CaseSummary(case_ref, latest[case_ref])
@@ -93,6 +102,34 @@ async def caseload(state: NodeParts, db: AsyncSession, principal: Principal) -> 
         summaries.append(summary)
     summaries.sort(key=lambda c: (not c.overdue, not c.steps, -c.last_activity.timestamp()))
     return summaries
+
+
+async def _alerted(state: NodeParts, principal: Principal) -> dict[str, datetime]:
+    """The organisation's cases with an open alert at the broker, each with its latest
+    alert's time: one signed read per organisation; none while the broker cannot be asked
+    (each case then says so)."""
+    keys = principal.keyring(state.keys)
+    found: dict[str, datetime] = {}
+    for who in principal.participants(state.keys):
+        try:
+            alerts = await state.broker.open_alerts(keys.current[who].signing)
+        except BrokerError:
+            continue
+        for alert in alerts:
+            case_ref = alert.get("case_ref")
+            if not isinstance(case_ref, str) or alert.get("closed_at") is not None:
+                continue
+            raised = _moment(alert.get("raised_at"))
+            found[case_ref] = max(found.get(case_ref, raised), raised)
+    return found
+
+
+def _moment(value: object) -> datetime:
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.now(UTC)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def designated(cases: list[CaseSummary]) -> list[Return]:

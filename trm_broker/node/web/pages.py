@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from trm_broker.domain.envelope import CASE_REF_PATTERN
 from trm_broker.domain.ids import UUID7_PATTERN
 from trm_broker.domain.messages import MessageType
 from trm_broker.node import audit, case_view, consent_forms, received
 from trm_broker.node.web import forms, i18n
-from trm_broker.node.web.caseload import caseload, deadlines_of, designated, steps_of
+from trm_broker.node.web.caseload import SHOWN, caseload, deadlines_of, designated, steps_of
 from trm_broker.node.web.consent_scope import scope_of
 from trm_broker.node.web.opening import case_here, is_sender, participants
 from trm_broker.node.web.render import PREFIX, page
@@ -71,6 +71,21 @@ def page_refusal(problem: Problem) -> PageRefused:
 
 @router.get("/", response_class=HTMLResponse)
 async def dashboard(request: Request, visitor: SignedIn) -> HTMLResponse:
+    return await _dashboard(request, visitor)
+
+
+@router.get("/find", response_class=HTMLResponse)
+async def find_case(request: Request, visitor: SignedIn, case_ref: str = "") -> Response:
+    """Open a case by its reference: one older than the dashboard shows."""
+    wanted = case_ref.strip()
+    if _CASE_REF.fullmatch(wanted):
+        return RedirectResponse(f"{PREFIX}/cases/{wanted}", status_code=303)
+    return await _dashboard(request, visitor, find=wanted[:64], status=400)
+
+
+async def _dashboard(
+    request: Request, visitor: Visitor, *, find: str | None = None, status: int = 200
+) -> HTMLResponse:
     state = _node(request)
     async with state.sessions() as db:
         cases = await caseload(state, db, visitor.principal)
@@ -85,6 +100,9 @@ async def dashboard(request: Request, visitor: SignedIn) -> HTMLResponse:
         cases=cases,
         returns=designated(cases),
         may_open=may_open,
+        find=find,
+        shown_recent=SHOWN,
+        status=status,
     )
 
 
