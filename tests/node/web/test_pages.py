@@ -25,7 +25,7 @@ from tests.security.node_access_world import (
     NodeWorld,
 )
 from trm_broker.node.audit import AuditEntry
-from trm_broker.node.web.headers import CONTENT_SECURITY_POLICY
+from trm_broker.web.headers import CONTENT_SECURITY_POLICY
 
 
 @pytest.fixture
