@@ -16,7 +16,9 @@ import typer
 
 from trm_broker.cli.signed_call import fail
 
-console_app = typer.Typer(help="The auditors' console at the broker's /console.", no_args_is_help=True)
+console_app = typer.Typer(
+    help="The auditors' console at the broker's /console.", no_args_is_help=True
+)
 
 
 @console_app.command("login")

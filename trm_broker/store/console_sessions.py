@@ -125,7 +125,9 @@ async def resume(
         return None
     found.last_seen_at = now
     await session.flush()
-    return ConsoleUser(participant.id, participant.kind, participant.country, key.kid, found.csrf_secret)
+    return ConsoleUser(
+        participant.id, participant.kind, participant.country, key.kid, found.csrf_secret
+    )
 
 
 async def end(session: AsyncSession, session_id: str) -> None:

@@ -31,9 +31,7 @@ SIGN_IN = "__Host-trm_console_signin"
 async def broker(database_url: str, tmp_path: Path) -> AsyncIterator[Broker]:
     async with running_broker(broker_settings(database_url, tmp_path)) as b:
         assert (await b.register(AUDITOR, "AT", kind="auditor")).status_code == 201
-        registered = await b.register(
-            FOCAL_POINT, "AT", inbox_url="https://node-at.example/inbox"
-        )
+        registered = await b.register(FOCAL_POINT, "AT", inbox_url="https://node-at.example/inbox")
         assert registered.status_code == 201, registered.text
         yield b
 
@@ -56,9 +54,7 @@ async def link_for(broker: Broker, keyset: KeySet) -> str:
     assert issued.status_code == 200, issued.text
     given = issued.json()["challenge"]
     signature = challenges.answer(keyset.signing, given)
-    return (
-        f"/console/sign-in?challenge={given}&key={keyset.signing.kid}&signature={signature}"
-    )
+    return f"/console/sign-in?challenge={given}&key={keyset.signing.kid}&signature={signature}"
 
 
 async def open_link(broker: Broker, link: str) -> httpx.Response:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -78,9 +79,7 @@ def vkeys(state: BrokerState) -> str:
 
 
 def render(request: Request, visitor: Visitor, template: str, **context: Any) -> HTMLResponse:
-    return PAGES.page(
-        request, template, language=visitor.language, visitor=visitor, **context
-    )
+    return PAGES.page(request, template, language=visitor.language, visitor=visitor, **context)
 
 
 @router.get("/")
@@ -105,7 +104,7 @@ class Filters:
             country=self.country or None,
             type=EventType(self.type) if self.type else None,
             since=_day(self.since),
-            until=_day(self.until) + timedelta(days=1) if self.until else None,
+            until=_day(self.until, after=timedelta(days=1)),
         )
 
     def query(self, **more: str | int) -> str:
@@ -113,8 +112,9 @@ class Filters:
         return urlencode({**values, **more})
 
 
-def _day(text: str) -> datetime | None:
-    return datetime.combine(date.fromisoformat(text), time(), UTC) if text else None
+def _day(text: str, after: timedelta = timedelta()) -> datetime | None:
+    """The start of the day ``text`` (UTC), moved on by ``after``; ``None`` for no day."""
+    return datetime.combine(date.fromisoformat(text), time(), UTC) + after if text else None
 
 
 def _filters(request: Request) -> tuple[Filters, list[str]]:
@@ -122,7 +122,7 @@ def _filters(request: Request) -> tuple[Filters, list[str]]:
     given = {name: request.query_params.get(name, "").strip()[:64] for name in vars(Filters())}
     given["country"] = given["country"].upper()
     wrong = []
-    checks = {
+    checks: dict[str, Callable[[str], object]] = {
         "case_ref": _CASE_REF.match,
         "participant": _PARTICIPANT.match,
         "country": _COUNTRY.match,
@@ -203,9 +203,7 @@ async def ledger_page(request: Request, visitor: LedgerReader, state: State) -> 
 
 
 @router.get("/checkpoints", response_class=HTMLResponse)
-async def checkpoints_page(
-    request: Request, visitor: ConsoleReader, state: State
-) -> HTMLResponse:
+async def checkpoints_page(request: Request, visitor: ConsoleReader, state: State) -> HTMLResponse:
     """The signed checkpoints, newest first, and a consistency check between two of them."""
     query = request.query_params
     before_text = query.get("before", "")

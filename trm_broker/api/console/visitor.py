@@ -111,8 +111,10 @@ async def form_fields(request: Request) -> dict[str, str]:
 
 def tokens_match(expected: str, given: str | None) -> bool:
     """Whether a form's token is the expected one (compared in constant time)."""
-    return bool(expected) and given is not None and hmac.compare_digest(
-        expected.encode(), given.encode()
+    return (
+        bool(expected)
+        and given is not None
+        and hmac.compare_digest(expected.encode(), given.encode())
     )
 
 

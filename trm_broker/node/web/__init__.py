@@ -14,10 +14,10 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from trm_broker.node.web import pages, send, sign_in
-from trm_broker.web.headers import PageHeaders
 from trm_broker.node.web.render import PREFIX, STATIC, page
 from trm_broker.node.web.sessions import COOKIE
 from trm_broker.node.web.visitor import PageRefused, SignInNeeded, language_of
+from trm_broker.web.headers import PageHeaders
 
 
 def install(app: FastAPI) -> None:
