@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +24,17 @@ import pytest
 from playwright.sync_api import Page, Route
 
 from tests.browser.conftest import People, axe
+from tests.support import referral
 from trm_broker.crypto.keys import KeySet
 from trm_broker.dev import demo
 from trm_broker.dev.cluster import LocalCluster
+from trm_broker.domain.messages import DataCategory
 from trm_broker.web.signed_requests import SignedRequests
 
 VECTORS = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "merkle-proofs"
 AUDITOR = "at.rapporteur"
 FOCAL_POINT = "at.focal-point"
+CASE = "AT-2026-CONSOLE-1"
 
 
 @dataclass(frozen=True)
@@ -38,18 +42,18 @@ class ConsoleBroker:
     url: str
     auditor_key: Path
     focal_point_key: Path
+    case_ref: str
 
 
-def _register_focal_point(cluster: LocalCluster, url: str) -> Path:
+def _register_focal_point(cluster: LocalCluster, url: str, keyset: KeySet, country: str) -> Path:
     assert cluster.operator is not None
-    keyset = KeySet.generate(FOCAL_POINT)
-    path = cluster.workdir / f"{FOCAL_POINT}.keys.json"
+    path = cluster.workdir / f"{keyset.participant}.keys.json"
     keyset.write(path)
     body = {
-        "id": FOCAL_POINT,
+        "id": keyset.participant,
         "kind": "focal_point",
-        "country": "AT",
-        "inbox_url": "https://node-at.example/inbox",
+        "country": country,
+        "inbox_url": f"https://node-{country.lower()}.example/inbox",
         "keys": keyset.public(),
         "statements": demo.stated(cluster.operator, keyset),
     }
@@ -68,8 +72,36 @@ def console_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console
         cluster.init_operator()
         broker = cluster.start_broker()
         auditor_key = demo.register_auditor(cluster, AUDITOR, "AT")
-        focal_point_key = _register_focal_point(cluster, broker.url)
-        yield ConsoleBroker(broker.url, auditor_key, focal_point_key)
+        at, ng = KeySet.generate(FOCAL_POINT), KeySet.generate("ng.naptip")
+        focal_point_key = _register_focal_point(cluster, broker.url, at, "AT")
+        _register_focal_point(cluster, broker.url, ng, "NG")
+        _refer(broker.url, at, ng, CASE)
+        yield ConsoleBroker(broker.url, auditor_key, focal_point_key, CASE)
+
+
+def _refer(url: str, sender: KeySet, recipient: KeySet, case_ref: str) -> None:
+    """Austria refers a case to Nigeria: the consent, then the referral, signed by Austria."""
+    consent = {
+        "id": f"consent-{case_ref}",
+        "case_ref": case_ref,
+        "given_by": "person",
+        "purposes": ["referral"],
+        "recipients": [recipient.participant],
+        "data_categories": [c.value for c in DataCategory],
+        "valid_from": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
+        "form_digest": "sha-256:" + "A" * 43,
+    }
+    auth = SignedRequests(sender.signing)
+    made = httpx.post(url + "/v1/consents", json=consent, auth=auth)
+    assert made.status_code == 201, made.text
+    signed = referral(sender, recipient, case_ref=case_ref)
+    sent = httpx.post(
+        url + "/v1/messages",
+        content=json.dumps(signed).encode(),
+        headers={"content-type": "application/jose+json"},
+        auth=auth,
+    )
+    assert sent.status_code in (201, 202), sent.text
 
 
 def login(broker: ConsoleBroker, key: Path) -> subprocess.CompletedProcess[str]:
@@ -260,3 +292,25 @@ def test_a_focal_point_and_an_unknown_visitor_are_refused(
     assert page.get_by_role("alert").inner_text().startswith("This sign-in link is not valid")
     page.goto("/console/checkpoints")
     assert "/console/sign-in" in page.url
+
+
+def test_the_case_timeline_is_verified_in_the_page(
+    console_broker: ConsoleBroker, people: People
+) -> None:
+    page = people.person("auditor", console_broker.url)
+    sign_in(page, console_broker)
+    page.get_by_label("Case reference").fill(console_broker.case_ref)
+    page.get_by_role("button", name="Search").click()
+    page.wait_for_url("**case_ref=**")
+    marks = wait_for_marks(page)
+    assert marks
+    assert all(mark == "true" for mark in marks)
+    page.get_by_role("link", name=console_broker.case_ref).first.click()
+    page.wait_for_url(f"**/console/cases/{console_broker.case_ref}")
+    steps = wait_for_marks(page)
+    assert len(steps) == len(marks)
+    assert all(mark == "true" for mark in steps)
+    referred = page.locator("td[data-field='message_type']", has_text="referral")
+    assert referred.count() == 1
+    people.shoot("auditor", page)
+    axe(page)

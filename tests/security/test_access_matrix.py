@@ -149,6 +149,7 @@ EXPECTED: dict[tuple[str, str], tuple[Expect, ...]] = {
     ("GET /console/",                            "-"):                 (SIGN_IN,) * 8,
     ("GET /console/ledger",                      "-"):                 (SIGN_IN,) * 8,
     ("GET /console/checkpoints",                 "-"):                 (SIGN_IN,) * 8,
+    ("GET /console/cases/{case_ref}",            "case A"):            (SIGN_IN,) * 8,
 }
 # fmt: on
 
@@ -379,6 +380,9 @@ REQUESTS: dict[str, Builder] = {
     "GET /console/": _get("/console/"),
     "GET /console/ledger": _get("/console/ledger"),
     "GET /console/checkpoints": _get("/console/checkpoints"),
+    "GET /console/cases/{case_ref}": lambda world, caller, obj: Call(
+        "GET", f"/console/cases/{world.case[obj[-1]]}"
+    ),
 }
 
 

@@ -18,13 +18,22 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+from babel.dates import format_timedelta
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from trm_broker.api.console.visitor import PAGES, PREFIX, ConsoleReader, LedgerReader, Visitor
+from trm_broker.api.console.visitor import (
+    PAGES,
+    PREFIX,
+    ConsoleReader,
+    LedgerReader,
+    PageRefused,
+    Visitor,
+)
 from trm_broker.api.deps import BrokerState, State
 from trm_broker.crypto.keys import load_ed25519_public
+from trm_broker.domain.envelope import CASE_REF_PATTERN
 from trm_broker.domain.ledger_events import EventType
 from trm_broker.ledger import merkle
 from trm_broker.ledger.note import NoteError, NoteVerifier, open_checkpoint
@@ -35,7 +44,9 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 #: Entries per page of the browser: each carries a proof of ~log2(n) hashes.
 PAGE = 50
 CHECKPOINT_PAGE = 50
-_CASE_REF = re.compile(r"^[A-Za-z0-9._/-]{1,64}$")
+#: Steps shown of one case: a case transfer has a few dozen at most.
+CASE_STEPS = 500
+_CASE_REF = re.compile(CASE_REF_PATTERN)
 _PARTICIPANT = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 
@@ -150,9 +161,9 @@ def _cursor(text: str) -> int:
 
 
 async def _shown_entries(
-    db: AsyncSession, filters: Filters, after: int, size: int
+    db: AsyncSession, filters: Filters, after: int, size: int, limit: int = PAGE
 ) -> tuple[list[dict[str, Any]], int | None]:
-    rows = await store.search(db, filters.search(), None, after, PAGE, size)
+    rows = await store.search(db, filters.search(), None, after, limit, size)
     indexes = [row.idx for row in rows if row.idx is not None]
     wanted = [node for index in indexes for node in merkle.inclusion_nodes(index, size)]
     nodes = await store.nodes(db, wanted)
@@ -167,11 +178,12 @@ async def _shown_entries(
                 "type": str(body.get("type", "")),
                 "at": str(body.get("at", "")),
                 "case_ref": str(body.get("case_ref", "")),
+                "message_type": str(body.get("message_type", "")),
                 "parties": " ".join(body.get("parties", [])),
                 "countries": " ".join(body.get("countries", [])),
             }
         )
-    more = indexes[-1] if len(rows) == PAGE and indexes else None
+    more = indexes[-1] if len(rows) == limit and indexes else None
     return shown, more
 
 
@@ -195,6 +207,7 @@ async def ledger_page(request: Request, visitor: LedgerReader, state: State) -> 
         wrong=wrong,
         event_types=[t.value for t in EventType],
         entries=shown,
+        timeline=False,
         checkpoint=signed_head(state, latest) if latest is not None else None,
         vkeys=vkeys(state),
         next_query=filters.query(after=more) if more is not None else None,
@@ -252,3 +265,36 @@ async def _consistency(
         "second": signed_head(state, newer),
         "proof": " ".join(b64(h) for h in proof),
     }
+
+
+@router.get("/cases/{case_ref}", response_class=HTMLResponse)
+async def case_page(
+    case_ref: str, request: Request, visitor: LedgerReader, state: State
+) -> HTMLResponse:
+    """One case transfer's steps as the ledger records them, in order, with the time between
+    them; each checked by the page as on the ledger page."""
+    if not _CASE_REF.match(case_ref):
+        raise PageRefused(404, "not-found")
+    async with state.sessions() as db:
+        latest = await store.latest_checkpoint(db)
+        shown: list[dict[str, Any]] = []
+        more = None
+        if latest is not None and latest.size > 0:
+            filters = Filters(case_ref=case_ref)
+            shown, more = await _shown_entries(db, filters, -1, latest.size, CASE_STEPS)
+    before: datetime | None = None
+    for step in shown:
+        at = datetime.fromisoformat(step["at"].replace("Z", "+00:00"))
+        step["gap"] = format_timedelta(at - before, locale=visitor.language) if before else ""
+        before = at
+    return render(
+        request,
+        visitor,
+        "case.html",
+        case_ref=case_ref,
+        entries=shown,
+        timeline=True,
+        truncated=more is not None,
+        checkpoint=signed_head(state, latest) if latest is not None else None,
+        vkeys=vkeys(state),
+    )
