@@ -151,6 +151,13 @@ def test_an_auditor_signs_in_and_the_page_verifies_every_entry(
     assert "entries verified in this browser" in page.locator("#proof-summary").inner_text()
     axe(page)
 
+    page.get_by_role("link", name="Overview").click()
+    page.wait_for_url("**/console/overview")
+    assert page.get_by_role("heading", name="Messages by type and country pair").is_visible()
+    axe(page)
+    page.go_back()
+    wait_for_marks(page)
+
     # Search with the keyboard only: the participant field, then Enter.
     page.get_by_label("Participant").focus()
     page.keyboard.type(FOCAL_POINT)
