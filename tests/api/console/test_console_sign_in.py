@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tests.support import Broker, broker_settings, running_broker
+from tests.support import Broker, broker_settings, polling, running_broker
 from trm_broker.api.console import challenge as challenges
 from trm_broker.crypto.keys import KeySet
 from trm_broker.ledger import merkle
@@ -219,9 +219,24 @@ async def test_the_checkpoints_page_gives_a_consistency_proof_between_two_sizes(
 ) -> None:
     session = await signed_in(broker, AUDITOR)
     headers = {"cookie": f"{SESSION}={session}"}
-    history = await broker.client.get("/console/checkpoints", headers=headers)
-    sizes = sorted(int(s) for s in re.findall(r'<th scope="row">(\d+)</th>', history.text))
-    first, second = next(s for s in sizes if s > 0), sizes[-1]
+
+    async def signed_sizes() -> list[int]:
+        history = await broker.client.get("/console/checkpoints", headers=headers)
+        found = re.findall(r'<th scope="row">(\d+)</th>', history.text)
+        return sorted(int(s) for s in found if int(s) > 0)
+
+    async for _ in polling():  # the registrations join the ledger within a second
+        if await signed_sizes():
+            break
+    # One more entry, so that a later checkpoint extends the first.
+    another = KeySet.generate("fr.rapporteur")
+    assert (await broker.register(another, "FR", kind="auditor")).status_code == 201
+    sizes: list[int] = []
+    async for _ in polling():
+        sizes = await signed_sizes()
+        if len(sizes) >= 2:
+            break
+    first, second = sizes[0], sizes[-1]
     page = await broker.client.get(
         f"/console/checkpoints?first={first}&second={second}", headers=headers
     )
