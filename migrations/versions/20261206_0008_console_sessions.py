@@ -5,6 +5,9 @@ one-time sign-in challenge, the key it was issued to, its expiry) and ``console_
 (the SHA-256 of each session id, the key that signed in, the session's CSRF secret and
 times). Neither holds a secret a copy of the database could use.
 
+And three indexes of ``ledger_entries`` for the console's ledger search, which finds entries
+by country (either of an entry's two) or by time alone, a page at a time.
+
 Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-06
@@ -55,8 +58,12 @@ def upgrade() -> None:
     )
     op.create_index("ix_console_sessions_kid", "console_sessions", ["kid"])
     op.create_index("ix_console_sessions_expires_at", "console_sessions", ["expires_at"])
+    for column in ("country1", "country2", "at"):
+        op.create_index(f"ix_ledger_entries_{column}", "ledger_entries", [column])
 
 
 def downgrade() -> None:
+    for column in ("country1", "country2", "at"):
+        op.drop_index(f"ix_ledger_entries_{column}", table_name="ledger_entries")
     op.drop_table("console_sessions")
     op.drop_table("console_challenges")

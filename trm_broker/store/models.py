@@ -208,6 +208,10 @@ class LedgerEntry(Base):
         Index("ix_ledger_entries_party1", "party1"),
         Index("ix_ledger_entries_party2", "party2"),
         Index("ix_ledger_entries_type_at", "type", "at"),
+        # The console's ledger search by country or by time alone (migration 0008).
+        Index("ix_ledger_entries_country1", "country1"),
+        Index("ix_ledger_entries_country2", "country2"),
+        Index("ix_ledger_entries_at", "at"),
     )
 
     seq: Mapped[int] = mapped_column(
