@@ -230,6 +230,17 @@ def test_two_checkpoints_are_checked_consistent_in_the_page(
     )
     assert status.get_attribute("data-verified") == "false"
 
+    # In French, the same page, checked by the same script, in the reader's words.
+    page.unroute("**/console/checkpoints*")
+    page.get_by_role("link", name="Français").click()
+    page.wait_for_function(
+        "() => document.querySelector('[data-consistency-status]').dataset.verified"
+    )
+    assert page.locator("html").get_attribute("lang") == "fr"
+    assert status.inner_text().startswith("\u2714 Vérifié")
+    people.shoot("auditor", page)
+    axe(page)
+
 
 def _vectors(kind: str) -> list[dict[str, Any]]:
     folder = VECTORS / kind
