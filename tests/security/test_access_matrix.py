@@ -151,6 +151,7 @@ EXPECTED: dict[tuple[str, str], tuple[Expect, ...]] = {
     ("GET /console/checkpoints",                 "-"):                 (SIGN_IN,) * 8,
     ("GET /console/cases/{case_ref}",            "case A"):            (SIGN_IN,) * 8,
     ("GET /console/overview",                    "-"):                 (SIGN_IN,) * 8,
+    ("GET /console/ledger.csv",                  "-"):                 (SIGN_IN,) * 8,
     ("GET /console/overview.csv",                "-"):                 (SIGN_IN,) * 8,
 }
 # fmt: on
@@ -383,6 +384,7 @@ REQUESTS: dict[str, Builder] = {
     "GET /console/ledger": _get("/console/ledger"),
     "GET /console/checkpoints": _get("/console/checkpoints"),
     "GET /console/overview": _get("/console/overview"),
+    "GET /console/ledger.csv": _get("/console/ledger.csv"),
     "GET /console/overview.csv": _get("/console/overview.csv"),
     "GET /console/cases/{case_ref}": lambda world, caller, obj: Call(
         "GET", f"/console/cases/{world.case[obj[-1]]}"

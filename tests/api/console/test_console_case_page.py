@@ -52,3 +52,22 @@ async def test_the_case_timeline_shows_the_cases_entries_as_the_api_does(broker:
         "/console/cases/<script>", headers={"cookie": f"{SESSION}={session}"}
     )
     assert unknown.status_code == 404
+
+
+async def test_the_ledger_search_downloads_as_the_apis_csv(broker: Broker) -> None:
+    case_ref = f"AT-{uuid.uuid4().hex[:12]}"
+    accepted = await broker.submit(referral(AT, NG, case_ref=case_ref))
+    assert accepted.status_code in (201, 202), accepted.text
+    api = None
+    async for _ in polling():
+        api = await broker.call("GET", f"/v1/ledger/search?case_ref={case_ref}&format=csv", AUDITOR)
+        if "message.accepted" in api.text:
+            break
+    assert api is not None
+    session = await signed_in(broker, AUDITOR)
+    exported = await broker.client.get(
+        f"/console/ledger.csv?case_ref={case_ref}", headers={"cookie": f"{SESSION}={session}"}
+    )
+    assert exported.status_code == 200
+    assert exported.headers["content-type"].startswith("text/csv")
+    assert exported.text == api.text

@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 
 from babel.dates import format_timedelta
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.api.console.visitor import (
@@ -32,6 +32,7 @@ from trm_broker.api.console.visitor import (
     Visitor,
 )
 from trm_broker.api.deps import BrokerState, State
+from trm_broker.api.ledger import service as ledger_api
 from trm_broker.crypto.keys import load_ed25519_public
 from trm_broker.domain.envelope import CASE_REF_PATTERN
 from trm_broker.domain.ledger_events import EventType
@@ -46,6 +47,8 @@ PAGE = 50
 CHECKPOINT_PAGE = 50
 #: Steps shown of one case: a case transfer has a few dozen at most.
 CASE_STEPS = 500
+#: Entries in one CSV download, as the API's search allows at most.
+CSV_ROWS = 1000
 _CASE_REF = re.compile(CASE_REF_PATTERN)
 _PARTICIPANT = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
@@ -211,7 +214,25 @@ async def ledger_page(request: Request, visitor: LedgerReader, state: State) -> 
         checkpoint=signed_head(state, latest) if latest is not None else None,
         vkeys=vkeys(state),
         next_query=filters.query(after=more) if more is not None else None,
+        csv_query=filters.query(after=after) if after >= 0 else filters.query(),
         first_query=filters.query() if after >= 0 else None,
+    )
+
+
+@router.get("/ledger.csv")
+async def ledger_csv(request: Request, visitor: LedgerReader, state: State) -> Response:
+    """The entries the search finds from ``after`` on, up to 1,000, as the API's CSV."""
+    filters, _ = _filters(request)
+    after = _cursor(request.query_params.get("after", ""))
+    async with state.sessions() as db:
+        latest = await store.latest_checkpoint(db)
+        size = latest.size if latest is not None else 0
+        rows = await store.search(db, filters.search(), None, after, CSV_ROWS, size)
+        found = await ledger_api.entries_out(db, rows)
+    return Response(
+        ledger_api.as_csv(found),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": 'attachment; filename="trm-ledger.csv"'},
     )
 
 
