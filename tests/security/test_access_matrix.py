@@ -71,8 +71,15 @@ from trm_broker.crypto.keys import EncryptionKey, KeySet
 from trm_broker.domain.messages import MessageType
 from trm_broker.logs import configure_logging
 
-Expect = Literal["2xx", 401, 403, 404, 409]
+Expect = Literal["2xx", 401, 403, 404, 409, "SIGN_IN", "PAGE403", 303]
 OK: Expect = "2xx"
+#: The auditors' console (``/console``) takes no signed request, only a signed-in session
+#: (tests/api/console/): ``SIGN_IN`` a page answers 303 to the sign-in page and shows
+#: nothing; ``PAGE403`` a form post is refused (403, a page: no form token); ``303`` a
+#: redirect within the console (the language switch).
+SIGN_IN: Expect = "SIGN_IN"
+PAGE403: Expect = "PAGE403"
+PAGE_OUTCOMES = {SIGN_IN, PAGE403, 303}
 
 # fmt: off
 #: (route, object) -> the expected outcome for each caller, in the order of the columns.
@@ -132,6 +139,20 @@ EXPECTED: dict[tuple[str, str], tuple[Expect, ...]] = {
     ("GET /v1/ledger/search",                    "case A"):            (OK,  OK,  OK,  OK,  403, 401, 401, 401),
     ("GET /v1/ledger/search",                    "case B"):            (OK,  OK,  OK,  OK,  403, 401, 401, 401),
     ("GET /v1/ledger/search",                    "case B as CSV"):     (OK,  OK,  OK,  OK,  403, 401, 401, 401),
+    # The auditors' console: a challenge for auditors' and operators' keys; the pages need a session.
+    ("POST /console/challenges",                 "-"):                 (403, 403, 403, OK,  OK,  401, 401, 401),
+    ("GET /console/sign-in",                     "-"):                 (OK,) * 8,
+    ("POST /console/sign-in",                    "no form token"):     (PAGE403,) * 8,
+    ("POST /console/sign-out",                   "-"):                 (SIGN_IN,) * 8,
+    ("GET /console/language/{code}",             "-"):                 (303,) * 8,
+    ("Mount /console/static",                    "-"):                 (OK,) * 8,
+    ("GET /console/",                            "-"):                 (SIGN_IN,) * 8,
+    ("GET /console/ledger",                      "-"):                 (SIGN_IN,) * 8,
+    ("GET /console/checkpoints",                 "-"):                 (SIGN_IN,) * 8,
+    ("GET /console/cases/{case_ref}",            "case A"):            (SIGN_IN,) * 8,
+    ("GET /console/overview",                    "-"):                 (SIGN_IN,) * 8,
+    ("GET /console/ledger.csv",                  "-"):                 (SIGN_IN,) * 8,
+    ("GET /console/overview.csv",                "-"):                 (SIGN_IN,) * 8,
 }
 # fmt: on
 
@@ -353,6 +374,21 @@ REQUESTS: dict[str, Builder] = {
     "GET /v1/ledger/entries": _get("/v1/ledger/entries?limit=1000"),
     "GET /v1/ledger/entries/{index}": _get("/v1/ledger/entries/{}", lambda w, o: w.entries[o]),
     "GET /v1/ledger/search": _search,
+    "POST /console/challenges": lambda world, caller, obj: Call("POST", "/console/challenges"),
+    "GET /console/sign-in": _get("/console/sign-in"),
+    "POST /console/sign-in": lambda world, caller, obj: Call("POST", "/console/sign-in"),
+    "POST /console/sign-out": lambda world, caller, obj: Call("POST", "/console/sign-out"),
+    "GET /console/language/{code}": _get("/console/language/fr"),
+    "Mount /console/static": _get("/console/static/proofs.js"),
+    "GET /console/": _get("/console/"),
+    "GET /console/ledger": _get("/console/ledger"),
+    "GET /console/checkpoints": _get("/console/checkpoints"),
+    "GET /console/overview": _get("/console/overview"),
+    "GET /console/ledger.csv": _get("/console/ledger.csv"),
+    "GET /console/overview.csv": _get("/console/overview.csv"),
+    "GET /console/cases/{case_ref}": lambda world, caller, obj: Call(
+        "GET", f"/console/cases/{world.case[obj[-1]]}"
+    ),
 }
 
 
@@ -478,6 +514,23 @@ class Cell:
     call: Call
 
 
+def console_page_outcome(expected: Expect, response: httpx.Response) -> list[str]:
+    """A console page or form, asked with a signed request and no session."""
+    outcome = f"{response.status_code}: {response.text[:200]}"
+    location = response.headers.get("location", "")
+    if expected == SIGN_IN and not (
+        response.status_code == 303 and location.startswith("/console/sign-in")
+    ):
+        return [f"expected a redirect to sign in, got {outcome} {location}"]
+    if expected == 303 and not (response.status_code == 303 and location.startswith("/console/")):
+        return [f"expected a redirect within the console, got {outcome} {location}"]
+    if expected == PAGE403 and not (
+        response.status_code == 403 and response.headers["content-type"].startswith("text/html")
+    ):
+        return [f"expected the console's refusal page, got {outcome}"]
+    return []
+
+
 async def run_cell(world: World, cell: Cell) -> list[str]:
     broker: Broker = world.broker
     call, caller = cell.call, cell.caller
@@ -495,6 +548,8 @@ async def run_cell(world: World, cell: Cell) -> list[str]:
     # The id the broker logged the request under (ours, unless it chose its own).
     cell.request_id = response.headers.get("x-request-id", "")
     problems: list[str] = []
+    if cell.expected in PAGE_OUTCOMES:
+        return console_page_outcome(cell.expected, response)
     if cell.expected == OK:
         if not response.is_success:
             return [f"expected 2xx, got {response.status_code}: {response.text[:300]}"]
@@ -546,6 +601,8 @@ def check_logs(world: World, log_text: str, cells: list[Cell]) -> list[str]:
         where = f"{cell.caller} {cell.route} [{cell.obj}]"
         if [(ln["route"], ln["status"]) for ln in request] != [(path, cell.status)]:
             problems.append(f"{where}: no request line with route and status: {request}")
+        if cell.expected in PAGE_OUTCOMES:  # a page or redirect, not an API refusal
+            continue
         if [ln["status"] for ln in refused] != [cell.status]:
             problems.append(f"{where}: the refusal is not logged: {refused}")
         text = json.dumps(logged)

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from trm_broker import __version__
-from trm_broker.api import address_limit, broker_info, docs, health
+from trm_broker.api import address_limit, broker_info, console, docs, health
 from trm_broker.api.audit.endpoints import router as audit_router
 from trm_broker.api.cases.endpoints import router as cases_router
 from trm_broker.api.consents.endpoints import router as consents_router
@@ -169,6 +169,7 @@ def create_app(
     app.include_router(consents_router)
     app.include_router(cases_router)
     app.include_router(audit_router)
+    console.install(app)
     _document_signed_bodies(app, [ParticipantIn, KeyRotationIn, ConsentIn, AckIn])
     problems.document(app)
     return app

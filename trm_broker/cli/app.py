@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from trm_broker.cli.console import console_app
 from trm_broker.cli.contract import contract_app, docs_app
 from trm_broker.cli.database import db_app
 from trm_broker.cli.deliveries import deliveries_app
@@ -32,6 +33,7 @@ app.add_typer(node_app, name="node")
 app.add_typer(operator_app, name="operator")
 app.add_typer(participants_app, name="participants")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(console_app, name="console")
 app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(contract_app, name="contract")
 app.add_typer(docs_app, name="docs")

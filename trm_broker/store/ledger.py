@@ -181,3 +181,13 @@ async def search(
     if reader is not None:
         query = query.where(_party(reader))
     return (await session.scalars(query.order_by(LedgerEntry.idx).limit(limit))).all()
+
+
+async def checkpoints_before(
+    session: AsyncSession, before: int | None, limit: int
+) -> Sequence[LedgerCheckpoint]:
+    """Signed checkpoints, largest first, smaller than ``before`` (the primary key's order)."""
+    query = select(LedgerCheckpoint).order_by(LedgerCheckpoint.size.desc()).limit(limit)
+    if before is not None:
+        query = query.where(LedgerCheckpoint.size < before)
+    return (await session.scalars(query)).all()

@@ -208,6 +208,10 @@ class LedgerEntry(Base):
         Index("ix_ledger_entries_party1", "party1"),
         Index("ix_ledger_entries_party2", "party2"),
         Index("ix_ledger_entries_type_at", "type", "at"),
+        # The console's ledger search by country or by time alone (migration 0008).
+        Index("ix_ledger_entries_country1", "country1"),
+        Index("ix_ledger_entries_country2", "country2"),
+        Index("ix_ledger_entries_at", "at"),
     )
 
     seq: Mapped[int] = mapped_column(
@@ -322,3 +326,31 @@ class Refusal(Base):
     message_type: Mapped[MessageType] = mapped_column(stored_enum(MessageType, "message_type", 32))
     sender_country: Mapped[str] = mapped_column(String(2))
     recipient_country: Mapped[str] = mapped_column(String(2))
+
+
+class ConsoleChallenge(Base):
+    """A sign-in challenge of the auditors' console, issued to a registered key; used once.
+
+    Only its SHA-256 is kept: the challenge itself travels in the one-time link."""
+
+    __tablename__ = "console_challenges"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kid: Mapped[str] = mapped_column(ForeignKey("participant_keys.kid"), index=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class ConsoleSession(Base):
+    """A signed-in auditor's (or operator's) console session. The browser holds the session
+    id; only its SHA-256 is kept, as the node's web sessions do."""
+
+    __tablename__ = "console_sessions"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: The key that signed the sign-in challenge: the session ends when it is revoked.
+    kid: Mapped[str] = mapped_column(ForeignKey("participant_keys.kid"), index=True)
+    #: The synchronizer token of the session's forms (OWASP CSRF Prevention Cheat Sheet).
+    csrf_secret: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -30,9 +30,9 @@ from trm_broker.domain.alerts import AlertKind
 from trm_broker.node import withdrawals
 from trm_broker.node.audit import AuditEntry
 from trm_broker.node.web import caseload
-from trm_broker.node.web.headers import CONTENT_SECURITY_POLICY
 from trm_broker.store.alerts import raise_alert
 from trm_broker.store.database import create_engine
+from trm_broker.web.headers import CONTENT_SECURITY_POLICY
 
 
 @pytest.fixture

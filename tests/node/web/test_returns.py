@@ -20,8 +20,8 @@ from tests.node.web.browser import Browser, csrf_token, web_world
 from tests.security.node_access_world import AT, N_CW, S_CW, S_RO, S_SUP, NodeWorld
 from trm_broker.node.audit import AuditEntry
 from trm_broker.node.sent_schemas import CaseViewOut, TimelineEntry
-from trm_broker.node.web.headers import CONTENT_SECURITY_POLICY
 from trm_broker.node.web.returns import return_of
+from trm_broker.web.headers import CONTENT_SECURITY_POLICY
 
 
 @pytest.fixture

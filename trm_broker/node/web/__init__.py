@@ -18,10 +18,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trm_broker.node.web import consents, pages, preferences, return_pages, send, sign_in
-from trm_broker.node.web.headers import PageHeaders
 from trm_broker.node.web.render import PREFIX, STATIC, page
 from trm_broker.node.web.sessions import COOKIE
 from trm_broker.node.web.visitor import PageRefused, SignInNeeded, language_of
+from trm_broker.web.headers import PageHeaders
 
 #: The web app's paths that take a file, with the body each takes (the node's body limits).
 UPLOADS = consents.UPLOADS

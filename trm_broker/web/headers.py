@@ -1,6 +1,7 @@
-"""The headers every page of the web app carries: a strict Content-Security-Policy (W3C CSP
-Level 3: nothing but the node's own script, style and images; no framing; forms post to the
-node only), no MIME sniffing, no referrer, and no caching of pages that hold case data."""
+"""The headers every page of the web apps carries (the node's web app under ``/web``, the
+broker's auditors' console under ``/console``): a strict Content-Security-Policy (W3C CSP
+Level 3: nothing but the server's own script, style and images; no framing; forms post to
+the server only), no MIME sniffing, no referrer, and no caching of pages that hold case data."""
 
 from __future__ import annotations
 
