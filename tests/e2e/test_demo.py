@@ -1,9 +1,11 @@
 """`trm-broker demo --serve`, run as the README says: the whole case plays, the processes keep
-running, and the case worker it prints can sign in to a node's web app with the password it
-prints and find the demo case there; Ctrl-C stops everything."""
+running, the case worker it prints can sign in to a node's web app with the password it
+prints and find the demo case there, the demo's auditor signs in to the broker's console
+with the link it prints and finds the case in the ledger; Ctrl-C stops everything."""
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import signal
@@ -23,6 +25,8 @@ pytestmark = pytest.mark.e2e
 _SIGN_IN = re.compile(r"^\s+(\S+)\s+(http://\S+/web/)\s+user (\S+)$")
 _PASSWORD = re.compile(r"^\s+password\s+(\S+)\s")
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+_HIDDEN = re.compile(r'<input type="hidden" name="(\w+)" value="([^"]*)"')
+_CONSOLE = re.compile(r"^\s+(http://\S+/console/sign-in\?\S+)$")
 
 
 @contextmanager
@@ -94,6 +98,31 @@ def test_demo_serve_lets_the_printed_case_worker_sign_in_and_stops_on_ctrl_c() -
                 headers={"cookie": "; ".join(f"{k}={v}" for k, v in jar.items())},
             )
             assert wrong.status_code != 303
+
+            # The auditor's one-time link to the console: one button, then the console.
+            link = next(m.group(1) for line in lines if (m := _CONSOLE.match(line)))
+            console: dict[str, str] = {}
+            page = client.get(link)
+            assert page.status_code == 200, page.text
+            _cookies(page, console)
+            fields = {html.unescape(k): html.unescape(v) for k, v in _HIDDEN.findall(page.text)}
+            assert {"csrf_token", "challenge", "key", "signature"} <= set(fields)
+            base = link.split("/console/", 1)[0]
+            entered = client.post(
+                base + "/console/sign-in",
+                data=fields,
+                headers={"cookie": "; ".join(f"{k}={v}" for k, v in console.items())},
+            )
+            assert entered.status_code == 303, entered.text
+            _cookies(entered, console)
+            ledger = client.get(
+                base + "/console/ledger?case_ref=AT-2026-DEMO-0001",
+                headers={"cookie": "; ".join(f"{k}={v}" for k, v in console.items())},
+            )
+            assert ledger.status_code == 200, ledger.text
+            rows = re.findall(r'data-field="case_ref" data-value="AT-2026-DEMO-0001"', ledger.text)
+            assert len(rows) >= 10, "the case's entries are listed"  # a consent, 10 messages…
+            assert "trm-broker console login --key" in text
 
         demo.send_signal(signal.SIGINT)
         rest, _ = demo.communicate(timeout=60)

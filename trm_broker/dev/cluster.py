@@ -324,6 +324,23 @@ class LocalCluster:
         if done.returncode != 0:
             raise RuntimeError(f"password set failed for {user}: {done.stderr[-2000:]}")
 
+    def console_login(self, key_file: Path) -> str:
+        """A one-time sign-in link to the broker's console for the auditor (or operator)
+        whose keys are in ``key_file``, made as they make it (`trm-broker console login`)."""
+        if self.broker is None:
+            raise RuntimeError("start the broker first")
+        done = subprocess.run(
+            self._cli("console", "login", "--key", str(key_file), "--broker", self.broker.url),
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"console login failed: {done.stderr[-2000:]}")
+        return done.stdout.strip()
+
     def node_pins(self) -> dict[str, str]:
         """The nodes pin what the cluster knows first-hand, as a real deployment should
         (docs/node.md): the broker's keys from its key file (current and next), and the

@@ -297,7 +297,9 @@ def run(echo: Callable[[str], None] = print, *, serve: bool = False) -> None:
             echo(f"     {line}")
         if serve:
             echo(f"\nDone in {time.monotonic() - started:.1f} s.")
-            serve_until_stopped(cluster, {SENDER: at, RECIPIENT: ng, SHELTER: ng}, echo)
+            serve_until_stopped(
+                cluster, {SENDER: at, RECIPIENT: ng, SHELTER: ng}, auditor_key, echo
+            )
         else:
             echo(
                 f"\nDone in {time.monotonic() - started:.1f} s; all processes stopped,"
@@ -312,11 +314,14 @@ def run(echo: Callable[[str], None] = print, *, serve: bool = False) -> None:
 
 
 def serve_until_stopped(
-    cluster: LocalCluster, nodes: dict[str, Node], echo: Callable[[str], None]
+    cluster: LocalCluster,
+    nodes: dict[str, Node],
+    auditor_key: Path,
+    echo: Callable[[str], None],
 ) -> None:
     """Keep the demo's processes running for people to sign in to the nodes' web apps,
-    each organisation's case worker with a password made for this run, until Ctrl-C or
-    SIGTERM."""
+    each organisation's case worker with a password made for this run, and to the broker's
+    console as the demo's auditor, until Ctrl-C or SIGTERM."""
     password = "demo-" + secrets.token_urlsafe(9)
     echo("\nThe processes keep running. Sign in to a node's web app in a browser:")
     for organisation, node in nodes.items():
@@ -324,7 +329,14 @@ def serve_until_stopped(
         cluster.set_password(node, user, password)
         echo(f"  {organisation:<17} {node.url}/web/  user {user}")
     echo(f"  password          {password}  (the same for each, made for this run only)")
-    echo("Press Ctrl-C to stop.")
+    broker = _broker_of(cluster)
+    login = cluster.console_login(auditor_key)
+    echo(f"\nThe auditors' console: {broker.url}/console/  Sign in as the auditor {AUDITOR}")
+    echo("with this one-time link (valid 2 minutes):")
+    echo(f"  {login}")
+    echo("or make a new one with the auditor's key, as an auditor does:")
+    echo(f"  .venv/bin/trm-broker console login --key {auditor_key} --broker {broker.url}")
+    echo("\nPress Ctrl-C to stop.")
     stopped = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     try:
