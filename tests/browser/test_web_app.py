@@ -8,10 +8,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.conftest import PASSWORD, People, WebCluster, axe
-from trm_broker.dev.demo_case import RECIPIENT, SHELTER
+from trm_broker.dev.demo_case import RECIPIENT, SENDER, SHELTER
 
 pytestmark = pytest.mark.browser
 
@@ -126,3 +126,26 @@ def test_the_nigerian_case_worker_answers_the_referral_through_its_form(
     expect(naptip.get_by_role("status")).to_contain_text("Answer to the referral")
     expect(naptip.locator("table.timeline")).to_contain_text("Answer to the referral")
     axe(naptip)
+
+
+def test_the_core_pages_work_with_javascript_off(
+    web_cluster: WebCluster, chromium: Browser
+) -> None:
+    """Sign-in, the dashboard, a case, a received message and a step form's errors, in a
+    browser with JavaScript switched off: nothing of the core needs it."""
+    context = chromium.new_context(
+        base_url=web_cluster.ng.url, java_script_enabled=False, locale="en-GB"
+    )
+    try:
+        page = context.new_page()
+        sign_in(page, web_cluster.user(RECIPIENT))
+        expect(page.get_by_role("heading", level=1)).to_have_text("My cases")
+        page.get_by_role("link", name=web_cluster.case_ref).first.click()
+        expect(page.get_by_role("heading", level=1)).to_contain_text(web_cluster.case_ref)
+        page.goto(f"/web/messages/{web_cluster.referral_id}")
+        expect(page.locator("main")).to_contain_text("Forced labour")
+        page.goto(f"/web/cases/{web_cluster.case_ref}/send/case_closure?recipient={SENDER}")
+        page.get_by_role("button", name="Send").click()
+        expect(page.locator("#error-summary")).to_be_visible()
+    finally:
+        context.close()
