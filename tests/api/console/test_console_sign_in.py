@@ -78,6 +78,20 @@ async def signed_in(broker: Broker, keyset: KeySet) -> str:
     return session
 
 
+async def ledger_page(broker: Broker, session: str) -> httpx.Response:
+    """The ledger page once the sequencer has integrated the registrations (it signs its
+    checkpoints in the background, so the first may not hold them yet)."""
+    page = None
+    async for _ in polling():
+        page = await broker.client.get(
+            "/console/ledger", headers={"cookie": f"{SESSION}={session}"}
+        )
+        if 'data-entry="' in page.text:
+            break
+    assert page is not None
+    return page
+
+
 async def test_an_auditor_signs_in_with_a_signed_challenge_and_reads_the_ledger(
     broker: Broker,
 ) -> None:
@@ -88,8 +102,9 @@ async def test_an_auditor_signs_in_with_a_signed_challenge_and_reads_the_ledger(
     header = set_cookie_header(done, SESSION).lower()
     assert all(part in header for part in ("secure", "httponly", "samesite=strict", "path=/"))
     session = cookie(done, SESSION)
+    assert session is not None
 
-    page = await broker.client.get("/console/ledger", headers={"cookie": f"{SESSION}={session}"})
+    page = await ledger_page(broker, session)
     assert page.status_code == 200
     assert "Signed in as at.rapporteur" in page.text
     assert page.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
@@ -104,7 +119,7 @@ async def test_an_auditor_signs_in_with_a_signed_challenge_and_reads_the_ledger(
 
 async def test_every_entry_shown_comes_with_a_proof_that_verifies(broker: Broker) -> None:
     session = await signed_in(broker, AUDITOR)
-    page = await broker.client.get("/console/ledger", headers={"cookie": f"{SESSION}={session}"})
+    page = await ledger_page(broker, session)
     note = html.unescape(re.search(r'data-note="([^"]*)"', page.text, re.S)[1])  # type: ignore[index]
     lines = note.split("\n")
     size, root = int(lines[1]), base64.b64decode(lines[2])

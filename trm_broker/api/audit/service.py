@@ -87,9 +87,9 @@ async def report(session: AsyncSession, since: datetime, until: datetime, k: int
     pair_of: dict[str, tuple[str, str]] = {}
     for case_ref, origin, destination in pairs.all():
         pair_of.setdefault(case_ref, (origin, destination))
-    by_pair: dict[tuple[str, str], list[float]] = defaultdict(list)
+    hours_by_pair: dict[tuple[str, str], list[float]] = defaultdict(list)
     for c in in_period:
-        by_pair[pair_of[c]].append((received[c] - referred[c]).total_seconds() / 3600)
+        hours_by_pair[pair_of[c]].append((received[c] - referred[c]).total_seconds() / 3600)
     weekly: Counter[tuple[date, str]] = Counter()
     for type_, at in (
         await session.execute(select(Message.type, Message.accepted_at).where(*in_range))
@@ -144,7 +144,7 @@ async def report(session: AsyncSession, since: datetime, until: datetime, k: int
         ],
         "referral_to_reception_by_pair": [
             {"from_country": origin, "to_country": destination, **_timing(sorted(hours), k)}
-            for (origin, destination), hours in sorted(by_pair.items())
+            for (origin, destination), hours in sorted(hours_by_pair.items())
         ],
         "open_alerts": [
             {"kind": kind, "count": _cell(n, k), "suppressed": n < k}

@@ -63,7 +63,7 @@ def _nice(top: float) -> float:
     if top <= 0:
         return 1.0
     power = 10 ** math.floor(math.log10(top))
-    return next(m * power for m in (1, 2, 5, 10) if m * power >= top)
+    return float(next(m * power for m in (1, 2, 5, 10) if m * power >= top))
 
 
 def bar_chart(
@@ -82,7 +82,7 @@ def bar_chart(
     scale_max = _nice(top)
     per_row = BAR if stacked else BAR * max(1, len(series)) * 2 / 3
     drawn: list[Row] = []
-    y = GAP
+    y = float(GAP)
     for label, values in rows:
         segments: list[Segment] = []
         x = float(LABEL)
@@ -105,5 +105,7 @@ def bar_chart(
             notes = [(s.x + s.width + 4, s.y + s.height / 2, s.value) for s in segments]
         drawn.append(Row(label, y, y + per_row / 2, tuple(segments), tuple(notes)))
         y += per_row + GAP
-    ticks = tuple((LABEL + plot * i / 4, scale_max * i / 4) for i in range(5))
+    # Fifths of the scale (whole numbers but for 1 and 2: then each unit).
+    parts = round(scale_max) if scale_max in (1, 2) else 5
+    ticks = tuple((LABEL + plot * i / parts, scale_max * i / parts) for i in range(parts + 1))
     return BarChart(tuple(drawn), tuple(series), y + 24, WIDTH, scale_max, ticks, y)

@@ -72,8 +72,9 @@ def weekly_chart(report: dict[str, Any]) -> tuple[BarChart, list[str], Rows]:
     weeks: dict[str, dict[str, int | None]] = {}
     for r in report["messages_per_week"]:
         weeks.setdefault(r["week"], {})[r["type"]] = _count(r)
-    rows = [[week, *(counts.get(t) for t in types)] for week, counts in sorted(weeks.items())]
-    chart = bar_chart([(row[0], row[1:]) for row in rows], types, stacked=True)
+    counted = [(week, [counts.get(t) for t in types]) for week, counts in sorted(weeks.items())]
+    chart = bar_chart(counted, types, stacked=True)
+    rows: Rows = [[week, *values] for week, values in counted]
     return chart, types, rows
 
 
