@@ -154,6 +154,7 @@ EXPECTED: dict[tuple[str, str], tuple[Expect, ...]] = {
     ("GET /console/ledger.csv",                  "-"):                 (SIGN_IN,) * 8,
     ("GET /console/overview.csv",                "-"):                 (SIGN_IN,) * 8,
     ("GET /console/overview/{table}.csv",        "-"):                 (SIGN_IN,) * 8,
+    ("GET /console/checkpoints.csv",             "-"):                 (SIGN_IN,) * 8,
     ("GET /console/cases/{case_ref}.csv",        "case A"):            (SIGN_IN,) * 8,
 }
 # fmt: on
@@ -392,6 +393,7 @@ REQUESTS: dict[str, Builder] = {
         "GET", f"/console/cases/{world.case[obj[-1]]}"
     ),
     "GET /console/overview/{table}.csv": _get("/console/overview/refusals.csv"),
+    "GET /console/checkpoints.csv": _get("/console/checkpoints.csv"),
     "GET /console/cases/{case_ref}.csv": lambda world, caller, obj: Call(
         "GET", f"/console/cases/{world.case[obj[-1]]}.csv"
     ),

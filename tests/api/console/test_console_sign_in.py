@@ -5,7 +5,9 @@ stale link are refused; sessions end at sign-out and when left idle."""
 from __future__ import annotations
 
 import base64
+import csv
 import html
+import io
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -270,3 +272,11 @@ async def test_the_checkpoints_page_gives_a_consistency_proof_between_two_sizes(
     )
     assert missing.status_code == 400
     assert "no checkpoint of one of these sizes" in missing.text
+
+    # The history's table as CSV: the same sizes, each with its signed note.
+    exported = await broker.client.get("/console/checkpoints.csv", headers=headers)
+    assert exported.status_code == 200
+    assert exported.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert sorted(int(r["size"]) for r in rows if int(r["size"]) > 0) == await signed_sizes()
+    assert all(r["server_verified"] == "true" and r["note"] for r in rows)

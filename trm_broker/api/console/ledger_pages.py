@@ -10,6 +10,8 @@ browsers without WebCrypto Ed25519, and the page says which of the two checked i
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import json
 import re
 from collections.abc import Callable
@@ -259,6 +261,27 @@ async def checkpoints_page(request: Request, visitor: ConsoleReader, state: Stat
         problem=problem,
         check=check,
         vkeys=vkeys(state),
+        before=before,
+    )
+
+
+@router.get("/checkpoints.csv")
+async def checkpoints_csv(request: Request, visitor: ConsoleReader, state: State) -> Response:
+    """The checkpoints' table of the page (``before`` as there) as CSV, with the notes."""
+    before_text = request.query_params.get("before", "")
+    before = int(before_text) if before_text.isdigit() and len(before_text) < 19 else None
+    async with state.sessions() as db:
+        rows = await store.checkpoints_before(db, before, CHECKPOINT_PAGE)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["size", "issued_at", "root", "server_verified", "note"])
+    for head in (signed_head(state, row) for row in rows):
+        verified = "true" if head.server_verified else "false"
+        writer.writerow([head.size, head.issued_at.isoformat(), head.root, verified, head.note])
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": 'attachment; filename="trm-checkpoints.csv"'},
     )
 
 
