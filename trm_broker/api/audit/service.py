@@ -14,6 +14,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from trm_broker.store.days import utc_day
 from trm_broker.store.models import AlertRecord, ConsentRecord, Message, Participant, Refusal
 
 
@@ -36,9 +37,8 @@ def _timing(durations: list[float], k: int) -> dict[str, Any]:
     return timing
 
 
-def week_of(moment: datetime) -> date:
-    """The Monday starting the ISO week of ``moment`` (UTC)."""
-    day = moment.date()
+def week_of(day: date) -> date:
+    """The Monday starting the ISO week of ``day``."""
     return day - timedelta(days=day.weekday())
 
 
@@ -63,10 +63,15 @@ async def report(session: AsyncSession, since: datetime, until: datetime, k: int
         }
         for type_, origin, destination, count in by_pair.all()
     ]
-    # Time from referral to reception confirmation, per case referred in the range.
+    # Time from referral to reception confirmation, per case referred in the range (first
+    # referral in it): only cases with a referral in the range can be, so only they are read.
+    referred_in_range = select(Message.case_ref).where(Message.type == "referral", *in_range)
     firsts = await session.execute(
         select(Message.case_ref, Message.type, func.min(Message.accepted_at))
-        .where(Message.type.in_(["referral", "reception_confirmation"]))
+        .where(
+            Message.type.in_(["referral", "reception_confirmation"]),
+            Message.case_ref.in_(referred_in_range),
+        )
         .group_by(Message.case_ref, Message.type)
     )
     referred: dict[str, datetime] = {}
@@ -91,10 +96,12 @@ async def report(session: AsyncSession, since: datetime, until: datetime, k: int
     for c in in_period:
         hours_by_pair[pair_of[c]].append((received[c] - referred[c]).total_seconds() / 3600)
     weekly: Counter[tuple[date, str]] = Counter()
-    for type_, at in (
-        await session.execute(select(Message.type, Message.accepted_at).where(*in_range))
-    ).all():
-        weekly[(week_of(at), str(type_))] += 1
+    day = utc_day(Message.accepted_at)
+    by_day = await session.execute(
+        select(day, Message.type, func.count()).where(*in_range).group_by(day, Message.type)
+    )
+    for text, type_, n in by_day.all():
+        weekly[(week_of(date.fromisoformat(text)), str(type_))] += n
     alerts = await session.execute(
         select(AlertRecord.kind, func.count())
         .where(AlertRecord.raised_at >= since, AlertRecord.raised_at < until)
