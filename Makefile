@@ -55,6 +55,7 @@ fuzz: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.ledger
+	$(PY) -m bench.console
 
 # docs/configuration.md and docs/metrics.md, from the settings class and the metric registry
 # (tests/test_reference_docs.py fails when they drift).

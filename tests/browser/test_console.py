@@ -5,7 +5,9 @@ An auditor signs in with the link `trm-broker console login` prints, searches th
 sees each entry marked verified by the page's own check (WebCrypto SHA-256 and Ed25519);
 a page served with a tampered proof shows "Not verified"; two checkpoints are checked
 consistent in the page; the page's script agrees with the transparency-dev Merkle vectors;
-a focal point and an unknown visitor are refused. axe-core finds nothing on any page.
+a focal point and an unknown visitor are refused; the overview draws its charts with their
+tables, and every table downloads as CSV from the keyboard. axe-core finds nothing on any
+page.
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ def console_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console
     with LocalCluster(workdir) as cluster:
         cluster.migrate()
         cluster.init_operator()
-        broker = cluster.start_broker()
+        # Cells of one shown (the report's k is 11 by default), so the charts have bars.
+        broker = cluster.start_broker(TRM_REPORT_MIN_CELL="1")
         auditor_key = demo.register_auditor(cluster, AUDITOR, "AT")
         at, ng = KeySet.generate(FOCAL_POINT), KeySet.generate("ng.naptip")
         focal_point_key = _register_focal_point(cluster, broker.url, at, "AT")
@@ -330,5 +333,48 @@ def test_the_case_timeline_is_verified_in_the_page(
     assert all(mark == "true" for mark in steps)
     referred = page.locator("td[data-field='message_type']", has_text="referral")
     assert referred.count() == 1
+    people.shoot("auditor", page)
+    axe(page)
+
+
+def _download_with_the_keyboard(page: Page, link: Any) -> str:
+    """Focus the link, press Enter: the name of the file the browser saves."""
+    link.focus()
+    with page.expect_download() as download:
+        page.keyboard.press("Enter")
+    return download.value.suggested_filename
+
+
+def test_the_overview_draws_its_charts_and_the_timeline_downloads(
+    console_broker: ConsoleBroker, people: People
+) -> None:
+    page = people.person("auditor", console_broker.url)
+    sign_in(page, console_broker)
+    page.goto("/console/overview")
+    weekly = page.get_by_role("img", name="Messages per week, by type")
+    assert weekly.is_visible()
+    assert page.locator("#weekly-chart rect").count() >= 1  # the referral's bar
+    assert "referral" in page.locator("#messages-per-week").inner_text()
+    links = page.get_by_role("link", name="Download this table as CSV")
+    assert links.count() >= 2
+    name = _download_with_the_keyboard(page, links.first)
+    assert name.startswith("trm-messages-per-week-")
+    people.shoot("auditor", page)
+    axe(page)
+
+    page.get_by_role("link", name="Français").click()
+    page.wait_for_url("**/console/overview**")
+    assert page.get_by_role("img", name="Messages par semaine, par type").is_visible()
+    people.shoot("auditor", page)
+    axe(page)
+    page.get_by_role("link", name="English").click()
+
+    page.goto(f"/console/cases/{console_broker.case_ref}")
+    steps = page.locator("#steps tbody tr")
+    assert steps.count() == 1
+    assert steps.first.locator("th").inner_text() == "referral"
+    link = page.get_by_role("link", name="Download this table as CSV")
+    assert _download_with_the_keyboard(page, link) == f"trm-case-{console_broker.case_ref}.csv"
+    wait_for_marks(page)
     people.shoot("auditor", page)
     axe(page)

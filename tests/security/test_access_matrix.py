@@ -153,6 +153,9 @@ EXPECTED: dict[tuple[str, str], tuple[Expect, ...]] = {
     ("GET /console/overview",                    "-"):                 (SIGN_IN,) * 8,
     ("GET /console/ledger.csv",                  "-"):                 (SIGN_IN,) * 8,
     ("GET /console/overview.csv",                "-"):                 (SIGN_IN,) * 8,
+    ("GET /console/overview/{table}.csv",        "-"):                 (SIGN_IN,) * 8,
+    ("GET /console/checkpoints.csv",             "-"):                 (SIGN_IN,) * 8,
+    ("GET /console/cases/{case_ref}.csv",        "case A"):            (SIGN_IN,) * 8,
 }
 # fmt: on
 
@@ -388,6 +391,11 @@ REQUESTS: dict[str, Builder] = {
     "GET /console/overview.csv": _get("/console/overview.csv"),
     "GET /console/cases/{case_ref}": lambda world, caller, obj: Call(
         "GET", f"/console/cases/{world.case[obj[-1]]}"
+    ),
+    "GET /console/overview/{table}.csv": _get("/console/overview/refusals.csv"),
+    "GET /console/checkpoints.csv": _get("/console/checkpoints.csv"),
+    "GET /console/cases/{case_ref}.csv": lambda world, caller, obj: Call(
+        "GET", f"/console/cases/{world.case[obj[-1]]}.csv"
     ),
 }
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, or_, select, text, tuple_
+from sqlalchemy import ColumnElement, Select, and_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.crypto.canonical import canonical_json
@@ -106,10 +106,19 @@ async def nodes(
     found: dict[tuple[int, int], bytes] = {}
     # Bounded IN lists: a proof needs O(log n) nodes, a few dozen at most.
     for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
+        by_level: dict[int, list[int]] = {}
+        for level, idx in keys[start : start + 500]:
+            by_level.setdefault(level, []).append(idx)
+        # One `level = ? AND idx IN (…)` per level: both backends search the primary key
+        # for each (SQLite scans the whole table for a `(level, idx) IN` of row values).
         rows = await session.execute(
             select(LedgerNode.level, LedgerNode.idx, LedgerNode.hash).where(
-                tuple_(LedgerNode.level, LedgerNode.idx).in_(chunk)
+                or_(
+                    *(
+                        and_(LedgerNode.level == level, LedgerNode.idx.in_(indexes))
+                        for level, indexes in by_level.items()
+                    )
+                )
             )
         )
         found.update({(level, idx): digest for level, idx, digest in rows.all()})
@@ -158,11 +167,10 @@ class Search:
     until: datetime | None = None
 
 
-async def search(
-    session: AsyncSession, where: Search, reader: str | None, after: int, limit: int, below: int
-) -> Sequence[LedgerEntry]:
-    """Integrated entries (index < ``below``, the checkpoint's size) matching ``where``, in
-    index order after ``after``; scoped to ``reader`` as in :func:`entries`."""
+def search_query(
+    where: Search, reader: str | None, after: int, limit: int, below: int
+) -> Select[LedgerEntry]:
+    """The query of :func:`search`, for it and for checking its plan (bench/console.py)."""
     query = select(LedgerEntry).where(LedgerEntry.idx > after, LedgerEntry.idx < below)
     if where.case_ref is not None:
         query = query.where(LedgerEntry.case_ref == where.case_ref)
@@ -180,7 +188,15 @@ async def search(
         query = query.where(LedgerEntry.at < where.until)
     if reader is not None:
         query = query.where(_party(reader))
-    return (await session.scalars(query.order_by(LedgerEntry.idx).limit(limit))).all()
+    return query.order_by(LedgerEntry.idx).limit(limit)
+
+
+async def search(
+    session: AsyncSession, where: Search, reader: str | None, after: int, limit: int, below: int
+) -> Sequence[LedgerEntry]:
+    """Integrated entries (index < ``below``, the checkpoint's size) matching ``where``, in
+    index order after ``after``; scoped to ``reader`` as in :func:`entries`."""
+    return (await session.scalars(search_query(where, reader, after, limit, below))).all()
 
 
 async def checkpoints_before(

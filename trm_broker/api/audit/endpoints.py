@@ -26,8 +26,9 @@ async def report(
     until: Annotated[Timestamp, Query(alias="to")],
     format: Literal["json", "csv"] = "json",
 ) -> Any:
-    """Counts by message type and country pair, referral-to-reception times, alerts, refusals
-    by rule and consent withdrawals in [from, to); cells under k are suppressed."""
+    """Counts by message type and country pair and by ISO week, referral-to-reception times
+    (overall and by country pair), alerts raised, alerts still open at `to`, refusals by rule
+    and consent withdrawals in [from, to); cells under k are suppressed."""
     if caller.kind is not ParticipantKind.AUDITOR:
         raise Forbidden("The report is for auditors.")
     if until <= since:

@@ -6,19 +6,40 @@ from __future__ import annotations
 import csv
 import io
 import statistics
-from datetime import datetime
+from collections import Counter, defaultdict
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from trm_broker.store.days import utc_day
 from trm_broker.store.models import AlertRecord, ConsentRecord, Message, Participant, Refusal
 
 
 def _cell(count: int, k: int) -> int | None:
     """A count, or None when it is below k (suppressed)."""
     return count if count >= k else None
+
+
+def _timing(durations: list[float], k: int) -> dict[str, Any]:
+    """How many durations (hours), and their median and 90th percentile once there are k."""
+    timing: dict[str, Any] = {"cases": _cell(len(durations), k), "suppressed": len(durations) < k}
+    if len(durations) >= k:
+        timing["median_hours"] = round(statistics.median(durations), 1)
+        p90 = (
+            statistics.quantiles(durations, n=10, method="inclusive")[-1]
+            if len(durations) > 1
+            else durations[0]
+        )
+        timing["p90_hours"] = round(p90, 1)
+    return timing
+
+
+def week_of(day: date) -> date:
+    """The Monday starting the ISO week of ``day``."""
+    return day - timedelta(days=day.weekday())
 
 
 async def report(session: AsyncSession, since: datetime, until: datetime, k: int) -> dict[str, Any]:
@@ -42,30 +63,45 @@ async def report(session: AsyncSession, since: datetime, until: datetime, k: int
         }
         for type_, origin, destination, count in by_pair.all()
     ]
-    # Time from referral to reception confirmation, per case referred in the range.
+    # Time from referral to reception confirmation, per case referred in the range (first
+    # referral in it): only cases with a referral in the range can be, so only they are read.
+    referred_in_range = select(Message.case_ref).where(Message.type == "referral", *in_range)
     firsts = await session.execute(
         select(Message.case_ref, Message.type, func.min(Message.accepted_at))
-        .where(Message.type.in_(["referral", "reception_confirmation"]))
+        .where(
+            Message.type.in_(["referral", "reception_confirmation"]),
+            Message.case_ref.in_(referred_in_range),
+        )
         .group_by(Message.case_ref, Message.type)
     )
     referred: dict[str, datetime] = {}
     received: dict[str, datetime] = {}
     for case_ref, type_, at in firsts.all():
         (referred if type_ == "referral" else received)[case_ref] = at
-    durations = sorted(
-        (received[c] - referred[c]).total_seconds() / 3600
-        for c in referred
-        if c in received and since <= referred[c] < until
+    in_period = [c for c in referred if c in received and since <= referred[c] < until]
+    durations = sorted((received[c] - referred[c]).total_seconds() / 3600 for c in in_period)
+    timing = _timing(durations, k)
+    # The same cases by the country pair of their first referral.
+    pairs = await session.execute(
+        select(Message.case_ref, sender.country, recipient.country)
+        .join(sender, sender.id == Message.sender_id)
+        .join(recipient, recipient.id == Message.recipient_id)
+        .where(Message.type == "referral", *in_range)
+        .order_by(Message.accepted_at, Message.id)
     )
-    timing: dict[str, Any] = {"cases": _cell(len(durations), k), "suppressed": len(durations) < k}
-    if len(durations) >= k:
-        timing["median_hours"] = round(statistics.median(durations), 1)
-        p90 = (
-            statistics.quantiles(durations, n=10, method="inclusive")[-1]
-            if len(durations) > 1
-            else durations[0]
-        )
-        timing["p90_hours"] = round(p90, 1)
+    pair_of: dict[str, tuple[str, str]] = {}
+    for case_ref, origin, destination in pairs.all():
+        pair_of.setdefault(case_ref, (origin, destination))
+    hours_by_pair: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for c in in_period:
+        hours_by_pair[pair_of[c]].append((received[c] - referred[c]).total_seconds() / 3600)
+    weekly: Counter[tuple[date, str]] = Counter()
+    day = utc_day(Message.accepted_at)
+    by_day = await session.execute(
+        select(day, Message.type, func.count()).where(*in_range).group_by(day, Message.type)
+    )
+    for text, type_, n in by_day.all():
+        weekly[(week_of(date.fromisoformat(text)), str(type_))] += n
     alerts = await session.execute(
         select(AlertRecord.kind, func.count())
         .where(AlertRecord.raised_at >= since, AlertRecord.raised_at < until)
@@ -77,6 +113,16 @@ async def report(session: AsyncSession, since: datetime, until: datetime, k: int
         .where(Refusal.at >= since, Refusal.at < until)
         .group_by(Refusal.rule)
         .order_by(Refusal.rule)
+    )
+    # Alerts still open at the end of the period, whenever raised.
+    still_open = await session.execute(
+        select(AlertRecord.kind, func.count())
+        .where(
+            AlertRecord.raised_at < until,
+            or_(AlertRecord.closed_at.is_(None), AlertRecord.closed_at >= until),
+        )
+        .group_by(AlertRecord.kind)
+        .order_by(AlertRecord.kind)
     )
     withdrawals = await session.scalar(
         select(func.count()).where(
@@ -99,6 +145,18 @@ async def report(session: AsyncSession, since: datetime, until: datetime, k: int
             "count": _cell(withdrawals or 0, k),
             "suppressed": (withdrawals or 0) < k,
         },
+        "messages_per_week": [
+            {"week": week.isoformat(), "type": type_, "count": _cell(n, k), "suppressed": n < k}
+            for (week, type_), n in sorted(weekly.items())
+        ],
+        "referral_to_reception_by_pair": [
+            {"from_country": origin, "to_country": destination, **_timing(sorted(hours), k)}
+            for (origin, destination), hours in sorted(hours_by_pair.items())
+        ],
+        "open_alerts": [
+            {"kind": kind, "count": _cell(n, k), "suppressed": n < k}
+            for kind, n in still_open.all()
+        ],
     }
 
 
@@ -122,4 +180,24 @@ def as_csv(data: dict[str, Any]) -> str:
     writer.writerow(
         ["consent_withdrawals", "all", withdrawals["count"] or "", withdrawals["suppressed"]]
     )
+    for row in data["messages_per_week"]:
+        key = f"{row['week']} {row['type']}"
+        writer.writerow(["messages_per_week", key, row["count"] or "", row["suppressed"]])
+    for row in data["referral_to_reception_by_pair"]:
+        pair = f"{row['from_country']}->{row['to_country']}"
+        writer.writerow(
+            [
+                "referral_to_reception_by_pair",
+                f"{pair} cases",
+                row["cases"] or "",
+                row["suppressed"],
+            ]
+        )
+        for name in ("median_hours", "p90_hours"):
+            if name in row:
+                writer.writerow(
+                    ["referral_to_reception_by_pair", f"{pair} {name}", row[name], False]
+                )
+    for row in data["open_alerts"]:
+        writer.writerow(["open_alerts", row["kind"], row["count"] or "", row["suppressed"]])
     return out.getvalue()

@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from trm_broker.api.console import ledger_pages, overview, sign_in
+from trm_broker.api.console import case_page, ledger_pages, overview, sign_in
 from trm_broker.api.console.visitor import (
     COOKIE,
     PAGES,
@@ -29,6 +29,7 @@ from trm_broker.web.headers import PageHeaders
 def install(app: FastAPI) -> None:
     app.include_router(sign_in.router)
     app.include_router(ledger_pages.router)
+    app.include_router(case_page.router)
     app.include_router(overview.router)
     app.mount(
         STATIC, StaticFiles(directory=Path(__file__).parent / "static"), name="console-static"

@@ -10,6 +10,8 @@ browsers without WebCrypto Ed25519, and the page says which of the two checked i
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import json
 import re
 from collections.abc import Callable
@@ -18,7 +20,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from babel.dates import format_timedelta
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,7 +29,6 @@ from trm_broker.api.console.visitor import (
     PREFIX,
     ConsoleReader,
     LedgerReader,
-    PageRefused,
     Visitor,
 )
 from trm_broker.api.deps import BrokerState, State
@@ -45,11 +45,9 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 #: Entries per page of the browser: each carries a proof of ~log2(n) hashes.
 PAGE = 50
 CHECKPOINT_PAGE = 50
-#: Steps shown of one case: a case transfer has a few dozen at most.
-CASE_STEPS = 500
 #: Entries in one CSV download, as the API's search allows at most.
 CSV_ROWS = 1000
-_CASE_REF = re.compile(CASE_REF_PATTERN)
+CASE_REF = re.compile(CASE_REF_PATTERN)
 _PARTICIPANT = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 
@@ -137,7 +135,7 @@ def _filters(request: Request) -> tuple[Filters, list[str]]:
     given["country"] = given["country"].upper()
     wrong = []
     checks: dict[str, Callable[[str], object]] = {
-        "case_ref": _CASE_REF.match,
+        "case_ref": CASE_REF.match,
         "participant": _PARTICIPANT.match,
         "country": _COUNTRY.match,
         "type": lambda v: v in {t.value for t in EventType},
@@ -163,7 +161,7 @@ def _cursor(text: str) -> int:
     return int(text) if text.isdigit() and len(text) < 19 else -1
 
 
-async def _shown_entries(
+async def shown_entries(
     db: AsyncSession, filters: Filters, after: int, size: int, limit: int = PAGE
 ) -> tuple[list[dict[str, Any]], int | None]:
     rows = await store.search(db, filters.search(), None, after, limit, size)
@@ -200,7 +198,7 @@ async def ledger_page(request: Request, visitor: LedgerReader, state: State) -> 
         shown: list[dict[str, Any]] = []
         more = None
         if latest is not None and latest.size > 0:
-            shown, more = await _shown_entries(db, filters, after, latest.size)
+            shown, more = await shown_entries(db, filters, after, latest.size)
     return render(
         request,
         visitor,
@@ -263,6 +261,27 @@ async def checkpoints_page(request: Request, visitor: ConsoleReader, state: Stat
         problem=problem,
         check=check,
         vkeys=vkeys(state),
+        before=before,
+    )
+
+
+@router.get("/checkpoints.csv")
+async def checkpoints_csv(request: Request, visitor: ConsoleReader, state: State) -> Response:
+    """The checkpoints' table of the page (``before`` as there) as CSV, with the notes."""
+    before_text = request.query_params.get("before", "")
+    before = int(before_text) if before_text.isdigit() and len(before_text) < 19 else None
+    async with state.sessions() as db:
+        rows = await store.checkpoints_before(db, before, CHECKPOINT_PAGE)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["size", "issued_at", "root", "server_verified", "note"])
+    for head in (signed_head(state, row) for row in rows):
+        verified = "true" if head.server_verified else "false"
+        writer.writerow([head.size, head.issued_at.isoformat(), head.root, verified, head.note])
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": 'attachment; filename="trm-checkpoints.csv"'},
     )
 
 
@@ -286,36 +305,3 @@ async def _consistency(
         "second": signed_head(state, newer),
         "proof": " ".join(b64(h) for h in proof),
     }
-
-
-@router.get("/cases/{case_ref}", response_class=HTMLResponse)
-async def case_page(
-    case_ref: str, request: Request, visitor: LedgerReader, state: State
-) -> HTMLResponse:
-    """One case transfer's steps as the ledger records them, in order, with the time between
-    them; each checked by the page as on the ledger page."""
-    if not _CASE_REF.match(case_ref):
-        raise PageRefused(404, "not-found")
-    async with state.sessions() as db:
-        latest = await store.latest_checkpoint(db)
-        shown: list[dict[str, Any]] = []
-        more = None
-        if latest is not None and latest.size > 0:
-            filters = Filters(case_ref=case_ref)
-            shown, more = await _shown_entries(db, filters, -1, latest.size, CASE_STEPS)
-    before: datetime | None = None
-    for step in shown:
-        at = datetime.fromisoformat(step["at"].replace("Z", "+00:00"))
-        step["gap"] = format_timedelta(at - before, locale=visitor.language) if before else ""
-        before = at
-    return render(
-        request,
-        visitor,
-        "case.html",
-        case_ref=case_ref,
-        entries=shown,
-        timeline=True,
-        truncated=more is not None,
-        checkpoint=signed_head(state, latest) if latest is not None else None,
-        vkeys=vkeys(state),
-    )

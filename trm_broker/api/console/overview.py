@@ -2,7 +2,8 @@
 ``GET /v1/audit/report`` computes it (the very same function, so the figures are equal),
 with small cells suppressed exactly as there, and the latest checkpoint's age.
 
-Shown as tables (accessible as they are) and as CSV; the charts are not built yet.
+Shown as tables (accessible as they are), the main ones also as charts drawn by the server
+(inline SVG), each table as CSV, and the whole report as the API's CSV.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from trm_broker.api.audit import service as audit
+from trm_broker.api.console import figures
 from trm_broker.api.console.ledger_pages import render, signed_head
-from trm_broker.api.console.visitor import PREFIX, LedgerReader, clock
+from trm_broker.api.console.visitor import PREFIX, LedgerReader, PageRefused, clock
 from trm_broker.api.deps import BrokerState, State
 from trm_broker.store import ledger as store
 
@@ -70,8 +72,14 @@ async def overview_page(request: Request, visitor: LedgerReader, state: State) -
     age = None
     if latest is not None:
         age = format_timedelta(clock(request) - latest.issued_at, locale=visitor.language)
+    weekly, types, weeks = figures.weekly_chart(report)
     context: dict[str, Any] = {
         "report": report,
+        "weekly": weekly,
+        "types": types,
+        "weeks": weeks,
+        "charts": figures.charts(report),
+        "tables": {name: rows(report) for name, (_, rows) in figures.TABLES.items()},
         "first": first.isoformat(),
         "last": last.isoformat(),
         "problem": problem,
@@ -92,6 +100,26 @@ async def overview_csv(request: Request, visitor: LedgerReader, state: State) ->
     name = f"trm-report-{first.isoformat()}-{last.isoformat()}.csv"
     return Response(
         audit.as_csv(report),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{name}"'},
+    )
+
+
+@router.get("/overview/{table}.csv")
+async def overview_table_csv(
+    table: str, request: Request, visitor: LedgerReader, state: State
+) -> Response:
+    """One of the overview's tables (a chart's too) as CSV, for the same period."""
+    if table not in figures.TABLES:
+        raise PageRefused(404, "not-found")
+    first, last, _ = period(request, state)
+    since, until = bounds(first, last)
+    async with state.sessions() as db:
+        report = await audit.report(db, since, until, state.settings.report_min_cell)
+    header, rows = figures.TABLES[table]
+    name = f"trm-{table}-{first.isoformat()}-{last.isoformat()}.csv"
+    return Response(
+        figures.as_csv(header, rows(report)),
         media_type="text/csv; charset=utf-8",
         headers={"content-disposition": f'attachment; filename="{name}"'},
     )
