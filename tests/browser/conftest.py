@@ -85,6 +85,9 @@ def chromium(playwright: Playwright) -> Iterator[Browser]:
 
 def axe(page: Page) -> None:
     """Run axe-core on the page as it is; fail with every violation, readably."""
+    # A click that navigates returns once the next page starts loading: wait for it to load,
+    # or axe would run on a document that has no root element yet.
+    page.wait_for_load_state("load")
     # Evaluated through the DevTools protocol, so the page's strict CSP does not block it.
     if not page.evaluate("() => typeof window.axe === 'object'"):
         page.evaluate(AXE_SOURCE)

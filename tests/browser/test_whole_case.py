@@ -234,14 +234,16 @@ def test_a_whole_case_by_three_people_in_three_browsers(
     expect(shelter.get_by_role("heading", level=1)).to_have_text(f"Return in case {case_ref}")
     expect(shelter.locator("dl.facts").first).to_contain_text("Ready to receive")
 
-    shelter.get_by_role("link", name="Record the contact before departure").click()
+    with shelter.expect_navigation():
+        shelter.get_by_role("link", name="Record the contact before departure").click()
     axe(shelter)
     shelter.locator("#field-contacted_at").fill(local(datetime.now(UTC) - timedelta(minutes=5)))
     shelter.locator("#field-mode").select_option("phone")
     shelter.locator("#field-counselling_given").select_option("yes")
     send(shelter)
 
-    shelter.get_by_role("link", name="Confirm the reception (or why not)").click()
+    with shelter.expect_navigation():
+        shelter.get_by_role("link", name="Confirm the reception (or why not)").click()
     axe(shelter)
     shelter.locator("#field-outcome").select_option("received")
     shelter.locator("#field-received_at").fill(local(datetime.now(UTC) - timedelta(minutes=1)))
@@ -249,7 +251,8 @@ def test_a_whole_case_by_three_people_in_three_browsers(
     send(shelter)
     expect(shelter.locator("dl.facts").first).to_contain_text("Arrived")
 
-    shelter.get_by_role("link", name="Send a monitoring report").click()
+    with shelter.expect_navigation():
+        shelter.get_by_role("link", name="Send a monitoring report").click()
     axe(shelter)
     today = datetime.now(ZONE).date().isoformat()
     shelter.locator("#field-period_start").fill(today)

@@ -154,3 +154,12 @@ def test_a_prepared_broker_key_is_pinned_before_the_rotation_makes_it_current(
     assert after["signing"]["kid"] == following
     assert "next" not in after
     assert [k["kid"] for k in after["retired"]] == [current]
+
+
+def test_revoke_reads_a_key_id_that_starts_with_a_dash_as_the_key_id(tmp_path: Path) -> None:
+    """A key id is base64url: one in 64 starts with "-", and must not be taken for an option."""
+    missing = tmp_path / "operator.keys.json"
+    arguments = ["participants", "revoke", "ng.naptip", "-Fq3kid", "--operator-key", str(missing)]
+    result = CliRunner().invoke(app, arguments)
+    assert "No such option" not in result.output
+    assert str(missing.name) in result.output

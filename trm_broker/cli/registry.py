@@ -196,7 +196,8 @@ def participants_rotate(
     print_json(asyncio.run(signed_call("POST", path, operator_key, broker_url, json=body)))
 
 
-@participants_app.command("revoke")
+# A key id is base64url, so one in 64 starts with "-": read it as the key id, not an option.
+@participants_app.command("revoke", context_settings={"ignore_unknown_options": True})
 def participants_revoke(
     participant: Annotated[str, typer.Argument(help="Participant id.")],
     kid: Annotated[str, typer.Argument(help="The key id to revoke now.")],
