@@ -12,12 +12,10 @@ is revoked, expires, or its participant is no longer an auditor or operator.
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.domain.participants import ParticipantKind
@@ -27,16 +25,19 @@ from trm_broker.store.models import (
     Participant,
     ParticipantKey,
 )
+from trm_broker.store.page_sessions import (
+    Lifetimes,
+    digest,
+    forget_ended,
+    new_secret,
+    seen_now,
+)
 from trm_broker.store.participants import is_usable
+
+__all__ = ["Lifetimes", "digest"]
 
 #: Who may sign in to the console at all (pages narrow it further).
 CONSOLE_KINDS = frozenset({ParticipantKind.AUDITOR, ParticipantKind.OPERATOR})
-
-
-@dataclass(frozen=True)
-class Lifetimes:
-    idle: timedelta
-    absolute: timedelta
 
 
 @dataclass(frozen=True)
@@ -50,14 +51,10 @@ class ConsoleUser:
     csrf_secret: str
 
 
-def digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
 async def issue_challenge(session: AsyncSession, kid: str, now: datetime, ttl: timedelta) -> str:
     """A new challenge for the key ``kid``; returns it (only its digest is stored)."""
     await session.execute(delete(ConsoleChallenge).where(ConsoleChallenge.expires_at <= now))
-    challenge = secrets.token_urlsafe(32)
+    challenge = new_secret()
     session.add(ConsoleChallenge(digest=digest(challenge), kid=kid, expires_at=now + ttl))
     await session.flush()
     return challenge
@@ -76,20 +73,13 @@ async def take_challenge(session: AsyncSession, challenge: str, now: datetime) -
 
 async def begin(session: AsyncSession, kid: str, now: datetime, lifetimes: Lifetimes) -> str:
     """A new session signed in with ``kid``; returns its id (for the cookie, never stored)."""
-    await session.execute(
-        delete(ConsoleSession).where(
-            or_(
-                ConsoleSession.expires_at <= now,
-                ConsoleSession.last_seen_at <= now - lifetimes.idle,
-            )
-        )
-    )
-    session_id = secrets.token_urlsafe(32)
+    await forget_ended(session, ConsoleSession, now, lifetimes)
+    session_id = new_secret()
     session.add(
         ConsoleSession(
             digest=digest(session_id),
             kid=kid,
-            csrf_secret=secrets.token_urlsafe(32),
+            csrf_secret=new_secret(),
             created_at=now,
             last_seen_at=now,
             expires_at=now + lifetimes.absolute,
@@ -114,17 +104,9 @@ async def resume(
     if row is None:
         return None
     found, key, participant = row[0], row[1], row[2]
-    if (
-        now >= found.expires_at
-        or now >= found.last_seen_at + lifetimes.idle
-        or not is_usable(key, now)
-        or participant.kind not in CONSOLE_KINDS
-    ):
-        await session.delete(found)
-        await session.flush()
+    allowed = is_usable(key, now) and participant.kind in CONSOLE_KINDS
+    if not await seen_now(session, found, now, lifetimes, allowed=allowed):
         return None
-    found.last_seen_at = now
-    await session.flush()
     return ConsoleUser(
         participant.id, participant.kind, participant.country, key.kid, found.csrf_secret
     )

@@ -170,6 +170,19 @@ async def test_an_unknown_visitor_is_sent_to_sign_in_and_cannot_get_a_challenge(
     assert stolen.status_code == 303
 
 
+async def test_an_unknown_console_address_is_a_page_in_words_the_api_keeps_problem_json(
+    broker: Broker,
+) -> None:
+    page = await broker.client.get("/console/no-such-page")
+    assert page.status_code == 404
+    assert page.headers["content-type"].startswith("text/html")
+    assert "There is no such page." in page.text
+    assert page.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    api = await broker.client.get("/v1/no-such-thing")
+    assert api.status_code == 404
+    assert api.headers["content-type"] == "application/problem+json"
+
+
 async def test_a_link_is_refused_after_two_minutes(broker: Broker) -> None:
     link = await link_for(broker, AUDITOR)
     later = datetime.now(UTC) + timedelta(minutes=2, seconds=1)

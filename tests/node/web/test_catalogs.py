@@ -15,6 +15,7 @@ from babel.messages.pofile import read_po
 from trm_broker.domain.messages import MessageType
 from trm_broker.domain.payloads import PAYLOAD_MODELS
 from trm_broker.node.web import forms, i18n, render
+from trm_broker.web.i18n import SHARED_TEMPLATES
 
 _REFERRAL = MessageType.REFERRAL
 _METHODS = [("**.html", "jinja2.ext:babel_extract")]
@@ -28,12 +29,16 @@ _OPTIONS = {
 }
 
 
-def template_messages() -> set[str | tuple[str, ...]]:
+def template_messages(
+    folders: tuple[Path, ...] = (render.TEMPLATES, SHARED_TEMPLATES),
+) -> set[str | tuple[str, ...]]:
+    """The texts of an app's templates: its own and the layout both apps share."""
     found: set[str | tuple[str, ...]] = set()
-    for _file, _line, message, _comments, _context in extract_from_dir(
-        str(render.TEMPLATES), _METHODS, _OPTIONS
-    ):
-        found.add(tuple(message) if isinstance(message, list | tuple) else message)
+    for folder in folders:
+        for _file, _line, message, _comments, _context in extract_from_dir(
+            str(folder), _METHODS, _OPTIONS
+        ):
+            found.add(tuple(message) if isinstance(message, list | tuple) else message)
     return found
 
 
@@ -42,10 +47,10 @@ _PYTHON = Path(render.__file__).parent
 _KEYWORDS = {"gettext": None, "N_": None, "_": None, "ngettext": (1, 2)}
 
 
-def python_messages() -> set[str | tuple[str, ...]]:
+def python_messages(folder: Path = _PYTHON) -> set[str | tuple[str, ...]]:
     found: set[str | tuple[str, ...]] = set()
     for _file, _line, message, _comments, _context in extract_from_dir(
-        str(_PYTHON), [("*.py", "python")], keywords=_KEYWORDS
+        str(folder), [("*.py", "python")], keywords=_KEYWORDS
     ):
         found.add(tuple(message) if isinstance(message, list | tuple) else message)
     return found

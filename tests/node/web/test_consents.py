@@ -9,28 +9,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import AsyncIterator
 from html import unescape
-from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.node.harness import rows
-from tests.node.web.browser import Browser, csrf_token, web_world
+from tests.node.web.browser import Browser, csrf_token
 from tests.security.node_access_world import AT, N_CW, N_RO, N_SUP, NAPTIP, S_CW, S_SUP, NodeWorld
 from trm_broker.node.consent_forms import MAX_BYTES, ConsentForm
 
 #: A small PDF, as a scanner writes one (the node tells a PDF by its first bytes).
 PDF = b"%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\n" + bytes(range(256)) * 8 + b"\n%%EOF\n"
-
-
-@pytest.fixture
-async def world(
-    request: pytest.FixtureRequest, database_url: str, backend: str, tmp_path: Path
-) -> AsyncIterator[tuple[NodeWorld, httpx.AsyncClient]]:
-    async with web_world(request, database_url, backend, tmp_path) as found:
-        yield found
 
 
 def scope_form(token: str, case_ref: str) -> dict[str, str | list[str]]:

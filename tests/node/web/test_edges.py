@@ -3,22 +3,10 @@ with a way back), in the visitor's language; the JSON API's paths keep problem+j
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import httpx
-import pytest
 
-from tests.node.web.browser import Browser, web_world
+from tests.node.web.browser import Browser
 from tests.security.node_access_world import N_CW, NodeWorld
-
-
-@pytest.fixture
-async def world(
-    request: pytest.FixtureRequest, database_url: str, backend: str, tmp_path: Path
-) -> AsyncIterator[tuple[NodeWorld, httpx.AsyncClient]]:
-    async with web_world(request, database_url, backend, tmp_path) as found:
-        yield found
 
 
 async def test_unknown_web_addresses_are_pages_and_api_paths_stay_problem_json(

@@ -5,9 +5,7 @@ every page, French pages and dates in the user's time zone, and every view in th
 from __future__ import annotations
 
 import html
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -16,7 +14,7 @@ from babel.dates import format_datetime
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from tests.node.harness import rows
-from tests.node.web.browser import Browser, csrf_token, web_world
+from tests.node.web.browser import Browser, csrf_token
 from tests.security.node_access_world import (
     N_CW,
     N_SUP,
@@ -33,14 +31,6 @@ from trm_broker.node.web import caseload
 from trm_broker.store.alerts import raise_alert
 from trm_broker.store.database import create_engine
 from trm_broker.web.headers import CONTENT_SECURITY_POLICY
-
-
-@pytest.fixture
-async def world(
-    request: pytest.FixtureRequest, database_url: str, backend: str, tmp_path: Path
-) -> AsyncIterator[tuple[NodeWorld, httpx.AsyncClient]]:
-    async with web_world(request, database_url, backend, tmp_path) as found:
-        yield found
 
 
 def pages(world: NodeWorld) -> list[str]:
@@ -119,10 +109,11 @@ async def test_every_page_has_the_strict_security_headers(
         assert '<main id="main"' in response.text, where
         assert "<script>" not in response.text, where  # no inline script: the CSP holds
         assert "style=" not in response.text, where
-    style = await browser.get("/web/static/web.css")
-    assert style.status_code == 200
-    assert ":focus-visible" in style.text
-    assert style.headers["x-content-type-options"] == "nosniff"
+    for sheet in ("pages.css", "web.css"):  # the sheet both page apps share, and the app's
+        style = await browser.get(f"/web/static/{sheet}")
+        assert style.status_code == 200, sheet
+        assert style.headers["x-content-type-options"] == "nosniff"
+    assert ":focus-visible" in (await browser.get("/web/static/pages.css")).text
 
 
 async def test_pages_in_french_with_dates_in_the_users_time_zone(

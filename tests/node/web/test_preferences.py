@@ -5,28 +5,17 @@ generated from the payload schemas speak the user's language too."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from html import unescape
-from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.node.harness import rows
-from tests.node.web.browser import PASSWORD, Browser, csrf_token, web_world
+from tests.node.web.browser import PASSWORD, Browser, csrf_token
 from tests.security.node_access_world import AT, N_CW, NAPTIP, NodeWorld
 from trm_broker.domain.messages import MessageType
 from trm_broker.node.store import ReceivedMessage
 from trm_broker.node.users import NodeUser
 from trm_broker.node.web import forms, i18n
-
-
-@pytest.fixture
-async def world(
-    request: pytest.FixtureRequest, database_url: str, backend: str, tmp_path: Path
-) -> AsyncIterator[tuple[NodeWorld, httpx.AsyncClient]]:
-    async with web_world(request, database_url, backend, tmp_path) as found:
-        yield found
 
 
 async def sign_in_from(browser: Browser, user: str, time_zone: str) -> None:

@@ -6,30 +6,19 @@ one not party to the case) cannot open the return page by its URL."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from html import unescape
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.node.harness import rows
-from tests.node.web.browser import Browser, csrf_token, web_world
+from tests.node.web.browser import Browser, csrf_token
 from tests.security.node_access_world import AT, N_CW, S_CW, S_RO, S_SUP, NodeWorld
 from trm_broker.node.audit import AuditEntry
 from trm_broker.node.sent_schemas import CaseViewOut, TimelineEntry
 from trm_broker.node.web.returns import return_of
 from trm_broker.web.headers import CONTENT_SECURITY_POLICY
-
-
-@pytest.fixture
-async def world(
-    request: pytest.FixtureRequest, database_url: str, backend: str, tmp_path: Path
-) -> AsyncIterator[tuple[NodeWorld, httpx.AsyncClient]]:
-    async with web_world(request, database_url, backend, tmp_path) as found:
-        yield found
 
 
 def return_url(world: NodeWorld) -> str:

@@ -6,28 +6,17 @@ shows on the case page; CSRF, another organisation's case and a read-only user r
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from html import unescape
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.node.harness import rows
-from tests.node.web.browser import Browser, csrf_token, web_world
+from tests.node.web.browser import Browser, csrf_token
 from tests.security.node_access_world import AT, N_CW, N_RO, N_SUP, NAPTIP, S_CW, NodeWorld
 from trm_broker.node.audit import AuditEntry
 from trm_broker.node.store import OutboxMessage
 from trm_broker.node.web import i18n, refusals
-
-
-@pytest.fixture
-async def world(
-    request: pytest.FixtureRequest, database_url: str, backend: str, tmp_path: Path
-) -> AsyncIterator[tuple[NodeWorld, httpx.AsyncClient]]:
-    async with web_world(request, database_url, backend, tmp_path) as found:
-        yield found
 
 
 def send_url(case_ref: str, message_type: str, recipient: str = AT.participant) -> str:

@@ -4,15 +4,12 @@ minutes and 12 hours), with the web app's clock moved on by the test."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.node.harness import rows
-from tests.node.web.browser import Browser, web_world
+from tests.node.web.browser import Browser
 from tests.security.node_access_world import N_CW, NAPTIP, NodeWorld
 from trm_broker.node.web.sessions import WebSession
 from trm_broker.settings import Settings
@@ -27,14 +24,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-@pytest.fixture
-async def world(
-    request: pytest.FixtureRequest, database_url: str, backend: str, tmp_path: Path
-) -> AsyncIterator[tuple[NodeWorld, httpx.AsyncClient]]:
-    async with web_world(request, database_url, backend, tmp_path) as found:
-        yield found
 
 
 def ended(response: httpx.Response) -> bool:

@@ -5,28 +5,17 @@ when idle and at their absolute limit."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.node.harness import rows
-from tests.node.web.browser import Browser, csrf_token, web_world
+from tests.node.web.browser import Browser, csrf_token
 from tests.security.node_access_world import N_CW, NodeWorld
 from trm_broker.node.audit import AuditEntry
 from trm_broker.node.sign_in_throttle import PER_USER
 from trm_broker.node.web.sessions import WebSession
 
 SESSION = "__Host-trm_session"
-
-
-@pytest.fixture
-async def world(
-    request: pytest.FixtureRequest, database_url: str, backend: str, tmp_path: Path
-) -> AsyncIterator[tuple[NodeWorld, httpx.AsyncClient]]:
-    async with web_world(request, database_url, backend, tmp_path) as found:
-        yield found
 
 
 async def test_a_user_signs_in_and_out_with_a_server_side_session(

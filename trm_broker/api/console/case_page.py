@@ -23,10 +23,11 @@ from trm_broker.api.console.ledger_pages import (
     signed_head,
     vkeys,
 )
-from trm_broker.api.console.visitor import PREFIX, LedgerReader, PageRefused, clock
+from trm_broker.api.console.visitor import PREFIX, LedgerReader, clock
 from trm_broker.api.deps import BrokerState, State
 from trm_broker.store import cases
 from trm_broker.store import ledger as store
+from trm_broker.web.page_app import PageRefused
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 #: Ledger entries shown of one case: a case transfer has a few dozen at most.

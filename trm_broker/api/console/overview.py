@@ -18,9 +18,10 @@ from fastapi.responses import HTMLResponse, Response
 from trm_broker.api.audit import service as audit
 from trm_broker.api.console import figures
 from trm_broker.api.console.ledger_pages import render, signed_head
-from trm_broker.api.console.visitor import PREFIX, LedgerReader, PageRefused, clock
+from trm_broker.api.console.visitor import PREFIX, LedgerReader, clock
 from trm_broker.api.deps import BrokerState, State
 from trm_broker.store import ledger as store
+from trm_broker.web.page_app import PageRefused
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 #: The period shown unless one is asked for: the last 30 days, today included.

@@ -12,9 +12,10 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment
 
 from trm_broker.api.console.i18n import Catalogs, DateFormat, language_name
+from trm_broker.web.i18n import page_environment
 
 
 @dataclass
@@ -28,17 +29,7 @@ class Pages:
 
     def environment(self, language: str) -> Environment:
         if language not in self._environments:
-            env = Environment(
-                loader=FileSystemLoader(self.templates),
-                autoescape=select_autoescape(["html"]),
-                undefined=StrictUndefined,
-                extensions=["jinja2.ext.i18n"],
-                trim_blocks=True,
-                lstrip_blocks=True,
-            )
-            env.install_gettext_translations(  # type: ignore[attr-defined]
-                self.catalogs.translations(language), newstyle=True
-            )
+            env = page_environment(self.templates, self.catalogs.translations(language))
             self._environments[language] = env
         return self._environments[language]
 

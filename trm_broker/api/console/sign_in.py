@@ -26,35 +26,29 @@ from trm_broker.api.console import challenge as challenges
 from trm_broker.api.console.visitor import (
     CHALLENGE_TTL,
     COOKIE,
-    CSRF_FIELD,
     LIFETIMES,
     PAGES,
     PREFIX,
     ConsoleForm,
-    PageRefused,
     clock,
-    form_fields,
-    tokens_match,
 )
 from trm_broker.api.deps import Session, State
 from trm_broker.domain.times import rfc3339
 from trm_broker.store import console_sessions
 from trm_broker.store import participants as registry
+from trm_broker.web.page_app import (
+    CSRF_FIELD,
+    PageRefused,
+    forget_cookie,
+    form_fields,
+    set_cookie,
+    tokens_match,
+)
 from trm_broker.web.problems import Forbidden
 
 #: The sign-in button's own token cookie (login CSRF), for the sign-in page only.
 SIGN_IN_COOKIE = "__Host-trm_console_signin"
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
-
-
-def set_cookie(response: Response, name: str, value: str, *, max_age: int | None = None) -> None:
-    response.set_cookie(
-        name, value, max_age=max_age, path="/", secure=True, httponly=True, samesite="strict"
-    )
-
-
-def forget_cookie(response: Response, name: str) -> None:
-    response.delete_cookie(name, path="/", secure=True, httponly=True, samesite="strict")
 
 
 def local_path(target: str | None) -> str:

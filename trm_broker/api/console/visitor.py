@@ -8,21 +8,26 @@ a form post takes :data:`ConsoleForm`, which also checks the session's CSRF toke
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import parse_qs
 
 from fastapi import Depends, Request
 
-from trm_broker.api.console.i18n import Catalogs
 from trm_broker.api.console.render import Pages
 from trm_broker.api.deps import State
 from trm_broker.domain.participants import ParticipantKind
 from trm_broker.store import console_sessions
 from trm_broker.store.console_sessions import ConsoleUser
+from trm_broker.web.i18n import Catalogs
+from trm_broker.web.page_app import (
+    CSRF_FIELD,
+    PageRefused,
+    SignInNeeded,
+    form_fields,
+    tokens_match,
+)
 
 PREFIX = "/console"
 STATIC = PREFIX + "/static"
@@ -30,7 +35,6 @@ STATIC = PREFIX + "/static"
 #: (RFC 6265bis §4.1.3.2); HttpOnly and SameSite=Strict as it is set.
 COOKIE = "__Host-trm_console"
 LANGUAGE_COOKIE = "__Host-trm_console_lang"
-CSRF_FIELD = "csrf_token"
 #: Sessions end after half an hour unused, or eight hours after sign-in; links after two minutes.
 LIFETIMES = console_sessions.Lifetimes(idle=timedelta(minutes=30), absolute=timedelta(hours=8))
 CHALLENGE_TTL = timedelta(minutes=2)
@@ -43,23 +47,6 @@ PAGES = Pages(
     prefix=PREFIX,
     static=STATIC,
 )
-
-
-class SignInNeeded(Exception):
-    """No live session: the visitor is sent to the sign-in page (``ended``: theirs ended)."""
-
-    def __init__(self, *, ended: bool) -> None:
-        super().__init__("sign in")
-        self.ended = ended
-
-
-class PageRefused(Exception):
-    """A page or form refused; ``reason`` names the words the error page shows."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -100,24 +87,6 @@ def ledger_reader(visitor: Annotated[Visitor, Depends(console_reader)]) -> Visit
     return visitor
 
 
-async def form_fields(request: Request) -> dict[str, str]:
-    """The posted form (``application/x-www-form-urlencoded``), one value per field."""
-    body = await request.body()
-    if len(body) > _MAX_FORM:
-        raise PageRefused(413, "form-too-large")
-    parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-    return {name: values[0] for name, values in parsed.items()}
-
-
-def tokens_match(expected: str, given: str | None) -> bool:
-    """Whether a form's token is the expected one (compared in constant time)."""
-    return (
-        bool(expected)
-        and given is not None
-        and hmac.compare_digest(expected.encode(), given.encode())
-    )
-
-
 @dataclass(frozen=True)
 class PostedForm:
     visitor: Visitor
@@ -128,7 +97,7 @@ async def checked_form(
     request: Request, visitor: Annotated[Visitor, Depends(console_reader)]
 ) -> PostedForm:
     """A form of the visitor's session: refused (403) without its CSRF token."""
-    fields = await form_fields(request)
+    fields = await form_fields(request, _MAX_FORM)
     if not tokens_match(visitor.csrf_token, fields.get(CSRF_FIELD)):
         raise PageRefused(403, "csrf")
     return PostedForm(visitor, fields)

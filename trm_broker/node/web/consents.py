@@ -36,7 +36,8 @@ from trm_broker.node.web.opening import Participant, participants
 from trm_broker.node.web.pages import render_page
 from trm_broker.node.web.render import PREFIX
 from trm_broker.node.web.uploads import Upload, UploadForm
-from trm_broker.node.web.visitor import Form, PageRefused, SignedIn, Visitor
+from trm_broker.node.web.visitor import Form, SignedIn, Visitor
+from trm_broker.web.page_app import PageRefused
 from trm_broker.web.problems import Problem
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)

@@ -8,7 +8,6 @@ the best of the browser's ``Accept-Language`` (RFC 9110 §12.5.4), else English.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,12 +17,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_datetime, get_timezone_gmt
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
 from babel.support import Translations
 
+from trm_broker.web.i18n import DEFAULT, Catalogs, language_name
+
+__all__ = ["DEFAULT", "language_name"]
+
 LOCALE_DIR = Path(__file__).parent / "locale"
-DEFAULT = "en"
 #: The language cookie: a preference, not a secret (still ``__Host-``: Secure, host-only).
 COOKIE = "__Host-trm_lang"
 
@@ -33,26 +33,27 @@ def N_(text: str) -> str:  # gettext's conventional marker name
     return text
 
 
+#: The web app's catalogs, one ``.po`` file per language under ``locale/``.
+CATALOGS = Catalogs(LOCALE_DIR, COOKIE)
+
+
 def catalog_path(language: str) -> Path:
-    return LOCALE_DIR / language / "LC_MESSAGES" / "messages.po"
+    return CATALOGS.path(language)
 
 
-@cache
 def languages() -> tuple[str, ...]:
     """The languages with a catalog, English first."""
-    found = sorted(p.name for p in LOCALE_DIR.iterdir() if catalog_path(p.name).is_file())
-    return tuple(sorted(found, key=lambda code: code != DEFAULT))
+    return CATALOGS.languages()
 
 
-@cache
 def translations(language: str) -> Translations:
     """The language's catalog, read from its ``.po`` file and compiled in memory."""
-    with catalog_path(language).open("rb") as po:
-        catalog = read_po(po, locale=language)
-    compiled = io.BytesIO()
-    write_mo(compiled, catalog)
-    compiled.seek(0)
-    return Translations(fp=compiled)
+    return CATALOGS.translations(language)
+
+
+def chosen(cookie: str | None, accept_language: str | None) -> str:
+    """The request's language: the cookie's, else the browser's best, else English."""
+    return CATALOGS.chosen(cookie, accept_language)
 
 
 @dataclass(frozen=True)
@@ -78,40 +79,6 @@ def language_of_tag(language: str) -> Callable[[object], str]:
         return found or str(tag)
 
     return named
-
-
-def language_name(language: str) -> str:
-    """The language's own name for itself (``français``), for the switcher."""
-    name = Locale.parse(language).get_display_name(language) or language
-    return name[:1].upper() + name[1:]
-
-
-def chosen(cookie: str | None, accept_language: str | None) -> str:
-    """The request's language: the cookie's, else the browser's best, else English."""
-    served = languages()
-    if cookie in served:
-        return str(cookie)
-    for code in _accepted(accept_language or ""):
-        primary = code.split("-", 1)[0].lower()
-        if primary in served:
-            return primary
-    return DEFAULT
-
-
-def _accepted(header: str) -> list[str]:
-    """``Accept-Language`` ranges by weight, highest first (``*`` and ``q=0`` left out)."""
-    ranked: list[tuple[float, int, str]] = []
-    for position, part in enumerate(header.split(",")[:32]):
-        code, _, params = part.strip().partition(";")
-        weight = 1.0
-        if params.strip().startswith("q="):
-            try:
-                weight = float(params.strip()[2:])
-            except ValueError:
-                weight = 0.0
-        if code and code != "*" and weight > 0:
-            ranked.append((-weight, position, code.strip()))
-    return [code for _, _, code in sorted(ranked)]
 
 
 def zone(name: str | None) -> ZoneInfo:

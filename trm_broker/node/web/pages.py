@@ -25,7 +25,8 @@ from trm_broker.node.web.consent_scope import scope_of
 from trm_broker.node.web.opening import case_here, is_sender, participants
 from trm_broker.node.web.render import PREFIX, page
 from trm_broker.node.web.returns import return_of
-from trm_broker.node.web.visitor import AuditReader, PageRefused, SignedIn, Visitor
+from trm_broker.node.web.visitor import AuditReader, SignedIn, Visitor
+from trm_broker.web.page_app import PageRefused
 from trm_broker.web.problems import Problem
 
 if TYPE_CHECKING:

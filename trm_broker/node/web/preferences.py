@@ -18,8 +18,9 @@ from trm_broker.node import users
 from trm_broker.node.web import i18n
 from trm_broker.node.web.pages import render_page
 from trm_broker.node.web.render import PREFIX
-from trm_broker.node.web.sign_in import LANGUAGE_COOKIE_AGE, set_cookie
+from trm_broker.node.web.sign_in import LANGUAGE_COOKIE_AGE
 from trm_broker.node.web.visitor import Form, SignedIn, Visitor
+from trm_broker.web.page_app import set_cookie
 
 if TYPE_CHECKING:
     from trm_broker.node.app import NodeState

@@ -8,9 +8,10 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment
 
 from trm_broker.node.web import i18n
+from trm_broker.web.i18n import page_environment
 
 TEMPLATES = Path(__file__).parent / "templates"
 #: Where the web app's pages live at the node, and its style sheet and script.
@@ -20,15 +21,7 @@ STATIC = PREFIX + "/static"
 
 @cache
 def environment(language: str) -> Environment:
-    env = Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        autoescape=select_autoescape(["html"]),
-        undefined=StrictUndefined,
-        extensions=["jinja2.ext.i18n"],
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.install_gettext_translations(i18n.translations(language), newstyle=True)  # type: ignore[attr-defined]
+    env = page_environment(TEMPLATES, i18n.translations(language))
     env.filters["code"] = i18n.CodeWords(language)
     env.filters["language"] = i18n.language_of_tag(language)
     return env

@@ -21,7 +21,8 @@ from trm_broker.node.web.caseload import deadlines_of, steps_of
 from trm_broker.node.web.pages import page_refusal, render_page, sent_notice
 from trm_broker.node.web.render import PREFIX
 from trm_broker.node.web.returns import return_of
-from trm_broker.node.web.visitor import PageRefused, SignedIn
+from trm_broker.node.web.visitor import SignedIn
+from trm_broker.web.page_app import PageRefused
 from trm_broker.web.problems import Problem
 
 if TYPE_CHECKING:

@@ -32,7 +32,8 @@ from trm_broker.node.web.caseload import steps_of
 from trm_broker.node.web.opening import case_here
 from trm_broker.node.web.pages import page_refusal, render_page, step_url
 from trm_broker.node.web.render import PREFIX
-from trm_broker.node.web.visitor import Form, PageRefused, SignedIn, Visitor
+from trm_broker.node.web.visitor import Form, SignedIn, Visitor
+from trm_broker.web.page_app import PageRefused
 from trm_broker.web.problems import Problem
 
 if TYPE_CHECKING:

@@ -14,19 +14,25 @@ are deleted.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import ForeignKey, String, delete, or_, select
+from sqlalchemy import ForeignKey, String, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from trm_broker.node.store import NodeBase
 from trm_broker.node.users import NodeUser
 from trm_broker.store.models import UTCDateTime
+from trm_broker.store.page_sessions import (
+    Lifetimes,
+    digest,
+    forget_ended,
+    new_secret,
+    seen_now,
+)
+
+__all__ = ["Lifetimes", "digest"]
 
 #: The session cookie: ``__Host-`` so it is Secure, host-only and for the path ``/``
 #: (RFC 6265bis §4.1.3.2); HttpOnly and SameSite=Strict as it is set.
@@ -50,12 +56,6 @@ class WebSession(NodeBase):
 
 
 @dataclass(frozen=True)
-class Lifetimes:
-    idle: timedelta
-    absolute: timedelta
-
-
-@dataclass(frozen=True)
 class OpenSession:
     """A live session and its user, as a page request finds them."""
 
@@ -63,21 +63,17 @@ class OpenSession:
     user: NodeUser
 
 
-def digest(session_id: str) -> str:
-    return hashlib.sha256(session_id.encode()).hexdigest()
-
-
 async def begin(
     db: AsyncSession, user_name: str, now: datetime, lifetimes: Lifetimes, time_zone: str | None
 ) -> str:
     """A new session for ``user_name``; returns its id (for the cookie, never stored)."""
-    await _forget_ended(db, now, lifetimes)
-    session_id = secrets.token_urlsafe(32)
+    await forget_ended(db, WebSession, now, lifetimes)
+    session_id = new_secret()
     db.add(
         WebSession(
             digest=digest(session_id),
             user_name=user_name,
-            csrf_secret=secrets.token_urlsafe(32),
+            csrf_secret=new_secret(),
             time_zone=time_zone,
             created_at=now,
             last_seen_at=now,
@@ -102,28 +98,10 @@ async def resume(
     if row is None:
         return None
     found, user = row[0], row[1]
-    idle_end = found.last_seen_at + lifetimes.idle
-    if now >= found.expires_at or now >= idle_end or user.disabled_at is not None:
-        await db.delete(found)
-        await db.flush()
+    if not await seen_now(db, found, now, lifetimes, allowed=user.disabled_at is None):
         return None
-    found.last_seen_at = now
-    await db.flush()
     return OpenSession(found, user)
 
 
 async def end(db: AsyncSession, session_id: str) -> None:
     await db.execute(delete(WebSession).where(WebSession.digest == digest(session_id)))
-
-
-def csrf_matches(secret: str, token: str | None) -> bool:
-    """Whether a form's token is its session's (compared in constant time)."""
-    return token is not None and hmac.compare_digest(secret.encode(), token.encode())
-
-
-async def _forget_ended(db: AsyncSession, now: datetime, lifetimes: Lifetimes) -> None:
-    await db.execute(
-        delete(WebSession).where(
-            or_(WebSession.expires_at <= now, WebSession.last_seen_at <= now - lifetimes.idle)
-        )
-    )

@@ -19,15 +19,8 @@ from trm_broker.node import sign_in_throttle, users
 from trm_broker.node.audit import Caller, note_caller
 from trm_broker.node.web import i18n, sessions
 from trm_broker.node.web.render import PREFIX, page
-from trm_broker.node.web.visitor import (
-    CSRF_FIELD,
-    Form,
-    PageRefused,
-    clock,
-    form_fields,
-    language_of,
-    lifetimes,
-)
+from trm_broker.node.web.visitor import Form, clock, language_of, lifetimes
+from trm_broker.web.page_app import CSRF_FIELD, PageRefused, forget_cookie, form_fields, set_cookie
 
 if TYPE_CHECKING:
     from trm_broker.node.app import NodeState
@@ -37,16 +30,6 @@ SIGN_IN_COOKIE = "__Host-trm_signin"
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 #: The language cookie lasts a year.
 LANGUAGE_COOKIE_AGE = 365 * 24 * 3600
-
-
-def set_cookie(response: Response, name: str, value: str, *, max_age: int | None = None) -> None:
-    response.set_cookie(
-        name, value, max_age=max_age, path="/", secure=True, httponly=True, samesite="strict"
-    )
-
-
-def forget_cookie(response: Response, name: str) -> None:
-    response.delete_cookie(name, path="/", secure=True, httponly=True, samesite="strict")
 
 
 def local_path(target: str | None) -> str:

@@ -14,8 +14,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from trm_broker.node.web import sessions
-from trm_broker.node.web.visitor import CSRF_FIELD, PageRefused, Visitor, signed_in
+from trm_broker.node.web.visitor import Visitor, signed_in
+from trm_broker.web.page_app import CSRF_FIELD, PageRefused, tokens_match
 
 #: At most this many parts in an upload form (its fields and its one file).
 _MAX_PARTS = 200
@@ -75,7 +75,7 @@ async def checked_upload(
     fields, files = read_multipart(request.headers.get("content-type", ""), body)
     given = fields.get(CSRF_FIELD)
     token = given[0] if given else None
-    if not sessions.csrf_matches(visitor.csrf_token, token):
+    if not tokens_match(visitor.csrf_token, token):
         raise PageRefused(403, "csrf")
     return Upload(visitor, fields, files)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated
-from urllib.parse import parse_qs
 
 from fastapi import Depends, Request
 
@@ -19,30 +18,18 @@ from trm_broker.node.access import Principal
 from trm_broker.node.audit import Caller, note_caller
 from trm_broker.node.web import i18n, sessions
 from trm_broker.settings import Settings
+from trm_broker.web.page_app import (
+    CSRF_FIELD,
+    PageRefused,
+    SignInNeeded,
+    form_fields,
+    tokens_match,
+)
 
 if TYPE_CHECKING:
     from trm_broker.node.app import NodeState
 
-#: The form field of the CSRF token, in every form.
-CSRF_FIELD = "csrf_token"
 _MAX_FORM = 64 * 1024
-
-
-class SignInNeeded(Exception):
-    """No live session: the visitor is sent to sign in (``ended``: theirs timed out)."""
-
-    def __init__(self, *, ended: bool) -> None:
-        super().__init__("sign in")
-        self.ended = ended
-
-
-class PageRefused(Exception):
-    """A page or form refused; ``reason`` names the words the error page shows."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -102,15 +89,6 @@ def audit_reader(visitor: Annotated[Visitor, Depends(signed_in)]) -> Visitor:
     return visitor
 
 
-async def form_fields(request: Request) -> dict[str, str]:
-    """The posted form (``application/x-www-form-urlencoded``), one value per field."""
-    body = await request.body()
-    if len(body) > _MAX_FORM:
-        raise PageRefused(413, "form-too-large")
-    parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-    return {name: values[0] for name, values in parsed.items()}
-
-
 @dataclass(frozen=True)
 class PostedForm:
     visitor: Visitor
@@ -121,8 +99,8 @@ async def checked_form(
     request: Request, visitor: Annotated[Visitor, Depends(signed_in)]
 ) -> PostedForm:
     """A form of the visitor's session: refused (403) without its CSRF token."""
-    fields = await form_fields(request)
-    if not sessions.csrf_matches(visitor.csrf_token, fields.get(CSRF_FIELD)):
+    fields = await form_fields(request, _MAX_FORM)
+    if not tokens_match(visitor.csrf_token, fields.get(CSRF_FIELD)):
         raise PageRefused(403, "csrf")
     return PostedForm(visitor, fields)
 
