@@ -79,6 +79,9 @@ async def test_the_case_view_offers_each_party_its_next_steps_under_the_case_con
     assert waiting["allowed"] is False
     assert waiting["rule"] == "return_preparation_needs_recent_recommending_risk_assessment"
     assert "there is none" in waiting["detail"]
+    # The rule's window, for a refusal said in another language: 30 days by default.
+    assert waiting["window_seconds"] == 30 * 86400
+    assert assess["window_seconds"] is None
     assert ("referral_response", AT.participant) not in steps_of(body, NG.participant)
     assert body["deadlines"] == []
 

@@ -200,6 +200,7 @@ async def test_after_a_rejected_risk_assessment_the_return_is_refused(broker: Br
         "return_preparation_needs_recent_recommending_risk_assessment",
     )
     assert "(there is none)" in body["detail"]
+    assert body["window_seconds"] == 30 * 86400  # the risk assessment's greatest age
     # A payload that does not conform is not a finding: no alert.
     assert (await broker.call("GET", "/v1/alerts", AUDITOR)).json()["alerts"] == []
 

@@ -1137,6 +1137,8 @@ def test_rule_refuses(rule: str, state: State, message: Step, words: str) -> Non
     assert words in raised.value.detail
     assert message.type.value in raised.value.detail or rule == "case_already_referred"
     assert str(raised.value) == f"{rule}: {raised.value.detail}"
+    # A rule with a window gives it, for a refusal said in another language.
+    assert (raised.value.window is not None) == ("{span}" in RULES[rule])
 
 
 def test_every_rule_has_a_refusing_case() -> None:
@@ -1147,8 +1149,9 @@ def test_rule_windows_are_stated_in_their_own_units() -> None:
     rules = Rules(risk_max_age=timedelta(days=14), min_notice=timedelta(hours=1))
     with pytest.raises(RuleBroken, match="within the last 14 days"):
         apply(accepted(), preparation(), rules)
-    with pytest.raises(RuleBroken, match="at least 1 hour ahead"):
+    with pytest.raises(RuleBroken, match="at least 1 hour ahead") as raised:
         apply(assessed(), preparation(arrival=T_PREPARE + timedelta(minutes=59)), rules)
+    assert raised.value.window == timedelta(hours=1)
 
 
 # --- malformed input is a programming error, not a rule -------------------------------------

@@ -252,6 +252,7 @@ def test_a_risk_assessment_whose_header_favours_return_is_rejected_and_the_retur
     refused = world.step("return-preparation", case, SENDER, RECIPIENT, plan(), consent)
     assert refused.status_code == 409, refused.text
     assert refused.json()["rule"] == "return_preparation_needs_recent_recommending_risk_assessment"
+    assert refused.json()["window_seconds"] > 0  # the rule's window, relayed by the node
     for reader in (RECIPIENT, world.auditor.participant):
         kinds = {(a["case_ref"], a["kind"]) for a in world.alerts(reader)}
         assert (case, "header_payload_mismatch") in kinds, reader

@@ -81,6 +81,8 @@ class NextStep:
     consents: tuple[str, ...]
     rule: str | None = None
     detail: str | None = None
+    #: The rule's window (``{span}`` in ``detail``), in seconds.
+    window_seconds: int | None = None
 
 
 def covering(
@@ -174,6 +176,11 @@ def _next_step(
         consents=ids,
         rule=blocked.rule if blocked is not None else None,
         detail=blocked.detail if blocked is not None else None,
+        window_seconds=(
+            int(blocked.window.total_seconds())
+            if blocked is not None and blocked.window is not None
+            else None
+        ),
     )
 
 

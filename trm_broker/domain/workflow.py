@@ -180,14 +180,19 @@ class RuleBroken(Exception):
     """A message the workflow does not allow now (409). ``rule`` is a stable code (a key of
     :data:`RULES`), ``detail`` one sentence for a case worker; neither holds personal data."""
 
-    def __init__(self, rule: str, detail: str) -> None:
+    def __init__(self, rule: str, detail: str, window: timedelta | None = None) -> None:
         super().__init__(f"{rule}: {detail}")
         self.rule = rule
         self.detail = detail
+        #: The rule's window (``{span}`` in its sentence), for a refusal in another language.
+        self.window = window
 
 
 def _refuse(rule: str, **facts: object) -> NoReturn:
-    raise RuleBroken(rule, RULES[rule].format(**facts))
+    """Refuses by ``rule``; a :class:`timedelta` fact is its window, stated as people do."""
+    window = next((fact for fact in facts.values() if isinstance(fact, timedelta)), None)
+    words = {k: span(v) if isinstance(v, timedelta) else v for k, v in facts.items()}
+    raise RuleBroken(rule, RULES[rule].format(**words), window)
 
 
 def _require(condition: bool, rule: str, **facts: object) -> None:
@@ -195,14 +200,20 @@ def _require(condition: bool, rule: str, **facts: object) -> None:
         _refuse(rule, **facts)
 
 
-def _span(length: timedelta) -> str:
-    """``30 days``, ``72 hours``: a rule's window as people state it (days from a week on)."""
+def span_parts(length: timedelta) -> tuple[int, str]:
+    """A rule's window as people state it: ``(30, "day")``, ``(72, "hour")`` (days from a
+    week on, else the largest unit that divides it)."""
     seconds = int(length.total_seconds())
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
         if seconds % size == 0 and (unit != "day" or seconds >= 7 * size):
-            count = seconds // size
-            return f"{count} {unit}{'' if count == 1 else 's'}"
-    raise AssertionError("unreachable")  # pragma: no cover - size 1 divides every int
+            return seconds // size, unit
+    return seconds, "second"
+
+
+def span(length: timedelta) -> str:
+    """``30 days``, ``72 hours``: a rule's window in the broker's English sentence."""
+    count, unit = span_parts(length)
+    return f"{count} {unit}{'' if count == 1 else 's'}"
 
 
 def _header(step: Step, kind: type[_H]) -> _H:
@@ -352,7 +363,7 @@ def _return_preparation_standing(
     _require(
         risk is not None and risk.return_recommended and recent,
         "return_preparation_needs_recent_recommending_risk_assessment",
-        span=_span(rules.risk_max_age),
+        span=rules.risk_max_age,
         why=why,
     )
 
@@ -382,7 +393,7 @@ def _return_preparation(case: CaseTransfer, step: Step, rules: Rules) -> CaseTra
     )
     # Principle 5: enough notice for the receiving organisation to prepare the reception.
     ahead = header.planned_arrival >= step.at + rules.min_notice
-    _require(ahead, "planned_arrival_too_soon", span=_span(rules.min_notice))
+    _require(ahead, "planned_arrival_too_soon", span=rules.min_notice)
     # TRM guidelines for children (the guardian's consent is checked in :func:`apply`).
     minor = _require_best_interests_support_return(case, header)
     if to_org:
@@ -513,7 +524,7 @@ def _case_monitoring_standing(
     )
     # TRM guidelines: monitoring lasts a stated period (one to three years) after return.
     end = (case.received_at or at) + rules.monitoring_period
-    _require(at <= end, "monitoring_period_over", span=_span(rules.monitoring_period))
+    _require(at <= end, "monitoring_period_over", span=rules.monitoring_period)
 
 
 def _case_monitoring(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransfer:

@@ -309,6 +309,9 @@ class NextStepOut(BaseModel):
     )
     rule: str | None = Field(None, description="When not allowed: the rule that refuses it now.")
     detail: str | None = Field(None, description="When not allowed: that rule in one sentence.")
+    window_seconds: int | None = Field(
+        None, description="When the rule has a window: its length in seconds."
+    )
 
 
 class ReceivedMessageOut(ReceivedOut):

@@ -58,7 +58,7 @@ _RELAYED = frozenset({400, 403, 404, 409, 413, 415, 422, 429})
 def refused(exc: BrokerError) -> Problem:
     """The broker's refusal, relayed with what it said to fix (its rule or consent gaps)."""
     extra: dict[str, Any] = {
-        k: exc.problem[k] for k in ("rule", "gaps", "errors") if k in exc.problem
+        k: exc.problem[k] for k in ("rule", "window_seconds", "gaps", "errors") if k in exc.problem
     }
     details: dict[str, Any] = {
         "broker_status": exc.status,

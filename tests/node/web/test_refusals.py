@@ -19,10 +19,7 @@ def test_every_workflow_rule_has_a_sentence() -> None:
 
 @pytest.mark.parametrize("rule", sorted(workflow.RULES))
 def test_every_workflow_rule_is_said_in_french(rule: str) -> None:
-    facts = {"type": "return_preparation", "span": "72 hours", "country": "NG"}
-    facts |= {"why": "there is none", "which": "the risk assessment"}
-    detail = workflow.RULES[rule].format(**facts)
-    said = refusals.rule_sentence(rule, detail, FRENCH, "fr")
+    said = refusals.rule_sentence(rule, 72 * 3600, FRENCH, "fr")
     assert said is not None
     assert said.lang == "fr"
     assert said.sentence != refusals.RULE_SENTENCES[rule]  # translated, not English
@@ -40,6 +37,7 @@ def test_a_refused_return_without_a_recent_assessment_says_what_to_do_in_french(
         "title": "The broker refused the message",
         "detail": f"broker answered 409: {detail}",
         "rule": "return_preparation_needs_recent_recommending_risk_assessment",
+        "window_seconds": 30 * 86400,
         "broker_problem": PROBLEM_BASE + "workflow-rule",
     }
     said = refusals.refusal_words(problem, FRENCH, "fr")
@@ -76,6 +74,18 @@ def test_an_unknown_refusal_falls_back_to_its_english_text_marked_as_english() -
     }
     said = refusals.refusal_words(problem, FRENCH, "fr")
     assert said == refusals.RefusalWords("A refusal no catalog has words for yet.", "en")
-    # A window the sentence cannot be read from: the English text, not a sentence with a hole.
-    odd = {"rule": "planned_arrival_too_soon", "detail": "reworded by a newer broker"}
+    # A rule with a window but none given (an older broker): the English text, not a
+    # sentence with a hole.
+    odd = {"rule": "planned_arrival_too_soon", "detail": "planned arrival too soon"}
     assert refusals.refusal_words(odd, FRENCH, "fr").lang == "en"
+    assert refusals.refusal_words(odd | {"window_seconds": "72"}, FRENCH, "fr").lang == "en"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "said"),
+    [(30 * 86400, "30\u00a0jours"), (72 * 3600, "72\u00a0heures"), (86400, "24\u00a0heures")],
+)
+def test_a_window_is_said_as_people_state_it(seconds: int, said: str) -> None:
+    sentence = refusals.rule_sentence("planned_arrival_too_soon", seconds, FRENCH, "fr")
+    assert sentence is not None
+    assert said in sentence.sentence

@@ -106,7 +106,7 @@ async def test_a_blocked_step_shows_its_rule_and_no_form(
     assert "This step is not possible yet:" in page.text
     # The rule in the catalog's words (what to do), not the broker's English sentence.
     english = i18n.translations("en").gettext
-    rule = refusals.rule_sentence(blocked["rule"], blocked["detail"], english, "en")
+    rule = refusals.rule_sentence(blocked["rule"], blocked["window_seconds"], english, "en")
     assert rule is not None, f"no sentence for the rule {blocked['rule']}"
     assert unescape(rule.sentence) in unescape(page.text)
     # And in French for a French-speaking case worker.
@@ -115,7 +115,7 @@ async def test_a_blocked_step_shows_its_rule_and_no_form(
     in_french = await french.get(url)
     assert "Cette étape n'est pas encore possible :" in unescape(in_french.text)
     said = refusals.rule_sentence(
-        blocked["rule"], blocked["detail"], i18n.translations("fr").gettext, "fr"
+        blocked["rule"], blocked["window_seconds"], i18n.translations("fr").gettext, "fr"
     )
     assert said is not None
     assert said.sentence in unescape(in_french.text)

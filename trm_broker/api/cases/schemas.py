@@ -76,6 +76,12 @@ class NextStepOut(BaseModel):
         "the 409 `workflow-rule` it would get)."
     )
     detail: str | None = Field(description="When not allowed: that rule in one sentence.")
+    window_seconds: int | None = Field(
+        None,
+        description="When the rule has a window (a risk assessment's age, the notice before "
+        "arrival, the monitoring period): its length in seconds, as `window_seconds` of the "
+        "409 it would get; else null.",
+    )
 
 
 class PartyNextSteps(BaseModel):

@@ -123,6 +123,7 @@ async def _next_steps(
                     consents=list(step.consents),
                     rule=step.rule,
                     detail=step.detail,
+                    window_seconds=step.window_seconds,
                 )
                 for step in next_steps.allowed_next(state, role, parties, consents, now, rules)
             ],

@@ -104,7 +104,8 @@ async def _admit(
     try:
         new = workflow.apply(cases.state_of(row) if row is not None else None, step, rules)
     except workflow.RuleBroken as broken:
-        raise WorkflowRule(broken.detail, rule=broken.rule) from broken
+        window = {"window_seconds": int(broken.window.total_seconds())} if broken.window else {}
+        raise WorkflowRule(broken.detail, rule=broken.rule, **window) from broken
     if row is None:
         cases.insert(session, new, now)
     elif not await cases.replace(session, row, new, now):

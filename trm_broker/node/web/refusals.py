@@ -10,10 +10,9 @@ problem's own English text, marked as English (``lang="en"``), so nothing is eve
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from datetime import timedelta
 from typing import Any
 
 from babel.units import format_unit
@@ -25,7 +24,7 @@ from trm_broker.web.problems import PROBLEM_BASE
 Translate = Callable[[str], str]
 
 #: The workflow's rules (trm_broker/domain/workflow.py), each as what the case worker does.
-#: ``%(span)s`` is the rule's window (``30 days``), read from the broker's sentence.
+#: ``%(span)s`` is the rule's window (``30 days``), from the broker's ``window_seconds``.
 RULE_SENTENCES: dict[str, str] = {
     "case_already_referred": N_(
         "This case is already referred: a referral is sent once per case. Send the case's"
@@ -245,10 +244,10 @@ class RefusalWords:
 
 
 def rule_sentence(
-    rule: str | None, detail: str | None, gettext: Translate, language: str
+    rule: str | None, window_seconds: object, gettext: Translate, language: str
 ) -> RefusalWords | None:
-    """The workflow or consent rule ``rule`` in words, its facts read from the English
-    ``detail``; ``None`` for a rule no sentence is written for."""
+    """The workflow or consent rule ``rule`` in words, with its window (``window_seconds``)
+    where it has one; ``None`` for a rule no sentence is written for."""
     if rule is None:
         return None
     text = RULE_SENTENCES.get(rule) or OTHER_RULE_SENTENCES.get(rule)
@@ -256,7 +255,7 @@ def rule_sentence(
         return None
     if "%(span)s" not in text:
         return RefusalWords(gettext(text), language)
-    span = _span(rule, detail or "", language)
+    span = _window(window_seconds, language)
     if span is None:
         return None
     return RefusalWords(gettext(text) % {"span": span}, language)
@@ -265,7 +264,9 @@ def rule_sentence(
 def refusal_words(problem: Mapping[str, Any], gettext: Translate, language: str) -> RefusalWords:
     """What a problem+json body says, in ``language`` when its codes are known."""
     detail = _text(problem.get("detail")) or _text(problem.get("title"))
-    found = rule_sentence(_text(problem.get("rule")), detail, gettext, language)
+    found = rule_sentence(
+        _text(problem.get("rule")), problem.get("window_seconds"), gettext, language
+    )
     if found is not None:
         gaps = problem.get("gaps")
         if problem.get("rule") == "consent_scope" and isinstance(gaps, list):
@@ -283,24 +284,10 @@ def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
-@cache
-def _pattern(rule: str) -> re.Pattern[str]:
-    """The rule's English sentence as a pattern, each ``{fact}`` a named group."""
-    parts = re.split(r"\{(\w+)\}", workflow.RULES[rule])
-    pattern = "".join(
-        f"(?P<{part}>.+?)" if index % 2 else re.escape(part) for index, part in enumerate(parts)
-    )
-    return re.compile(pattern + r"\.?$", re.IGNORECASE)
-
-
-_SPAN = re.compile(r"^(\d+) (day|hour|minute|second)s?$")
-
-
-def _span(rule: str, detail: str, language: str) -> str | None:
-    """The rule's window as stated in ``detail`` (``30 days``), in ``language``."""
-    found = _pattern(rule).search(detail)
-    span = _SPAN.match(found.group("span")) if found else None
-    if span is None:
+def _window(seconds: object, language: str) -> str | None:
+    """A rule's window (``window_seconds`` of the broker's refusal) as people state it in
+    ``language``: ``30 jours``, ``72 hours``."""
+    if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds <= 0:
         return None
-    count, unit = int(span.group(1)), span.group(2)
+    count, unit = workflow.span_parts(timedelta(seconds=seconds))
     return format_unit(count, f"duration-{unit}", length="long", locale=language)

@@ -143,7 +143,7 @@ def _form_page(
     summary = forms.error_summary(bound, errors or {})
     found = step.found or {}
     blocked = refusals.rule_sentence(
-        found.get("rule"), found.get("detail"), gettext, visitor.language
+        found.get("rule"), found.get("window_seconds"), gettext, visitor.language
     ) or refusals.RefusalWords(str(found.get("detail") or found.get("rule") or ""), "en")
     chosen = (values.get(CONSENT_FIELD) or [""])[0]
     form_id = (values.get(FORM_ID_FIELD) or [""])[0]
