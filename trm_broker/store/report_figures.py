@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-
 from typing import Any
 
 from sqlalchemy import BigInteger, Select, cast, func, select, union_all
