@@ -27,10 +27,11 @@ from playwright.sync_api import Page, Route
 
 from tests.browser.conftest import People, axe
 from tests.support import referral
-from trm_broker.crypto.keys import KeySet
+from trm_broker.crypto.keys import KeySet, SigningKey
 from trm_broker.dev import demo
 from trm_broker.dev.cluster import LocalCluster
 from trm_broker.domain.messages import DataCategory
+from trm_broker.ledger.note import NoteSigner
 from trm_broker.web.signed_requests import SignedRequests
 
 VECTORS = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "merkle-proofs"
@@ -107,9 +108,13 @@ def _refer(url: str, sender: KeySet, recipient: KeySet, case_ref: str) -> None:
     assert sent.status_code in (201, 202), sent.text
 
 
-def login(broker: ConsoleBroker, key: Path) -> subprocess.CompletedProcess[str]:
-    """`trm-broker console login`, as the auditor runs it on their own computer."""
+def login(
+    broker: ConsoleBroker, key: Path, pinned: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """`trm-broker console login`, as the auditor runs it on their own computer; ``pinned``:
+    the ledger verifier keys given with --broker-key."""
     command = ["console", "login", "--key", str(key), "--broker", broker.url]
+    command += [option for vkey in pinned for option in ("--broker-key", vkey)]
     return subprocess.run(
         [sys.executable, "-m", "trm_broker.cli", *command],
         capture_output=True,
@@ -119,8 +124,8 @@ def login(broker: ConsoleBroker, key: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def sign_in(page: Page, broker: ConsoleBroker) -> None:
-    done = login(broker, broker.auditor_key)
+def sign_in(page: Page, broker: ConsoleBroker, pinned: tuple[str, ...] = ()) -> None:
+    done = login(broker, broker.auditor_key, pinned)
     assert done.returncode == 0, done.stderr
     page.goto(done.stdout.strip())
     axe(page)
@@ -195,6 +200,46 @@ def test_a_tampered_proof_is_marked_not_verified(
     assert page.locator("[data-proof-status]").first.inner_text().endswith("Not verified")
     assert all(mark == "true" for mark in marks[1:])
     people.shoot("auditor", page)
+
+
+def test_checkpoints_are_checked_with_the_key_the_auditor_pinned(
+    console_broker: ConsoleBroker, people: People
+) -> None:
+    served = httpx.get(console_broker.url + "/v1/broker").json()["ledger"]["verifier_key"]
+    # The key obtained out of band, given to `console login` as to `ledger verify`: the
+    # link carries it after "#", which the browser sends to no server.
+    done = login(console_broker, console_broker.auditor_key, (served,))
+    assert done.returncode == 0, done.stderr
+    link = done.stdout.strip()
+    assert link.split("#", 1)[1].startswith("pin=")
+    page = people.person("auditor", console_broker.url)
+    sent: list[str] = []
+    page.on("request", lambda request: sent.append(request.url))
+    sign_in(page, console_broker, (served,))
+    assert all("pin=" not in url for url in sent)
+    assert all(mark == "true" for mark in wait_for_marks(page))
+    signature = page.locator("#checkpoint [data-signature-status]")
+    assert signature.inner_text() == (
+        "Signature checked in this browser (Ed25519) with the key you pinned: valid."
+    )
+    # Pages opened afterwards in the tab keep checking with the pinned key.
+    page.get_by_role("link", name="Checkpoints").click()
+    page.wait_for_url("**/console/checkpoints")
+    page.get_by_role("link", name="Ledger").click()
+    wait_for_marks(page)
+    assert "with the key you pinned" in signature.inner_text()
+    axe(page)
+
+    # An auditor who pinned another key (the broker's was swapped, or the page's server
+    # lies): the key the broker serves is not the pinned one, nothing is marked verified.
+    other = NoteSigner(served.split("+")[0], SigningKey.generate()).verifier().vkey()
+    page = people.person("misled auditor", console_broker.url)
+    sign_in(page, console_broker, (other,))
+    assert all(mark == "false" for mark in wait_for_marks(page))
+    misled = page.locator("#checkpoint [data-signature-status]").inner_text()
+    assert misled == "The broker serves a key you did not pin: nothing below is verified."
+    people.shoot("misled auditor", page)
+    axe(page)
 
 
 def test_two_checkpoints_are_checked_consistent_in_the_page(

@@ -3,17 +3,23 @@
 The auditor's key never leaves their computer: the command asks the broker for a challenge
 in a request signed with the key (RFC 9421), signs the challenge, and prints a link that
 carries the answer. Opening the link within two minutes signs the browser in, once.
+
+With ``--broker-key`` (the ledger's verifier key, obtained out of band, as for ``ledger
+verify``), the link also carries that key in its fragment (``#pin=…``), which the browser
+never sends to a server: the page keeps it for the tab and checks each checkpoint against
+it, not against the key the broker serves.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import httpx
 import typer
 
+from trm_broker.cli.ledger import read_vkeys
 from trm_broker.cli.signed_call import fail
 
 console_app = typer.Typer(
@@ -27,10 +33,19 @@ def login(
     broker: Annotated[
         str | None, typer.Option(help="The broker's base URL; default TRM_BROKER_URL.")
     ] = None,
+    broker_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="The ledger's verifier key, obtained out of band (as for `ledger verify`), "
+            "or a file holding it; repeat it for retired keys. The page then checks "
+            "checkpoints with it, not with the key the broker serves."
+        ),
+    ] = None,
 ) -> None:
     """Print a one-time link that signs your browser in to the console with your key."""
     from trm_broker.api.console.challenge import answer
     from trm_broker.crypto.keys import KeySet
+    from trm_broker.ledger.note import NoteError, NoteVerifier
     from trm_broker.settings_explained import settings_or_exit
     from trm_broker.web.signed_requests import SignedRequests
 
@@ -38,6 +53,12 @@ def login(
         keys = KeySet.read(key)
     except (OSError, ValueError, KeyError) as exc:
         raise fail(f"cannot read the key file {key}") from exc
+    pinned = read_vkeys(broker_key or [])
+    for vkey in pinned:
+        try:
+            NoteVerifier.from_vkey(vkey)
+        except (NoteError, ValueError) as exc:
+            raise fail(f"not a ledger verifier key: {vkey}") from exc
     base = (broker or settings_or_exit().broker_url).rstrip("/")
     try:
         response = httpx.post(
@@ -62,7 +83,10 @@ def login(
             "signature": answer(keys.signing, issued["challenge"]),
         }
     )
-    typer.echo(f"{base}{issued['sign_in_path']}?{query}")
+    # The fragment stays in the browser (RFC 3986 §3.5): the pinned keys reach the page's
+    # script, never the server.
+    pin = "#pin=" + quote(" ".join(pinned), safe="") if pinned else ""
+    typer.echo(f"{base}{issued['sign_in_path']}?{query}{pin}")
     typer.echo(
         f"Open this link in your browser before {issued['expires_at']}; it signs in once.",
         err=True,

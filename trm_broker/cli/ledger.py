@@ -88,7 +88,7 @@ def verify(
         return audit(HttpLedgerSource(url, http), vkeys, state, progress=_progress, every=PAGE)
 
 
-def _vkeys(broker_key: list[str]) -> list[str]:
+def read_vkeys(broker_key: list[str]) -> list[str]:
     return [Path(k).read_text().strip() if Path(k).is_file() else k for k in broker_key]
 
 
@@ -123,7 +123,7 @@ def verify_command(
 ) -> None:
     """Recompute the whole ledger and check it against the broker's signed checkpoint."""
     try:
-        checkpoint = verify(url, _vkeys(broker_key), key, state)
+        checkpoint = verify(url, read_vkeys(broker_key), key, state)
     except LedgerFailure as failure:
         typer.echo(f"\nledger verification FAILED {failure}", err=True)
         if isinstance(failure, AuditFailure) and failure.evidence is not None:
@@ -159,7 +159,7 @@ def check_evidence_command(
     broker's key, and not consistent with each other. Needs no access to the broker."""
     try:
         found = Evidence.from_json(json.loads(evidence.read_text(encoding="utf-8")))
-        shown = check_evidence(found, _vkeys(broker_key))
+        shown = check_evidence(found, read_vkeys(broker_key))
     except (OSError, ValueError, KeyError) as exc:
         typer.echo(f"{evidence} is not a readable evidence file ({exc})", err=True)
         raise typer.Exit(2) from exc

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, Select, and_, or_, select, text
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, text, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from trm_broker.crypto.canonical import canonical_json
 from trm_broker.domain.ledger_events import EventType, LedgerEvent
-from trm_broker.store.models import LedgerCheckpoint, LedgerEntry, LedgerNode
+from trm_broker.store.models import LedgerCheckpoint, LedgerDay, LedgerEntry, LedgerNode
 
 #: PostgreSQL advisory lock key of the sequencer: one integrating writer among replicas.
 SEQUENCER_LOCK = 0x74726D6C  # "trml"
@@ -167,28 +168,102 @@ class Search:
     until: datetime | None = None
 
 
+def _day_of(moment: datetime) -> str:
+    return moment.astimezone(UTC).date().isoformat()
+
+
+async def span_of(
+    session: AsyncSession, since: datetime | None, until: datetime | None
+) -> tuple[int, int] | None:
+    """The lowest and highest index an entry with ``since <= at < until`` can have (from
+    ``ledger_days``, one row a day), or None when no integrated entry has such a time."""
+    query = select(func.min(LedgerDay.first_idx), func.max(LedgerDay.last_idx))
+    if since is not None:
+        query = query.where(LedgerDay.day >= _day_of(since))
+    if until is not None:
+        query = query.where(LedgerDay.day <= _day_of(until))
+    low, high = (await session.execute(query)).one()
+    return None if low is None or high is None else (low, high)
+
+
 def search_query(
-    where: Search, reader: str | None, after: int, limit: int, below: int
+    where: Search,
+    reader: str | None,
+    after: int,
+    limit: int,
+    below: int,
+    span: tuple[int, int] | None = None,
 ) -> Select[LedgerEntry]:
-    """The query of :func:`search`, for it and for checking its plan (bench/console.py)."""
-    query = select(LedgerEntry).where(LedgerEntry.idx > after, LedgerEntry.idx < below)
+    """The query of :func:`search`, for it and for checking its plan (bench/console.py);
+    ``span`` (from :func:`span_of`) bounds the indexes of a search by time."""
+    # The index bounds do not replace the time filters: they only spare reading outside
+    # them, so the result is exactly the entries whose `at` is in range.
+    # One bound each side, the tighter: SQLite searches an index with the first it meets.
+    if span is not None:
+        after, below = max(after, span[0] - 1), min(below, span[1] + 1)
+    filters: list[ColumnElement[bool]] = [LedgerEntry.idx > after, LedgerEntry.idx < below]
     if where.case_ref is not None:
-        query = query.where(LedgerEntry.case_ref == where.case_ref)
+        filters.append(LedgerEntry.case_ref == where.case_ref)
     if where.participant is not None:
-        query = query.where(_party(where.participant))
-    if where.country is not None:
-        query = query.where(
-            or_(LedgerEntry.country1 == where.country, LedgerEntry.country2 == where.country)
-        )
+        filters.append(_party(where.participant))
     if where.type is not None:
-        query = query.where(LedgerEntry.type == where.type)
+        filters.append(LedgerEntry.type == where.type)
     if where.since is not None:
-        query = query.where(LedgerEntry.at >= where.since)
+        filters.append(LedgerEntry.at >= where.since)
     if where.until is not None:
-        query = query.where(LedgerEntry.at < where.until)
+        filters.append(LedgerEntry.at < where.until)
     if reader is not None:
-        query = query.where(_party(reader))
-    return query.order_by(LedgerEntry.idx).limit(limit)
+        filters.append(_party(reader))
+    if where.country is None:
+        return select(LedgerEntry).where(*filters).order_by(LedgerEntry.idx).limit(limit)
+    # By country: a page from each country column, each read in index order from its
+    # (country, idx) index, then the first `limit` of both. One query with an OR would make
+    # the planner choose between walking the whole index order (slow for a rare country)
+    # and sorting every entry of the country (slow for a common one); SQLite cannot tell.
+    first = (
+        select(LedgerEntry)
+        .where(LedgerEntry.country1 == where.country, *filters)
+        .order_by(LedgerEntry.idx)
+        .limit(limit)
+        .subquery()
+    )
+    second = (
+        select(LedgerEntry)
+        .where(
+            LedgerEntry.country2 == where.country,
+            # An entry naming the country in both columns is in the first page already.
+            or_(LedgerEntry.country1 != where.country, LedgerEntry.country1.is_(None)),
+            *filters,
+        )
+        .order_by(LedgerEntry.idx)
+        .limit(limit)
+        .subquery()
+    )
+    # The two pages' rows themselves, not `idx IN (…)`: PostgreSQL would check that by
+    # walking the whole index order.
+    entry = aliased(LedgerEntry, union_all(select(first), select(second)).subquery())
+    return select(entry).order_by(entry.idx).limit(limit)
+
+
+async def custom_plans(session: AsyncSession) -> None:
+    """PostgreSQL: plan this transaction's statements for their values. A prepared
+    statement run five times gets a generic plan, which guesses every ``idx`` range
+    tiny and so walks the index order for a country no entry has (seconds on a million
+    entries); the values show it a few index entries away."""
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+
+
+async def search_statement(
+    session: AsyncSession, where: Search, reader: str | None, after: int, limit: int, below: int
+) -> Select[LedgerEntry] | None:
+    """The query :func:`search` runs (None: no entry can match, nothing to run)."""
+    span = None
+    if where.since is not None or where.until is not None:
+        span = await span_of(session, where.since, where.until)
+        if span is None:
+            return None
+    return search_query(where, reader, after, limit, below, span)
 
 
 async def search(
@@ -196,7 +271,11 @@ async def search(
 ) -> Sequence[LedgerEntry]:
     """Integrated entries (index < ``below``, the checkpoint's size) matching ``where``, in
     index order after ``after``; scoped to ``reader`` as in :func:`entries`."""
-    return (await session.scalars(search_query(where, reader, after, limit, below))).all()
+    query = await search_statement(session, where, reader, after, limit, below)
+    if query is None:
+        return []
+    await custom_plans(session)
+    return (await session.scalars(query)).all()
 
 
 async def checkpoints_before(

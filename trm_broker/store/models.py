@@ -108,7 +108,11 @@ class ParticipantKey(Base):
 
 class Message(Base):
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_case_ref", "case_ref"),)
+    __table_args__ = (
+        Index("ix_messages_case_ref", "case_ref"),
+        # The report's partial days at either end of its period (migration 0009).
+        Index("ix_messages_accepted_at", "accepted_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     type: Mapped[MessageType] = mapped_column(stored_enum(MessageType, "type", 32))
@@ -208,9 +212,10 @@ class LedgerEntry(Base):
         Index("ix_ledger_entries_party1", "party1"),
         Index("ix_ledger_entries_party2", "party2"),
         Index("ix_ledger_entries_type_at", "type", "at"),
-        # The console's ledger search by country or by time alone (migration 0008).
-        Index("ix_ledger_entries_country1", "country1"),
-        Index("ix_ledger_entries_country2", "country2"),
+        # The console's ledger search by country, a page at a time in index order
+        # (migration 0009), or by time alone (migration 0008).
+        Index("ix_ledger_entries_country1_idx", "country1", "idx"),
+        Index("ix_ledger_entries_country2_idx", "country2", "idx"),
         Index("ix_ledger_entries_at", "at"),
     )
 
@@ -228,6 +233,52 @@ class LedgerEntry(Base):
     party3: Mapped[str | None] = mapped_column(String(64), index=True)
     country1: Mapped[str | None] = mapped_column(String(2))
     country2: Mapped[str | None] = mapped_column(String(2))
+
+
+class LedgerDay(Base):
+    """The first and last index of the ledger's entries of one UTC day (by ``at``), kept by
+    database triggers as entries get their index (migration 0009), whoever writes them. A
+    search by time reads only the indexes between: ``at`` grows with the index but not
+    strictly, so the bounds are the day's true extremes, not a guess from its order."""
+
+    __tablename__ = "ledger_days"
+
+    #: ``YYYY-MM-DD``, as ``store.days.utc_day`` gives it.
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    first_idx: Mapped[int] = mapped_column(BigInteger)
+    last_idx: Mapped[int] = mapped_column(BigInteger)
+
+
+class MessageDay(Base):
+    """How many messages of a type one participant sent another on one UTC day (by
+    ``accepted_at``): the auditors' report's counts, kept by a database trigger in the
+    transaction of each accepted message (migration 0009). Participants, not countries: the
+    report reads their countries as they are when it is asked for, as before."""
+
+    __tablename__ = "message_days"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    type: Mapped[str] = mapped_column(String(32), primary_key=True)
+    sender_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    recipient_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+
+
+class CaseReferral(Base):
+    """A case's first referral (the earliest by acceptance, then id: its time, id, sender
+    and recipient) and first reception confirmation, kept by the same trigger (migration
+    0009): the report's referral-to-reception times read one row a case referred in its
+    period, not every message of it."""
+
+    __tablename__ = "case_referrals"
+    __table_args__ = (Index("ix_case_referrals_referred_at", "referred_at"),)
+
+    case_ref: Mapped[str] = mapped_column(String(64), primary_key=True)
+    referred_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    referral_id: Mapped[str | None] = mapped_column(String(36))
+    sender_id: Mapped[str | None] = mapped_column(String(64))
+    recipient_id: Mapped[str | None] = mapped_column(String(64))
+    received_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class LedgerNode(Base):

@@ -12,10 +12,10 @@ from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
-from trm_broker.store.days import utc_day
-from trm_broker.store.models import AlertRecord, ConsentRecord, Message, Participant, Refusal
+from trm_broker.domain.messages import MessageType
+from trm_broker.store import report_figures as figures
+from trm_broker.store.models import AlertRecord, ConsentRecord, Refusal
 
 
 def _cell(count: int, k: int) -> int | None:
@@ -43,64 +43,33 @@ def week_of(day: date) -> date:
 
 
 async def report(session: AsyncSession, since: datetime, until: datetime, k: int) -> dict[str, Any]:
-    sender, recipient = aliased(Participant), aliased(Participant)
-    in_range = (Message.accepted_at >= since, Message.accepted_at < until)
-    by_pair = await session.execute(
-        select(Message.type, sender.country, recipient.country, func.count())
-        .join(sender, sender.id == Message.sender_id)
-        .join(recipient, recipient.id == Message.recipient_id)
-        .where(*in_range)
-        .group_by(Message.type, sender.country, recipient.country)
-        .order_by(Message.type, sender.country, recipient.country)
-    )
+    # The message figures come from the per-day counters the database keeps as messages are
+    # accepted (store.report_figures): exactly the messages of the period, without reading
+    # them all at each request.
     messages = [
         {
-            "type": type_,
+            "type": MessageType(type_),
             "from_country": origin,
             "to_country": destination,
             "count": _cell(count, k),
             "suppressed": count < k,
         }
-        for type_, origin, destination, count in by_pair.all()
-    ]
-    # Time from referral to reception confirmation, per case referred in the range (first
-    # referral in it): only cases with a referral in the range can be, so only they are read.
-    referred_in_range = select(Message.case_ref).where(Message.type == "referral", *in_range)
-    firsts = await session.execute(
-        select(Message.case_ref, Message.type, func.min(Message.accepted_at))
-        .where(
-            Message.type.in_(["referral", "reception_confirmation"]),
-            Message.case_ref.in_(referred_in_range),
+        for type_, origin, destination, count in await figures.by_type_and_pair(
+            session, since, until
         )
-        .group_by(Message.case_ref, Message.type)
-    )
-    referred: dict[str, datetime] = {}
-    received: dict[str, datetime] = {}
-    for case_ref, type_, at in firsts.all():
-        (referred if type_ == "referral" else received)[case_ref] = at
-    in_period = [c for c in referred if c in received and since <= referred[c] < until]
-    durations = sorted((received[c] - referred[c]).total_seconds() / 3600 for c in in_period)
+    ]
+    # Time from referral to reception confirmation, per case first referred in the range
+    # (and confirmed received, whenever), overall and by its first referral's country pair.
+    times = await figures.referral_times(session, since, until)
+    durations = sorted((t.received_at - t.referred_at).total_seconds() / 3600 for t in times)
     timing = _timing(durations, k)
-    # The same cases by the country pair of their first referral.
-    pairs = await session.execute(
-        select(Message.case_ref, sender.country, recipient.country)
-        .join(sender, sender.id == Message.sender_id)
-        .join(recipient, recipient.id == Message.recipient_id)
-        .where(Message.type == "referral", *in_range)
-        .order_by(Message.accepted_at, Message.id)
-    )
-    pair_of: dict[str, tuple[str, str]] = {}
-    for case_ref, origin, destination in pairs.all():
-        pair_of.setdefault(case_ref, (origin, destination))
     hours_by_pair: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for c in in_period:
-        hours_by_pair[pair_of[c]].append((received[c] - referred[c]).total_seconds() / 3600)
+    for t in times:
+        hours_by_pair[(t.from_country, t.to_country)].append(
+            (t.received_at - t.referred_at).total_seconds() / 3600
+        )
     weekly: Counter[tuple[date, str]] = Counter()
-    day = utc_day(Message.accepted_at)
-    by_day = await session.execute(
-        select(day, Message.type, func.count()).where(*in_range).group_by(day, Message.type)
-    )
-    for text, type_, n in by_day.all():
+    for text, type_, n in await figures.by_day_and_type(session, since, until):
         weekly[(week_of(date.fromisoformat(text)), str(type_))] += n
     alerts = await session.execute(
         select(AlertRecord.kind, func.count())

@@ -171,22 +171,44 @@
   var texts = document.getElementById("proof-texts");
   function say(name) { return texts ? texts.dataset[name] : name; }
 
+  // The ledger's verifier keys the auditor pinned: `trm-broker console login --broker-key`
+  // puts them in the sign-in link's fragment ("#pin=<keys, space-separated>"), which the
+  // browser never sends to a server; kept for this tab only (sessionStorage).
+  var PIN = "trm-console-pinned-vkeys";
+  function keys(text) { return (text || "").split(" ").filter(Boolean); }
+  function pinned() {
+    try { var kept = window.sessionStorage.getItem(PIN); return kept === null ? null : keys(kept); } catch (e) { return null; }
+  }
+  (function takePin() {
+    var found = /^#pin=([^&#]*)$/.exec(window.location.hash);
+    if (!found) return;
+    try {
+      window.sessionStorage.setItem(PIN, keys(decodeURIComponent(found[1])).join(" "));
+      window.history.replaceState(null, "", window.location.pathname + window.location.search);
+    } catch (e) { /* no storage: the page checks with the served keys, and says so */ }
+  })();
+
   // The signature of one or more notes: "valid" if the browser checked them all, "server"
-  // if it cannot check Ed25519 and the server did, else "invalid". Says which on the page.
+  // if it cannot check Ed25519 and the server did, else "invalid". With pinned keys, only
+  // they are used, and a served key not among them makes it "unpinned". Says which.
   async function signatureOf(holder, notes) {
-    var vkeys = (holder.dataset.vkeys || "").split(" ").filter(Boolean);
+    var served = keys(holder.dataset.vkeys);
+    var pins = pinned();
+    var vkeys = pins || served;
     var outcome = "valid";
-    for (var i = 0; i < notes.length; i++) {
+    if (pins && served.some(function (k) { return pins.indexOf(k) < 0; })) outcome = "unpinned";
+    for (var i = 0; i < notes.length && outcome !== "unpinned"; i++) {
       var one = await checkNoteSignature(notes[i], vkeys);
       if (one === "invalid") { outcome = "invalid"; break; }
       if (one === "unsupported") outcome = holder.dataset.serverVerified === "true" ? "server" : "invalid";
     }
     var where = holder.querySelector("[data-signature-status]");
     if (where) {
-      where.textContent = say({ valid: "signatureValid", server: "signatureServer", invalid: "signatureInvalid" }[outcome]);
-      where.className = "signature-status " + (outcome === "invalid" ? "failed" : "verified");
+      var text = { valid: pins ? "signaturePinned" : "signatureValid", server: "signatureServer", invalid: "signatureInvalid", unpinned: "signatureUnpinned" }[outcome];
+      where.textContent = say(text);
+      where.className = "signature-status " + (outcome === "valid" || outcome === "server" ? "verified" : "failed");
     }
-    return outcome;
+    return outcome === "unpinned" ? "invalid" : outcome;
   }
 
   function mark(cell, ok) {
