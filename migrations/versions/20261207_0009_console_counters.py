@@ -4,7 +4,9 @@ The auditors' console (issue 20) must answer in under 100 ms on a million ledger
 
 - ``ledger_days``: the first and last index of each UTC day's entries, so that a search by
   time reads only the indexes between (``at`` grows with the index, but not strictly);
-- ``message_days``: messages by day, type, sender and recipient, and ``case_referrals``: each
+- ``message_days``: messages by day, type, sender and recipient (on PostgreSQL in 16 shards
+  by message id, so that concurrent accepts of the same pair do not queue on one row until
+  their commits; the report adds the shards up), and ``case_referrals``: each
   case's first referral and first reception confirmation, so that the auditors' report adds
   up a row a day and reads a row a case instead of every message of its period;
 - ``ledger_entries`` (country1, idx) and (country2, idx) in place of the single-column
@@ -56,12 +58,13 @@ _POSTGRESQL = [
     """
     CREATE FUNCTION trm_message_counted() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-        INSERT INTO message_days AS d (day, type, sender_id, recipient_id, count)
+        INSERT INTO message_days AS d (day, type, sender_id, recipient_id, shard, count)
         VALUES (
             to_char(NEW.accepted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
-            NEW.type, NEW.sender_id, NEW.recipient_id, 1
+            NEW.type, NEW.sender_id, NEW.recipient_id, hashtext(NEW.id) & 15, 1
         )
-        ON CONFLICT (day, type, sender_id, recipient_id) DO UPDATE SET count = d.count + 1;
+        ON CONFLICT (day, type, sender_id, recipient_id, shard)
+        DO UPDATE SET count = d.count + 1;
         IF NEW.type = 'referral' THEN
             INSERT INTO case_referrals AS c
                 (case_ref, referred_at, referral_id, sender_id, recipient_id)
@@ -108,9 +111,10 @@ _SQLITE = [
     """,
     """
     CREATE TRIGGER trm_message_counted AFTER INSERT ON messages BEGIN
-        INSERT INTO message_days (day, type, sender_id, recipient_id, count)
-        VALUES (date(NEW.accepted_at), NEW.type, NEW.sender_id, NEW.recipient_id, 1)
-        ON CONFLICT (day, type, sender_id, recipient_id) DO UPDATE SET count = count + 1;
+        INSERT INTO message_days (day, type, sender_id, recipient_id, shard, count)
+        VALUES (date(NEW.accepted_at), NEW.type, NEW.sender_id, NEW.recipient_id, 0, 1)
+        ON CONFLICT (day, type, sender_id, recipient_id, shard)
+        DO UPDATE SET count = count + 1;
         INSERT INTO case_referrals (case_ref, referred_at, referral_id, sender_id, recipient_id)
         SELECT NEW.case_ref, NEW.accepted_at, NEW.id, NEW.sender_id, NEW.recipient_id
         WHERE NEW.type = 'referral'
@@ -164,8 +168,8 @@ def _backfill(dialect: str) -> list[str]:
         GROUP BY {at}
         """,  # noqa: S608
         f"""
-        INSERT INTO message_days (day, type, sender_id, recipient_id, count)
-        SELECT {accepted}, type, sender_id, recipient_id, count(*) FROM messages
+        INSERT INTO message_days (day, type, sender_id, recipient_id, shard, count)
+        SELECT {accepted}, type, sender_id, recipient_id, 0, count(*) FROM messages
         GROUP BY {accepted}, type, sender_id, recipient_id
         """,  # noqa: S608
         """
@@ -202,8 +206,11 @@ def upgrade() -> None:
         sa.Column("type", sa.String(length=32), nullable=False),
         sa.Column("sender_id", sa.String(length=64), nullable=False),
         sa.Column("recipient_id", sa.String(length=64), nullable=False),
+        sa.Column("shard", sa.SmallInteger(), nullable=False),
         sa.Column("count", sa.Integer(), nullable=False),
-        sa.PrimaryKeyConstraint("day", "type", "sender_id", "recipient_id", name="pk_message_days"),
+        sa.PrimaryKeyConstraint(
+            "day", "type", "sender_id", "recipient_id", "shard", name="pk_message_days"
+        ),
     )
     op.create_table(
         "case_referrals",

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -261,6 +262,10 @@ class MessageDay(Base):
     type: Mapped[str] = mapped_column(String(32), primary_key=True)
     sender_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     recipient_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: One of 16 rows per (day, type, pair) on PostgreSQL (a hash of the message id), so that
+    #: concurrent accepts do not wait on one row's lock until they commit; 0 on SQLite, which
+    #: has one writer at a time. The figures add the shards up.
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     count: Mapped[int] = mapped_column(Integer)
 
 

@@ -266,6 +266,7 @@ async def test_the_checkpoints_page_gives_a_consistency_proof_between_two_sizes(
         sizes = await signed_sizes()
         if len(sizes) >= 2:
             break
+    assert len(sizes) >= 2, f"no second checkpoint within the wait: {sizes}"
     first, second = sizes[0], sizes[-1]
     page = await broker.client.get(
         f"/console/checkpoints?first={first}&second={second}", headers=headers
