@@ -101,6 +101,8 @@ def test_demo_serve_lets_the_printed_case_worker_sign_in_and_stops_on_ctrl_c() -
 
             # The auditor's one-time link to the console: one button, then the console.
             link = next(m.group(1) for line in lines if (m := _CONSOLE.match(line)))
+            # The ledger's key pinned in the fragment, which the browser never sends.
+            assert "#pin=" in link
             console: dict[str, str] = {}
             page = client.get(link)
             assert page.status_code == 200, page.text
@@ -123,6 +125,7 @@ def test_demo_serve_lets_the_printed_case_worker_sign_in_and_stops_on_ctrl_c() -
             rows = re.findall(r'data-field="case_ref" data-value="AT-2026-DEMO-0001"', ledger.text)
             assert len(rows) >= 10, "the case's entries are listed"  # a consent, 10 messages…
             assert "trm-broker console login --key" in text
+            assert "--broker-key " in text
 
         demo.send_signal(signal.SIGINT)
         rest, _ = demo.communicate(timeout=60)

@@ -324,13 +324,17 @@ class LocalCluster:
         if done.returncode != 0:
             raise RuntimeError(f"password set failed for {user}: {done.stderr[-2000:]}")
 
-    def console_login(self, key_file: Path) -> str:
+    def console_login(self, key_file: Path, vkey: str | None = None) -> str:
         """A one-time sign-in link to the broker's console for the auditor (or operator)
-        whose keys are in ``key_file``, made as they make it (`trm-broker console login`)."""
+        whose keys are in ``key_file``, made as they make it (`trm-broker console login`),
+        pinning the ledger's verifier key ``vkey`` if given."""
         if self.broker is None:
             raise RuntimeError("start the broker first")
+        pin = ("--broker-key", vkey) if vkey else ()
         done = subprocess.run(
-            self._cli("console", "login", "--key", str(key_file), "--broker", self.broker.url),
+            self._cli(
+                "console", "login", "--key", str(key_file), "--broker", self.broker.url, *pin
+            ),
             env=self._env(),
             capture_output=True,
             text=True,

@@ -330,12 +330,17 @@ def serve_until_stopped(
         echo(f"  {organisation:<17} {node.url}/web/  user {user}")
     echo(f"  password          {password}  (the same for each, made for this run only)")
     broker = _broker_of(cluster)
-    login = cluster.console_login(auditor_key)
+    # The ledger's key as the demo's verification read it; an auditor has it out of band.
+    vkey = httpx.get(broker.url + "/v1/broker", timeout=5).json()["ledger"]["verifier_key"]
+    login = cluster.console_login(auditor_key, vkey)
     echo(f"\nThe auditors' console: {broker.url}/console/  Sign in as the auditor {AUDITOR}")
     echo("with this one-time link (valid 2 minutes):")
     echo(f"  {login}")
     echo("or make a new one with the auditor's key, as an auditor does:")
-    echo(f"  .venv/bin/trm-broker console login --key {auditor_key} --broker {broker.url}")
+    echo(
+        f"  .venv/bin/trm-broker console login --key {auditor_key} --broker {broker.url}"
+        f" --broker-key {vkey}"
+    )
     echo("\nPress Ctrl-C to stop.")
     stopped = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stopped.set())
