@@ -21,6 +21,7 @@ from trm_broker.domain.inbox_url import InboxPolicy
 from trm_broker.domain.workflow import Rules
 from trm_broker.ledger.note import NoteSigner
 from trm_broker.settings import Settings
+from trm_broker.store.registry_cache import RegistryCache
 from trm_broker.web.problems import Conflict, database_unavailable, unavailable_problem
 
 
@@ -35,6 +36,8 @@ class BrokerState:
     next_key: SigningKey | None = None
     metrics: BrokerMetrics = field(default_factory=BrokerMetrics)
     extras: dict[str, Any] = field(default_factory=dict)
+    #: The registry's rows, valid while its version has not moved (store/registry_cache.py).
+    registry: RegistryCache = field(default_factory=RegistryCache)
     rate_limits: RateLimits = field(init=False)
 
     def __post_init__(self) -> None:

@@ -106,6 +106,17 @@ class ParticipantKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class RegistryVersion(Base):
+    """One row whose ``version`` every change of ``participants`` or ``participant_keys``
+    increments, by trigger (migration 0010): a broker process's registry cache is valid while
+    this number has not moved (store/registry_cache.py)."""
+
+    __tablename__ = "registry_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+
 class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (Index("ix_messages_case_ref", "case_ref"),)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from trm_broker.api.auth import SignedCaller
+from trm_broker.api.auth import Caller, SignedCaller, defers_nonce, spend_after_refusal, spend_nonce
 from trm_broker.api.deps import BrokerState, Session, State
 from trm_broker.api.messages import service
 from trm_broker.api.messages.schemas import MessageStatusOut, ReceiptOut
@@ -54,13 +54,16 @@ _ENVELOPE_BODY: dict[str, Any] = {
         200: {"model": ReceiptOut, "description": "Already accepted: the original receipt."}
     },
 )
+@defers_nonce
 async def submit_message(
     caller: SignedCaller, response: Response, session: Session, state: State
 ) -> ReceiptOut:
     """Accept a signed envelope: verify it, store it with its delivery, answer a signed receipt.
 
     The request is signed by the sender (RFC 9421); the receipt is sent only after the
-    transaction has committed (principle 4).
+    transaction has committed (principle 4). The request's nonce is spent in that same
+    transaction (one commit per accepted message), or on its own when the answer is
+    anything else.
     """
     body = caller.body
     skew = timedelta(seconds=state.settings.clock_skew_seconds)
@@ -75,11 +78,20 @@ async def submit_message(
             skew,
             caller.participant_id,
             state.rules(),
+            registry=caller.registry,
+            before_writes=spend,
             seen=seen,
         )
 
+    async def spend() -> None:
+        await spend_nonce(session, caller)
+
     try:
-        receipt, created = await _accept_once(session, state, accept)
+        try:
+            receipt, created = await _accept_once(session, state, accept, caller)
+        except Problem:
+            await spend_after_refusal(session, caller)  # a replay's 401 instead, if it is one
+            raise
     except Problem as problem:
         state.metrics.refused(seen.message_type, problem)
         raise
@@ -98,20 +110,25 @@ async def _accept_once(
     session: AsyncSession,
     state: BrokerState,
     accept: Callable[[], Awaitable[tuple[ReceiptOut, bool]]],
+    caller: Caller,
 ) -> tuple[ReceiptOut, bool]:
     """Run ``accept`` and commit; a concurrent request storing the same envelope makes this
-    one a repeat (the original receipt), never a refusal."""
+    one a repeat (the original receipt), never a refusal. A repeat spends the request's
+    nonce and commits that alone."""
     try:
         try:
             receipt, created = await accept()
-            if created:
-                await session.commit()
+            if not created:
+                await spend_nonce(session, caller)
+            await session.commit()
         except IntegrityError:
             # The same id was stored concurrently (at flush or commit): answer as for a repeat.
             await session.rollback()
             receipt, created = await accept()
             if created:
                 raise Conflict("The message could not be stored; send it again.") from None
+            await spend_nonce(session, caller)
+            await session.commit()
     except (ConsentMissing, WorkflowRule, Conflict) as problem:
         # The same envelope may have been accepted meanwhile (its case then looks referred
         # already, or changed): a repeat gets the original receipt, not a refusal.
@@ -124,6 +141,8 @@ async def _accept_once(
             await session.rollback()
             await _record_refusal(state, problem)
             raise problem from None
+        await spend_nonce(session, caller)
+        await session.commit()
     return receipt, created
 
 
