@@ -177,7 +177,7 @@ def _public_key(key: RegistryKey) -> Ed25519PublicKey:
     public = key.derived.get("ed25519")
     if public is None:
         public = key.derived["ed25519"] = load_ed25519_public(key.public_key)
-    return public  # type: ignore[no-any-return]
+    return public
 
 
 async def _authenticate(request: Request, state: State, session: Session) -> Caller:

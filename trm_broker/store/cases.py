@@ -8,11 +8,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import insert as sql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.domain.workflow import CaseTransfer
-from trm_broker.store.models import AlertRecord, CaseTransferRow, Delivery, Message, Refusal
+from trm_broker.store.models import (
+    AlertRecord,
+    CaseTransferRow,
+    Delivery,
+    Message,
+    Refusal,
+    table_of,
+)
 
 
 async def get(session: AsyncSession, case_ref: str) -> CaseTransferRow | None:
@@ -29,11 +37,11 @@ class StoredCase:
     version: int
 
 
-_CASES = CaseTransferRow.__table__.c
+_CASES = table_of(CaseTransferRow).c
 _READ = select(_CASES.case_ref, _CASES.sending, _CASES.state, _CASES.version).where(
     _CASES.case_ref == bindparam("case_ref")
 )
-_INSERT = insert(CaseTransferRow.__table__)
+_INSERT = sql_insert(table_of(CaseTransferRow))
 
 
 async def read(session: AsyncSession, case_ref: str) -> StoredCase | None:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.domain.consent import Consent
 from trm_broker.domain.messages import DataCategory, DeliveryStatus, MessageType
-from trm_broker.store.models import ConsentRecord, Delivery, Message
+from trm_broker.store.models import ConsentRecord, Delivery, Message, table_of
 
 
 def to_domain(row: ConsentRecord | Row[Any]) -> Consent:
@@ -35,16 +35,16 @@ async def get(session: AsyncSession, consent_id: str) -> ConsentRecord | None:
     return await session.get(ConsentRecord, consent_id)
 
 
-_READ = select(*ConsentRecord.__table__.c).where(ConsentRecord.__table__.c.id == bindparam("id"))
+_READ = select(*table_of(ConsentRecord).c).where(table_of(ConsentRecord).c.id == bindparam("id"))
 
 
-_INSERT = insert(ConsentRecord.__table__)
+_INSERT = insert(table_of(ConsentRecord))
 
 
 async def insert_now(session: AsyncSession, row: ConsentRecord) -> None:
     """Insert a new consent at once (one INSERT, no unit of work); ``row`` stays unsaved."""
     await session.execute(
-        _INSERT, {column.key: getattr(row, column.key) for column in ConsentRecord.__table__.c}
+        _INSERT, {column.key: getattr(row, column.key) for column in table_of(ConsentRecord).c}
     )
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.crypto.canonical import canonical_json
 from trm_broker.domain.ledger_events import EventType, LedgerEvent
-from trm_broker.store.models import LedgerCheckpoint, LedgerEntry, LedgerNode
+from trm_broker.store.models import LedgerCheckpoint, LedgerEntry, LedgerNode, table_of
 
 #: PostgreSQL advisory lock key of the sequencer: one integrating writer among replicas.
 SEQUENCER_LOCK = 0x74726D6C  # "trml"
@@ -63,7 +63,7 @@ def append(session: AsyncSession, event: LedgerEvent) -> LedgerEntry:
     return entry
 
 
-_INSERT = insert(LedgerEntry.__table__).returning(LedgerEntry.__table__.c.seq)
+_INSERT = insert(table_of(LedgerEntry)).returning(table_of(LedgerEntry).c.seq)
 
 
 async def append_now(session: AsyncSession, event: LedgerEvent) -> tuple[int, bytes]:

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.domain.envelope import Envelope
 from trm_broker.domain.messages import DeliveryStatus
-from trm_broker.store.models import Delivery, Message
+from trm_broker.store.models import Delivery, Message, table_of
 
 
 async def get(session: AsyncSession, message_id: str) -> Message | None:
@@ -45,12 +45,12 @@ class Accepted:
     receipt: str
 
 
-_MESSAGES = Message.__table__.c
+_MESSAGES = table_of(Message).c
 _ACCEPTED = select(
     _MESSAGES.id, _MESSAGES.sender_id, _MESSAGES.envelope_digest, _MESSAGES.receipt
 ).where(_MESSAGES.id == bindparam("id"))
-_INSERT_MESSAGE = insert(Message.__table__)
-_INSERT_DELIVERY = insert(Delivery.__table__)
+_INSERT_MESSAGE = insert(table_of(Message))
+_INSERT_DELIVERY = insert(table_of(Delivery))
 
 
 async def accepted(session: AsyncSession, message_id: str) -> Accepted | None:

@@ -24,10 +24,10 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.domain.participants import KeyUse, ParticipantKind
-from trm_broker.store.models import Participant, ParticipantKey, RegistryVersion
+from trm_broker.store.models import Participant, ParticipantKey, RegistryVersion, table_of
 
-_VERSION = select(RegistryVersion.__table__.c.version).where(RegistryVersion.__table__.c.id == 1)
-_KEYS = ParticipantKey.__table__.c
+_VERSION = select(table_of(RegistryVersion).c.version).where(table_of(RegistryVersion).c.id == 1)
+_KEYS = table_of(ParticipantKey).c
 _KEY = select(
     _KEYS.kid,
     _KEYS.participant_id,
@@ -38,7 +38,7 @@ _KEY = select(
     _KEYS.valid_until,
     _KEYS.revoked_at,
 ).where(_KEYS.kid == bindparam("kid"))
-_PARTICIPANTS = Participant.__table__.c
+_PARTICIPANTS = table_of(Participant).c
 _PARTICIPANT = select(
     _PARTICIPANTS.id, _PARTICIPANTS.kind, _PARTICIPANTS.country, _PARTICIPANTS.inbox_url
 ).where(_PARTICIPANTS.id == bindparam("id"))
