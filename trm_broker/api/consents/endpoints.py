@@ -28,11 +28,13 @@ _BODY: dict[str, Any] = {
 
 @router.post("", status_code=201, response_model=ConsentOut, openapi_extra=_BODY)
 @defers_nonce
-async def register_consent(caller: SignedCaller, session: Session) -> ConsentOut:
+async def register_consent(caller: SignedCaller, session: Session, state: State) -> ConsentOut:
     """Register a consent record (signed request of the sending focal point), with the
     request's nonce, in one transaction."""
+    turn = state.write_turn()
 
     async def spend() -> None:
+        await turn.take()
         await spend_nonce(session, caller)
 
     try:
@@ -42,14 +44,22 @@ async def register_consent(caller: SignedCaller, session: Session) -> ConsentOut
         )
         await session.commit()
     except IntegrityError as exc:  # the same id registered at the same moment
+        await turn.take()
         await spend_after_refusal(session, caller)
         raise Conflict(
             "The consent could not be stored: one with its id was registered at the same "
             "time; a new consent needs a new id."
         ) from exc
     except Problem:
+        await turn.take()
         await spend_after_refusal(session, caller)
         raise
+    finally:
+        try:
+            if session.in_transaction():
+                await session.rollback()
+        finally:
+            turn.release()
     return created
 
 

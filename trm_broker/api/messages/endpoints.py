@@ -11,8 +11,8 @@ from fastapi import APIRouter, Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from trm_broker.api.auth import Caller, SignedCaller, defers_nonce, spend_after_refusal, spend_nonce
-from trm_broker.api.deps import BrokerState, Session, State
+from trm_broker.api.auth import SignedCaller, defers_nonce, spend_after_refusal, spend_nonce
+from trm_broker.api.deps import BrokerState, Session, State, WriteTurn
 from trm_broker.api.messages import service
 from trm_broker.api.messages.schemas import MessageStatusOut, ReceiptOut
 from trm_broker.store import cases
@@ -83,18 +83,24 @@ async def submit_message(
             seen=seen,
         )
 
+    turn = state.write_turn()
+
     async def spend() -> None:
+        await turn.take()
         await spend_nonce(session, caller)
 
     try:
         try:
-            receipt, created = await _accept_once(session, state, accept, caller)
+            receipt, created = await _accept_once(session, state, accept, spend)
         except Problem:
+            await turn.take()
             await spend_after_refusal(session, caller)  # a replay's 401 instead, if it is one
             raise
     except Problem as problem:
         state.metrics.refused(seen.message_type, problem)
         raise
+    finally:
+        await _end_turn(session, turn)
     if not created:
         response.status_code = 200
         return receipt
@@ -110,7 +116,7 @@ async def _accept_once(
     session: AsyncSession,
     state: BrokerState,
     accept: Callable[[], Awaitable[tuple[ReceiptOut, bool]]],
-    caller: Caller,
+    spend: Callable[[], Awaitable[None]],
 ) -> tuple[ReceiptOut, bool]:
     """Run ``accept`` and commit; a concurrent request storing the same envelope makes this
     one a repeat (the original receipt), never a refusal. A repeat spends the request's
@@ -119,7 +125,7 @@ async def _accept_once(
         try:
             receipt, created = await accept()
             if not created:
-                await spend_nonce(session, caller)
+                await spend()
             await session.commit()
         except IntegrityError:
             # The same id was stored concurrently (at flush or commit): answer as for a repeat.
@@ -127,7 +133,7 @@ async def _accept_once(
             receipt, created = await accept()
             if created:
                 raise Conflict("The message could not be stored; send it again.") from None
-            await spend_nonce(session, caller)
+            await spend()
             await session.commit()
     except (ConsentMissing, WorkflowRule, Conflict) as problem:
         # The same envelope may have been accepted meanwhile (its case then looks referred
@@ -141,9 +147,19 @@ async def _accept_once(
             await session.rollback()
             await _record_refusal(state, problem)
             raise problem from None
-        await spend_nonce(session, caller)
+        await spend()
         await session.commit()
     return receipt, created
+
+
+async def _end_turn(session: AsyncSession, turn: WriteTurn) -> None:
+    """Release the request's turn to write once nothing is left open (a refusal's rollback
+    may have been interrupted: end it first)."""
+    try:
+        if session.in_transaction():
+            await session.rollback()
+    finally:
+        turn.release()
 
 
 async def _record_refusal(state: BrokerState, problem: Problem) -> None:
