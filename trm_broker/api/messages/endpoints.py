@@ -106,7 +106,8 @@ async def submit_message(
         return receipt
     state.metrics.accepted(seen.message_type)
     log.info("message_accepted", message_type=seen.message_type)
-    state.wake_dispatcher()
+    if seen.pushed:
+        state.wake_dispatcher()
     state.wake_sequencer()
     state.notify_inbox()
     return receipt

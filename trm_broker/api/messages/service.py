@@ -49,6 +49,9 @@ class Submission:
     envelope verified and parsed (``unknown`` before, or when it never does)."""
 
     message_type: str = "unknown"
+    #: Whether the recipient is pushed to (has an inbox URL): only then is the dispatcher
+    #: woken; a pull recipient fetches its messages.
+    pushed: bool = True
 
 
 async def accept(
@@ -103,6 +106,8 @@ async def accept(
         raise InvalidEnvelope(f"Recipient {envelope.recipient} is not registered.")
     if recipient.kind not in MESSAGING_KINDS:
         raise InvalidEnvelope(f"Recipient {envelope.recipient} does not receive case messages.")
+    if seen is not None:
+        seen.pushed = recipient.inbox_url is not None
 
     # 8. Sealed to one of the recipient's usable encryption keys.
     enc_key = await registry.key(envelope.sealed.kid)
