@@ -52,6 +52,8 @@ class PendingNonce:
     nonce: str
     created: datetime
     window: timedelta
+    #: Also forget expired nonces, in the same transaction (once a minute per process).
+    prune_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,8 @@ async def spend_nonce(session: AsyncSession, caller: Caller) -> None:
     pending = caller.pending_nonce
     if pending is None:
         return
+    if pending.prune_at is not None:
+        await nonces.prune(session, pending.prune_at)  # only nonces too old to replay
     if not await nonces.spend(
         session, pending.keyid, pending.nonce, pending.created, pending.window
     ):
@@ -211,13 +215,20 @@ async def _authenticate(request: Request, state: State, session: Session) -> Cal
 
     async def spend(keyid: str, signed: SignedRequest, now: datetime) -> bool:
         last_prune = state.extras.get("nonces_pruned_at")
-        if last_prune is None or now - last_prune > _PRUNE_EVERY:
+        prune = last_prune is None or now - last_prune > _PRUNE_EVERY
+        if prune:
             state.extras["nonces_pruned_at"] = now
-            await nonces.prune(session, now)  # only nonces whose signatures are too old
         if deferred:
-            pending.append(PendingNonce(keyid, signed.nonce, signed.created, window))
+            # Nothing is written before the endpoint's own transaction (on SQLite a write
+            # here would hold the file's lock while the request waits for its turn).
+            pending.append(
+                PendingNonce(keyid, signed.nonce, signed.created, window, now if prune else None)
+            )
             return True
-        return await nonces.spend(session, keyid, signed.nonce, signed.created, window)
+        fresh = await nonces.spend(session, keyid, signed.nonce, signed.created, window)
+        if prune:
+            await nonces.prune(session, now)
+        return fresh
 
     verified = await verify_signed_request(
         request,
