@@ -207,3 +207,48 @@ async def test_a_percent_encoded_target_verifies_as_sent(broker: Broker) -> None
     headers = sign_request("GET", "http://broker/v1/cases/AT-%41BC", b"", AT.signing)
     altered = await broker.client.get("/v1/cases/AT-ABC", headers=headers)
     assert_problem(altered, 401, "bad-signature")
+
+
+async def test_a_refused_or_repeated_submission_cannot_be_replayed_either(broker: Broker) -> None:
+    """The accept path spends the nonce in the message's own transaction (issue 21): a
+    request answered otherwise (a refusal, a repeat's 200) has its nonce spent on its own."""
+    refused = referral(AT, NG, consent_ref=None)  # no consent: 403, nothing stored
+    body = envelope_bytes(refused)
+    headers = sign_request("POST", URL, body, AT.signing)
+    assert (await post_raw(broker, headers, body)).status_code == 403
+    assert_problem(await post_raw(broker, headers, body), 401, "replayed-request")
+
+    accepted = referral(AT, NG)
+    await broker._consent_for(accepted)
+    assert (await broker.submit(accepted)).status_code == 202
+    body = envelope_bytes(accepted)
+    headers = sign_request("POST", URL, body, AT.signing)
+    assert (await post_raw(broker, headers, body)).status_code == 200  # a repeat
+    assert_problem(await post_raw(broker, headers, body), 401, "replayed-request")
+    assert await broker.stored_counts() == (1, 1)
+
+
+async def test_a_consent_registration_cannot_be_replayed(broker: Broker) -> None:
+    url = "http://broker/v1/consents"
+    body = json.dumps(
+        {
+            "id": "consent-replayed",
+            "case_ref": "AT-replayed",
+            "given_by": "person",
+            "purposes": ["referral"],
+            "recipients": [NG.participant],
+            "data_categories": ["identity"],
+            "valid_from": datetime.now(UTC).isoformat(),
+            "form_digest": "sha-256:" + "A" * 43,
+        }
+    ).encode()
+    for signer, first in [(RAPPORTEUR, 403), (AT, 201)]:
+        headers = {
+            **sign_request("POST", url, body, signer.signing),
+            "content-type": "application/json",
+        }
+        assert (
+            await broker.client.post("/v1/consents", content=body, headers=headers)
+        ).status_code == first
+        again = await broker.client.post("/v1/consents", content=body, headers=headers)
+        assert_problem(again, 401, "replayed-request")

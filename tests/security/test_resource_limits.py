@@ -27,7 +27,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support import PROBLEM, Broker, broker_settings, running_broker
-from trm_broker.crypto.keys import KeySet
+from trm_broker.crypto.http_signatures import sign_request
+from trm_broker.crypto.keys import KeySet, SigningKey
 from trm_broker.dev import demo_case
 from trm_broker.dev.cluster import LocalCluster
 from trm_broker.web.limits import json_depth
@@ -386,3 +387,31 @@ def test_slow_clients_are_cut_off_by_the_real_servers(tmp_path: Path) -> None:
         cluster.stop()
         logs = "".join(p.log_text() for p in cluster.processes)
     assert "unexpected_error" not in logs
+
+
+async def test_a_participant_out_of_tokens_is_refused_before_any_signature_work(
+    limited: Broker,
+) -> None:
+    """Issue 21: once a participant's bucket is empty, a request naming its key is answered
+    429 before its signature is checked or its nonce written. Naming a key spends nothing
+    of its participant's bucket: only a verified request does, so nobody else can empty it
+    (a forged request is charged to its address, as every refusal is)."""
+    fp = KeySet.generate("fp.at")
+    other = KeySet.generate("fp.other")
+    assert (await limited.register(fp, "AT")).status_code == 201
+    assert (await limited.register(other, "FR")).status_code == 201
+
+    def forged() -> dict[str, str]:
+        """A request naming fp's key, signed with another."""
+        forger = SigningKey.generate()
+        headers = sign_request("GET", "http://broker/v1/alerts", b"", forger)
+        return {name: value.replace(forger.kid, fp.signing.kid) for name, value in headers.items()}
+
+    # A forgery naming fp's key is refused (401) and spends none of fp's tokens.
+    assert_problem(await limited.client.get("/v1/alerts", headers=forged()), 401, "bad-signature")
+    answers = [(await limited.call("GET", "/v1/alerts", fp)) for _ in range(6)]
+    assert [a.status_code for a in answers] == [200] * 5 + [429]
+    # Out of tokens: a forgery naming fp's key is 429 now, decided before verifying it.
+    refused = await limited.client.get("/v1/alerts", headers=forged())
+    assert_problem(refused, 429, "rate-limited")
+    assert (await limited.call("GET", "/v1/alerts", other)).status_code == 200

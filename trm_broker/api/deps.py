@@ -21,6 +21,7 @@ from trm_broker.domain.inbox_url import InboxPolicy
 from trm_broker.domain.workflow import Rules
 from trm_broker.ledger.note import NoteSigner
 from trm_broker.settings import Settings
+from trm_broker.store.registry_cache import RegistryCache
 from trm_broker.web.problems import Conflict, database_unavailable, unavailable_problem
 
 
@@ -35,10 +36,22 @@ class BrokerState:
     next_key: SigningKey | None = None
     metrics: BrokerMetrics = field(default_factory=BrokerMetrics)
     extras: dict[str, Any] = field(default_factory=dict)
+    #: The registry's rows, valid while its version has not moved (store/registry_cache.py).
+    registry: RegistryCache = field(default_factory=RegistryCache)
     rate_limits: RateLimits = field(init=False)
+    #: SQLite: the accept path's writing transactions take turns in this process (FIFO),
+    #: instead of polling for the file's write lock (busy_timeout), which under load can
+    #: starve one request for seconds. ``None`` on PostgreSQL (row locks suffice).
+    sqlite_writes: asyncio.Lock | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.rate_limits = RateLimits.from_settings(self.settings)
+        if self.engine.dialect.name == "sqlite":
+            self.sqlite_writes = asyncio.Lock()
+
+    def write_turn(self) -> WriteTurn:
+        """One request's turn to write (see ``sqlite_writes``)."""
+        return WriteTurn(self.sqlite_writes)
 
     def inbox_policy(self) -> InboxPolicy:
         return InboxPolicy(
@@ -87,6 +100,25 @@ class BrokerState:
     def note_signer(self) -> NoteSigner:
         """Checkpoints are signed notes by the broker's key, named by the ledger's origin."""
         return NoteSigner(self.settings.ledger_origin, self.signing_key)
+
+
+class WriteTurn:
+    """Taken before a request's first write, released once its transaction has ended
+    (committed or rolled back); a no-op without a lock."""
+
+    def __init__(self, lock: asyncio.Lock | None) -> None:
+        self._lock = lock
+        self._held = False
+
+    async def take(self) -> None:
+        if self._lock is not None and not self._held:
+            await self._lock.acquire()
+            self._held = True
+
+    def release(self) -> None:
+        if self._lock is not None and self._held:
+            self._held = False
+            self._lock.release()
 
 
 def broker_state(request: Request) -> BrokerState:

@@ -48,6 +48,17 @@ class RateLimits:
                 wait,
             )
 
+    def refuse_if_exhausted(self, participant_id: str) -> None:
+        """429 if the participant has no token left, without spending one (a request not
+        verified yet may name anyone)."""
+        wait = self.participants.wait(participant_id)
+        if wait is not None:
+            raise RateLimited(
+                "Too many requests from this participant; retry after the time given in "
+                "Retry-After.",
+                wait,
+            )
+
     def charge_address(self, request: Request) -> None:
         wait = self.addresses.take(client_address(request))
         if wait is not None:

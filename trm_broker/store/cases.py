@@ -4,40 +4,82 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import insert as sql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.domain.workflow import CaseTransfer
-from trm_broker.store.models import AlertRecord, CaseTransferRow, Delivery, Message, Refusal
+from trm_broker.store.models import (
+    AlertRecord,
+    CaseTransferRow,
+    Delivery,
+    Message,
+    Refusal,
+    table_of,
+)
 
 
 async def get(session: AsyncSession, case_ref: str) -> CaseTransferRow | None:
     return await session.get(CaseTransferRow, case_ref)
 
 
-def state_of(row: CaseTransferRow) -> CaseTransfer:
+@dataclass(frozen=True)
+class StoredCase:
+    """What the accept path reads of a case: its state and the version it replaces."""
+
+    case_ref: str
+    sending: str
+    state: str
+    version: int
+
+
+_CASES = table_of(CaseTransferRow).c
+_READ = select(_CASES.case_ref, _CASES.sending, _CASES.state, _CASES.version).where(
+    _CASES.case_ref == bindparam("case_ref")
+)
+_INSERT = sql_insert(table_of(CaseTransferRow))
+
+
+async def read(session: AsyncSession, case_ref: str) -> StoredCase | None:
+    """The case's stored state (one small query, no ORM identity map)."""
+    row = (await session.execute(_READ, {"case_ref": case_ref})).first()
+    if row is None:
+        return None
+    return StoredCase(row.case_ref, row.sending, row.state, row.version)
+
+
+async def insert_now(session: AsyncSession, case: CaseTransfer, at: datetime) -> None:
+    """:func:`insert`, executed at once (one INSERT, no unit of work)."""
+    await session.execute(_INSERT, _row(case, at))
+
+
+def state_of(row: CaseTransferRow | StoredCase) -> CaseTransfer:
     return CaseTransfer.from_json(json.loads(row.state))
 
 
+def _row(case: CaseTransfer, at: datetime) -> dict[str, Any]:
+    return {
+        "case_ref": case.case_ref,
+        "sending": case.sending,
+        "destination": case.destination,
+        "receiving_org": case.receiving_org,
+        "stage": case.stage,
+        "state": json.dumps(case.to_json(), sort_keys=True),
+        "version": 1,
+        "updated_at": at,
+    }
+
+
 def insert(session: AsyncSession, case: CaseTransfer, at: datetime) -> None:
-    session.add(
-        CaseTransferRow(
-            case_ref=case.case_ref,
-            sending=case.sending,
-            destination=case.destination,
-            receiving_org=case.receiving_org,
-            stage=case.stage,
-            state=json.dumps(case.to_json(), sort_keys=True),
-            version=1,
-            updated_at=at,
-        )
-    )
+    session.add(CaseTransferRow(**_row(case, at)))
 
 
 async def replace(
-    session: AsyncSession, row: CaseTransferRow, case: CaseTransfer, at: datetime
+    session: AsyncSession, row: CaseTransferRow | StoredCase, case: CaseTransfer, at: datetime
 ) -> bool:
     """Store the new state if nobody changed the case since ``row`` was read."""
     result = await session.execute(

@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.domain.consent import Consent
 from trm_broker.domain.messages import DataCategory, DeliveryStatus, MessageType
-from trm_broker.store.models import ConsentRecord, Delivery, Message
+from trm_broker.store.models import ConsentRecord, Delivery, Message, table_of
 
 
-def to_domain(row: ConsentRecord) -> Consent:
+def to_domain(row: ConsentRecord | Row[Any]) -> Consent:
     return Consent(
         id=row.id,
         case_ref=row.case_ref,
@@ -32,6 +33,24 @@ def to_domain(row: ConsentRecord) -> Consent:
 
 async def get(session: AsyncSession, consent_id: str) -> ConsentRecord | None:
     return await session.get(ConsentRecord, consent_id)
+
+
+_READ = select(*table_of(ConsentRecord).c).where(table_of(ConsentRecord).c.id == bindparam("id"))
+
+
+_INSERT = insert(table_of(ConsentRecord))
+
+
+async def insert_now(session: AsyncSession, row: ConsentRecord) -> None:
+    """Insert a new consent at once (one INSERT, no unit of work); ``row`` stays unsaved."""
+    await session.execute(
+        _INSERT, {column.key: getattr(row, column.key) for column in table_of(ConsentRecord).c}
+    )
+
+
+async def read(session: AsyncSession, consent_id: str) -> Row[Any] | None:
+    """The consent's row as read (one small query, no ORM identity map): for checks only."""
+    return (await session.execute(_READ, {"id": consent_id})).first()
 
 
 async def of_case(session: AsyncSession, case_ref: str) -> Sequence[ConsentRecord]:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import Integer, bindparam, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -50,6 +50,22 @@ def _waits_for_earlier() -> object:
     )
 
 
+#: The due push deliveries' ids, built once: the dispatcher runs it whenever woken, and a
+#: query built anew (its alias) would be compiled anew each time.
+_DUE = (
+    select(Delivery.id)
+    .where(
+        Delivery.status == PENDING,
+        Delivery.next_attempt_at <= bindparam("now", type_=Delivery.next_attempt_at.type),
+        Delivery.recipient_id.in_(select(Participant.id).where(Participant.inbox_url.is_not(None))),
+        ~_waits_for_earlier(),  # type: ignore[operator]
+    )
+    .order_by(Delivery.id)
+    .limit(bindparam("limit", type_=Integer))
+    .with_for_update(skip_locked=True, of=Delivery)
+)
+
+
 async def claim_due(
     session: AsyncSession, now: datetime, lease_until: datetime, limit: int
 ) -> Sequence[ClaimedDelivery]:
@@ -61,20 +77,7 @@ async def claim_due(
     has one writer at a time and ignores the clause. A dispatcher that dies mid-attempt
     loses nothing: when the lease runs out the row is due again.
     """
-    pushed_to = select(Participant.id).where(Participant.inbox_url.is_not(None))
-    query = (
-        select(Delivery.id)
-        .where(
-            Delivery.status == PENDING,
-            Delivery.next_attempt_at <= now,
-            Delivery.recipient_id.in_(pushed_to),
-            ~_waits_for_earlier(),  # type: ignore[operator]
-        )
-        .order_by(Delivery.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True, of=Delivery)
-    )
-    ids = list((await session.scalars(query)).all())
+    ids = list((await session.scalars(_DUE, {"now": now, "limit": limit})).all())
     if not ids:
         return []
     # The update re-checks that each row is still due, and only rows it changed are ours:

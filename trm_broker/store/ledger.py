@@ -9,14 +9,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select, text, union_all
+from sqlalchemy import ColumnElement, Select, and_, func, insert, or_, select, text, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from trm_broker.crypto.canonical import canonical_json
 from trm_broker.domain.ledger_events import EventType, LedgerEvent
-from trm_broker.store.models import LedgerCheckpoint, LedgerDay, LedgerEntry, LedgerNode
+from trm_broker.store.models import (
+    LedgerCheckpoint,
+    LedgerDay,
+    LedgerEntry,
+    LedgerNode,
+    table_of,
+)
 
 #: PostgreSQL advisory lock key of the sequencer: one integrating writer among replicas.
 SEQUENCER_LOCK = 0x74726D6C  # "trml"
@@ -30,9 +37,8 @@ def _party(participant: str) -> ColumnElement[bool]:
     )
 
 
-def append(session: AsyncSession, event: LedgerEvent) -> LedgerEntry:
-    """Queue an event for the tree in the caller's transaction; the sequencer gives it its
-    index within a second of commit."""
+def _columns(event: LedgerEvent) -> dict[str, object]:
+    """An event's row: its canonical body and the columns searches read."""
     body = canonical_json(event.claims())
     if len(event.parties) > 3:
         raise ValueError("a ledger entry names at most three parties")
@@ -43,19 +49,36 @@ def append(session: AsyncSession, event: LedgerEvent) -> LedgerEntry:
         raise ValueError("a ledger entry names at most two countries")
     parties = [*event.parties, None, None, None]
     countries = [*found, None, None]
-    entry = LedgerEntry(
-        body=body,
-        type=event.type,
-        at=event.at,
-        case_ref=event.case_ref,
-        party1=parties[0],
-        party2=parties[1],
-        party3=parties[2],
-        country1=countries[0],
-        country2=countries[1],
-    )
+    return {
+        "body": body,
+        "type": event.type,
+        "at": event.at,
+        "case_ref": event.case_ref,
+        "party1": parties[0],
+        "party2": parties[1],
+        "party3": parties[2],
+        "country1": countries[0],
+        "country2": countries[1],
+    }
+
+
+def append(session: AsyncSession, event: LedgerEvent) -> LedgerEntry:
+    """Queue an event for the tree in the caller's transaction; the sequencer gives it its
+    index within a second of commit."""
+    entry = LedgerEntry(**_columns(event))
     session.add(entry)
     return entry
+
+
+_INSERT = insert(table_of(LedgerEntry)).returning(table_of(LedgerEntry).c.seq)
+
+
+async def append_now(session: AsyncSession, event: LedgerEvent) -> tuple[int, bytes]:
+    """:func:`append`, inserted at once (one statement, no unit of work): the entry's ``seq``
+    and body, for a row that records it (the accept path, issue 21)."""
+    values = _columns(event)
+    seq = (await session.execute(_INSERT, values)).scalar_one()
+    return int(seq), cast(bytes, values["body"])
 
 
 async def index_of(session: AsyncSession, seq: int) -> int | None:

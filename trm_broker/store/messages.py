@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.domain.envelope import Envelope
 from trm_broker.domain.messages import DeliveryStatus
-from trm_broker.store.models import Delivery, LedgerEntry, Message
+from trm_broker.store.models import Delivery, Message, table_of
 
 
 async def get(session: AsyncSession, message_id: str) -> Message | None:
@@ -34,6 +35,32 @@ async def delivery_of(session: AsyncSession, message_id: str) -> Delivery | None
     return (await session.scalars(query)).first()
 
 
+@dataclass(frozen=True)
+class Accepted:
+    """What the accept path reads of a stored message: enough to answer a repeat."""
+
+    id: str
+    sender_id: str
+    envelope_digest: str
+    receipt: str
+
+
+_MESSAGES = table_of(Message).c
+_ACCEPTED = select(
+    _MESSAGES.id, _MESSAGES.sender_id, _MESSAGES.envelope_digest, _MESSAGES.receipt
+).where(_MESSAGES.id == bindparam("id"))
+_INSERT_MESSAGE = insert(table_of(Message))
+_INSERT_DELIVERY = insert(table_of(Delivery))
+
+
+async def accepted(session: AsyncSession, message_id: str) -> Accepted | None:
+    """The message stored with this id, if any (one small query, no ORM identity map)."""
+    row = (await session.execute(_ACCEPTED, {"id": message_id})).first()
+    if row is None:
+        return None
+    return Accepted(row.id, row.sender_id, row.envelope_digest, row.receipt)
+
+
 async def add_accepted(
     session: AsyncSession,
     envelope: Envelope,
@@ -42,44 +69,47 @@ async def add_accepted(
     digest: str,
     sender_kid: str,
     receipt: str,
-    ledger_entry: LedgerEntry,
+    ledger_seq: int,
     now: datetime,
-) -> Message:
+) -> Accepted:
     """Write an accepted envelope's message row and its outbox row (due at once) in the
-    caller's transaction (docs/design.md §8). The rows take the envelope's own members; ``signed``
-    is the envelope as stored (its canonical JSON) and ``digest`` the digest it is known by;
-    ``ledger_entry`` records the acceptance (its ``seq`` is known once flushed).
+    caller's transaction (docs/design.md §8): two INSERTs, the message's complete (its
+    ledger entry's ``seq`` is known before). The rows take the envelope's own members;
+    ``signed`` is the envelope as stored (its canonical JSON) and ``digest`` the digest it
+    is known by.
     """
-    message = Message(
-        id=envelope.id,
-        type=envelope.type,
-        case_ref=envelope.case_ref,
-        sender_id=envelope.sender,
-        recipient_id=envelope.recipient,
-        sender_kid=sender_kid,
-        created_at=envelope.created_at,
-        accepted_at=now,
-        envelope_digest=digest,
-        envelope=signed,
-        receipt=receipt,
-        consent_ref=envelope.consent_ref,
+    await session.execute(
+        _INSERT_MESSAGE,
+        {
+            "id": envelope.id,
+            "type": envelope.type,
+            "case_ref": envelope.case_ref,
+            "sender_id": envelope.sender,
+            "recipient_id": envelope.recipient,
+            "sender_kid": sender_kid,
+            "created_at": envelope.created_at,
+            "accepted_at": now,
+            "envelope_digest": digest,
+            "envelope": signed,
+            "receipt": receipt,
+            "purged_at": None,
+            "ledger_seq": ledger_seq,
+            "consent_ref": envelope.consent_ref,
+        },
     )
-    session.add(message)
-    await session.flush()  # the outbox row references the message
-    message.ledger_seq = ledger_entry.seq
-    session.add(
-        Delivery(
-            message_id=envelope.id,
-            recipient_id=envelope.recipient,
-            case_ref=envelope.case_ref,
-            status=DeliveryStatus.PENDING,
-            attempts=0,
-            queued_at=now,
-            next_attempt_at=now,
-        )
+    await session.execute(
+        _INSERT_DELIVERY,
+        {
+            "message_id": envelope.id,
+            "recipient_id": envelope.recipient,
+            "case_ref": envelope.case_ref,
+            "status": DeliveryStatus.PENDING,
+            "attempts": 0,
+            "queued_at": now,
+            "next_attempt_at": now,
+        },
     )
-    return message
-    await session.flush()
+    return Accepted(envelope.id, envelope.sender, digest, receipt)
 
 
 async def purgeable(session: AsyncSession, cutoff: datetime, limit: int) -> Sequence[Message]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -18,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     String,
+    Table,
     Text,
     TypeDecorator,
 )
@@ -81,6 +82,11 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+def table_of(model: type[Base]) -> Table:
+    """A model's table, for SQLAlchemy Core statements (no ORM unit of work)."""
+    return cast(Table, model.__table__)
+
+
 class Participant(Base):
     __tablename__ = "participants"
 
@@ -105,6 +111,17 @@ class ParticipantKey(Base):
     valid_from: Mapped[datetime] = mapped_column(UTCDateTime())
     valid_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class RegistryVersion(Base):
+    """One row whose ``version`` every change of ``participants`` or ``participant_keys``
+    increments, by trigger (migration 0010): a broker process's registry cache is valid while
+    this number has not moved (store/registry_cache.py)."""
+
+    __tablename__ = "registry_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger)
 
 
 class Message(Base):

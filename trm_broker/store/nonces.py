@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import Executable, delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,10 +29,22 @@ async def remember(
     """
     values = {"keyid": keyid, "nonce": nonce, "expires_at": expires_at}
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(table).values(**values).on_conflict_do_nothing()
-    result = await session.execute(statement)
+    result = await session.execute(_insert(dialect, table), values)
     return bool(getattr(result, "rowcount", 0) == 1)
+
+
+_INSERTS: dict[tuple[str, str], Executable] = {}
+
+
+def _insert(dialect: str, table: type[Any]) -> Executable:
+    """The statement, built once per table and backend (its compiled form is then cached)."""
+    found = _INSERTS.get((dialect, table.__tablename__))
+    if found is None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        found = _INSERTS[dialect, table.__tablename__] = insert(
+            table.__table__
+        ).on_conflict_do_nothing()
+    return found
 
 
 async def spend(

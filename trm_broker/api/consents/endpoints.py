@@ -6,13 +6,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter
+from sqlalchemy.exc import IntegrityError
 
-from trm_broker.api.auth import SignedCaller
+from trm_broker.api.auth import SignedCaller, defers_nonce, spend_after_refusal, spend_nonce
 from trm_broker.api.consents import service
 from trm_broker.api.consents.schemas import ConsentIn, ConsentOut
 from trm_broker.api.deps import Session, State
 from trm_broker.web.body import parse_json
-from trm_broker.web.problems import Forbidden
+from trm_broker.web.problems import Conflict, Forbidden, Problem
 from trm_broker.web.query import ConsentId
 
 router = APIRouter(prefix="/v1/consents", tags=["consent"])
@@ -26,11 +27,39 @@ _BODY: dict[str, Any] = {
 
 
 @router.post("", status_code=201, response_model=ConsentOut, openapi_extra=_BODY)
-async def register_consent(caller: SignedCaller, session: Session) -> ConsentOut:
-    """Register a consent record (signed request of the sending focal point)."""
-    new = parse_json(ConsentIn, caller.body)
-    created = await service.register(session, new, caller, datetime.now(UTC))
-    await session.commit()
+@defers_nonce
+async def register_consent(caller: SignedCaller, session: Session, state: State) -> ConsentOut:
+    """Register a consent record (signed request of the sending focal point), with the
+    request's nonce, in one transaction."""
+    turn = state.write_turn()
+
+    async def spend() -> None:
+        await turn.take()
+        await spend_nonce(session, caller)
+
+    try:
+        new = parse_json(ConsentIn, caller.body)
+        created = await service.register(
+            session, new, caller, datetime.now(UTC), before_writes=spend
+        )
+        await session.commit()
+    except IntegrityError as exc:  # the same id registered at the same moment
+        await turn.take()
+        await spend_after_refusal(session, caller)
+        raise Conflict(
+            "The consent could not be stored: one with its id was registered at the same "
+            "time; a new consent needs a new id."
+        ) from exc
+    except Problem:
+        await turn.take()
+        await spend_after_refusal(session, caller)
+        raise
+    finally:
+        try:
+            if session.in_transaction():
+                await session.rollback()
+        finally:
+            turn.release()
     return created
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,15 +47,23 @@ def out(row: ConsentRecord) -> ConsentOut:
 
 
 async def register(
-    session: AsyncSession, new: ConsentIn, caller: Caller, now: datetime
+    session: AsyncSession,
+    new: ConsentIn,
+    caller: Caller,
+    now: datetime,
+    *,
+    before_writes: Callable[[], Awaitable[None]] | None = None,
 ) -> ConsentOut:
-    """A consent is registered by the focal point that sends the case (docs/design.md §7)."""
+    """A consent is registered by the focal point that sends the case (docs/design.md §7).
+
+    Two reads and two INSERTs (the consent, its ledger entry), no unit of work;
+    ``before_writes`` runs in the transaction before the first (the request's nonce)."""
     if caller.kind is not ParticipantKind.FOCAL_POINT:
         raise Forbidden("Only a focal point registers consents, for the cases it sends.")
-    transfer = await cases.get(session, new.case_ref)
+    transfer = await cases.read(session, new.case_ref)
     if transfer is not None and transfer.sending != caller.participant_id:
         raise Forbidden(f"Case {new.case_ref} is sent by another focal point.")
-    if new.id is not None and await store.get(session, new.id) is not None:
+    if new.id is not None and await store.read(session, new.id) is not None:
         raise Conflict(f"Consent {new.id} is already registered; a new consent needs a new id.")
     proof = caller.proof
     row = ConsentRecord(
@@ -70,6 +79,7 @@ async def register(
         valid_until=new.valid_until,
         form_digest=new.form_digest,
         registered_at=now,
+        withdrawn_at=None,
         proof=json.dumps(
             {
                 "method": proof.method,
@@ -80,8 +90,10 @@ async def register(
             }
         ),
     )
-    session.add(row)
-    ledger.append(
+    if before_writes is not None:
+        await before_writes()
+    await store.insert_now(session, row)
+    await ledger.append_now(
         session,
         LedgerEvent(
             EventType.CONSENT_REGISTERED,
@@ -100,7 +112,6 @@ async def register(
             },
         ),
     )
-    await session.flush()
     return out(row)
 
 
@@ -135,7 +146,7 @@ async def covering(
             f"A {message.type.value} needs the consent_ref of a consent covering it.",
             rule="consent_missing",
         )
-    row = await store.get(session, consent_ref)
+    row = await store.read(session, consent_ref)
     if row is None or row.registered_by != registrant:
         raise ConsentMissing(
             f"No consent with id {consent_ref} was registered by the case's sending focal point.",

@@ -15,12 +15,12 @@ from trm_broker.domain.envelope import Envelope
 from trm_broker.domain.messages import HEADER_MODELS, MessageType
 from trm_broker.store import cases
 from trm_broker.store import consents as consent_store
-from trm_broker.store import participants as registry
-from trm_broker.store.models import ConsentRecord, Participant, Refusal
+from trm_broker.store.models import ConsentRecord, Refusal
+from trm_broker.store.registry_cache import Registry, RegistryParticipant
 from trm_broker.web.problems import Conflict, ConsentMissing, WorkflowRule
 
 
-def _party(row: Participant) -> workflow.Party:
+def _party(row: RegistryParticipant) -> workflow.Party:
     return workflow.Party(id=row.id, kind=row.kind, country=row.country)
 
 
@@ -34,10 +34,11 @@ class Admitted:
 async def admit(
     session: AsyncSession,
     envelope: Envelope,
-    sender: Participant,
-    recipient: Participant,
+    sender: RegistryParticipant,
+    recipient: RegistryParticipant,
     now: datetime,
     rules: workflow.Rules,
+    registry: Registry,
 ) -> Admitted:
     """Check consent, then the workflow; store the case's new state in this transaction.
 
@@ -45,7 +46,7 @@ async def admit(
     the caller records for the auditors' report after the rollback.
     """
     try:
-        return await _admit(session, envelope, sender, recipient, now, rules)
+        return await _admit(session, envelope, sender, recipient, now, rules, registry)
     except (ConsentMissing, WorkflowRule) as problem:
         problem.refusal = Refusal(
             at=now,
@@ -60,10 +61,11 @@ async def admit(
 async def _admit(
     session: AsyncSession,
     envelope: Envelope,
-    sender: Participant,
-    recipient: Participant,
+    sender: RegistryParticipant,
+    recipient: RegistryParticipant,
     now: datetime,
     rules: workflow.Rules,
+    registry: Registry,
 ) -> Admitted:
     # 1. Consent (§7): every message but a withdrawal needs a consent that covers it.
     facts = MessageFacts(
@@ -76,7 +78,7 @@ async def _admit(
         at=now,
     )
     # The case's sending focal point registered its consent; a referral opens the case.
-    row = await cases.get(session, envelope.case_ref)
+    row = await cases.read(session, envelope.case_ref)
     registrant = row.sending if row is not None else envelope.sender
     consent = await consents.covering(session, envelope.consent_ref, facts, registrant)
     withdraws = None
@@ -87,7 +89,7 @@ async def _admit(
     receiving_org = None
     header = HEADER_MODELS[envelope.type].model_validate(envelope.header)
     if envelope.type is MessageType.RETURN_PREPARATION:
-        org = await registry.get(session, str(getattr(header, "receiving_org", "")))
+        org = await registry.participant(str(getattr(header, "receiving_org", "")))
         receiving_org = _party(org) if org is not None else None
     step = workflow.Step(
         type=envelope.type,
@@ -107,7 +109,7 @@ async def _admit(
         window = {"window_seconds": int(broken.window.total_seconds())} if broken.window else {}
         raise WorkflowRule(broken.detail, rule=broken.rule, **window) from broken
     if row is None:
-        cases.insert(session, new, now)
+        await cases.insert_now(session, new, now)
     elif not await cases.replace(session, row, new, now):
         raise Conflict(
             f"Case {envelope.case_ref} changed at the same time; send the message again."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
@@ -34,10 +35,10 @@ from trm_broker.domain.times import rfc3339
 from trm_broker.domain.workflow import Rules
 from trm_broker.logs import bind_ids
 from trm_broker.store import deliveries as outbox
-from trm_broker.store import ledger
+from trm_broker.store import ledger, registry_cache
 from trm_broker.store import messages as store
-from trm_broker.store import participants as registry
-from trm_broker.store.models import Delivery, Message
+from trm_broker.store.models import Delivery
+from trm_broker.store.registry_cache import Registry, RegistryCache
 from trm_broker.web.problems import Conflict, Forbidden, InvalidEnvelope, NotFound
 from trm_broker.web.refusals import object_problem
 
@@ -48,6 +49,9 @@ class Submission:
     envelope verified and parsed (``unknown`` before, or when it never does)."""
 
     message_type: str = "unknown"
+    #: Whether the recipient is pushed to (has an inbox URL): only then is the dispatcher
+    #: woken; a pull recipient fetches its messages.
+    pushed: bool = True
 
 
 async def accept(
@@ -59,11 +63,18 @@ async def accept(
     caller_id: str,
     rules: Rules,
     *,
+    registry: Registry | None = None,
+    before_writes: Callable[[], Awaitable[None]] | None = None,
     seen: Submission | None = None,
 ) -> tuple[ReceiptOut, bool]:
     """Verify and store one envelope with its outbox row; return the receipt and whether
     it is new (False: the same envelope was accepted before and its receipt is returned).
-    ``seen`` learns the envelope's type as soon as it is known."""
+
+    ``registry`` is the request's view of the registry (read afresh if not given);
+    ``before_writes`` runs in the transaction before anything is written (the request's
+    nonce is spent there); ``seen`` learns the envelope's type as soon as it is known."""
+    if registry is None:
+        registry = await registry_cache.view(session, RegistryCache())
     # 1-6. The envelope verifier (crypto/envelopes.py): structure and protected header,
     #      the signing key from the registry usable now, the signature, canonical payload,
     #      the envelope model, and the signer is the sender.
@@ -72,7 +83,7 @@ async def accept(
     except (ValueError, RecursionError) as exc:  # incl. JSONDecodeError, huge integers
         raise InvalidEnvelope("The body must be a JWS in flattened JSON serialisation.") from exc
     try:
-        verified = await envelopes.verify_envelope(obj, _registry_keys(session), at=now)
+        verified = await envelopes.verify_envelope(obj, _registry_keys(registry), at=now)
     except VerificationError as exc:
         raise object_problem(exc) from exc
     envelope, kid = verified.envelope, verified.kid
@@ -87,22 +98,24 @@ async def accept(
             "The request must be signed by the envelope's sender; "
             "a participant sends only its own messages."
         )
-    sender = await registry.get(session, envelope.sender)
-    recipient = await registry.get(session, envelope.recipient)
+    sender = await registry.participant(envelope.sender)
+    recipient = await registry.participant(envelope.recipient)
     if sender is None or sender.kind not in MESSAGING_KINDS:
         raise Forbidden(f"Participant {envelope.sender} may not send case messages.")
     if recipient is None:
         raise InvalidEnvelope(f"Recipient {envelope.recipient} is not registered.")
     if recipient.kind not in MESSAGING_KINDS:
         raise InvalidEnvelope(f"Recipient {envelope.recipient} does not receive case messages.")
+    if seen is not None:
+        seen.pushed = recipient.inbox_url is not None
 
     # 8. Sealed to one of the recipient's usable encryption keys.
-    enc_key = await registry.key(session, envelope.sealed.kid)
+    enc_key = await registry.key(envelope.sealed.kid)
     if (
         enc_key is None
         or enc_key.use != "enc"
         or enc_key.participant_id != envelope.recipient
-        or not registry.is_usable(enc_key, now)
+        or not registry_cache.is_usable(enc_key, now)
     ):
         raise InvalidEnvelope(
             f"The payload must be sealed to a current encryption key of {envelope.recipient}."
@@ -117,7 +130,7 @@ async def accept(
     #    the sender's own messages are looked at before freshness, so nobody else can use
     #    an old envelope to learn whether an id exists.
     digest = verified.digest
-    existing = await store.get(session, envelope.id)
+    existing = await store.accepted(session, envelope.id)
     if existing is not None and existing.sender_id != envelope.sender:
         existing = None  # treated as new: freshness first, then the id conflicts (409)
     if existing is not None:
@@ -136,11 +149,14 @@ async def accept(
 
     # 11. Consent covers it, and the case's workflow and return safeguards allow it; the
     #    case's new state is written in this transaction (docs/design.md §6, §7).
-    admitted = await rules_check.admit(session, envelope, sender, recipient, now, rules)
+    #    Nothing is written before this point; the request's nonce is the first write.
+    if before_writes is not None:
+        await before_writes()
+    admitted = await rules_check.admit(session, envelope, sender, recipient, now, rules, registry)
 
     # 12. Store the message, its outbox row and its ledger entry in one transaction; the
     #     caller commits, then we answer (docs/design.md §8).
-    entry = ledger.append(
+    ledger_seq, entry_body = await ledger.append_now(
         session,
         LedgerEvent(
             EventType.MESSAGE_ACCEPTED,
@@ -165,7 +181,7 @@ async def accept(
         envelope_digest=digest,
         accepted_at=rfc3339(now),
         ledger_index=None,
-        ledger_entry=sha256_digest(entry.body),
+        ledger_entry=sha256_digest(entry_body),
     )
     receipt = jws.sign(
         claims.model_dump(mode="json"),
@@ -179,7 +195,7 @@ async def accept(
         digest=digest,
         sender_kid=kid,
         receipt=json.dumps(receipt),
-        ledger_entry=entry,
+        ledger_seq=ledger_seq,
         now=now,
     )
     if admitted.withdraws is not None:  # takes effect at once, for everything but itself
@@ -187,11 +203,11 @@ async def accept(
     return _receipt_out(message), True
 
 
-def _registry_keys(session: AsyncSession) -> envelopes.KeyLookup:
+def _registry_keys(registry: Registry) -> envelopes.KeyLookup:
     """The envelope verifier's key lookup: the broker's own registry."""
 
     async def lookup(kid: str) -> envelopes.KeyRecord | None:
-        key = await registry.key(session, kid)
+        key = await registry.key(kid)
         if key is None:
             return None
         return envelopes.KeyRecord(
@@ -207,7 +223,7 @@ def _registry_keys(session: AsyncSession) -> envelopes.KeyLookup:
     return lookup
 
 
-def _receipt_out(message: Message) -> ReceiptOut:
+def _receipt_out(message: store.Accepted) -> ReceiptOut:
     return ReceiptOut(message_id=message.id, receipt=SignedObject(**json.loads(message.receipt)))
 
 
