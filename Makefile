@@ -59,9 +59,11 @@ fuzz: $(STAMP)
 bench: $(STAMP)
 	./tools/ensure-postgres.sh
 	./tools/ensure-wrk.sh
-	$(PY) -m bench.ledger
-	$(PY) -m bench.console
-	$(PY) -m bench
+	status=0; \
+	$(PY) -m bench.ledger || status=1; \
+	$(PY) -m bench.console || status=1; \
+	$(PY) -m bench || status=1; \
+	exit $$status
 
 # docs/configuration.md and docs/metrics.md, from the settings class and the metric registry
 # (tests/test_reference_docs.py fails when they drift).

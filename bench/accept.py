@@ -108,14 +108,23 @@ class Sender:
         self.url, self.pair, self.workdir = url, pair, workdir
         self.run = f"{int(time.time()) % 100000:05d}"
         self.next = 0
+        self.pending = (0, 0)
 
-    def pools(self, count: int) -> tuple[Path, Path]:
+    def consents(self, count: int) -> Path:
+        """The registrations of the next ``count`` cases' consents."""
         first, self.next = self.next, self.next + count
-        consents = self.workdir / f"consents-{first}.pool"
-        referrals = self.workdir / f"referrals-{first}.pool"
-        pool.write(consents, pool.consents(self.url, self.pair, self.run, first, count))
-        pool.write(referrals, pool.referrals(self.url, self.pair, self.run, first, count))
-        return consents, referrals
+        path = self.workdir / f"consents-{first}.pool"
+        pool.write(path, pool.consents(self.url, self.pair, self.run, first, count))
+        self.pending = (first, count)
+        return path
+
+    def referrals(self) -> Path:
+        """The referrals of the cases whose consents :meth:`consents` made last: signed
+        only now, once those are registered, so they are fresh when sent."""
+        first, count = self.pending
+        path = self.workdir / f"referrals-{first}.pool"
+        pool.write(path, pool.referrals(self.url, self.pair, self.run, first, count))
+        return path
 
 
 def rounds(
@@ -130,19 +139,19 @@ def rounds(
 ) -> tuple[list[Rounds], list[Rounds]]:
     """Run ``plan`` (connections, repetitions) after a warm-up; per-count rounds of the
     referrals and of the consents registered for them."""
-    consents, referrals = sender.pools(max(smallest // 4, int(estimate * warmup)))
-    run_wrk(url, consents, 16, 300, server_pid=pid)
-    warm = run_wrk(url, referrals, 16, warmup, server_pid=pid)
+    run_wrk(
+        url, sender.consents(max(smallest // 4, int(estimate * warmup))), 16, 600, server_pid=pid
+    )
+    warm = run_wrk(url, sender.referrals(), 16, warmup, server_pid=pid)
     estimate = max(estimate, warm.rate)
     messages_by, consents_by = [], []
     for connections, repetitions in plan:
         m, c = Rounds(connections), Rounds(connections)
         for _ in range(repetitions):
             size = min(MAX_POOL, max(smallest, int(estimate * seconds * 1.3)))
-            consent_pool, referral_pool = sender.pools(size)
-            registered = run_wrk(url, consent_pool, connections, 600, server_pid=pid)
+            registered = run_wrk(url, sender.consents(size), connections, 600, server_pid=pid)
             c.runs.append(registered)
-            sent = run_wrk(url, referral_pool, connections, seconds, server_pid=pid)
+            sent = run_wrk(url, sender.referrals(), connections, seconds, server_pid=pid)
             m.runs.append(sent)
             if not sent.failed:
                 estimate = max(estimate, sent.rate)

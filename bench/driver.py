@@ -86,12 +86,12 @@ def run_wrk(
 ) -> WrkRun:
     """wrk against ``url`` with the requests of ``pool``, each once, for at most ``seconds``
     (less once every request is answered); ``rate``: offered requests per second."""
-    wrk = wrk_path()
-    if wrk is None:
+    binary = wrk_path()
+    if binary is None:
         raise RuntimeError("wrk is not installed (tools/ensure-wrk.sh installs it)")
     threads = max(1, min(2, connections))
     args = [
-        wrk,
+        binary,
         f"-t{threads}",
         f"-c{connections}",
         f"-d{max(1, round(seconds))}s",

@@ -68,7 +68,7 @@ async def _acknowledged(url: str) -> dict[str, float]:
                 .join(Delivery, Delivery.message_id == Message.id)
                 .where(Delivery.acknowledged_at.is_not(None))
             )
-            return {ref: at.timestamp() for ref, at in rows.all()}
+            return {ref: at.timestamp() for ref, at in rows.all() if at is not None}
     finally:
         await engine.dispose()
 
@@ -90,8 +90,8 @@ def at_rate(
     with tempfile.TemporaryDirectory(prefix="trm-bench-e2e-") as tmp:
         consents, referrals = Path(tmp) / "c.pool", Path(tmp) / "m.pool"
         pool.write(consents, pool.consents(url, sender, run, 0, count))
-        pool.write(referrals, pool.referrals(url, sender, run, 0, count))
         run_wrk(url, consents, 16, 600, server_pid=pid)
+        pool.write(referrals, pool.referrals(url, sender, run, 0, count))
         times = Path(tmp) / "times"
         sent = run_wrk(
             url, referrals, CONNECTIONS, seconds + 30, rate=rate, times=times, server_pid=pid

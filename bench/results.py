@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).with_name("results")
+#: Where a run's files go (TRM_BENCH_RESULTS: elsewhere, e.g. the tests' temporary directory).
+RESULTS = Path(os.environ.get("TRM_BENCH_RESULTS") or Path(__file__).with_name("results"))
 ROOT = Path(__file__).resolve().parents[1]
 
 
