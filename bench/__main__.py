@@ -157,12 +157,32 @@ def main() -> int:
         data["end_to_end"] = [x.json() for x in latencies]
         data["end_to_end_skipped_rates"] = skipped
         failed_rounds += sum(1 for x in latencies if any(not c.startswith("2") for c in x.statuses))
+        for x in latencies:
+            rows.append(
+                Row(
+                    f"end to end at {x.rate:.0f} messages/s offered ({x.send_rate:.0f}/s sent; "
+                    f"p50 {e2e._ms(x.p50_ms)}, p95 {e2e._ms(x.p95_ms)}, max {e2e._ms(x.max_ms)}; "
+                    f"{x.acknowledged} of {x.sent} acknowledged; "
+                    f"{'kept up' if x.kept_up else 'did not keep up'}): p99",
+                    x.p99_ms,
+                    "ms",
+                )
+            )
 
     ledger: dict[str, Any] = {}
     if "ledger" in parts:
         print("ledger")
         ledger = proofs.ledger_figures(plan.proof_sizes, plan.integrate)
         data["ledger"] = ledger
+        for p in ledger["proofs"]:
+            rows.append(
+                Row(
+                    f"inclusion proof at {p['entries']:,} entries (consistency "
+                    f"{p['consistency_ms']:.2f} ms)",
+                    p["inclusion_ms"],
+                    "ms",
+                )
+            )
 
     data["throughput"] = throughput
     rows += _target_rows(
@@ -213,7 +233,7 @@ def _rate_row(
     name = "PostgreSQL" if backend == "postgresql" else "SQLite"
     path = "POST /v1/messages" if kind == "messages" else "POST /v1/consents"
     p99 = r.median_latency("p99")
-    cpu = r.median("server_cpu_ms_per_request")
+    cpu = r.median("server_ms_per_request")
     client = r.median("client_cpu_share")
     return Row(
         f"{path}, {name}, {r.connections} connections (p99 "
@@ -295,19 +315,20 @@ def _target_rows(
         at200 = by_rate.get(200.0)
         rows.append(
             Row(
-                "end to end p99 at 200 messages/s",
-                at200.p99_ms if at200 and at200.kept_up else None,
+                "end to end p99 at 200 messages/s"
+                + ("" if at200 is None else "" if at200.kept_up else " (did not keep up)")
+                + (" (not run: a backlog remained at a lower rate)" if at200 is None else ""),
+                at200.p99_ms if at200 else None,
                 "ms",
                 target="≤ 100 ms",
-                holds=bool(
-                    at200 and at200.kept_up and at200.p99_ms is not None and at200.p99_ms <= 100
-                ),
+                holds=bool(at200 and at200.kept_up and (at200.p99_ms or 1e9) <= 100),
             )
         )
         at500 = by_rate.get(500.0)
         rows.append(
             Row(
-                "end to end at 500 messages/s: acknowledged (the broker keeps up)",
+                "end to end at 500 messages/s: acknowledged of sent"
+                + (" (not run: a backlog remained at a lower rate)" if at500 is None else ""),
                 at500.acknowledged if at500 else None,
                 "messages",
                 float(at500.sent) if at500 else None,

@@ -37,10 +37,9 @@ class Rounds:
         return [r for r in self.runs if not r.failed]
 
     def median(self, value: str) -> float | None:
-        values = [getattr(r, value) if hasattr(r, value) else None for r in self.good]
-        if not values:
-            return None
-        return statistics.median(values)  # type: ignore[type-var]
+        """The median of a :class:`WrkRun` property over the rounds that did not fail."""
+        values: list[float] = [getattr(r, value) for r in self.good]
+        return statistics.median(values) if values else None
 
     def median_latency(self, key: str) -> float | None:
         values = [r.latency_ms[key] for r in self.good]

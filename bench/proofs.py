@@ -21,6 +21,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select, text
 
@@ -160,7 +161,7 @@ def verify_rate(broker_url: str, verifier_key: str, auditor_keys: Path) -> dict[
     }
 
 
-def ledger_figures(sizes: list[int], integrate: int) -> dict[str, object]:
+def ledger_figures(sizes: list[int], integrate: int) -> dict[str, Any]:
     """Integration rate and proof times, each on a fresh PostgreSQL database."""
     with tempfile.TemporaryDirectory(prefix="trm-bench-") as tmp:
         with servers.database("postgresql", Path(tmp)) as url:

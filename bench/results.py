@@ -43,7 +43,7 @@ class Row:
 
 def _number(value: float | None, unit: str) -> str:
     if value is None:
-        return "failed"
+        return "none (see the figure)"
     text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
     return f"{text} {unit}".strip()
 
