@@ -80,17 +80,23 @@ def _quick(parts: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess[str]
 @pytest.mark.e2e
 def test_the_accept_benchmark_counts_every_answer_against_its_baseline(tmp_path: Path) -> None:
     result, data = _quick("accept", tmp_path)
-    assert "| POST /v1/messages, PostgreSQL, 16 connections" in result.stdout
-    assert "| POST /v1/consents, SQLite, 4 connections" in result.stdout
+    assert "| POST /v1/messages, PostgreSQL, 8 connections" in result.stdout
+    assert "| POST /v1/consents, SQLite, 2 connections" in result.stdout
     assert "targets: not checked (--quick)" in result.stdout
+    accepted = 0
     for backend in ("postgresql", "sqlite"):
         for kind in ("messages", "consents"):
             for rounds in data["accept"][backend][kind]:
                 for run in rounds["runs"]:
-                    # Every request sent was answered, and every answer was a success.
-                    assert not run["failed"], run
-                    assert sum(run["statuses"].values()) == run["answered"] > 0
-                    assert set(run["statuses"]) <= {"201", "202"}, run
+                    # Every answer is counted by its status, and a round with any answer
+                    # that is not a success is failed (an overloaded broker may refuse).
+                    assert sum(run["statuses"].values()) == run["answered"] > 0, run
+                    successes = {"201", "202"} if kind == "messages" else {"201"}
+                    if not set(run["statuses"]) <= successes:
+                        assert run["failed"], run
+                    if kind == "messages":
+                        accepted += run["statuses"].get("202", 0)
+    assert accepted > 0
     assert data["baselines"]["trivial"][0]["rate"] > 0
     assert data["machine"]["git_revision"]
 

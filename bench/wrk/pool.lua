@@ -64,9 +64,9 @@ end
 
 function delay()
   if sent >= #pool then
-    -- Keep the connection open until the others are answered, with a read every 4 s (the
-    -- server closes a connection idle for 5 s); rare, so its latency hardly counts in wrk's.
-    return 4000
+    -- Keep the connection open until the others are answered, with a read every second
+    -- (the server closes a connection idle for 5 s, which wrk would count as an error).
+    return 1000
   end
   if rate == 0 then return 0 end
   if t0 == nil then t0 = now() end
