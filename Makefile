@@ -53,9 +53,17 @@ fuzz: $(STAMP)
 	TRM_FUZZ_EXAMPLES=$(TRM_FUZZ_EXAMPLES) TRM_FUZZ_RUNS=$(TRM_FUZZ_RUNS) $(PY) -m pytest -q -n auto \
 		tests/security/test_api_fuzz.py tests/fuzz
 
+# Issue 21: the broker measured from outside with wrk (tools/ensure-wrk.sh), each figure beside
+# a baseline from the same run; prints the table, writes bench/results/, exits 1 if a target
+# does not hold. About 20-30 minutes on 2 cores (docs/performance.md).
 bench: $(STAMP)
-	$(PY) -m bench.ledger
-	$(PY) -m bench.console
+	./tools/ensure-postgres.sh
+	./tools/ensure-wrk.sh
+	status=0; \
+	$(PY) -m bench.ledger || status=1; \
+	$(PY) -m bench.console || status=1; \
+	$(PY) -m bench || status=1; \
+	exit $$status
 
 # docs/configuration.md and docs/metrics.md, from the settings class and the metric registry
 # (tests/test_reference_docs.py fails when they drift).
