@@ -24,6 +24,7 @@ serve: $(STAMP)
 test: $(STAMP)
 	./tools/ensure-postgres.sh
 	./tools/ensure-chromium.sh
+	./tools/ensure-wrk.sh
 	$(PY) -m pytest -q -n auto --durations=25
 
 # The inner loop: SQLite only, no real processes (e2e), no fuzzing, the long state machines
