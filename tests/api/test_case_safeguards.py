@@ -388,3 +388,83 @@ async def test_an_answer_is_applied_to_the_case_as_it_is_when_recorded(broker: B
     state = (await broker.call("GET", f"/v1/cases/{case}", AT)).json()["state"]
     assert state["last_risk_assessment"]["message_id"] == first_id
     assert [p["message_id"] for p in state["pending_risk_assessments"]] == [second_id]
+
+
+async def received_case(broker: Broker, case: str) -> tuple[str, dict[str, str]]:
+    """A case whose return plan is acknowledged, and the shelter's reception confirmation
+    accepted (not yet answered): its consent and the confirmation."""
+    consent_ref = await open_case(broker, case)
+    for sent in (
+        message(NG, AT, T.RISK_ASSESSMENT, assessment(), case, consent_ref),
+        message(AT, NG, T.RETURN_PREPARATION, plan(), case, consent_ref),
+    ):
+        await accepted(await broker.submit(sent))
+        await broker.acknowledge(sent)
+    reception = {"outcome": "received", "at": datetime.now(UTC).isoformat()}
+    confirmed = message(SHELTER, NG, T.RECEPTION_CONFIRMATION, reception, case, consent_ref)
+    await accepted(await broker.submit(confirmed))
+    return consent_ref, confirmed
+
+
+async def test_a_rejected_reception_confirmation_counts_for_nothing(broker: Broker) -> None:
+    """A reception its recipient's node rejected (a header saying "received" over a payload
+    saying the person did not arrive) neither moves the case to monitoring nor stops the
+    reception deadline: the case waits for a reception confirmation again."""
+    case = "AT-2026-0212"
+    consent_ref, confirmed = await received_case(broker, case)
+    assert (await broker.call("GET", f"/v1/cases/{case}", AT)).json()["stage"] == "received"
+    await broker.answer(confirmed, status="rejected", code=MISMATCH)
+    view = (await broker.call("GET", f"/v1/cases/{case}", AT)).json()
+    assert (view["stage"], view["state"]["received_at"]) == ("return_prepared", None)
+    assert [d["name"] for d in view["deadlines"]] == ["reception_due"]
+    monitoring = {"period_start": "2026-12-01", "period_end": "2026-12-06"}
+    refused(
+        await broker.submit(message(SHELTER, AT, T.CASE_MONITORING, monitoring, case, consent_ref)),
+        409,
+        "case_monitoring_needs_reception",
+    )
+    honest = {"outcome": "not_arrived", "at": datetime.now(UTC).isoformat()}
+    again = message(SHELTER, NG, T.RECEPTION_CONFIRMATION, honest, case, consent_ref)
+    await accepted(await broker.submit(again))
+    assert (await broker.call("GET", f"/v1/cases/{case}", AT)).json()["stage"] == "not_received"
+
+
+async def test_a_rejected_monitoring_report_does_not_reset_the_monitoring_deadline(
+    broker: Broker,
+) -> None:
+    case = "AT-2026-0213"
+    consent_ref, confirmed = await received_case(broker, case)
+    await broker.acknowledge(confirmed)
+    before = (await broker.call("GET", f"/v1/cases/{case}", AT)).json()["deadlines"]
+    monitoring = {"period_start": "2026-12-01", "period_end": "2026-12-06"}
+    report = message(SHELTER, AT, T.CASE_MONITORING, monitoring, case, consent_ref)
+    await accepted(await broker.submit(report))
+    moved = (await broker.call("GET", f"/v1/cases/{case}", AT)).json()
+    assert moved["state"]["last_monitoring_at"] is not None
+    await broker.answer(report, status="rejected", code=MISMATCH)
+    view = (await broker.call("GET", f"/v1/cases/{case}", AT)).json()
+    assert view["state"]["last_monitoring_at"] is None
+    assert view["deadlines"] == before
+
+
+async def test_a_rejected_referral_response_is_answered_again(broker: Broker) -> None:
+    """An acceptance its recipient's node rejected (a header saying "accepted" over a payload
+    declining the case) permits nothing: the case waits for the destination's answer."""
+    case = "AT-2026-0214"
+    consent_ref = await consent(broker, case, "consent")
+    header = {"destination_country": "NG", "subject_is_minor": False}
+    referral = message(AT, NG, T.REFERRAL, header, case, consent_ref, [DataCategory.IDENTITY])
+    await accepted(await broker.submit(referral))
+    await broker.acknowledge(referral)
+    answer = message(NG, AT, T.REFERRAL_RESPONSE, {"accepted": True}, case, consent_ref)
+    await accepted(await broker.submit(answer))
+    await broker.answer(answer, status="rejected", code=MISMATCH)
+    assert (await broker.call("GET", f"/v1/cases/{case}", AT)).json()["stage"] == "referred"
+    refused(
+        await broker.submit(message(NG, AT, T.RISK_ASSESSMENT, assessment(), case, consent_ref)),
+        409,
+        "risk_assessment_needs_acceptance",
+    )
+    declined = message(NG, AT, T.REFERRAL_RESPONSE, {"accepted": False}, case, consent_ref)
+    await accepted(await broker.submit(declined))
+    assert (await broker.call("GET", f"/v1/cases/{case}", AT)).json()["stage"] == "declined"

@@ -352,12 +352,24 @@ class CaseTransferMachine(RuleBasedStateMachine):
             in_force = to_ng[-1].header
             assert header["planned_arrival"] == in_force["planned_arrival"]
             assert header["receiving_org"] == in_force["receiving_org"]
+        # A message its recipient rejected counts for nothing: a referral's answer, a
+        # reception confirmation (the case awaits another).
+        counted = [
+            m for m in self.of_this_referral() if self.answers.get(m.message_id) != "rejected"
+        ]
+        receptions = [m for m in counted if m.kind is T.RECEPTION_CONFIRMATION]
         if kind in (T.RECEPTION_PLAN_RESPONSE, T.PRE_DEPARTURE_CONTACT):
             assert sender is SHELTER
             assert recipient in (AT, NG)
             assert counted_plans
             assert counted_plans[-1].recipient is SHELTER
-            assert not any(m.kind is T.RECEPTION_CONFIRMATION for m in self.of_this_referral())
+            assert not receptions
+        if kind is T.REFERRAL_RESPONSE:
+            assert not any(m.kind is T.REFERRAL_RESPONSE for m in counted)
+        if kind is T.RECEPTION_CONFIRMATION:
+            assert not receptions
+        if kind is T.CASE_MONITORING:
+            assert [m.header["outcome"] for m in receptions] == ["received"]
         # A referral again only after its recipient rejected the first.
         if kind is T.REFERRAL:
             earlier = [m for m in self.accepted if m.kind is T.REFERRAL]

@@ -51,6 +51,7 @@ from trm_broker.domain.workflow import (
     Step,
     acknowledged,
     apply,
+    deadlines,
     due_alerts,
     rejected,
 )
@@ -684,6 +685,66 @@ def test_a_rejected_plan_changes_nothing_once_replaced_or_after_reception() -> N
     assert rejected(replaced, first.message_id) is replaced
     arrived = apply(case, reception(), RULES_)
     assert rejected(arrived, first.message_id) is arrived
+
+
+def test_a_rejected_reception_confirmation_is_void_and_the_reception_awaited_again() -> None:
+    confirmed = reception()
+    case = apply(prepared(), confirmed, RULES_)
+    report = monitoring()
+    case = acknowledged(apply(case, report, RULES_), report.message_id)
+    back = rejected(case, confirmed.message_id)
+    assert (back.stage, back.received_at, back.last_monitoring_at) == (
+        Stage.RETURN_PREPARED,
+        None,
+        None,
+    )
+    assert [d.name for d in deadlines(back, RULES_)] == ["reception_due"]
+    with pytest.raises(RuleBroken) as raised:
+        apply(back, monitoring(T_MONITOR + TICK), RULES_)
+    assert raised.value.rule == "case_monitoring_needs_reception"
+    honest = reception(outcome=ReceptionOutcome.NOT_ARRIVED)
+    assert apply(back, honest, RULES_).stage is Stage.NOT_RECEIVED
+    # A not-received rejected is void too; once closed, a rejection changes nothing.
+    assert rejected(apply(back, honest, RULES_), honest.message_id).stage is Stage.RETURN_PREPARED
+    ended = apply(case, closure(), RULES_)
+    assert rejected(ended, confirmed.message_id) is ended
+
+
+def test_a_rejected_monitoring_report_does_not_count() -> None:
+    case = received()
+    first, second = monitoring(), monitoring(T_MONITOR + timedelta(days=30))
+    case = apply(apply(case, first, RULES_), second, RULES_)
+    assert case.last_monitoring_at == second.at
+    # The later is rejected: the deadline runs from the earlier, answered or not.
+    assert rejected(case, second.message_id).last_monitoring_at == first.at
+    # Both rejected, in either order: from the reception, as if none was sent.
+    for order in ([first, second], [second, first]):
+        none = case
+        for one in order:
+            none = rejected(none, one.message_id)
+        assert none.last_monitoring_at is None
+        assert none.monitoring_unanswered == ()
+        assert [d.due_at for d in deadlines(none, RULES_)] == [
+            d.due_at for d in deadlines(received(), RULES_)
+        ]
+    # Acknowledged, a report stands, whatever is rejected after it.
+    kept = rejected(acknowledged(case, first.message_id), second.message_id)
+    assert kept.last_monitoring_at == first.at
+    assert acknowledged(case, second.message_id).last_monitoring_at == second.at
+
+
+def test_a_rejected_referral_response_is_void_and_the_answer_awaited_again() -> None:
+    for answer in (response(), response(accepted=False)):
+        case = rejected(apply(referred(), answer, RULES_), answer.message_id)
+        assert case.stage is Stage.REFERRED
+        with pytest.raises(RuleBroken) as raised:
+            apply(case, assessment(), RULES_)
+        assert raised.value.rule == "risk_assessment_needs_acceptance"
+        assert apply(case, response(T_RESPONSE + TICK), RULES_).stage is Stage.ACCEPTED
+    # Once the case has gone further, the answer's rejection changes nothing.
+    answer = response()
+    further = run(assessment(), preparation(), case=apply(referred(), answer, RULES_))
+    assert rejected(further, answer.message_id) is further
 
 
 def test_a_rejected_referral_is_corrected_on_the_same_case_reference() -> None:
@@ -1709,6 +1770,10 @@ class CaseTransferMachine(RuleBasedStateMachine):
         #: Messages of the case accepted and not yet answered, in acceptance order.
         self.unanswered: list[str] = []
         self.acknowledged: set[str] = set()
+        #: The monitoring reports accepted since the reception and not rejected, and when
+        #: each was accepted.
+        self.monitoring_counted: list[str] = []
+        self.monitoring_at: dict[str, datetime] = {}
 
     @rule(
         pause=mostly(
@@ -1725,6 +1790,7 @@ class CaseTransferMachine(RuleBasedStateMachine):
         # A closed case accepts nothing more but withdrawals (checked); walk a fresh one.
         self.case = None
         self.unanswered = []
+        self.monitoring_counted = []
 
     @precondition(lambda self: self.case is not None and self.unanswered)
     @rule(data=st.data())
@@ -1740,7 +1806,12 @@ class CaseTransferMachine(RuleBasedStateMachine):
             if accept:
                 self.acknowledged.add(message_id)
             self.check_answered(before, message_id, accept, after)
+            if not accept and before.reception_message_id == message_id:
+                self.monitoring_counted = []  # the reception and all after it are void
+            if not accept and message_id in self.monitoring_counted:
+                self.monitoring_counted.remove(message_id)
             self.case = after
+            self.check_monitoring()
 
     @rule(data=st.data())
     def a_message_arrives(self, data: st.DataObject) -> None:
@@ -1761,22 +1832,63 @@ class CaseTransferMachine(RuleBasedStateMachine):
         self.check_accepted(before, message, after)
         if message.type is MessageType.REFERRAL:
             self.unanswered = []  # a new case, or a corrected referral that starts it afresh
+            self.monitoring_counted = []
+        if message.type is MessageType.CASE_MONITORING:
+            self.monitoring_counted.append(message.message_id)
+            self.monitoring_at[message.message_id] = message.at
         self.unanswered.append(message.message_id)
         self.case = after
+        self.check_monitoring()
+
+    def check_monitoring(self) -> None:
+        """The monitoring deadline runs from the latest report not rejected."""
+        assert self.case is not None
+        counted = [self.monitoring_at[m] for m in self.monitoring_counted]
+        assert self.case.last_monitoring_at == max(counted, default=None)
 
     def check_answered(
         self, before: CaseTransfer, message_id: str, accept: bool, after: CaseTransfer
     ) -> None:
-        # An answer moves no stage forward; only a rejected current plan moves one back.
+        # An answer moves no stage forward; only a rejection of the message that moved the
+        # case to its stage moves it back: the current plan, the reception, the answer to
+        # the referral.
         was_plan = before.plan_message_id == message_id and before.stage is Stage.RETURN_PREPARED
+        was_reception = before.reception_message_id == message_id and before.stage in (
+            Stage.RECEIVED,
+            Stage.NOT_RECEIVED,
+        )
+        was_answer = before.response_message_id == message_id and before.stage in (
+            Stage.ACCEPTED,
+            Stage.DECLINED,
+        )
         if not accept and was_plan:
             assert (after.stage, after.receiving_org, after.planned_arrival) == (
                 Stage.ACCEPTED,
                 None,
                 None,
             )
+        elif not accept and was_reception:
+            assert (after.stage, after.received_at, after.last_monitoring_at) == (
+                Stage.RETURN_PREPARED,
+                None,
+                None,
+            )
+        elif not accept and was_answer:
+            assert after.stage is Stage.REFERRED
         else:
             assert after.stage is before.stage
+        # A monitoring report counts from acceptance until its recipient rejects it; the
+        # deadline then runs from the latest report before it that was not rejected.
+        reports = {r.message_id for r in before.monitoring_unanswered}
+        if message_id in reports:
+            assert message_id not in {r.message_id for r in after.monitoring_unanswered}
+            if accept:
+                assert after.last_monitoring_at == before.last_monitoring_at
+            else:
+                assert after.last_monitoring_at == max(
+                    [self.monitoring_at[m] for m in self.monitoring_counted if m != message_id],
+                    default=None,
+                )
         assert after.referral_rejected is (
             before.referral_rejected
             or (

@@ -72,8 +72,9 @@ class Step:
     entry of ``header.receiving_org`` (``None`` if it is not registered). ``case_ref`` is the
     envelope's; a referral needs it, as it starts the case. ``message_id`` is the envelope's
     id, by which :func:`acknowledged` and :func:`rejected` find what the message brought
-    (the state keeps those of the referral, the plan, and the plan sent to the receiving
-    organisation). ``data_categories`` are the envelope's (by default all: a message that
+    (the state keeps those of the referral, its answer, the plan, the plan sent to the
+    receiving organisation, the reception confirmation and the monitoring reports not yet
+    answered). ``data_categories`` are the envelope's (by default all: a message that
     may carry anything); with the type they say whether the message needs a consent at all."""
 
     type: MessageType
@@ -122,6 +123,19 @@ class RiskAssessment:
         object.__setattr__(self, "assessed_at", _aware("assessed_at", self.assessed_at))
 
 
+@dataclass(frozen=True)
+class MonitoringReport:
+    """A monitoring report accepted and not yet answered by its recipient's node: the
+    message that carried it, and when it was accepted."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
+    message_id: str
+    at: datetime
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "at", _aware("at", self.at))
+
+
 _TIMES = (
     "referred_at",
     "planned_arrival",
@@ -129,6 +143,7 @@ _TIMES = (
     "received_at",
     "last_monitoring_at",
     "closed_at",
+    "monitoring_answered_at",
 )
 
 
@@ -171,6 +186,10 @@ class CaseTransfer:
     referral_message_id: str = ""
     referral_rejected: bool = False
     plan_message_id: str = ""
+    response_message_id: str = ""
+    reception_message_id: str = ""
+    monitoring_unanswered: tuple[MonitoringReport, ...] = ()
+    monitoring_answered_at: datetime | None = None
 
     def __post_init__(self) -> None:
         for name in _TIMES:

@@ -30,6 +30,7 @@ from pydantic import BaseModel
 from trm_broker.domain.alerts import AlertKind
 from trm_broker.domain.case_state import (
     CaseTransfer,
+    MonitoringReport,
     Party,
     RiskAssessment,
     Rules,
@@ -305,7 +306,8 @@ def _referral_response_standing(
 
 def _referral_response(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransfer:
     header = _header(step, ReferralResponseHeader)
-    return replace(case, stage=Stage.ACCEPTED if header.accepted else Stage.DECLINED)
+    stage = Stage.ACCEPTED if header.accepted else Stage.DECLINED
+    return replace(case, stage=stage, response_message_id=step.message_id)
 
 
 def _risk_assessment_standing(
@@ -455,8 +457,10 @@ def _reception_confirmation(case: CaseTransfer, step: Step, rules: Rules) -> Cas
     header = _header(step, ReceptionConfirmationHeader)
     _require(header.at <= step.at + rules.clock_skew, "reception_in_future")
     if header.outcome is ReceptionOutcome.RECEIVED:
-        return replace(case, stage=Stage.RECEIVED, received_at=header.at)
-    return replace(case, stage=Stage.NOT_RECEIVED)
+        return replace(
+            case, stage=Stage.RECEIVED, received_at=header.at, reception_message_id=step.message_id
+        )
+    return replace(case, stage=Stage.NOT_RECEIVED, reception_message_id=step.message_id)
 
 
 def _from_org_before_travel(
@@ -530,7 +534,20 @@ def _case_monitoring_standing(
 def _case_monitoring(case: CaseTransfer, step: Step, rules: Rules) -> CaseTransfer:
     header = _header(step, CaseMonitoringHeader)
     _require(header.period_start <= header.period_end, "monitoring_period_reversed")
-    return replace(case, last_monitoring_at=step.at)
+    if not step.message_id:  # nothing can answer it: it counts as it is
+        return replace(case, last_monitoring_at=step.at)
+    # It counts from acceptance, as a stage does, until its recipient's node rejects it
+    # (:func:`rejected`): then the monitoring deadline is again that of the reports before.
+    counted = case.monitoring_answered_at if case.monitoring_unanswered else case.last_monitoring_at
+    return replace(
+        case,
+        last_monitoring_at=step.at,
+        monitoring_answered_at=counted,
+        monitoring_unanswered=(
+            *case.monitoring_unanswered,
+            MonitoringReport(step.message_id, step.at),
+        ),
+    )
 
 
 def _case_closure_standing(
@@ -664,9 +681,20 @@ def _require_referral_standing(case: CaseTransfer, message_type: MessageType) ->
 def acknowledged(case: CaseTransfer, message_id: str) -> CaseTransfer:
     """The state once the recipient's node has acknowledged message ``message_id`` of the
     case: a risk assessment it carried now counts, as the latest if it is (by
-    ``assessed_at``). Any other message leaves the state as it is (the same object)."""
+    ``assessed_at``); a monitoring report is no longer one a rejection could take back. Any
+    other message leaves the state as it is (the same object)."""
     if not message_id:
         return case
+    for report in case.monitoring_unanswered:
+        if report.message_id == message_id:
+            answered = case.monitoring_answered_at
+            return replace(
+                case,
+                monitoring_unanswered=tuple(
+                    r for r in case.monitoring_unanswered if r is not report
+                ),
+                monitoring_answered_at=report.at if answered is None else max(answered, report.at),
+            )
     for pending in case.pending_risk_assessments:
         if pending.message_id == message_id:
             rest = tuple(p for p in case.pending_risk_assessments if p is not pending)
@@ -686,7 +714,14 @@ def rejected(case: CaseTransfer, message_id: str) -> CaseTransfer:
       plan or a designated receiving organisation, unless the reception was confirmed;
     - the plan's copy to its receiving organisation counts as not sent (nor answered);
     - a referral lets its sender send a corrected one on the same case reference (until
-      then nothing else but a closure or a withdrawal is accepted).
+      then nothing else but a closure or a withdrawal is accepted);
+    - the referral's answer is void: the case waits for the destination's answer again
+      (``referred``), unless it has gone further since;
+    - the reception confirmation is void: the case waits for one again
+      (``return_prepared``, with its reception deadline), and the monitoring reports
+      accepted since count for nothing, unless the case was closed;
+    - a monitoring report does not count: the monitoring deadline runs from the reports
+      before it that were not rejected.
 
     Any other message leaves the state as it is (the same object).
     """
@@ -695,6 +730,28 @@ def rejected(case: CaseTransfer, message_id: str) -> CaseTransfer:
     rest = tuple(p for p in case.pending_risk_assessments if p.message_id != message_id)
     if len(rest) != len(case.pending_risk_assessments):
         return replace(case, pending_risk_assessments=rest)
+    reports = tuple(r for r in case.monitoring_unanswered if r.message_id != message_id)
+    if len(reports) != len(case.monitoring_unanswered):
+        times = [r.at for r in reports]
+        if case.monitoring_answered_at is not None:
+            times.append(case.monitoring_answered_at)
+        return replace(
+            case, monitoring_unanswered=reports, last_monitoring_at=max(times, default=None)
+        )
+    reception = (Stage.RECEIVED, Stage.NOT_RECEIVED)
+    if message_id == case.reception_message_id and case.stage in reception:
+        return replace(
+            case,
+            stage=Stage.RETURN_PREPARED,
+            received_at=None,
+            reception_message_id="",
+            last_monitoring_at=None,
+            monitoring_unanswered=(),
+            monitoring_answered_at=None,
+        )
+    answered = (Stage.ACCEPTED, Stage.DECLINED)
+    if message_id == case.response_message_id and case.stage in answered:
+        return replace(case, stage=Stage.REFERRED, response_message_id="")
     if message_id == case.plan_message_id and case.stage is Stage.RETURN_PREPARED:
         return replace(
             case,
