@@ -419,3 +419,43 @@ def test_a_childs_case_is_guarded_on_every_message_and_after_the_guardians_withd
     # … and the case can still be closed.
     world.sent("closure", case, SENDER, RECIPIENT, {"reason": "consent_withdrawn"}, None)
     assert world.case(case)["stage"] == "closed"
+
+
+def test_a_reception_whose_header_says_received_is_rejected_and_awaited_again(
+    world: World,
+) -> None:
+    """A reception confirmation whose header says the person was received, its payload that
+    they never arrived. Rejected; the case waits for a reception again (its deadline, and the
+    alert when it passes, stand), no monitoring builds on it, and the truth can be sent."""
+    case = "AT-2026-LIE-RECEPTION"
+    consent = world.accepted_case(case)
+    world.sent("risk-assessment", case, RECIPIENT, SENDER, risk("return", "low"), consent)
+    world.sent("return-preparation", case, SENDER, RECIPIENT, plan(), consent)
+    now = datetime.now(UTC).isoformat()
+    lie = world.liar(SHELTER).send(
+        MessageType.RECEPTION_CONFIRMATION,
+        case,
+        SENDER,
+        {"outcome": "received", "at": now},
+        {"outcome": "not_arrived", "received_at": now},
+        [],
+        consent,
+    )
+    assert world.rejected_as_mismatch(lie, SHELTER) == {"header/outcome"}
+    view = world.case(case)
+    assert view["broker"] is not None, view["broker_problem"]
+    assert (view["stage"], view["broker"]["state"]["received_at"]) == ("return_prepared", None)
+    assert [d["name"] for d in view["broker"]["deadlines"]] == ["reception_due"]
+    period = {"period_start": "2026-12-01", "period_end": "2026-12-06"}
+    monitoring = world.step("monitoring", case, SHELTER, SENDER, period, consent)
+    assert monitoring.status_code == 409, monitoring.text
+    assert monitoring.json()["rule"] == "case_monitoring_needs_reception"
+    truth = {"outcome": "not_arrived", "received_at": datetime.now(UTC).isoformat()}
+    sent = world.step("reception-confirmation", case, SHELTER, SENDER, truth, consent)
+    assert sent.status_code == 201, sent.text
+    assert world.case(case)["stage"] == "not_received"
+    truth_id = sent.json()["message_id"]
+    demo.eventually(  # the truth is acknowledged by the sending focal point's node
+        "the reception's acknowledgement",
+        lambda: world.status(truth_id, SHELTER)["status"] == "acknowledged" or None,
+    )
