@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# make demo SERVE=1 keeps the processes running, for the web apps in a browser, until Ctrl-C.
 demo: $(STAMP)
-	$(VENV)/bin/trm-broker demo
+	$(VENV)/bin/trm-broker demo $(if $(SERVE),--serve,)
 
 serve: $(STAMP)
 	$(VENV)/bin/trm-broker db upgrade

@@ -10,7 +10,8 @@ against real broker and node processes on loopback.
 - :func:`axe`: axe-core (bundled by axe-playwright-python, no network) run on a page; any
   violation fails the test with a readable list.
 - ``web_cluster``: Austria's node (its focal point) and Nigeria's (NAPTIP and a shelter),
-  each organisation's case worker with a password, and one case referred from Austria.
+  each organisation's case worker with a password, NAPTIP's supervisor with one, and one
+  case referred from Austria.
 """
 
 from __future__ import annotations
@@ -29,7 +30,14 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Playwright,
+    ViewportSize,
+    sync_playwright,
+)
 
 from trm_broker.dev import demo
 from trm_broker.dev.cluster import LocalCluster, Node
@@ -113,9 +121,11 @@ class People:
     contexts: list[BrowserContext] = field(default_factory=list)
     shots: list[Path] = field(default_factory=list)
 
-    def person(self, name: str, base_url: str) -> Page:
+    def person(self, name: str, base_url: str, screen: tuple[int, int] | None = None) -> Page:
+        """``screen``: the viewport's width and height (a tablet's), else Playwright's."""
+        size: ViewportSize | None = {"width": screen[0], "height": screen[1]} if screen else None
         context = self.browser.new_context(
-            base_url=base_url, locale="en-GB", timezone_id="Europe/Vienna"
+            base_url=base_url, locale="en-GB", timezone_id="Europe/Vienna", viewport=size
         )
         context.set_default_timeout(20_000)
         self.contexts.append(context)
@@ -159,6 +169,10 @@ class WebCluster:
     def user(organisation: str) -> str:
         return f"case-worker@{organisation}"
 
+    @staticmethod
+    def supervisor(organisation: str) -> str:
+        return f"supervisor@{organisation}"
+
 
 def set_password(node: Node, user: str, password: str = PASSWORD) -> None:
     """The administrator's command, as they run it at the node."""
@@ -166,6 +180,20 @@ def set_password(node: Node, user: str, password: str = PASSWORD) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "trm_broker.cli", *command],
         input=password + "\n",
+        env=node.process.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def add_user(node: Node, user: str, organisation: str, role: str) -> None:
+    """The administrator's command that adds a user (`trm-broker node users add`)."""
+    command = ["node", "users", "add", user, "--organisation", organisation, "--role", role]
+    done = subprocess.run(
+        [sys.executable, "-m", "trm_broker.cli", *command],
         env=node.process.env,
         capture_output=True,
         text=True,
@@ -206,6 +234,8 @@ def web_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebCluster
         demo.register(cluster, ng, "NG", kinds={SHELTER: "receiving_org"})
         for node, organisation in ((at, SENDER), (ng, RECIPIENT), (ng, SHELTER)):
             set_password(node, WebCluster.user(organisation))
+        add_user(ng, WebCluster.supervisor(RECIPIENT), RECIPIENT, "supervisor")
+        set_password(ng, WebCluster.supervisor(RECIPIENT))
         consent = consent_body(CASE, f"consent-{CASE}", datetime.now(UTC))
         made = _call(at, SENDER, "POST", "/consents", {"consent": consent})
         assert made.status_code == 201, made.text

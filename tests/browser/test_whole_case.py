@@ -2,10 +2,10 @@
 real nodes (tests/browser/conftest.py): the Austrian case worker registers the consent and
 refers; the Nigerian case worker accepts and assesses the risk through the forms; the
 Austrian worker prepares the return through the form; the shelter's worker sees the plan on
-its return page, answers it, records the contact before departure, confirms the reception
-and sends a monitoring report; the Austrian worker sees every step on the case page, its own
-messages delivered and confirmed. axe-core runs on every page visited; every page is saved
-under var/screenshots/test_a_whole_case_by_three_people_in_three_browsers/."""
+its return page (on a tablet), answers it, records the contact before departure, confirms
+the reception and sends a monitoring report; the Austrian worker sees every step on the case
+page, its own messages delivered and confirmed. axe-core runs on every page visited; every
+page is saved under var/screenshots/test_a_whole_case_by_three_people_in_three_browsers/."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from playwright.sync_api import FilePayload, Page, expect
 
 from tests.browser.conftest import People, WebCluster, axe
 from tests.browser.test_web_app import sign_in
+from tests.browser.test_web_layout import SCREENS, fits
 from trm_broker.dev.demo_case import RECIPIENT, SENDER, SHELTER
 
 pytestmark = pytest.mark.browser
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.browser
 #: Every person's browser is in Vienna's time zone (conftest.People); forms take local times.
 ZONE = ZoneInfo("Europe/Vienna")
 WAIT = 60.0
+TABLET = SCREENS["tablet-portrait"]
 
 
 def local(moment: datetime) -> str:
@@ -185,7 +187,8 @@ def test_a_whole_case_by_three_people_in_three_browsers(
     send(austria)
 
     # --- The shelter: the plan, its answer, the contact, the reception, a report ---------
-    shelter = people.person("shelter", ng.url)
+    # The shelter's worker is at the arrival hall, with a tablet held upright.
+    shelter = people.person("shelter", ng.url, TABLET)
     sign_in(shelter, web_cluster.user(SHELTER))
     designated = shelter.get_by_role("link", name=f"Return in case {case_ref}")
     until(shelter, lambda: designated.count() > 0, "the return on the shelter's dashboard")
@@ -193,6 +196,7 @@ def test_a_whole_case_by_three_people_in_three_browsers(
     row = shelter.locator("tr", has=designated)
     expect(row).to_contain_text("Plan to answer")
     expect(row).to_contain_text("Answer the return plan")
+    fits(shelter)
     axe(shelter)
     designated.click()
     expect(shelter.get_by_role("heading", level=1)).to_have_text(f"Return in case {case_ref}")
@@ -209,6 +213,7 @@ def test_a_whole_case_by_three_people_in_three_browsers(
         expect(plan).to_contain_text(words)
     # The planned arrival in the shelter worker's zone, as Babel writes it in full.
     expect(shelter.locator("dl.facts").first).to_contain_text(str(arrival.astimezone(ZONE).year))
+    fits(shelter)
     axe(shelter)
     # Printed, the page is the case file: no header, no actions.
     shelter.emulate_media(media="print")
@@ -227,6 +232,7 @@ def test_a_whole_case_by_three_people_in_three_browsers(
             break
     shelter.keyboard.press("Enter")
     expect(shelter.get_by_role("heading", level=1)).to_contain_text("Answer to the return plan")
+    fits(shelter)
     axe(shelter)
     shelter.locator("#field-readiness").select_option("ready")
     shelter.locator("#field-contact_person").fill("Shelter reception desk")
@@ -244,6 +250,7 @@ def test_a_whole_case_by_three_people_in_three_browsers(
 
     with shelter.expect_navigation():
         shelter.get_by_role("link", name="Confirm the reception (or why not)").click()
+    fits(shelter)
     axe(shelter)
     shelter.locator("#field-outcome").select_option("received")
     shelter.locator("#field-received_at").fill(local(datetime.now(UTC) - timedelta(minutes=1)))
@@ -253,6 +260,7 @@ def test_a_whole_case_by_three_people_in_three_browsers(
 
     with shelter.expect_navigation():
         shelter.get_by_role("link", name="Send a monitoring report").click()
+    fits(shelter)
     axe(shelter)
     today = datetime.now(ZONE).date().isoformat()
     shelter.locator("#field-period_start").fill(today)

@@ -116,3 +116,6 @@ def test_demo_command_runs_and_exits_zero() -> None:
     assert result.stdout.count("refused:") == 2
     assert "stage closed" in result.stdout
     assert "ledger verify" in result.stdout
+    # How to see the case in a browser: the command, and the users to sign in as.
+    assert "make demo SERVE=1" in result.stdout
+    assert "case-worker@at.focal-point" in result.stdout

@@ -308,9 +308,17 @@ def run(echo: Callable[[str], None] = print, *, serve: bool = False) -> None:
     if serve:
         echo("All processes stopped, files removed.")
     else:
-        echo("To see this case in the nodes' web apps in a browser, run")
-        echo("  .venv/bin/trm-broker demo --serve")
-        echo("it keeps the processes running and prints the addresses and how to sign in.")
+        echo("To see this case in a browser, run")
+        echo("  make demo SERVE=1      (or: .venv/bin/trm-broker demo --serve)")
+        echo("It plays the case again and keeps the processes running until Ctrl-C. It prints")
+        echo("each node's web app address (http://127.0.0.1:<port>/web/) and a password made")
+        echo("for the run, to sign in as")
+        for organisation, who in (
+            (SENDER, "Austria's case worker"),
+            (RECIPIENT, "NAPTIP's case worker"),
+            (SHELTER, "the shelter's worker"),
+        ):
+            echo(f"  case-worker@{organisation:<17} {who}")
 
 
 def serve_until_stopped(

@@ -16,6 +16,9 @@ import httpx
 from tests.node.harness import rows
 from tests.node.web.browser import Browser, csrf_token
 from tests.security.node_access_world import AT, N_CW, N_RO, N_SUP, NAPTIP, S_CW, S_SUP, NodeWorld
+from tests.security.world import consent_body
+from tests.support import envelope
+from trm_broker.domain.messages import MessageType
 from trm_broker.node.consent_forms import MAX_BYTES, ConsentForm
 
 #: A small PDF, as a scanner writes one (the node tells a PDF by its first bytes).
@@ -175,6 +178,45 @@ async def test_a_file_too_large_or_not_a_form_is_refused_in_words_on_its_field(
         assert f'id="{field}-error"' in empty.text, field
     assert "Choose at least one." in empty.text
     assert not await rows(node_world.database_url, ConsentForm)
+
+
+async def test_a_consent_the_exchange_refuses_is_said_in_the_users_words(
+    world: tuple[NodeWorld, httpx.AsyncClient],
+) -> None:
+    """A case that another focal point starts between the upload and its confirmation: the
+    broker refuses the consent, and the page says so in French, not in the broker's English
+    sentence."""
+    node_world, client = world
+    theirs = "AT-2026-THEIRS"
+    worker = Browser(client, language="fr")
+    await worker.sign_in(N_CW)
+    confirm_url = (await new_case(worker, theirs)).headers["location"]
+    confirm = await worker.get(confirm_url)
+    # Meanwhile Austria registers its own consent for that reference, and refers the case.
+    body = consent_body("cns-theirs-1", theirs, [NAPTIP.participant])
+    made = await node_world.broker.call("POST", "/v1/consents", AT, json=body)
+    assert made.status_code == 201, made.text
+    referral = envelope(
+        AT,
+        NAPTIP,
+        MessageType.REFERRAL,
+        None,
+        case_ref=theirs,
+        consent_ref="cns-theirs-1",
+        payload={"destination_country": "NG"},
+    )
+    assert (await node_world.broker.submit(referral)).status_code == 202
+
+    refused = await worker.post(confirm_url, {"csrf_token": csrf_token(confirm.text)})
+    assert refused.status_code == 403, refused.text
+    shown = unescape(refused.text)
+    assert "Le consentement n'a pas été enregistré" in shown
+    assert (
+        '<p lang="fr">Un autre point focal envoie ce dossier : lui seul enregistre les'
+        " consentements du dossier." in shown
+    )
+    assert "is sent by another focal point" not in shown
+    assert (await rows(node_world.database_url, ConsentForm))[0]["registered_at"] is None
 
 
 async def test_csrf_another_organisation_and_who_may_register(

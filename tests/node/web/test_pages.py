@@ -5,12 +5,12 @@ every page, French pages and dates in the user's time zone, and every view in th
 from __future__ import annotations
 
 import html
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from babel.dates import format_datetime
+from babel.dates import format_date, format_datetime
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from tests.node.harness import rows
@@ -144,6 +144,20 @@ async def test_pages_in_french_with_dates_in_the_users_time_zone(
     lagos = format_datetime(received_at, "medium", tzinfo=ZoneInfo("Africa/Lagos"), locale="fr")
     assert lagos in message.text
     assert format_datetime(received_at, "medium", tzinfo=UTC, locale="fr") not in message.text
+    # The content's own dates and times too: the return plan's arrival in Lagos time, its
+    # travel date as French writes a date, never the ISO text the payload carries.
+    listed = await node_world.node.get(
+        f"/messages?case_ref={node_world.case['A']}", headers=node_world.auth(N_CW)
+    )
+    plan = next(m for m in listed.json()["messages"] if m["type"] == "return_preparation")
+    shown = await browser.get(f"/web/messages/{plan['message_id']}")
+    arrival = datetime.fromisoformat(plan["payload"]["planned_arrival"].replace("Z", "+00:00"))
+    in_lagos = format_datetime(arrival, "medium", tzinfo=ZoneInfo("Africa/Lagos"), locale="fr")
+    assert html.escape(in_lagos) in shown.text
+    assert plan["payload"]["planned_arrival"] not in shown.text
+    travel = date.fromisoformat(plan["payload"]["travel_date"])
+    assert html.escape(format_date(travel, "medium", locale="fr")) in shown.text
+    assert plan["payload"]["travel_date"] not in shown.text
 
     # The switcher's choice beats the browser's language, and is kept.
     english = await browser.get("/web/language/en?next=/web/")

@@ -6,6 +6,7 @@ shows on the case page; CSRF, another organisation's case and a read-only user r
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from html import unescape
 from typing import Any
 
@@ -13,7 +14,16 @@ import httpx
 
 from tests.node.harness import rows
 from tests.node.web.browser import Browser, csrf_token
-from tests.security.node_access_world import AT, N_CW, N_RO, N_SUP, NAPTIP, S_CW, NodeWorld
+from tests.security.node_access_world import (
+    AT,
+    N_CW,
+    N_RO,
+    N_SUP,
+    NAPTIP,
+    S_CW,
+    NodeWorld,
+    payloads,
+)
 from trm_broker.node.audit import AuditEntry
 from trm_broker.node.store import OutboxMessage
 from trm_broker.node.web import i18n, refusals
@@ -133,6 +143,45 @@ async def test_a_blocked_step_shows_its_rule_and_no_form(
     other = await worker.get(send_url(node_world.case["B"], "referral_response", "ng.shelter"))
     assert "This step is not offered to your organisation in this case." in other.text
     assert (await worker.get(send_url(node_world.case["B"], "nonsense"))).status_code == 404
+
+
+async def test_the_case_page_says_why_a_step_waits_and_why_one_was_refused_in_french(
+    world: tuple[NodeWorld, httpx.AsyncClient],
+) -> None:
+    """The case page says a blocked step's rule, and a refusal the broker gave a message
+    already sent, in the catalog's words: never the broker's English sentence."""
+    node_world, client = world
+    case_b = node_world.case["B"]
+    blocked = next(s for s in await steps(node_world, "B") if s["type"] == "risk_assessment")
+    assert not blocked["allowed"], blocked
+    # Sent anyway through the JSON API (a script would): the broker refuses it for good.
+    body = {
+        "recipient": AT.participant,
+        "payload": payloads(datetime.now(UTC))["risk-assessment"],
+        "consent_ref": node_world.consent["B"],
+    }
+    refused = await node_world.node.post(
+        f"/cases/{case_b}/risk-assessment",
+        json=body,
+        headers={**node_world.auth(N_CW), "prefer": "wait=5"},
+    )
+    assert refused.status_code == 409, refused.text
+    problem = refused.json()
+    assert problem["rule"] == "risk_assessment_needs_acceptance"
+
+    french = Browser(client, language="fr")
+    await french.sign_in(N_CW)
+    page = unescape((await french.get(f"/web/cases/{case_b}")).text)
+    gettext = i18n.translations("fr").gettext
+    waits = refusals.rule_sentence(blocked["rule"], blocked["window_seconds"], gettext, "fr")
+    assert waits is not None
+    assert f'<span lang="fr">{waits.sentence}</span>' in page
+    assert unescape(blocked["detail"]) not in page
+    said = refusals.refusal_words(problem, gettext, "fr")
+    assert said.lang == "fr"
+    assert f'<p class="late" lang="fr">{said.sentence}</p>' in page  # on the refused message
+    assert unescape(problem["detail"]) not in page
+    assert "Refusé" in page or "refusé" in page
 
 
 async def test_a_missing_required_field_comes_back_on_its_field(

@@ -30,7 +30,7 @@ from trm_broker.domain.messages import DataCategory, MessageType
 from trm_broker.node import case_view, consent_calls, consent_forms, sent_api
 from trm_broker.node.consent_forms import ConsentForm
 from trm_broker.node.schemas import ConsentRequest
-from trm_broker.node.web import i18n
+from trm_broker.node.web import i18n, refusals
 from trm_broker.node.web.consent_scope import scope_of
 from trm_broker.node.web.opening import Participant, participants
 from trm_broker.node.web.pages import render_page
@@ -315,7 +315,11 @@ async def _confirm_page(
         status=status,
         form=row,
         scope=scope,
-        refusal=refusal,
+        refusal=refusals.consent_refusal_words(
+            refusal, i18n.translations(visitor.language).gettext, visitor.language
+        )
+        if refusal
+        else None,
         kilobytes=max(1, round(row.size / 1024)),
         again=consent_url(row.case_ref if existing else None),
     )

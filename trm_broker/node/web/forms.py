@@ -225,6 +225,12 @@ class ContentWords:
 
     labels: dict[str, str]
     choices: dict[str, dict[str, str]]
+    #: The members that are dates or date-times (``date``, ``datetime``), by path: shown in
+    #: the reader's conventions and time zone.
+    kinds: Mapping[str, str] = field(default_factory=dict)
+
+    def kind(self, path: str) -> str:
+        return self.kinds.get(path, "")
 
     def label(self, path: str, member: str) -> str:
         return self.labels.get(path) or _label(member)
@@ -246,7 +252,8 @@ def content_words(
         for spec in specs
         if spec.choices
     }
-    return ContentWords(labels, choices)
+    kinds = {".".join(spec.path): spec.kind for spec in specs if spec.kind in ("date", "datetime")}
+    return ContentWords(labels, choices, kinds)
 
 
 # --- a payload as form data, and form data as a payload ---------------------------------

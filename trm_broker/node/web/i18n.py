@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_datetime, get_timezone_gmt
+from babel.dates import format_date, format_datetime, get_timezone_gmt
 from babel.support import Translations
 
 from trm_broker.web.i18n import DEFAULT, Catalogs, language_name
@@ -135,6 +135,27 @@ class DateFormat:
         if isinstance(moment, str):
             moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
         return format_datetime(moment, width, tzinfo=zone(self.time_zone), locale=self.language)
+
+    def day(self, value: date | str | None, width: str = "medium") -> str:
+        """A calendar date (a payload's ``format: date``, no zone) in the language's
+        conventions; a text that is no date is shown as it is."""
+        if value is None or value == "":
+            return ""
+        if isinstance(value, str):
+            try:
+                day = date.fromisoformat(value)
+            except ValueError:
+                return value
+        else:
+            day = value
+        return format_date(day, width, locale=self.language)
+
+    def moment(self, value: object) -> str:
+        """A payload's date-time in the user's zone; a text that is no time as it is."""
+        try:
+            return self(value if isinstance(value, datetime | str) else str(value))
+        except ValueError:
+            return str(value)
 
     @property
     def zone(self) -> str:

@@ -19,7 +19,7 @@ from trm_broker.domain.envelope import CASE_REF_PATTERN
 from trm_broker.domain.ids import UUID7_PATTERN
 from trm_broker.domain.messages import MessageType
 from trm_broker.node import audit, case_view, consent_forms, received
-from trm_broker.node.web import forms, i18n
+from trm_broker.node.web import forms, i18n, refusals
 from trm_broker.node.web.caseload import SHOWN, caseload, deadlines_of, designated, steps_of
 from trm_broker.node.web.consent_scope import scope_of
 from trm_broker.node.web.opening import case_here, is_sender, participants
@@ -45,13 +45,19 @@ def step_url(case_ref: str, message_type: str, recipient: str | None = None) -> 
 
 
 def render_page(request: Request, visitor: Visitor, template: str, **context: Any) -> HTMLResponse:
+    gettext = i18n.translations(visitor.language).gettext
+    language = visitor.language
     return page(
         request,
         template,
-        language=visitor.language,
+        language=language,
         time_zone=visitor.time_zone,
         visitor=visitor,
         step_url=step_url,
+        # The broker's and the node's refusals, and why a step is not possible yet, in the
+        # visitor's words: never the broker's English sentence where a catalog has one.
+        step_words=lambda step: refusals.step_words(step, gettext, language),
+        refusal_in_words=lambda problem: refusals.refusal_words(problem, gettext, language),
         **context,
     )
 

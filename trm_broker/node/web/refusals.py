@@ -233,6 +233,20 @@ TYPE_SENTENCES: dict[str, str] = {
 }
 
 
+#: A consent's registration refused (trm_broker/api/consents/service.py), where the message
+#: sentences above would mislead: by the problem's type.
+CONSENT_TYPE_SENTENCES: dict[str, str] = {
+    "forbidden": N_(
+        "Another focal point sends this case: only it registers the case's consents. Check"
+        " the case reference, or start a new case."
+    ),
+    "conflict": N_("This consent is already registered at the exchange. Open the case to see it."),
+    "invalid-request": N_(
+        "The exchange found the consent not valid. Start again, and check its scope and its dates."
+    ),
+}
+
+
 @dataclass(frozen=True)
 class RefusalWords:
     """A refusal as a page shows it: ``sentence`` (in ``lang``: the user's language, or
@@ -261,6 +275,15 @@ def rule_sentence(
     return RefusalWords(gettext(text) % {"span": span}, language)
 
 
+def step_words(step: Mapping[str, Any], gettext: Translate, language: str) -> RefusalWords:
+    """Why a next step of the broker's case view (``allowed`` false) is not possible yet: its
+    rule's sentence, else the broker's own English text, marked as English."""
+    found = rule_sentence(
+        _text(step.get("rule")) or None, step.get("window_seconds"), gettext, language
+    )
+    return found or RefusalWords(_text(step.get("detail")) or _text(step.get("rule")), "en")
+
+
 def refusal_words(problem: Mapping[str, Any], gettext: Translate, language: str) -> RefusalWords:
     """What a problem+json body says, in ``language`` when its codes are known."""
     detail = _text(problem.get("detail")) or _text(problem.get("title"))
@@ -278,6 +301,18 @@ def refusal_words(problem: Mapping[str, Any], gettext: Translate, language: str)
         if slug in TYPE_SENTENCES and not (key == "type" and slug == "broker-refused"):
             return RefusalWords(gettext(TYPE_SENTENCES[slug]), language)
     return RefusalWords(detail, "en")
+
+
+def consent_refusal_words(
+    problem: Mapping[str, Any], gettext: Translate, language: str
+) -> RefusalWords:
+    """A consent's registration refused, in ``language``: by the broker's problem type where
+    a message's sentence would mislead, else as :func:`refusal_words` says it."""
+    for key in ("broker_problem", "type"):
+        slug = _text(problem.get(key)).removeprefix(PROBLEM_BASE)
+        if slug in CONSENT_TYPE_SENTENCES:
+            return RefusalWords(gettext(CONSENT_TYPE_SENTENCES[slug]), language)
+    return refusal_words(problem, gettext, language)
 
 
 def _text(value: object) -> str:

@@ -142,9 +142,7 @@ def _form_page(
     bound = forms.bind(specs, values, errors, texts)
     summary = forms.error_summary(bound, errors or {})
     found = step.found or {}
-    blocked = refusals.rule_sentence(
-        found.get("rule"), found.get("window_seconds"), gettext, visitor.language
-    ) or refusals.RefusalWords(str(found.get("detail") or found.get("rule") or ""), "en")
+    blocked = refusals.step_words(found, gettext, visitor.language)
     chosen = (values.get(CONSENT_FIELD) or [""])[0]
     form_id = (values.get(FORM_ID_FIELD) or [""])[0]
     back = (values.get(BACK_FIELD) or [request.query_params.get(BACK_FIELD, "")])[0]
