@@ -3,6 +3,7 @@
 uvicorn closes idle keep-alive connections, but has no limit on how long a client may take
 to send a request's headers: a client sending one byte a second (slowloris) holds its
 connection forever. :func:`header_timeout_protocol` is uvicorn's own HTTP/1.1 protocol
+(httptools, on uvloop: the fastest uvicorn offers)
 with that deadline: from the connection's start, and again after each response, the
 headers must be complete within ``seconds``, or the server answers 408 and closes. The
 body then has TRM_BODY_TIMEOUT_SECONDS (:mod:`trm_broker.web.limits`).
@@ -15,9 +16,8 @@ import json
 import sys
 from typing import Any
 
-import h11
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from trm_broker.settings import Settings
 from trm_broker.web.problems import PROBLEM_BASE
@@ -43,11 +43,11 @@ def _timeout_response(seconds: float) -> bytes:
     return head.encode("ascii") + body
 
 
-def header_timeout_protocol(seconds: float) -> type[H11Protocol]:
-    """uvicorn's h11 protocol, closing connections whose request headers take too long."""
+def header_timeout_protocol(seconds: float) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol, closing connections whose request headers take too long."""
     response = _timeout_response(seconds)
 
-    class HeaderTimeoutProtocol(H11Protocol):
+    class HeaderTimeoutProtocol(HttpToolsProtocol):
         _header_timer: asyncio.TimerHandle | None = None
 
         def _arm(self) -> None:
@@ -60,9 +60,9 @@ def header_timeout_protocol(seconds: float) -> type[H11Protocol]:
                 self._header_timer = None
 
         def _headers_late(self) -> None:
+            # Armed while a request's headers are awaited, disarmed once they are in.
             self._header_timer = None
-            # Still waiting for a request's headers (h11 leaves IDLE once they are in).
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            if not self.transport.is_closing():
                 self.transport.write(response)
                 self.transport.close()
 
@@ -70,14 +70,14 @@ def header_timeout_protocol(seconds: float) -> type[H11Protocol]:
             super().connection_made(transport)
             self._arm()
 
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if self.conn.their_state is not h11.IDLE:
-                self._disarm()
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+            # A pipelined request waiting to start has its headers in already.
+            if not self.transport.is_closing() and not self.pipeline:
                 self._arm()  # the next request's headers have the same deadline
 
         def connection_lost(self, exc: Exception | None) -> None:
@@ -94,6 +94,7 @@ def config(app: Any, host: str, port: int, settings: Settings) -> uvicorn.Config
         host=host,
         port=port,
         http=header_timeout_protocol(settings.header_timeout_seconds),
+        loop="auto",  # uvloop where it is installed (every platform but Windows)
         log_config=None,
         access_log=False,
         server_header=False,
