@@ -25,9 +25,6 @@ from trm_broker.store.models import (
     table_of,
 )
 
-#: PostgreSQL advisory lock key of the sequencer: one integrating writer among replicas.
-SEQUENCER_LOCK = 0x74726D6C  # "trml"
-
 
 def _party(participant: str) -> ColumnElement[bool]:
     return or_(
@@ -84,15 +81,6 @@ async def append_now(session: AsyncSession, event: LedgerEvent) -> tuple[int, by
 async def index_of(session: AsyncSession, seq: int) -> int | None:
     """The index the sequencer gave the entry queued as ``seq`` (None: not yet)."""
     return await session.scalar(select(LedgerEntry.idx).where(LedgerEntry.seq == seq))
-
-
-async def try_sequencer_lock(session: AsyncSession) -> bool:
-    """PostgreSQL: take the sequencer's transaction-scoped advisory lock, or learn another
-    replica holds it. SQLite has one writer at a time anyway."""
-    if session.bind is None or session.bind.dialect.name != "postgresql":
-        return True
-    taken = await session.scalar(text(f"SELECT pg_try_advisory_xact_lock({SEQUENCER_LOCK})"))
-    return bool(taken)
 
 
 async def pending(session: AsyncSession, limit: int) -> Sequence[LedgerEntry]:
