@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
+import structlog
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from trm_broker.settings import Settings
 from trm_broker.web.problems import PROBLEM_BASE
+
+log = structlog.get_logger("trm_broker.server")
 
 STARTUP_FAILURE = 3  # uvicorn's exit status when the server could not start
 
@@ -107,4 +114,60 @@ def run(app: Any, host: str, port: int, settings: Settings) -> None:
     server = uvicorn.Server(config(app, host, port, settings))
     server.run()
     if not server.started:
+        sys.exit(STARTUP_FAILURE)
+
+
+def run_processes(
+    make_app: Callable[[], Any], host: str, port: int, settings: Settings, count: int
+) -> None:
+    """Serve from ``count`` processes sharing one listening socket, so that the app uses
+    more than one core. The socket is bound here, then each process is forked and builds
+    its own app (its own event loop, database pool and background loops). A process that
+    ends unexpectedly is replaced; SIGTERM or SIGINT stops them all, each finishing the
+    requests it has in flight. Exits 3 if a process could not start."""
+    sock = config(None, host, port, settings).bind_socket()
+    children: set[int] = set()
+    stopping = False
+
+    def spawn() -> None:
+        pid = os.fork()
+        if pid == 0:  # the child: serve until told to stop, then leave without cleanup
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            server = uvicorn.Server(config(make_app(), host, port, settings))
+            server.run(sockets=[sock])
+            os._exit(0 if server.started else STARTUP_FAILURE)
+        children.add(pid)
+
+    def stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for _ in range(count):
+        spawn()
+    log.info("processes_started", processes=count)
+    failed = False
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:  # pragma: no cover - none left
+            break
+        children.discard(pid)
+        code = os.waitstatus_to_exitcode(status)
+        if stopping:
+            continue
+        if code == STARTUP_FAILURE:
+            failed = True
+            stop(signal.SIGTERM, None)
+            continue
+        log.warning("process_ended", exit_code=code)
+        time.sleep(1)  # a process that dies at once is not restarted in a tight loop
+        if not stopping:
+            spawn()
+    sock.close()
+    if failed:
         sys.exit(STARTUP_FAILURE)
