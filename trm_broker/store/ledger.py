@@ -34,7 +34,21 @@ def _party(participant: str) -> ColumnElement[bool]:
     )
 
 
-def _columns(event: LedgerEvent) -> dict[str, object]:
+#: The columns of an entry's row as :func:`entry_row` gives them.
+ENTRY_COLUMNS = (
+    "body",
+    "type",
+    "at",
+    "case_ref",
+    "party1",
+    "party2",
+    "party3",
+    "country1",
+    "country2",
+)
+
+
+def entry_row(event: LedgerEvent) -> dict[str, object]:
     """An event's row: its canonical body and the columns searches read."""
     body = canonical_json(event.claims())
     if len(event.parties) > 3:
@@ -62,7 +76,7 @@ def _columns(event: LedgerEvent) -> dict[str, object]:
 def append(session: AsyncSession, event: LedgerEvent) -> LedgerEntry:
     """Queue an event for the tree in the caller's transaction; the sequencer gives it its
     index within a second of commit."""
-    entry = LedgerEntry(**_columns(event))
+    entry = LedgerEntry(**entry_row(event))
     session.add(entry)
     return entry
 
@@ -73,7 +87,7 @@ _INSERT = insert(table_of(LedgerEntry)).returning(table_of(LedgerEntry).c.seq)
 async def append_now(session: AsyncSession, event: LedgerEvent) -> tuple[int, bytes]:
     """:func:`append`, inserted at once (one statement, no unit of work): the entry's ``seq``
     and body, for a row that records it (the accept path, issue 21)."""
-    values = _columns(event)
+    values = entry_row(event)
     seq = (await session.execute(_INSERT, values)).scalar_one()
     return int(seq), cast(bytes, values["body"])
 
