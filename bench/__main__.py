@@ -46,6 +46,8 @@ class Plan:
     growth_rounds: list[tuple[int, int]]
     #: The smallest pool of referrals a round sends (each with its consent registered first).
     smallest_pool: int
+    #: The accept benches: (backend, TRM_PROCESSES); the targets read the 1-process ones.
+    brokers: tuple[tuple[str, int], ...] = (("postgresql", 1), ("postgresql", 2), ("sqlite", 1))
 
 
 FULL = Plan(
@@ -73,6 +75,7 @@ QUICK = Plan(
     growth_entries=2_000,
     growth_rounds=[(16, 1)],
     smallest_pool=40,
+    brokers=(("postgresql", 1), ("sqlite", 1)),
 )
 
 
@@ -111,8 +114,9 @@ def main() -> int:
 
     backends: dict[str, accept.AcceptResult] = {}
     if "accept" in parts:
-        for backend in ("postgresql", "sqlite"):
-            print(f"accept on {backend}")
+        for backend, processes in plan.brokers:
+            label = backend if processes == 1 else f"{backend}-{processes}"
+            print(f"accept on {backend}, {processes} process(es)")
             found = accept.measure(
                 backend,
                 plan.rounds,
@@ -120,16 +124,18 @@ def main() -> int:
                 plan.warmup,
                 estimate=plan.smallest_pool / 2,
                 smallest=plan.smallest_pool,
+                processes=processes,
             )
-            backends[backend] = found
-            rss.append(found.broker_peak_rss_mb)
-            data.setdefault("accept", {})[backend] = found.json()
-            throughput[f"messages, {backend}"] = _series(found.messages)
-            throughput[f"consents, {backend}"] = _series(found.consents)
+            backends[label] = found
+            if processes == 1:  # the RSS target is one process's
+                rss.append(found.broker_peak_rss_mb)
+            data.setdefault("accept", {})[label] = found.json()
+            throughput[f"messages, {label}"] = _series(found.messages)
+            throughput[f"consents, {label}"] = _series(found.consents)
             for kind, rounds in (("messages", found.messages), ("consents", found.consents)):
                 for r in rounds:
                     failed_rounds += len(r.runs) - len(r.good)
-                    rows.append(_rate_row(backend, kind, r, ceiling, ed25519))
+                    rows.append(_rate_row(label, kind, r, ceiling, ed25519))
 
     if "growth" in parts:
         print(f"accept on postgresql with {plan.growth_entries:,} ledger entries")
@@ -233,7 +239,9 @@ def _rate_row(
     ceiling: dict[int, float | None],
     ed25519: float,
 ) -> Row:
-    name = "PostgreSQL" if backend == "postgresql" else "SQLite"
+    name = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}.get(backend) or (
+        "PostgreSQL, " + backend.rsplit("-", 1)[1] + " processes (TRM_PROCESSES)"
+    )
     path = "POST /v1/messages" if kind == "messages" else "POST /v1/consents"
     p99 = r.median_latency("p99")
     cpu = r.median("server_ms_per_request")

@@ -175,12 +175,17 @@ def measure(
     estimate: float = 100.0,
     smallest: int = 200,
     after: Callable[[LocalCluster], dict[str, object]] | None = None,
+    processes: int = 1,
 ) -> AcceptResult:
     """One broker on a fresh database (``preload``: that many ledger entries bulk-loaded
     first), measured along ``plan``; then ``after`` on the same broker."""
     with tempfile.TemporaryDirectory(prefix="trm-bench-") as tmp:
         workdir = Path(tmp)
-        with servers.broker(backend, workdir, preload=preload) as (cluster, sender, recipient):
+        with servers.broker(backend, workdir, preload=preload, processes=processes) as (
+            cluster,
+            sender,
+            recipient,
+        ):
             if cluster.broker is None:
                 raise RuntimeError("no broker")
             process = cluster.broker

@@ -60,18 +60,37 @@ def wrk_path() -> str | None:
     return shutil.which(os.environ.get("TRM_BENCH_WRK", "wrk"))
 
 
+def processes(pid: int) -> list[int]:
+    """``pid`` and its children (a broker with TRM_PROCESSES above 1 serves from those)."""
+    found = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        found += [int(child) for child in children.read_text().split()]
+    return found
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (/proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time so far of a process and its children (/proc/<pid>/stat)."""
+    total = 0
+    for each in processes(pid):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # ended meanwhile
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb(pid: int) -> float:
-    """The process's peak resident set (VmHWM), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """The peak resident set (VmHWM) of a process and its children, added up, in MiB."""
+    total = 0
+    for each in processes(pid):
+        try:
+            lines = Path(f"/proc/{each}/status").read_text().splitlines()
+        except FileNotFoundError:
+            continue
+        total += next((int(x.split()[1]) for x in lines if x.startswith("VmHWM:")), 0)
+    return total / 1024
 
 
 def run_wrk(

@@ -93,12 +93,18 @@ def register(cluster: LocalCluster, keyset: KeySet, country: str, inbox: str | N
 
 @contextmanager
 def broker(
-    backend: str, workdir: Path, *, with_node: bool = False, preload: int = 0
+    backend: str,
+    workdir: Path,
+    *,
+    with_node: bool = False,
+    preload: int = 0,
+    processes: int = 1,
 ) -> Iterator[tuple[LocalCluster, KeySet, KeySet]]:
     """A broker (and, ``with_node``, the recipient's node process, registered with its
     inbox); the sender's and the recipient's key sets. ``preload``: ledger entries
-    bulk-loaded before the broker starts."""
-    with database(backend, workdir) as url, LocalCluster(workdir, url, _defaults()) as cluster:
+    bulk-loaded before the broker starts; ``processes``: TRM_PROCESSES."""
+    env = {**_defaults(), "TRM_PROCESSES": str(processes)}
+    with database(backend, workdir) as url, LocalCluster(workdir, url, env) as cluster:
         cluster.migrate()
         if preload:
             asyncio.run(bulk.load(cluster.database_url, preload))

@@ -206,6 +206,14 @@ class Settings(BaseSettings):
     delivery_concurrency: int = Field(
         16, ge=1, le=256, description="Pushes one dispatcher has in flight at once."
     )
+    processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="How many processes `trm-broker serve` runs, sharing its port, to use "
+        "more than one core (PostgreSQL only). Each has its own database pool and background "
+        "loops, which take turns; about one per core is a good start.",
+    )
     run_dispatcher: bool = Field(
         True,
         description="Run the delivery dispatcher inside `trm-broker serve`. Set false where "

@@ -1,12 +1,15 @@
-"""SQLite connections as the broker opens them."""
+"""Connections as the broker opens them: SQLite's settings, PostgreSQL's pool."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+import asyncpg
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
 
 from trm_broker.store.database import create_engine
 
@@ -41,3 +44,31 @@ async def test_what_a_delete_frees_is_overwritten_whatever_the_sqlite_build(
         await engine.dispose()
     stored = path.read_bytes()
     assert not any(secret[i : i + 32] in stored for i in range(0, len(secret) - 32, 32))
+
+
+async def _backend_pid(engine: Any) -> int:
+    async with engine.connect() as connection:
+        return int((await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+
+
+async def test_a_pooled_connection_the_server_closed_is_replaced_before_use(
+    empty_postgres_database: str,
+) -> None:
+    """PostgreSQL restarted, or the link dropped, while connections sat in the pool: the
+    next request gets a working connection, not an error. Connections idle for a while are
+    checked before use (a busy pool skips the check: it costs three round trips)."""
+    engine = create_engine(empty_postgres_database, idle_ping_seconds=0.2)
+    dsn = make_url(empty_postgres_database).set(drivername="postgresql")
+    try:
+        first = await _backend_pid(engine)
+        assert await _backend_pid(engine) == first  # the pool keeps it
+        admin = await asyncpg.connect(dsn.render_as_string(hide_password=False))
+        try:
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", first)
+        finally:
+            await admin.close()
+        await asyncio.sleep(0.4)
+        replaced = await _backend_pid(engine)
+        assert replaced != first
+    finally:
+        await engine.dispose()

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from trm_broker.background.loop import BackgroundLoop
 from trm_broker.domain import workflow
 from trm_broker.domain.alerts import WORKFLOW_ALERTS, AlertKind
-from trm_broker.store import alerts, cases
+from trm_broker.store import alerts, cases, turns
 from trm_broker.store.models import AlertRecord
 
 log = structlog.get_logger("trm_broker.alerts")
@@ -44,6 +44,8 @@ class AlertScheduler(BackgroundLoop):
         """Raise the alerts now due and close those resolved; return (raised, closed)."""
         raised = closed = 0
         async with self._sessions() as session:
+            if not await turns.try_turn(session, turns.Job.ALERTS):
+                return 0, 0  # another replica checks them now
             open_alerts: dict[tuple[str, AlertKind], AlertRecord] = {
                 (a.case_ref, a.kind): a
                 for a in await cases.open_alerts(session)

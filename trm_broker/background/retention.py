@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from trm_broker.background.loop import BackgroundLoop
 from trm_broker.domain.ledger_events import EventType, LedgerEvent
-from trm_broker.store import ledger
+from trm_broker.store import ledger, turns
 from trm_broker.store import messages as store
 from trm_broker.store import participants as registry
 from trm_broker.store.models import Message
@@ -47,6 +47,8 @@ class RetentionPurger(BackgroundLoop):
     async def run_once(self, now: datetime) -> int:
         """Purge one batch of payloads past retention; return how many."""
         async with self._sessions() as session:
+            if not await turns.try_turn(session, turns.Job.RETENTION):
+                return 0  # another replica purges now
             due = await store.purgeable(session, now - self._retention, self._batch)
             countries = await registry.countries_of(
                 session, {p for m in due for p in (m.sender_id, m.recipient_id)}

@@ -18,6 +18,7 @@ from trm_broker.background.loop import BackgroundLoop
 from trm_broker.ledger import merkle
 from trm_broker.ledger.note import Checkpoint, NoteSigner, sign_checkpoint
 from trm_broker.store import ledger as store
+from trm_broker.store import turns
 
 log = structlog.get_logger("trm_broker.ledger")
 
@@ -49,7 +50,7 @@ class LedgerSequencer(BackgroundLoop):
         """Integrate one batch of queued entries; return how many (0: none, or another
         replica is integrating)."""
         async with self._sessions() as session:
-            if not await store.try_sequencer_lock(session):
+            if not await turns.try_turn(session, turns.Job.SEQUENCER):
                 return 0
             latest = await store.latest_checkpoint(session)
             size = latest.size if latest is not None else 0

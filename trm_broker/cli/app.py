@@ -46,7 +46,7 @@ def serve(
 ) -> None:
     """Run the broker (API and delivery dispatcher)."""
     from trm_broker.logs import configure_logging
-    from trm_broker.store.database import create_engine
+    from trm_broker.store.database import create_engine, is_sqlite
     from trm_broker.store.migrate import SchemaNotCurrentError, check_schema_current
 
     settings = settings_or_exit()
@@ -61,17 +61,25 @@ def serve(
 
     bind, bind_port = host or settings.host, port or settings.port
     public_url = public_url_for(settings.public_url, bind, bind_port, "TRM_PUBLIC_URL")
+    if settings.processes > 1 and is_sqlite(settings.database_url):
+        typer.echo(
+            "trm-broker: TRM_PROCESSES above 1 needs PostgreSQL: SQLite has one writer, and "
+            "one process serves it. Set TRM_PROCESSES=1 or TRM_DATABASE_URL to PostgreSQL.",
+            err=True,
+        )
+        raise typer.Exit(2)
     try:
         asyncio.run(_check())
     except SchemaNotCurrentError as exc:
         typer.echo(f"trm-broker: refusing to start: {exc}", err=True)
         raise typer.Exit(2) from exc
-    server.run(
-        _broker_app(settings.model_copy(update={"public_url": public_url})),
-        bind,
-        bind_port,
-        settings,
-    )
+    serving = settings.model_copy(update={"public_url": public_url})
+    if settings.processes > 1:
+        server.run_processes(
+            lambda: _broker_app(serving), bind, bind_port, settings, settings.processes
+        )
+        return
+    server.run(_broker_app(serving), bind, bind_port, settings)
 
 
 @app.command()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -40,13 +42,43 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_engine(url: str) -> AsyncEngine:
+#: A pooled PostgreSQL connection idle longer than this is checked before use.
+IDLE_PING_SECONDS = 1.0
+
+
+def _idle_from(_dbapi_connection: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_after_idle(seconds: float) -> Any:
+    """A checkout hook that pings a connection only if it sat idle in the pool for more
+    than ``seconds`` (a database restart or a dropped link shows there), and has the pool
+    replace it if the ping fails. SQLAlchemy's ``pool_pre_ping`` pings at every checkout:
+    three round trips (BEGIN, a query, ROLLBACK) before each request's own, under load too,
+    when a connection was in use a millisecond ago."""
+
+    def check(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since <= seconds:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:  # the driver's error for a closed connection
+            raise DisconnectionError("The pooled connection is closed.") from exc
+
+    return check
+
+
+def create_engine(url: str, *, idle_ping_seconds: float = IDLE_PING_SECONDS) -> AsyncEngine:
     ensure_sqlite_folder(url)
     if is_sqlite(url):
         engine = create_async_engine(url)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    engine = create_async_engine(url, pool_size=10, max_overflow=10)
+    event.listen(engine.sync_engine, "checkin", _idle_from)
+    event.listen(engine.sync_engine, "checkout", _ping_after_idle(idle_ping_seconds))
+    return engine
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

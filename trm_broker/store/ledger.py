@@ -25,9 +25,6 @@ from trm_broker.store.models import (
     table_of,
 )
 
-#: PostgreSQL advisory lock key of the sequencer: one integrating writer among replicas.
-SEQUENCER_LOCK = 0x74726D6C  # "trml"
-
 
 def _party(participant: str) -> ColumnElement[bool]:
     return or_(
@@ -37,7 +34,21 @@ def _party(participant: str) -> ColumnElement[bool]:
     )
 
 
-def _columns(event: LedgerEvent) -> dict[str, object]:
+#: The columns of an entry's row as :func:`entry_row` gives them.
+ENTRY_COLUMNS = (
+    "body",
+    "type",
+    "at",
+    "case_ref",
+    "party1",
+    "party2",
+    "party3",
+    "country1",
+    "country2",
+)
+
+
+def entry_row(event: LedgerEvent) -> dict[str, object]:
     """An event's row: its canonical body and the columns searches read."""
     body = canonical_json(event.claims())
     if len(event.parties) > 3:
@@ -65,7 +76,7 @@ def _columns(event: LedgerEvent) -> dict[str, object]:
 def append(session: AsyncSession, event: LedgerEvent) -> LedgerEntry:
     """Queue an event for the tree in the caller's transaction; the sequencer gives it its
     index within a second of commit."""
-    entry = LedgerEntry(**_columns(event))
+    entry = LedgerEntry(**entry_row(event))
     session.add(entry)
     return entry
 
@@ -76,7 +87,7 @@ _INSERT = insert(table_of(LedgerEntry)).returning(table_of(LedgerEntry).c.seq)
 async def append_now(session: AsyncSession, event: LedgerEvent) -> tuple[int, bytes]:
     """:func:`append`, inserted at once (one statement, no unit of work): the entry's ``seq``
     and body, for a row that records it (the accept path, issue 21)."""
-    values = _columns(event)
+    values = entry_row(event)
     seq = (await session.execute(_INSERT, values)).scalar_one()
     return int(seq), cast(bytes, values["body"])
 
@@ -84,15 +95,6 @@ async def append_now(session: AsyncSession, event: LedgerEvent) -> tuple[int, by
 async def index_of(session: AsyncSession, seq: int) -> int | None:
     """The index the sequencer gave the entry queued as ``seq`` (None: not yet)."""
     return await session.scalar(select(LedgerEntry.idx).where(LedgerEntry.seq == seq))
-
-
-async def try_sequencer_lock(session: AsyncSession) -> bool:
-    """PostgreSQL: take the sequencer's transaction-scoped advisory lock, or learn another
-    replica holds it. SQLite has one writer at a time anyway."""
-    if session.bind is None or session.bind.dialect.name != "postgresql":
-        return True
-    taken = await session.scalar(text(f"SELECT pg_try_advisory_xact_lock({SEQUENCER_LOCK})"))
-    return bool(taken)
 
 
 async def pending(session: AsyncSession, limit: int) -> Sequence[LedgerEntry]:

@@ -1,14 +1,20 @@
-"""Request ids, one log line per request, and a last-resort 500 that leaks nothing."""
+"""Request ids, one log line per request, and a last-resort 500 that leaks nothing.
+
+Plain ASGI middleware: it wraps ``send`` to learn the status and add ``x-request-id``, and
+runs the app in the request's own task (no extra task or stream per request, as Starlette's
+``BaseHTTPMiddleware`` would add)."""
 
 from __future__ import annotations
 
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trm_broker.logs import request_context
 from trm_broker.web.problems import internal_error, log_internal_error, problem_response
@@ -23,31 +29,64 @@ log = structlog.get_logger("trm_broker.http")
 RequestObserver = Callable[[str, str, int, float], None]
 
 
-def install(app: FastAPI, *, observe: RequestObserver | None = None) -> None:
-    @app.middleware("http")
-    async def _request_context(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        incoming = request.headers.get("x-request-id", "")
-        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+def _incoming_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            incoming = value.decode("latin-1")
+            return incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    return uuid.uuid4().hex
+
+
+class RequestContext:
+    """Binds a request id to every line logged while a request is handled, answers it in
+    ``x-request-id``, logs one ``request`` line (method, route template, status, duration)
+    and tells ``observe``; a bug that escapes every handler becomes a problem+json 500."""
+
+    def __init__(self, app: ASGIApp, observe: RequestObserver | None = None) -> None:
+        self.app = app
+        self.observe = observe
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_id(scope)
+        header = (b"x-request-id", request_id.encode("ascii"))
+        status = 500
+        started_response = False
+
+        async def sending(message: Message) -> None:
+            nonlocal status, started_response
+            if message["type"] == "http.response.start":
+                started_response = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
         with request_context(request_id) as ids:
             started = time.perf_counter()
             try:
-                response = await call_next(request)
+                await self.app(scope, receive, sending)
             except Exception as exc:
                 log_internal_error(exc)
-                response = problem_response(internal_error(), request)
+                if started_response:
+                    raise  # the answer is half sent: the server closes the connection
+                status = 500
+                response = problem_response(internal_error(), Request(scope))
+                await response(scope, receive, sending)
             seconds = time.perf_counter() - started
-            route = getattr(request.scope.get("route"), "path", "unmatched")
+            route = getattr(scope.get("route"), "path", "unmatched")
             log.info(
                 "request",
-                method=request.method,
+                method=scope["method"],
                 route=route,
-                status=response.status_code,
+                status=status,
                 duration_ms=round(seconds * 1000, 1),
                 **ids,
             )
-            if observe is not None:
-                observe(request.method, route, response.status_code, seconds)
-        response.headers["x-request-id"] = request_id
-        return response
+            if self.observe is not None:
+                self.observe(scope["method"], route, status, seconds)
+
+
+def install(app: FastAPI, *, observe: RequestObserver | None = None) -> None:
+    app.add_middleware(RequestContext, observe=observe)

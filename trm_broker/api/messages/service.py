@@ -154,10 +154,9 @@ async def accept(
         await before_writes()
     admitted = await rules_check.admit(session, envelope, sender, recipient, now, rules, registry)
 
-    # 12. Store the message, its outbox row and its ledger entry in one transaction; the
-    #     caller commits, then we answer (docs/design.md §8).
-    ledger_seq, entry_body = await ledger.append_now(
-        session,
+    # 12. Store the ledger entry, the message and its outbox row in one transaction (one
+    #     statement on PostgreSQL); the caller commits, then we answer (docs/design.md §8).
+    entry = ledger.entry_row(
         LedgerEvent(
             EventType.MESSAGE_ACCEPTED,
             now,
@@ -175,6 +174,7 @@ async def accept(
             },
         ),
     )
+    entry_body = cast(bytes, entry["body"])
     claims = ReceiptClaims(
         v=1,
         message_id=envelope.id,
@@ -195,7 +195,7 @@ async def accept(
         digest=digest,
         sender_kid=kid,
         receipt=json.dumps(receipt),
-        ledger_seq=ledger_seq,
+        entry=entry,
         now=now,
     )
     if admitted.withdraws is not None:  # takes effect at once, for everything but itself
