@@ -30,6 +30,8 @@ from bench.results import Row
 from trm_broker.logs import configure_logging
 
 PARTS = ("accept", "e2e", "ledger", "growth")
+#: Parts run only when named in --only (a subset of what another part measures).
+EXTRA_PARTS = ("verify",)
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="seconds; targets not checked")
     parser.add_argument(
-        "--only", default=",".join(PARTS), help="comma-separated: " + ",".join(PARTS)
+        "--only",
+        default=",".join(PARTS),
+        help="comma-separated: " + ",".join(PARTS + EXTRA_PARTS) + " (verify: only growth's "
+        "`ledger verify` over the bulk-loaded ledger, without the accept rounds)",
     )
     args = parser.parse_args()
     parts = set(args.only.split(","))
@@ -168,6 +173,11 @@ def main() -> int:
                     "ms",
                 )
             )
+
+    if "verify" in parts and "growth" not in parts:
+        print(f"ledger verify over {plan.growth_entries:,} bulk-loaded entries (PostgreSQL)")
+        verify = accept.after_preload("postgresql", plan.growth_entries, _verify)
+        data["verify"] = verify
 
     ledger: dict[str, Any] = {}
     if "ledger" in parts:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
 
 from trm_broker.crypto.errors import VerificationError
 
@@ -36,6 +37,28 @@ def node_hash(left: bytes, right: bytes) -> bytes:
 
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()  # RFC 9162 §2.1.1: MTH({}) = HASH()
+
+# The same hashes, a whole list at a time, iterated in C (map) rather than by a Python loop:
+# what makes the auditor's verifier run near the speed of SHA-256 itself (issue 21).
+_sha256 = hashlib.sha256
+_digest = type(hashlib.sha256()).digest
+_concat = bytes.__add__
+
+
+def leaf_hashes(entries: Iterable[bytes]) -> list[bytes]:
+    """``[leaf_hash(e) for e in entries]``."""
+    return list(map(_digest, map(_sha256, map(_concat, repeat(b"\x00"), entries))))
+
+
+def perfect_root(hashes: Sequence[bytes]) -> bytes:
+    """MTH of a complete subtree from its ``2**k`` leaf hashes (k >= 0), level by level."""
+    if not hashes or len(hashes) & (len(hashes) - 1):
+        raise ValueError(f"a complete subtree has 2**k leaves, got {len(hashes)}")
+    level = list(hashes)
+    while len(level) > 1:
+        pairs = map(_concat, level[0::2], level[1::2])
+        level = list(map(_digest, map(_sha256, map(_concat, repeat(b"\x01"), pairs))))
+    return level[0]
 
 
 def _split(n: int) -> int:
@@ -270,6 +293,30 @@ class CompactRange:
         self._edge.append((node, digest))
         self._size += 1
         return completed
+
+    def extend(self, leaves: Sequence[bytes]) -> None:
+        """Add many leaf hashes at once (what :meth:`append` does for each, without listing
+        the nodes completed): each aligned run of ``2**k`` leaves is hashed level by level
+        into its subtree's root, which joins the edge as one node."""
+        if any(len(leaf) != HASH_SIZE for leaf in leaves):
+            raise ValueError(f"every leaf hash has {HASH_SIZE} bytes")
+        done, total = 0, len(leaves)
+        while done < total:
+            level = (total - done).bit_length() - 1  # the largest run left ...
+            if self._size:  # ... that starts where a subtree of its size may start
+                level = min(level, (self._size & -self._size).bit_length() - 1)
+            width = 1 << level
+            self._push(level, perfect_root(leaves[done : done + width]))
+            done += width
+
+    def _push(self, level: int, digest: bytes) -> None:
+        """Add the complete subtree (level, size >> level); size is a multiple of 2**level."""
+        node = (level, self._size >> level)
+        while node[1] & 1:
+            _, left = self._edge.pop()
+            node, digest = (node[0] + 1, node[1] >> 1), node_hash(left, digest)
+        self._edge.append((node, digest))
+        self._size += 1 << level
 
     def root(self) -> bytes:
         return _fold([digest for _, digest in self._edge]) if self._edge else EMPTY_ROOT

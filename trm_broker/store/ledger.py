@@ -174,6 +174,21 @@ async def entries(
     return (await session.scalars(query)).all()
 
 
+async def raw_entries(
+    session: AsyncSession, start: int, end: int
+) -> list[tuple[int, bytes, bytes | None]]:
+    """(index, stored bytes, the leaf the tree holds for that index or None) of every
+    integrated entry with start <= index < end, in index order: one query, no ORM objects
+    (the auditor's whole-ledger read, issue 21)."""
+    query = (
+        select(LedgerEntry.idx, LedgerEntry.body, LedgerNode.hash)
+        .outerjoin(LedgerNode, and_(LedgerNode.level == 0, LedgerNode.idx == LedgerEntry.idx))
+        .where(LedgerEntry.idx >= start, LedgerEntry.idx < end)
+        .order_by(LedgerEntry.idx)
+    )
+    return [tuple(row) for row in (await session.execute(query)).all()]  # type: ignore[misc]
+
+
 async def entry_at(session: AsyncSession, index: int, reader: str | None) -> LedgerEntry | None:
     found = await entries(session, index, index + 1, reader)
     return found[0] if found else None

@@ -6,6 +6,7 @@ import base64
 import csv
 import io
 import json
+import struct
 from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -88,6 +89,31 @@ async def page(session: AsyncSession, start: int, limit: int, reader: str | None
         entries=await entries_out(session, rows),
         next_start=end if end < size else None,
     )
+
+
+NO_LEAF = bytes(merkle.HASH_SIZE)
+
+
+async def raw_page(
+    session: AsyncSession, start: int, limit: int, reader: str | None
+) -> tuple[int, int, bytes]:
+    """(count, tree size, body) of `GET /v1/ledger/entries/raw`: the integrated entries from
+    ``start`` as the broker stores and hashes them, for an auditor's whole-ledger check.
+    The body is the entries' indexes (8 bytes each, big-endian), then the leaf hashes the
+    tree holds for them (32 bytes each; zeros where it holds none), then the entries' bytes,
+    each followed by a line feed (RFC 8785 text has none of its own)."""
+    if reader is not None:
+        raise Forbidden(
+            "Only auditors read the whole ledger; read the entries you are party to with "
+            "GET /v1/ledger/entries."
+        )
+    size = await tree_size(session)
+    end = min(start + limit, size)
+    rows = await store.raw_entries(session, start, end) if start < end else []
+    indexes = struct.pack(f">{len(rows)}Q", *(row[0] for row in rows))
+    leaves = b"".join(row[2] or NO_LEAF for row in rows)
+    bodies = b"".join(row[1] + b"\n" for row in rows)
+    return len(rows), size, indexes + leaves + bodies
 
 
 async def entry_with_proof(
