@@ -6,6 +6,7 @@ the change it records (docs/design.md §9): the entry commits or rolls back with
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -120,6 +121,24 @@ async def checkpoint_at_least(session: AsyncSession, size: int) -> LedgerCheckpo
     return (await session.scalars(query)).first()
 
 
+# A proof's nodes in one statement of one shape, whatever their number: the keys travel as
+# parameters (two arrays; one JSON array in SQLite), so the statement is compiled and
+# prepared once and each key is one primary-key probe (issue 21: a proof in well under 2 ms
+# at 10^7 entries). `CROSS JOIN` makes SQLite read the keys first, then probe the table.
+_NODES = {
+    "postgresql": text(
+        "SELECT n.level, n.idx, n.hash "
+        "FROM unnest(CAST(:levels AS integer[]), CAST(:idxs AS bigint[])) AS k(level, idx) "
+        "JOIN ledger_nodes AS n ON n.level = k.level AND n.idx = k.idx"
+    ),
+    "sqlite": text(
+        "SELECT n.level, n.idx, n.hash FROM json_each(:keys) AS k "
+        "CROSS JOIN ledger_nodes AS n "
+        "ON n.level = json_extract(k.value, '$[0]') AND n.idx = json_extract(k.value, '$[1]')"
+    ),
+}
+
+
 async def nodes(
     session: AsyncSession, wanted: Iterable[tuple[int, int]]
 ) -> dict[tuple[int, int], bytes]:
@@ -127,26 +146,17 @@ async def nodes(
     keys = list(dict.fromkeys(wanted))
     if not keys:
         return {}
-    found: dict[tuple[int, int], bytes] = {}
-    # Bounded IN lists: a proof needs O(log n) nodes, a few dozen at most.
-    for start in range(0, len(keys), 500):
-        by_level: dict[int, list[int]] = {}
-        for level, idx in keys[start : start + 500]:
-            by_level.setdefault(level, []).append(idx)
-        # One `level = ? AND idx IN (…)` per level: both backends search the primary key
-        # for each (SQLite scans the whole table for a `(level, idx) IN` of row values).
-        rows = await session.execute(
-            select(LedgerNode.level, LedgerNode.idx, LedgerNode.hash).where(
-                or_(
-                    *(
-                        and_(LedgerNode.level == level, LedgerNode.idx.in_(indexes))
-                        for level, indexes in by_level.items()
-                    )
-                )
-            )
-        )
-        found.update({(level, idx): digest for level, idx, digest in rows.all()})
-    return found
+    connection = await session.connection()
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        params: dict[str, object] = {
+            "levels": [level for level, _ in keys],
+            "idxs": [idx for _, idx in keys],
+        }
+    else:
+        params = {"keys": json.dumps(keys)}
+    rows = await connection.execute(_NODES[dialect], params)
+    return {(level, idx): digest for level, idx, digest in rows.all()}
 
 
 def add_nodes(session: AsyncSession, new: Iterable[tuple[tuple[int, int], bytes]]) -> None:
