@@ -157,11 +157,11 @@ def test_an_altered_entry_without_a_fork_has_no_evidence(
 class PagedLedger(MemoryLedger):
     """The same ledger read as the CLI reads it: the entries' bytes, three a page."""
 
-    def pages(self, size: int) -> Iterator[tuple[int, list[bytes], list[bytes] | None]]:
+    def pages(self, size: int) -> Iterator[tuple[int, list[bytes], bytes | None]]:
         bodies = [canonical_json(item) for item in self.items[:size]]
         for start in range(0, len(bodies), 3):
             page = bodies[start : start + 3]
-            yield start, page, [merkle.leaf_hash(body) for body in page]
+            yield start, page, b"".join(merkle.leaf_hash(body) for body in page)
 
 
 def test_read_by_pages_the_same_checks_hold_and_the_same_state_is_kept(

@@ -29,7 +29,7 @@ PAGE = 1000
 #: Entries per request of the whole-ledger read (`GET /v1/ledger/entries/raw`): a power of
 #: two, so pages are whole subtrees of the Merkle tree.
 RAW_PAGE = 16384
-Page = tuple[int, list[bytes], list[bytes] | None]
+Page = tuple[int, list[bytes], bytes | None]
 
 
 class HttpLedgerSource:
@@ -111,21 +111,20 @@ class HttpLedgerSource:
         bodies = data[head:].split(b"\n")
         if count < 0 or len(data) < head or len(bodies) != count + 1 or bodies.pop() != b"":
             raise LedgerFailure(start, "the broker's page of entries is malformed")
-        leaves = data[8 * count : head]
-        stored = [leaves[i : i + size] for i in range(0, len(leaves), size)]
+        stored = data[8 * count : head]
         indexes = data[: 8 * count]
         if indexes != struct.pack(f">{count}Q", *range(start, start + count)):
             served = struct.unpack(f">{count}Q", indexes)
             cut = next(i for i, index in enumerate(served) if index != start + i)
             if cut:
-                yield start, bodies[:cut], stored[:cut]
-            yield served[cut], bodies[cut:], stored[cut:]
+                yield start, bodies[:cut], stored[: cut * size]
+            yield served[cut], bodies[cut:], stored[cut * size :]
             return
         yield start, bodies, stored
 
     def _json_pages(self, start: int, size: int) -> Iterator[Page]:
         for index, entry, leaf in self.entries(size, start):
-            yield index, [canonical_json(entry)], None if leaf is None else [leaf]
+            yield index, [canonical_json(entry)], leaf
 
     def consistency(self, first: int, second: int) -> list[bytes]:
         proof = self._get("/v1/ledger/consistency", first=first, second=second).json()["proof"]

@@ -52,9 +52,10 @@ class PagedLedgerSource(LedgerSource, Protocol):
     """A source that also reads the entries as the broker stores them, a page at a time:
     what :func:`audit` uses when it can (the same checks, much faster)."""
 
-    def pages(self, size: int) -> Iterator[tuple[int, list[bytes], list[bytes] | None]]:
+    def pages(self, size: int) -> Iterator[tuple[int, list[bytes], bytes | None]]:
         """Entries 0 .. size-1 in index order, a page at a time: (the page's first index,
-        the entries' bytes, the leaf hashes the broker's tree holds for them if known)."""
+        the entries' bytes, the leaf hashes the broker's tree holds for them, concatenated,
+        if known)."""
 
 
 @dataclass(frozen=True)
