@@ -7,6 +7,7 @@ the change it records (docs/design.md §9): the entry commits or rolls back with
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -184,19 +185,45 @@ async def entries(
     return (await session.scalars(query)).all()
 
 
+_RAW_PAGE_POSTGRESQL = text(
+    "SELECT count(*), "
+    "string_agg(int8send(e.idx), ''::bytea ORDER BY e.idx), "
+    "string_agg(coalesce(n.hash, :no_leaf), ''::bytea ORDER BY e.idx), "
+    "string_agg(e.body || '\\x0a'::bytea, ''::bytea ORDER BY e.idx) "
+    "FROM ledger_entries AS e "
+    "LEFT JOIN ledger_nodes AS n ON n.level = 0 AND n.idx = e.idx "
+    "WHERE e.idx >= :start AND e.idx < :end"
+)
+
+
 async def raw_entries(
-    session: AsyncSession, start: int, end: int
-) -> list[tuple[int, bytes, bytes | None]]:
-    """(index, stored bytes, the leaf the tree holds for that index or None) of every
-    integrated entry with start <= index < end, in index order: one query, no ORM objects
-    (the auditor's whole-ledger read, issue 21)."""
+    session: AsyncSession, start: int, end: int, no_leaf: bytes
+) -> tuple[int, bytes, bytes, bytes]:
+    """The integrated entries with start <= index < end, in index order, as `GET
+    /v1/ledger/entries/raw` serves them: (how many; their indexes, 8 bytes each, big-endian;
+    the leaf the tree holds for each, ``no_leaf`` where it holds none; their stored bytes,
+    each followed by a line feed). PostgreSQL concatenates them itself: no row reaches
+    Python (the auditor's whole-ledger read, issue 21)."""
+    connection = await session.connection()
+    if connection.dialect.name == "postgresql":
+        params = {"start": start, "end": end, "no_leaf": no_leaf}
+        count, indexes, leaves, bodies = (
+            await connection.execute(_RAW_PAGE_POSTGRESQL, params)
+        ).one()
+        return int(count), bytes(indexes or b""), bytes(leaves or b""), bytes(bodies or b"")
     query = (
         select(LedgerEntry.idx, LedgerEntry.body, LedgerNode.hash)
         .outerjoin(LedgerNode, and_(LedgerNode.level == 0, LedgerNode.idx == LedgerEntry.idx))
         .where(LedgerEntry.idx >= start, LedgerEntry.idx < end)
         .order_by(LedgerEntry.idx)
     )
-    return [tuple(row) for row in (await session.execute(query)).all()]  # type: ignore[misc]
+    rows = (await connection.execute(query)).all()
+    return (
+        len(rows),
+        struct.pack(f">{len(rows)}Q", *(row[0] for row in rows)),
+        b"".join(row[2] or no_leaf for row in rows),
+        b"".join(row[1] + b"\n" for row in rows),
+    )
 
 
 async def entry_at(session: AsyncSession, index: int, reader: str | None) -> LedgerEntry | None:

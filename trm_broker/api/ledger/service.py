@@ -6,7 +6,6 @@ import base64
 import csv
 import io
 import json
-import struct
 from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -109,11 +108,10 @@ async def raw_page(
         )
     size = await tree_size(session)
     end = min(start + limit, size)
-    rows = await store.raw_entries(session, start, end) if start < end else []
-    indexes = struct.pack(f">{len(rows)}Q", *(row[0] for row in rows))
-    leaves = b"".join(row[2] or NO_LEAF for row in rows)
-    bodies = b"".join(row[1] + b"\n" for row in rows)
-    return len(rows), size, indexes + leaves + bodies
+    if start >= end:
+        return 0, size, b""
+    count, indexes, leaves, bodies = await store.raw_entries(session, start, end, NO_LEAF)
+    return count, size, indexes + leaves + bodies
 
 
 async def entry_with_proof(
