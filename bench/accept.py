@@ -203,3 +203,15 @@ def measure(
             rss = peak_rss_mb(process.popen.pid)
             extra = after(cluster) if after is not None else {}
     return AcceptResult(backend, preload, by_messages, by_consents, rss, extra)
+
+
+def after_preload(
+    backend: str, preload: int, then: Callable[[LocalCluster], dict[str, object]]
+) -> dict[str, object]:
+    """``then`` on a broker over a fresh database with ``preload`` ledger entries
+    bulk-loaded, without accept rounds (`python -m bench --only verify`)."""
+    with (
+        tempfile.TemporaryDirectory(prefix="trm-bench-") as tmp,
+        servers.broker(backend, Path(tmp), preload=preload) as (cluster, _, _),
+    ):
+        return then(cluster)

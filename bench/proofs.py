@@ -2,10 +2,11 @@
 and consistency proof times as the ledger grows, and `trm-broker ledger verify`'s rate
 against raw SHA-256 of the same bytes, measured in the same run.
 
-Proof times: the Merkle node table is filled in PostgreSQL itself (``generate_series``;
-synthetic hashes, since a proof's cost is its reads of O(log n) nodes by primary key and
-the hashing of them, not the hashes' values), so 10^7 entries take a minute, not an hour.
-Real proofs over a real tree are checked by bench/ledger.py and the test suite.
+Proof times, on PostgreSQL and SQLite: the Merkle node table is filled by the database
+itself (``generate_series`` in PostgreSQL, a recursive query in SQLite; synthetic hashes,
+since a proof's cost is its reads of O(log n) nodes by primary key and the hashing of them,
+not the hashes' values), so 10^7 entries take a minute or two, not an hour. Real proofs
+over a real tree are checked by bench/ledger.py and the test suite.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bench import servers
 from tests.support import broker_settings, running_broker
@@ -36,6 +38,7 @@ from trm_broker.store.migrate import upgrade_async
 from trm_broker.store.models import LedgerEntry
 
 SAMPLES = 25
+WARMUP = 5  # proofs first asked at each size, not counted: a serving broker is warm
 _FILL = text(
     "INSERT INTO ledger_nodes (level, idx, hash) "
     "SELECT l, i, sha256(int8send((l::bigint << 48) | i)) "
@@ -43,6 +46,27 @@ _FILL = text(
     "LATERAL generate_series(:first >> l, (:size >> l) - 1) AS i "
     "WHERE (:size >> l) > (:first >> l)"
 )
+_FILL_SQLITE = text(
+    "WITH RECURSIVE i(n) AS (SELECT :low UNION ALL SELECT n + 1 FROM i WHERE n + 1 < :high) "
+    "INSERT INTO ledger_nodes (level, idx, hash) SELECT :level, n, randomblob(32) FROM i"
+)
+
+
+async def _fill(session: AsyncSession, first: int, size: int) -> None:
+    """The nodes of a tree grown from ``first`` to ``size`` leaves."""
+    if session.get_bind().dialect.name == "postgresql":
+        params = {"levels": size.bit_length(), "first": first, "size": size}
+        await session.execute(_FILL, params)
+        await session.commit()
+        await session.execute(text("ANALYZE ledger_nodes"))
+    else:
+        for level in range(size.bit_length()):
+            low, high = first >> level, size >> level
+            if high > low:
+                await session.execute(_FILL_SQLITE, {"low": low, "high": high, "level": level})
+        await session.commit()
+        await session.execute(text("ANALYZE"))
+    await session.commit()
 
 
 async def integration_rate(url: str, workdir: Path, entries: int) -> float:
@@ -63,24 +87,25 @@ async def integration_rate(url: str, workdir: Path, entries: int) -> float:
         return entries / (time.perf_counter() - started)
 
 
-async def proof_times(url: str, sizes: list[int]) -> list[dict[str, float]]:
+async def proof_times(url: str, sizes: list[int]) -> list[dict[str, Any]]:
     """Median inclusion and consistency proof time (ms) at each size, over random indices."""
     rng = random.Random(21)  # noqa: S311 - which entries to prove, not cryptography
     engine = create_engine(url)
+    backend = engine.dialect.name
     results = []
     try:
         async with session_factory(engine)() as session:
             first = 0
             for size in sizes:
                 started = time.perf_counter()
-                params = {"levels": size.bit_length(), "first": first, "size": size}
-                await session.execute(_FILL, params)
-                await session.commit()
-                await session.execute(text("ANALYZE ledger_nodes"))
-                await session.commit()
+                await _fill(session, first, size)
                 load = time.perf_counter() - started
                 first = size
                 inclusion, consistency = [], []
+                for _ in range(WARMUP):
+                    index, older = rng.randrange(size), rng.randrange(1, size)
+                    await ledger.nodes(session, merkle.inclusion_nodes(index, size))
+                    await ledger.nodes(session, merkle.consistency_nodes(older, size))
                 for _ in range(SAMPLES):
                     index = rng.randrange(size)
                     started = time.perf_counter()
@@ -94,6 +119,7 @@ async def proof_times(url: str, sizes: list[int]) -> list[dict[str, float]]:
                     consistency.append(1000 * (time.perf_counter() - started))
                 results.append(
                     {
+                        "backend": backend,
                         "entries": size,
                         "load_seconds": round(load, 1),
                         "inclusion_ms": round(statistics.median(inclusion), 3),
@@ -101,7 +127,7 @@ async def proof_times(url: str, sizes: list[int]) -> list[dict[str, float]]:
                     }
                 )
                 print(
-                    f"  proofs at {size:>10,} entries: inclusion "
+                    f"  proofs ({backend}) at {size:>10,} entries: inclusion "
                     f"{results[-1]['inclusion_ms']:.2f} ms, consistency "
                     f"{results[-1]['consistency_ms']:.2f} ms (nodes loaded in {load:.0f} s)"
                 )
@@ -162,7 +188,8 @@ def verify_rate(broker_url: str, verifier_key: str, auditor_keys: Path) -> dict[
 
 
 def ledger_figures(sizes: list[int], integrate: int) -> dict[str, Any]:
-    """Integration rate and proof times, each on a fresh PostgreSQL database."""
+    """Integration rate and proof times, each on a fresh PostgreSQL database; proof times
+    on a fresh SQLite file too."""
     with tempfile.TemporaryDirectory(prefix="trm-bench-") as tmp:
         with servers.database("postgresql", Path(tmp)) as url:
             if url is None:
@@ -175,4 +202,7 @@ def ledger_figures(sizes: list[int], integrate: int) -> dict[str, Any]:
                 raise RuntimeError("no url")
             asyncio.run(upgrade_async(url))
             proofs = asyncio.run(proof_times(url, sizes))
+        lite = f"sqlite+aiosqlite:///{Path(tmp) / 'proofs.db'}"
+        asyncio.run(upgrade_async(lite))
+        proofs += asyncio.run(proof_times(lite, sizes))
     return {"integration_rate": rate, "proofs": proofs}

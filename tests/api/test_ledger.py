@@ -224,3 +224,32 @@ async def test_registry_changes_are_entries_naming_the_operator_and_the_proof(
     assert (revoked["participant"], revoked["kid"]) == (FR.participant, FR.signing.kid)
     assert revoked["operator"] == OPERATOR_ID
     assert revoked["proof_digest"].startswith("sha-256:")
+
+
+async def test_auditors_read_the_whole_ledger_as_stored_a_page_at_a_time(broker: Broker) -> None:
+    """`GET /v1/ledger/entries/raw`: indexes, the tree's leaves, then each entry's stored
+    bytes (its RFC 8785 JSON) and a line feed; what `trm-broker ledger verify` reads."""
+    await broker.submit(referral(AT, NG))
+    checkpoint = await checkpoint_of_size(broker, 7)
+    everything = await all_entries(broker, AUDITOR)
+    response = await broker.call("GET", "/v1/ledger/entries/raw?start=2&limit=4", AUDITOR)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert response.headers["trm-ledger-count"] == "4"
+    assert response.headers["trm-ledger-tree-size"] == str(checkpoint.size)
+    data = response.content
+    assert [int.from_bytes(data[i : i + 8], "big") for i in range(0, 32, 8)] == [2, 3, 4, 5]
+    leaves = [data[32 + i : 64 + i] for i in range(0, 128, 32)]
+    bodies = data[160:].split(b"\n")
+    assert bodies.pop() == b""
+    assert bodies == [canonical_json(e["entry"]) for e in everything[2:6]]
+    assert leaves == [base64.b64decode(e["leaf_hash"]) for e in everything[2:6]]
+    assert leaves == [merkle.leaf_hash(body) for body in bodies]
+
+    beyond = await broker.call("GET", f"/v1/ledger/entries/raw?start={10**6}", AUDITOR)
+    assert beyond.status_code == 200
+    assert (beyond.headers["trm-ledger-count"], beyond.content) == ("0", b"")
+    for reader in (AT, broker.operator):
+        refused = await broker.call("GET", "/v1/ledger/entries/raw", reader)
+        assert refused.status_code == 403, refused.text
+        assert refused.headers["content-type"] == PROBLEM

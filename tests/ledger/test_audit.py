@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from trm_broker.crypto.canonical import canonical_json
 from trm_broker.crypto.keys import SigningKey
 from trm_broker.ledger import merkle
 from trm_broker.ledger.audit import AuditFailure, Evidence, audit, check_evidence
@@ -151,3 +152,36 @@ def test_an_altered_entry_without_a_fork_has_no_evidence(
         audit(Altering(signer, honest), vkeys(signer), state)
     assert excinfo.value.index == 3
     assert excinfo.value.evidence is None
+
+
+class PagedLedger(MemoryLedger):
+    """The same ledger read as the CLI reads it: the entries' bytes, three a page."""
+
+    def pages(self, size: int) -> Iterator[tuple[int, list[bytes], bytes | None]]:
+        bodies = [canonical_json(item) for item in self.items[:size]]
+        for start in range(0, len(bodies), 3):
+            page = bodies[start : start + 3]
+            yield start, page, b"".join(merkle.leaf_hash(body) for body in page)
+
+
+def test_read_by_pages_the_same_checks_hold_and_the_same_state_is_kept(
+    signer: NoteSigner, tmp_path: Path
+) -> None:
+    by_entry, by_page = tmp_path / "entry.json", tmp_path / "page.json"
+    ledger, paged = MemoryLedger(signer, entries(5)), PagedLedger(signer, entries(5))
+    assert audit(ledger, vkeys(signer), by_entry) == audit(paged, vkeys(signer), by_page)
+    for each in (ledger, paged):
+        each.items += entries(8, "b")
+    assert audit(paged, vkeys(signer), by_page).size == 13
+    assert paged.proofs_served == 1
+    audit(ledger, vkeys(signer), by_entry)
+    leaves = by_entry.with_name("entry.json.leaves").read_bytes()
+    assert by_page.with_name("page.json.leaves").read_bytes() == leaves
+    # History rewritten and re-signed: located, with evidence a third party can check.
+    paged.items[4] = {"v": 1, "type": "message.accepted", "message_id": "forged"}
+    paged.items += entries(2, "c")
+    with pytest.raises(AuditFailure) as excinfo:
+        audit(paged, vkeys(signer), by_page)
+    assert excinfo.value.index == 4
+    assert excinfo.value.evidence is not None
+    assert "leaf 4" in check_evidence(excinfo.value.evidence, vkeys(signer))

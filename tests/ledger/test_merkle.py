@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trm_broker.crypto.errors import VerificationError
+from trm_broker.ledger import merkle
 from trm_broker.ledger.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
@@ -376,3 +377,21 @@ def test_consistency_from_the_empty_tree_is_refused() -> None:
     with pytest.raises(ProofError):
         verify_consistency(0, 0, TEST_HASHES[0], TEST_HASHES[0], [])
     verify_consistency(8, 8, bytes.fromhex(TEST_ROOTS[8]), bytes.fromhex(TEST_ROOTS[8]), [])
+
+
+@pytest.mark.parametrize("size", [0, 1, 5, 64, 300])
+def test_extending_by_runs_builds_the_same_edge_as_appending(size: int) -> None:
+    leaves = [merkle.leaf_hash(str(i).encode()) for i in range(size)]
+    assert merkle.leaf_hashes(str(i).encode() for i in range(size)) == leaves
+    one, runs = merkle.CompactRange(), merkle.CompactRange()
+    for leaf in leaves:
+        one.append(leaf)
+    done = 0
+    for width in [3, 1, 8, 16, 100, 1000]:
+        runs.extend(leaves[done : done + width])
+        done += width
+    assert (runs.size, runs.nodes(), runs.root()) == (size, one.nodes(), merkle.root_of(leaves))
+    with pytest.raises(ValueError, match="32 bytes"):
+        runs.extend([b"short"])
+    with pytest.raises(ValueError, match="2\\*\\*k"):
+        merkle.perfect_root([bytes(32)] * 3)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from trm_broker.crypto.canonical import canonical_json
 from trm_broker.ledger import merkle
 from trm_broker.ledger.note import Checkpoint
 from trm_broker.ledger.verifier import Earlier, LedgerFailure, LedgerVerifier, entry_leaf
@@ -22,6 +23,18 @@ def checkpoint_of(items: list[dict[str, Any]]) -> Checkpoint:
     return Checkpoint(ORIGIN, len(items), merkle.root_of([entry_leaf(e) for e in items]))
 
 
+PAGE = 0  # entry by entry (LedgerVerifier.add); a page size: LedgerVerifier.add_bodies
+
+
+@pytest.fixture(autouse=True, params=[0, 1, 3, 8])
+def page(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test runs entry by entry, and by pages of the entries' bytes (the CLI's way)."""
+    global PAGE
+    PAGE = request.param
+    yield
+    PAGE = 0
+
+
 def run(
     served: list[tuple[int, dict[str, Any]]],
     checkpoint: Checkpoint,
@@ -29,8 +42,25 @@ def run(
     stored: list[bytes] | None = None,
 ) -> None:
     verifier = LedgerVerifier(checkpoint, earlier)
-    for position, (index, entry) in enumerate(served):
-        verifier.add(index, entry, stored[position] if stored else None)
+    if not PAGE:
+        for position, (index, entry) in enumerate(served):
+            verifier.add(index, entry, stored[position] if stored else None)
+        verifier.finish()
+        return
+    # As a source serves pages: contiguous runs of indexes, each split into pages.
+    runs: list[list[int]] = []
+    for position, (index, _) in enumerate(served):
+        if runs and served[runs[-1][-1]][0] + 1 == index:
+            runs[-1].append(position)
+        else:
+            runs.append([position])
+    for positions in runs:
+        for at in range(0, len(positions), PAGE):
+            chunk = positions[at : at + PAGE]
+            bodies = [canonical_json(served[p][1]) for p in chunk]
+            verifier.add_bodies(
+                served[chunk[0]][0], bodies, [stored[p] for p in chunk] if stored else None
+            )
     verifier.finish()
 
 

@@ -133,6 +133,7 @@ EXPECTED: dict[tuple[str, str], tuple[Expect, ...]] = {
     ("GET /v1/ledger/checkpoint",                "-"):                 (OK,  OK,  OK,  OK,  OK,  OK,  OK,  OK),
     ("GET /v1/ledger/consistency",               "-"):                 (OK,  OK,  OK,  OK,  OK,  OK,  OK,  OK),
     ("GET /v1/ledger/entries",                   "-"):                 (OK,  OK,  OK,  OK,  403, 401, 401, 401),
+    ("GET /v1/ledger/entries/raw",               "-"):                 (403, 403, 403, OK,  403, 401, 401, 401),
     ("GET /v1/ledger/entries/{index}",           "entry A.referral"):  (OK,  404, 404, OK,  403, 401, 401, 401),
     ("GET /v1/ledger/entries/{index}",           "entry A.withdrawal"): (OK, 404, OK,  OK,  403, 401, 401, 401),
     ("GET /v1/ledger/entries/{index}",           "entry B.referral"):  (404, OK,  404, OK,  403, 401, 401, 401),
@@ -375,6 +376,7 @@ REQUESTS: dict[str, Builder] = {
         "/v1/ledger/consistency?first=1&second={}", lambda w, o: w.tree_size
     ),
     "GET /v1/ledger/entries": _get("/v1/ledger/entries?limit=1000"),
+    "GET /v1/ledger/entries/raw": _get("/v1/ledger/entries/raw"),
     "GET /v1/ledger/entries/{index}": _get("/v1/ledger/entries/{}", lambda w, o: w.entries[o]),
     "GET /v1/ledger/search": _search,
     "POST /console/challenges": lambda world, caller, obj: Call("POST", "/console/challenges"),

@@ -48,6 +48,16 @@ class LedgerSource(Protocol):
         """Entry ``index`` and its RFC 9162 inclusion proof in the tree of ``size`` entries."""
 
 
+class PagedLedgerSource(LedgerSource, Protocol):
+    """A source that also reads the entries as the broker stores them, a page at a time:
+    what :func:`audit` uses when it can (the same checks, much faster)."""
+
+    def pages(self, size: int) -> Iterator[tuple[int, list[bytes], bytes | None]]:
+        """Entries 0 .. size-1 in index order, a page at a time: (the page's first index,
+        the entries' bytes, the leaf hashes the broker's tree holds for them, concatenated,
+        if known)."""
+
+
 @dataclass(frozen=True)
 class Evidence:
     """What an auditor shows a third party: two checkpoints signed by the broker that cannot
@@ -126,9 +136,10 @@ class StateFile:
     def leaves(self) -> Iterator[bytes]:
         if not self.leaves_path.exists():
             return
+        size = merkle.HASH_SIZE
         with self.leaves_path.open("rb") as handle:
-            while chunk := handle.read(merkle.HASH_SIZE):
-                yield chunk
+            while block := handle.read(size * 4096):
+                yield from (block[i : i + size] for i in range(0, len(block), size))
 
     def new_leaves(self) -> tuple[Path, IO[bytes]]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,14 +188,23 @@ def audit(
         try:
             ledger = LedgerVerifier(checkpoint, earlier)
             # 3. Every entry, in order: leaves, earlier leaves, and the root.
-            for index, entry, stored in source.entries(checkpoint.size):
-                leaf = ledger.add(index, entry, stored)
-                if leaves_out is not None:
-                    leaves_out.write(leaf)
-                if progress is not None and (
-                    ledger.size % every == 0 or ledger.size == checkpoint.size
-                ):
-                    progress(ledger.size, checkpoint.size)
+            pages = getattr(source, "pages", None)
+            if pages is not None:
+                for start, bodies, stored in pages(checkpoint.size):
+                    page_leaves = ledger.add_bodies(start, bodies, stored)
+                    if leaves_out is not None:
+                        leaves_out.write(b"".join(page_leaves))
+                    if progress is not None:
+                        progress(ledger.size, checkpoint.size)
+            else:
+                for index, entry, stored_leaf in source.entries(checkpoint.size):
+                    leaf = ledger.add(index, entry, stored_leaf)
+                    if leaves_out is not None:
+                        leaves_out.write(leaf)
+                    if progress is not None and (
+                        ledger.size % every == 0 or ledger.size == checkpoint.size
+                    ):
+                        progress(ledger.size, checkpoint.size)
             ledger.finish()
             # 4. The broker's own consistency proof must agree with what we recomputed.
             if earlier is not None and 0 < earlier.checkpoint.size < checkpoint.size:

@@ -37,6 +37,28 @@ def node_hash(left: bytes, right: bytes) -> bytes:
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()  # RFC 9162 §2.1.1: MTH({}) = HASH()
 
+_sha256 = hashlib.sha256
+
+
+def leaf_hashes(entries: Iterable[bytes]) -> list[bytes]:
+    """``[leaf_hash(e) for e in entries]``, inlined: the auditor's verifier hashes every
+    entry of the ledger (issue 21)."""
+    return [_sha256(b"\x00" + entry).digest() for entry in entries]
+
+
+def perfect_root(hashes: Sequence[bytes]) -> bytes:
+    """MTH of a complete subtree from its ``2**k`` leaf hashes (k >= 0), level by level."""
+    if not hashes or len(hashes) & (len(hashes) - 1):
+        raise ValueError(f"a complete subtree has 2**k leaves, got {len(hashes)}")
+    level = list(hashes)
+    while len(level) > 1:
+        lefts, rights = level[0::2], level[1::2]
+        level = [
+            _sha256(b"\x01" + left + right).digest()
+            for left, right in zip(lefts, rights, strict=True)
+        ]
+    return level[0]
+
 
 def _split(n: int) -> int:
     """k, the largest power of two smaller than n (n > 1): where §2.1.1 splits D[n]."""
@@ -270,6 +292,30 @@ class CompactRange:
         self._edge.append((node, digest))
         self._size += 1
         return completed
+
+    def extend(self, leaves: Sequence[bytes]) -> None:
+        """Add many leaf hashes at once (what :meth:`append` does for each, without listing
+        the nodes completed): each aligned run of ``2**k`` leaves is hashed level by level
+        into its subtree's root, which joins the edge as one node."""
+        if leaves and set(map(len, leaves)) != {HASH_SIZE}:
+            raise ValueError(f"every leaf hash has {HASH_SIZE} bytes")
+        done, total = 0, len(leaves)
+        while done < total:
+            level = (total - done).bit_length() - 1  # the largest run left ...
+            if self._size:  # ... that starts where a subtree of its size may start
+                level = min(level, (self._size & -self._size).bit_length() - 1)
+            width = 1 << level
+            self._push(level, perfect_root(leaves[done : done + width]))
+            done += width
+
+    def _push(self, level: int, digest: bytes) -> None:
+        """Add the complete subtree (level, size >> level); size is a multiple of 2**level."""
+        node = (level, self._size >> level)
+        while node[1] & 1:
+            _, left = self._edge.pop()
+            node, digest = (node[0] + 1, node[1] >> 1), node_hash(left, digest)
+        self._edge.append((node, digest))
+        self._size += 1 << level
 
     def root(self) -> bytes:
         return _fold([digest for _, digest in self._edge]) if self._edge else EMPTY_ROOT

@@ -59,6 +59,45 @@ async def entries(
     return await service.page(session, start, limit, service.reader_of(caller))
 
 
+RAW_HEADERS = {
+    "Trm-Ledger-Count": "How many entries the body holds.",
+    "Trm-Ledger-Tree-Size": "The latest checkpoint's size; entries beyond wait.",
+}
+
+
+@router.get(
+    "/entries/raw",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"application/octet-stream": {}},
+            "description": "The entries' indexes (8 bytes each, big-endian), then the leaf "
+            "hashes the tree holds for them (32 bytes each, zeros where it holds none), then "
+            "each entry's stored bytes (its RFC 8785 JSON) followed by a line feed.",
+            "headers": {
+                name: {"description": text, "schema": {"type": "integer"}}
+                for name, text in RAW_HEADERS.items()
+            },
+        }
+    },
+)
+async def raw_entries(
+    caller: SignedCaller,
+    session: Session,
+    start: Index = 0,
+    limit: Annotated[int, Query(ge=1, le=65536)] = 16384,
+) -> Response:
+    """Auditors: integrated entries from ``start`` in index order, as the broker stores and
+    hashes them, with the tree's leaves: the whole-ledger check of `trm-broker ledger
+    verify`, many thousand entries a request."""
+    count, size, body = await service.raw_page(session, start, limit, service.reader_of(caller))
+    return Response(
+        body,
+        media_type="application/octet-stream",
+        headers={"Trm-Ledger-Count": str(count), "Trm-Ledger-Tree-Size": str(size)},
+    )
+
+
 @router.get("/entries/{index}", response_model=EntryProof)
 async def entry(
     index: Annotated[int, Path(ge=0, le=MAX_CURSOR)],

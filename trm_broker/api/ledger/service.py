@@ -90,6 +90,30 @@ async def page(session: AsyncSession, start: int, limit: int, reader: str | None
     )
 
 
+NO_LEAF = bytes(merkle.HASH_SIZE)
+
+
+async def raw_page(
+    session: AsyncSession, start: int, limit: int, reader: str | None
+) -> tuple[int, int, bytes]:
+    """(count, tree size, body) of `GET /v1/ledger/entries/raw`: the integrated entries from
+    ``start`` as the broker stores and hashes them, for an auditor's whole-ledger check.
+    The body is the entries' indexes (8 bytes each, big-endian), then the leaf hashes the
+    tree holds for them (32 bytes each; zeros where it holds none), then the entries' bytes,
+    each followed by a line feed (RFC 8785 text has none of its own)."""
+    if reader is not None:
+        raise Forbidden(
+            "Only auditors read the whole ledger; read the entries you are party to with "
+            "GET /v1/ledger/entries."
+        )
+    size = await tree_size(session)
+    end = min(start + limit, size)
+    if start >= end:
+        return 0, size, b""
+    count, indexes, leaves, bodies = await store.raw_entries(session, start, end, NO_LEAF)
+    return count, size, indexes + leaves + bodies
+
+
 async def entry_with_proof(
     session: AsyncSession, index: int, at_size: int | None, reader: str | None
 ) -> EntryProof:
