@@ -174,12 +174,11 @@ class WebCluster:
         return f"supervisor@{organisation}"
 
 
-def set_password(node: Node, user: str, password: str = PASSWORD) -> None:
-    """The administrator's command, as they run it at the node."""
-    command = ["node", "users", "password", "set", user, "--stdin"]
+def node_command(node: Node, *command: str, stdin: str | None = None) -> None:
+    """An administrator's `trm-broker` command, run at the node as they run it."""
     done = subprocess.run(
         [sys.executable, "-m", "trm_broker.cli", *command],
-        input=password + "\n",
+        input=stdin,
         env=node.process.env,
         capture_output=True,
         text=True,
@@ -187,20 +186,16 @@ def set_password(node: Node, user: str, password: str = PASSWORD) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def set_password(node: Node, user: str, password: str = PASSWORD) -> None:
+    """The administrator's command that sets a user's password."""
+    node_command(node, "node", "users", "password", "set", user, "--stdin", stdin=password + "\n")
 
 
 def add_user(node: Node, user: str, organisation: str, role: str) -> None:
     """The administrator's command that adds a user (`trm-broker node users add`)."""
-    command = ["node", "users", "add", user, "--organisation", organisation, "--role", role]
-    done = subprocess.run(
-        [sys.executable, "-m", "trm_broker.cli", *command],
-        env=node.process.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    node_command(node, "node", "users", "add", user, "--organisation", organisation, "--role", role)
 
 
 def _call(node: Node, organisation: str, method: str, path: str, body: Any) -> httpx.Response:
