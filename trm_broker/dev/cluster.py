@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +20,22 @@ from trm_broker.crypto import broker_keys
 from trm_broker.crypto.keys import KeySet
 from trm_broker.node.trust import pin_entry
 
+#: Ports this process handed out: the kernel may offer a port again as soon as the probe
+#: socket closes, and two processes started at once (a broker and a worker) must not both
+#: be given it, or one answers health checks for the other that failed to bind.
+_handed_out: set[int] = set()
+_handing = threading.Lock()
+
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    with _handing:
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", 0))
+                port: int = sock.getsockname()[1]
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
 
 
 @dataclass
