@@ -31,7 +31,7 @@ end
 
 local pool = {}
 pooled, step, times_file = 0, 1, nil
-sent, answered = 0, 0
+sent, answered, reserved = 0, 0, 0
 statuses = {}
 idle_closed = 0
 slots = {}
@@ -62,15 +62,19 @@ function init(args)
   step = nthreads
 end
 
+-- With a rate, each connection free to send reserves the next slot not yet reserved and
+-- waits for its time, so one connection wakes per slot (were they all to wait for the
+-- next slot, all but one would wake to nothing and send a filler, many per request).
 function delay()
-  if sent >= #pool then
+  if sent >= #pool or (rate > 0 and reserved >= #pool) then
     -- Keep the connection open until the others are answered, with a read every second
     -- (the server closes a connection idle for 5 s, which wrk would count as an error).
     return 1000
   end
   if rate == 0 then return 0 end
   if t0 == nil then t0 = now() end
-  local due = t0 + sent * period
+  local due = t0 + reserved * period
+  reserved = reserved + 1
   local wait = (due - now()) * 1000
   if wait < 0 then return 0 end
   return wait
@@ -88,9 +92,10 @@ function request()
   if sent >= #pool then
     return FILLER -- a harmless read while the other connections' answers come in
   end
-  if rate > 0 and t0 + sent * period > now() + 0.001 then
-    -- Early (a connection's first request, which wrk sends without asking delay()): a
-    -- harmless read, after which delay() holds the connection until its slot.
+  if rate > 0 and (sent >= reserved or t0 + sent * period > now() + 0.005) then
+    -- No slot of its own yet (a connection's first request, which wrk sends without
+    -- asking delay()), or early (wrk's timers have millisecond steps, hence the 5 ms):
+    -- a harmless read, after which delay() holds the connection until its slot.
     return FILLER
   end
   sent = sent + 1

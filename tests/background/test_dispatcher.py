@@ -346,3 +346,48 @@ async def test_hostile_inboxes_are_bounded_and_recorded_as_failures(
         assert asyncio.get_running_loop().time() - started < 15
     status = await status_of(world.broker, message_id)
     assert (status["status"], status["delivery"]["last_error"]) == ("accepted", error)
+
+
+async def test_a_push_still_waiting_for_its_answer_holds_up_no_other_message(
+    world: World,
+) -> None:
+    """The dispatcher keeps pushes in flight side by side: a message accepted while an
+    earlier push waits on a slow inbox is pushed and acknowledged at once."""
+    held = asyncio.Event()
+    arrived: list[str] = []
+    app = FastAPI()
+
+    @app.post("/inbox")
+    async def inbox(request: Request) -> Any:
+        from fastapi.responses import JSONResponse
+
+        envelope = (await request.json())["envelope"]
+        arrived.append(jws.parse(envelope, jws.TYP_ENVELOPE).claims()["id"])
+        if len(arrived) == 1:
+            await held.wait()  # the first push's answer is slow to come
+        return JSONResponse(ack_for(envelope, NG.signing))
+
+    node = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ng.test")
+    dispatcher = world.dispatcher_for(node)
+    loop = asyncio.create_task(dispatcher.run_forever())
+    try:
+        slow = (await world.broker.submit(referral(AT, NG))).json()["message_id"]
+        async with asyncio.timeout(30):
+            while not arrived:
+                await asyncio.sleep(0.02)
+        quick = (await world.broker.submit(referral(AT, NG))).json()["message_id"]
+        async with asyncio.timeout(30):
+            while (await status_of(world.broker, quick))["status"] != "acknowledged":
+                await asyncio.sleep(0.05)
+        assert (await status_of(world.broker, slow))["status"] == "accepted"  # still waiting
+
+        held.set()
+        async with asyncio.timeout(30):
+            while (await status_of(world.broker, slow))["status"] != "acknowledged":
+                await asyncio.sleep(0.05)
+        assert arrived == [slow, quick]
+    finally:
+        held.set()
+        dispatcher.stop()
+        await loop
+        await node.aclose()

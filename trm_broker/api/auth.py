@@ -273,7 +273,7 @@ def _route_defers_nonce(request: Request) -> bool:
 SignedCaller = Annotated[Caller, Depends(signed_caller)]
 
 
-def operator(caller: SignedCaller) -> Caller:
+async def operator(caller: SignedCaller) -> Caller:
     """Registry changes are signed by an operator's key (docs/design.md §4)."""
     if caller.kind is not ParticipantKind.OPERATOR:
         raise Forbidden("Only an operator may change the registry.")

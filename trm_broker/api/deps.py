@@ -121,7 +121,9 @@ class WriteTurn:
             self._lock.release()
 
 
-def broker_state(request: Request) -> BrokerState:
+async def broker_state(request: Request) -> BrokerState:
+    """The broker's shared parts. Async, as every dependency here: FastAPI runs a plain
+    function in a worker thread, a hop per request (issue 21's profile)."""
     state: BrokerState = request.app.state.broker
     return state
 

@@ -92,6 +92,7 @@ class DeliveryDispatcher(BackgroundLoop):
         self._release_pending = release_on_start
         self._next_sweep = datetime.min.replace(tzinfo=UTC)
         self._observer = observer
+        self._in_flight: set[asyncio.Task[None]] = set()
 
     @property
     def lease(self) -> timedelta:
@@ -99,11 +100,46 @@ class DeliveryDispatcher(BackgroundLoop):
         return timedelta(seconds=2 * self._timeout + 5)
 
     async def step(self) -> bool:
-        return await self.run_once() > 0
+        """Keep up to ``concurrency`` attempts in flight: claim as many due deliveries as
+        there are free places and start each at once, without waiting for the others (a
+        slow inbox, or a batch's slowest push, holds up no message but its own). When every
+        place is taken, wait for one to free."""
+        free = self._batch - len(self._in_flight)
+        if free <= 0:
+            await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+            return True
+        claimed = await self._claim(free)
+        for delivery in claimed:
+            task = asyncio.create_task(self._attempt(delivery))
+            self._in_flight.add(task)
+            task.add_done_callback(self._attempted)
+        return len(claimed) == free  # as many as asked: more may be due
+
+    def _attempted(self, task: asyncio.Task[None]) -> None:
+        """An attempt ended: its place is free, and a later message of its case to its
+        recipient, held back until this one was answered, may be due now."""
+        self._in_flight.discard(task)
+        self.wake()
+
+    async def run_forever(self) -> None:
+        """The loop of :meth:`step`; once stopped (or cancelled), the attempts under way
+        finish (or are cancelled: their leases make them due again)."""
+        try:
+            await super().run_forever()
+        finally:
+            if self._in_flight:
+                await asyncio.gather(*self._in_flight, return_exceptions=True)
 
     async def run_once(self) -> int:
         """Dead-letter what is too old, then claim and attempt one batch of due deliveries,
         concurrently; return how many were attempted."""
+        claimed = await self._claim(self._batch)
+        await asyncio.gather(*(self._attempt(delivery) for delivery in claimed))
+        return len(claimed)
+
+    async def _claim(self, limit: int) -> list[ClaimedDelivery]:
+        """Dead-letter what is too old, then claim up to ``limit`` due deliveries under a
+        lease (none once stopping: what was claimed meanwhile is handed back untouched)."""
         now = datetime.now(UTC)
         if self._release_pending:
             async with self._sessions() as session:
@@ -115,15 +151,14 @@ class DeliveryDispatcher(BackgroundLoop):
             self._next_sweep = now + timedelta(seconds=self._interval)
         lease_until = now + self.lease
         async with self._sessions() as session:
-            claimed = await outbox.claim_due(session, now, lease_until, self._batch)
+            claimed = await outbox.claim_due(session, now, lease_until, limit)
             await session.commit()
-        if claimed and self.stopping:  # stopped while claiming: hand them back untouched
+        if claimed and self.stopping:
             async with self._sessions() as session:
                 await outbox.release(session, [d.delivery_id for d in claimed], lease_until, now)
                 await session.commit()
-            return 0
-        await asyncio.gather(*(self._attempt(delivery) for delivery in claimed))
-        return len(claimed)
+            return []
+        return list(claimed)
 
     async def sweep(self, now: datetime) -> int:
         """Dead-letter deliveries queued longer than the maximum age; return how many."""

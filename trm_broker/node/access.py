@@ -179,7 +179,7 @@ async def _refusal(state: NodeState) -> Problem:
     )
 
 
-def case_worker(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
+async def case_worker(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
     if not principal.may_send():
         raise Forbidden(
             f"A {principal.role_name} reads but does not send: ask a case worker of your "
@@ -188,7 +188,7 @@ def case_worker(principal: Annotated[Principal, Depends(authenticated)]) -> Prin
     return principal
 
 
-def supervisor(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
+async def supervisor(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
     if not principal.may_read_audit():
         raise Forbidden("Only a supervisor of your organisation reads the audit log.")
     return principal

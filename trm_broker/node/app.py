@@ -89,7 +89,7 @@ class NodeState:
     sending: Sending
 
 
-def node_state(request: Request) -> NodeState:
+async def node_state(request: Request) -> NodeState:
     state: NodeState = request.app.state.node
     return state
 

@@ -53,13 +53,18 @@ class NodeParts(Protocol):
     broker: BrokerClient
 
 
-def node_state(request: Request) -> NodeParts:
+def _parts(request: Request) -> NodeParts:
     state: NodeParts = request.app.state.node
     return state
 
 
+async def node_state(request: Request) -> NodeParts:
+    """As a dependency: async, so FastAPI does not hand it to a worker thread."""
+    return _parts(request)
+
+
 async def db_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with node_state(request).sessions() as session:
+    async with _parts(request).sessions() as session:
         yield session
 
 

@@ -81,7 +81,7 @@ async def console_reader(request: Request, state: State) -> Visitor:
     return Visitor(found, PAGES.language_of(request))
 
 
-def ledger_reader(visitor: Annotated[Visitor, Depends(console_reader)]) -> Visitor:
+async def ledger_reader(visitor: Annotated[Visitor, Depends(console_reader)]) -> Visitor:
     if not visitor.reads_ledger:
         raise PageRefused(403, "auditors-only")
     return visitor

@@ -58,7 +58,12 @@ def _case_worker(visitor: SignedIn) -> Visitor:
     return visitor
 
 
-CaseWorkerPage = Annotated[Visitor, Depends(_case_worker)]
+async def _case_worker_page(visitor: SignedIn) -> Visitor:
+    """:func:`_case_worker` as a dependency (async: not run in a worker thread)."""
+    return _case_worker(visitor)
+
+
+CaseWorkerPage = Annotated[Visitor, Depends(_case_worker_page)]
 
 
 @dataclass(frozen=True)

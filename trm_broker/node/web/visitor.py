@@ -83,7 +83,7 @@ async def signed_in(request: Request) -> Visitor:
     )
 
 
-def audit_reader(visitor: Annotated[Visitor, Depends(signed_in)]) -> Visitor:
+async def audit_reader(visitor: Annotated[Visitor, Depends(signed_in)]) -> Visitor:
     if not visitor.principal.may_read_audit():
         raise PageRefused(403, "supervisors-only")
     return visitor
