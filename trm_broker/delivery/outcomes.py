@@ -22,7 +22,7 @@ from trm_broker.domain.signed_objects import HEADER_PAYLOAD_MISMATCH, AckClaims
 from trm_broker.store import alerts, cases, ledger, messages
 from trm_broker.store import deliveries as outbox
 from trm_broker.store import participants as registry
-from trm_broker.store.models import Delivery, Message
+from trm_broker.store.models import Delivery
 from trm_broker.web.problems import Conflict
 
 #: The alert a dead letter raises for its sender and recipient; closed when none is left in
@@ -85,7 +85,7 @@ async def record_answer(
 
 
 async def _count_in_case(
-    session: AsyncSession, message: Message, rejected: bool, now: datetime
+    session: AsyncSession, message: messages.Parties, rejected: bool, now: datetime
 ) -> None:
     """The case's state after the answer: an acknowledged message's facts now count, a
     rejected one's never will. The case row is versioned: on a concurrent change (a message
@@ -156,15 +156,19 @@ async def close_alert_if_resolved(session: AsyncSession, case_ref: str, now: dat
         alerts.close_alert(session, alert, now, countries=countries)
 
 
-async def _message(session: AsyncSession, message_id: str) -> Message:
-    message = await messages.get(session, message_id)
+async def _message(session: AsyncSession, message_id: str) -> messages.Parties:
+    message = await messages.parties(session, message_id)
     if message is None:  # deliveries reference their message (foreign key)
         raise LookupError("a delivery without its message")
     return message
 
 
 async def _record(
-    session: AsyncSession, event: EventType, message: Message, now: datetime, **facts: Any
+    session: AsyncSession,
+    event: EventType,
+    message: messages.Parties,
+    now: datetime,
+    **facts: Any,
 ) -> None:
     parties = (message.sender_id, message.recipient_id)
     countries = await registry.countries_of(session, set(parties))

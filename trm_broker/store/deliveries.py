@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Integer, bindparam, exists, select, update
+from sqlalchemy import Integer, Update, bindparam, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from trm_broker.domain.messages import DeliveryStatus
-from trm_broker.store.models import Delivery, Message, Participant
+from trm_broker.store.models import Delivery, Message, Participant, table_of
 
 # The statuses, by their short names here (``outbox.PENDING``): see ``DeliveryStatus``.
 PENDING = DeliveryStatus.PENDING
@@ -161,20 +161,43 @@ async def record_rejected(
     return await _record_answer(session, delivery_id, at, ack, REJECTED, pulled)
 
 
+def _answer_statement() -> Update:
+    """Record an answer, if the delivery still waits for one: built once, so its compiled
+    form is cached (the status test is two equalities, not an IN list expanded anew at
+    every execution), and a Core statement, without the ORM's session synchronisation."""
+    deliveries = table_of(Delivery).c
+    return (
+        update(table_of(Delivery))
+        .where(
+            deliveries.id == bindparam("delivery_id"),
+            or_(*(deliveries.status == status for status in _HOLDS_BACK)),
+        )
+        .values(
+            status=bindparam("answer_status", type_=deliveries.status.type),
+            attempts=deliveries.attempts + bindparam("counted", type_=Integer),
+            acknowledged_at=bindparam("answered_at", type_=deliveries.acknowledged_at.type),
+            ack=bindparam("answer", type_=deliveries.ack.type),
+            last_error=None,
+        )
+    )
+
+
+_ANSWER = _answer_statement()
+
+
 async def _record_answer(
     session: AsyncSession, delivery_id: int, at: datetime, ack: str, status: str, pulled: bool
 ) -> bool:
     # A dead letter may still be answered: a pull-mode recipient that fetched it late.
     result = await session.execute(
-        update(Delivery)
-        .where(Delivery.id == delivery_id, Delivery.status.in_(_HOLDS_BACK))
-        .values(
-            status=status,
-            attempts=Delivery.attempts + (1 if pulled else 0),
-            acknowledged_at=at,
-            ack=ack,
-            last_error=None,
-        )
+        _ANSWER,
+        {
+            "delivery_id": delivery_id,
+            "answer_status": status,
+            "counted": 1 if pulled else 0,
+            "answered_at": at,
+            "answer": ack,
+        },
     )
     return bool(getattr(result, "rowcount", 0) == 1)
 

@@ -51,6 +51,13 @@ _MESSAGES = table_of(Message).c
 _ACCEPTED = select(
     _MESSAGES.id, _MESSAGES.sender_id, _MESSAGES.envelope_digest, _MESSAGES.receipt
 ).where(_MESSAGES.id == bindparam("id"))
+_PARTIES = select(
+    _MESSAGES.id,
+    _MESSAGES.sender_id,
+    _MESSAGES.recipient_id,
+    _MESSAGES.case_ref,
+    _MESSAGES.envelope_digest,
+).where(_MESSAGES.id == bindparam("id"))
 _INSERT_ENTRY = insert(table_of(LedgerEntry)).returning(table_of(LedgerEntry).c.seq)
 _INSERT_MESSAGE = insert(table_of(Message))
 _INSERT_DELIVERY = insert(table_of(Delivery))
@@ -110,6 +117,24 @@ def _one_statement() -> Insert:
 
 
 _INSERT_ALL = _one_statement()
+
+
+@dataclass(frozen=True)
+class Parties:
+    """What recording a delivery's outcome reads of its message: who, which case, which
+    envelope; not the envelope itself."""
+
+    id: str
+    sender_id: str
+    recipient_id: str
+    case_ref: str
+    envelope_digest: str
+
+
+async def parties(session: AsyncSession, message_id: str) -> Parties | None:
+    """The message's parties, case and envelope digest (one small query, no ORM)."""
+    row = (await session.execute(_PARTIES, {"id": message_id})).first()
+    return None if row is None else Parties(*row)
 
 
 async def accepted(session: AsyncSession, message_id: str) -> Accepted | None:
