@@ -144,8 +144,10 @@ async def requeue(
 
 
 async def close_alert_if_resolved(session: AsyncSession, case_ref: str, now: datetime) -> None:
-    """Close the case's dead-letter alert once no dead letter is left in it. The case's
-    open alerts are read first: most answers end cases that have none (one query, not two)."""
+    """Close the case's dead-letter alert once no dead letter is left in it. Whether one is
+    open is asked first: most answers end cases that have none (one small query)."""
+    if not await cases.has_open_alert(session, case_ref, DEAD_LETTER_ALERT):
+        return
     alerts_open = await cases.open_alerts(session, case_ref)
     dead_letter_alerts = [a for a in alerts_open if a.kind == DEAD_LETTER_ALERT]
     if not dead_letter_alerts or await outbox.dead_letters_in_case(session, case_ref):

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import Select, bindparam, or_, select, update
 from sqlalchemy import insert as sql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from trm_broker.domain.alerts import AlertKind
 from trm_broker.domain.workflow import CaseTransfer
 from trm_broker.store.models import (
     AlertRecord,
@@ -118,6 +119,28 @@ async def timeline_of(
         .order_by(Message.accepted_at, Message.id)
     )
     return [(message, delivery) for message, delivery in (await session.execute(query)).all()]
+
+
+def _open_of_kind() -> Select[tuple[str]]:
+    alerts = table_of(AlertRecord).c
+    return (
+        select(alerts.id)
+        .where(
+            alerts.case_ref == bindparam("case_ref"),
+            alerts.kind == bindparam("kind", type_=alerts.kind.type),
+            alerts.closed_at.is_(None),
+        )
+        .limit(1)
+    )
+
+
+_OPEN_OF_KIND = _open_of_kind()
+
+
+async def has_open_alert(session: AsyncSession, case_ref: str, kind: AlertKind) -> bool:
+    """Whether the case has an open alert of this kind (one indexed query, built once)."""
+    found = await session.execute(_OPEN_OF_KIND, {"case_ref": case_ref, "kind": kind})
+    return found.first() is not None
 
 
 async def open_alerts(session: AsyncSession, case_ref: str | None = None) -> Sequence[AlertRecord]:
