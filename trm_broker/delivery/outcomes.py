@@ -117,9 +117,7 @@ async def dead_letter(session: AsyncSession, delivery: Delivery, now: datetime) 
         attempts=delivery.attempts,
         last_error=delivery.last_error or "waiting_for_earlier_message",
     )
-    if not any(
-        a.kind == DEAD_LETTER_ALERT for a in await cases.open_alerts(session, message.case_ref)
-    ):
+    if not await cases.has_open_alert(session, message.case_ref, DEAD_LETTER_ALERT):
         parties = (message.sender_id, message.recipient_id)
         alerts.raise_alert(
             session,
