@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from trm_broker.store import sqlite_driver
+
 
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
@@ -69,10 +71,18 @@ def _ping_after_idle(seconds: float) -> Any:
     return check
 
 
+def _sqlite_dbapi(url: str) -> Any:
+    """aiosqlite with one thread hand-off per statement (store/sqlite_driver.py); None
+    (the dialect's own) for another SQLite driver named in the URL."""
+    if make_url(url).get_driver_name() != "aiosqlite":
+        return None
+    return sqlite_driver.dbapi()
+
+
 def create_engine(url: str, *, idle_ping_seconds: float = IDLE_PING_SECONDS) -> AsyncEngine:
     ensure_sqlite_folder(url)
     if is_sqlite(url):
-        engine = create_async_engine(url)
+        engine = create_async_engine(url, module=_sqlite_dbapi(url))
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     engine = create_async_engine(url, pool_size=10, max_overflow=10)
