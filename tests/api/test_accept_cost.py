@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,11 @@ import pytest
 from sqlalchemy import event
 
 from tests.support import Broker, broker_settings, referral, running_broker
+from trm_broker.crypto import jws
 from trm_broker.crypto.keys import KeySet
+from trm_broker.delivery import outcomes
+from trm_broker.domain.signed_objects import AckClaims
+from trm_broker.store import messages
 
 AT = KeySet.generate("at.focal-point")
 NG = KeySet.generate("ng.naptip")
@@ -75,3 +80,34 @@ async def test_an_accepted_referral_costs_few_statements_and_one_commit(broker: 
     assert cost.commits == 1
     dialect = broker.app.state.broker.engine.dialect.name
     assert len(cost.statements) <= REFERRAL_STATEMENTS[dialect], cost.statements
+
+
+#: Recording a recipient's acknowledgement of a referral: the delivery's UPDATE, its
+#: message with the parties' countries (one query), the ledger entry, the case's state (an
+#: acknowledged referral leaves it as it is: no write), whether the case has an open
+#: dead-letter alert. It was 6 before the countries came with the message.
+ANSWER_STATEMENTS = 5
+
+
+async def test_recording_an_acknowledgement_costs_few_statements(broker: Broker) -> None:
+    envelope = referral(AT, NG)
+    await broker._consent_for(envelope)
+    response = await broker.submit(envelope)
+    assert response.status_code == 202, response.text
+    message_id = response.json()["message_id"]
+    signed = broker.signed_answer(envelope)
+    claims = AckClaims.model_validate(jws.parse(signed, jws.TYP_ACK).claims())
+    async with broker.app.state.broker.sessions() as session:
+        delivery = await messages.delivery_of(session, message_id)
+        assert delivery is not None
+        await session.commit()
+        with counted(broker) as cost:
+            recorded = await outcomes.record_answer(
+                session, delivery.id, message_id, signed, claims, 1, datetime.now(UTC)
+            )
+            await session.commit()
+    assert recorded
+    assert cost.commits == 1
+    assert len(cost.statements) <= ANSWER_STATEMENTS, cost.statements
+    status = await broker.call("GET", f"/v1/messages/{message_id}", AT)
+    assert status.json()["status"] == "acknowledged"

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.support import PROBLEM, Broker, broker_settings, envelope, running_broker
 from trm_broker.crypto import jws
@@ -365,8 +366,10 @@ async def test_a_header_its_payload_contradicts_is_a_finding(broker: Broker) -> 
     )
 
 
-async def test_an_answer_is_applied_to_the_case_as_it_is_when_recorded(broker: Broker) -> None:
-    """The case changed since the answer's transaction read it (a message accepted in it
+async def test_an_answer_is_applied_to_the_case_as_it_is_when_recorded(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The case changed between the answer's read and its write (a message accepted in it
     meanwhile): the answer is applied to the new state, and nothing accepted is lost."""
     case = "AT-2026-0211"
     consent_ref = await open_case(broker, case)
@@ -374,8 +377,16 @@ async def test_an_answer_is_applied_to_the_case_as_it_is_when_recorded(broker: B
     first_id = await accepted(await broker.submit(first))
     sessions = broker.app.state.broker.sessions
     async with sessions() as session:
-        stale = await cases.get(session, case)  # read before the next message is accepted
+        stale = await cases.read(session, case)  # read before the next message is accepted
         assert stale is not None
+        reads: list[str] = []
+        read = cases.read
+
+        async def first_read_stale(session: AsyncSession, case_ref: str) -> cases.StoredCase | None:
+            reads.append(case_ref)
+            return stale if len(reads) == 1 else await read(session, case_ref)
+
+        monkeypatch.setattr(cases, "read", first_read_stale)
         second = message(AT, NG, T.RISK_ASSESSMENT, assessment(False), case, consent_ref)
         second_id = await accepted(await broker.submit(second))  # another transaction
         delivery = await messages.delivery_of(session, first_id)
@@ -385,6 +396,7 @@ async def test_an_answer_is_applied_to_the_case_as_it_is_when_recorded(broker: B
         now = datetime.now(UTC)
         assert await outcomes.record_answer(session, delivery.id, first_id, signed, claims, 1, now)
         await session.commit()
+    assert reads == [case, case]  # the stale state was refused, the case read again
     state = (await broker.call("GET", f"/v1/cases/{case}", AT)).json()["state"]
     assert state["last_risk_assessment"]["message_id"] == first_id
     assert [p["message_id"] for p in state["pending_risk_assessments"]] == [second_id]

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
 
 from tests.support import (
     Broker,
@@ -193,6 +194,51 @@ async def test_a_replayed_or_altered_push_is_refused(setup: Setup) -> None:
     assert altered.status_code == 401
     assert altered.json()["type"].endswith(":bad-signature")
     assert elsewhere.status_code == 401
+
+
+async def test_a_refused_push_cannot_be_replayed_either(setup: Setup) -> None:
+    """A push's nonce is spent in the transaction that stores its message; a push refused
+    (here: no envelope in it) still spends its nonce, on its own."""
+    body = json.dumps({"envelope": {"protected": "e30"}, "receipt": {}}).encode()
+    broker_key = setup.broker.app.state.broker.signing_key
+    headers = sign_request("POST", "http://node/inbox", body, broker_key)
+    headers["content-type"] = "application/json"
+    async with setup._node([NG]) as client:
+        first = await client.post("/inbox", content=body, headers=headers)
+        replayed = await client.post("/inbox", content=body, headers=headers)
+    assert first.status_code == 400, first.text
+    assert replayed.status_code == 401
+    assert replayed.json()["type"].endswith(":replayed-request")
+
+
+async def test_a_push_is_stored_with_its_nonce_in_one_commit(setup: Setup) -> None:
+    """One transaction per push: the nonce, the message and its answer commit together
+    (on SQLite each commit is a write to disk and a wait for it)."""
+    push = await setup.accepted(referral(AT, NG))
+    broker_key = setup.broker.app.state.broker.signing_key
+    open_: dict[int, list[str]] = {}  # per connection: the statements since its last commit
+    committed: list[list[str]] = []
+
+    def statement(connection: object, _cursor: object, sql: str, *_: object) -> None:
+        open_.setdefault(id(connection), []).append(" ".join(sql.split()[:3]))
+
+    def commit(connection: object) -> None:
+        committed.append(open_.pop(id(connection), []))
+
+    async with setup._node([NG]) as client:
+        node = client._transport.app  # type: ignore[attr-defined]
+        engine = node.state.node.sessions.kw["bind"].sync_engine
+        event.listen(engine, "before_cursor_execute", statement)
+        event.listen(engine, "commit", commit)
+        response = await client.post("/inbox", json=push, auth=SignedRequests(broker_key))
+        event.remove(engine, "before_cursor_execute", statement)
+        event.remove(engine, "commit", commit)
+        again = await client.post("/inbox", json=push, auth=SignedRequests(broker_key))
+    assert response.status_code == 200, response.text
+    spent = [t for t in committed if "INSERT INTO node_request_nonces" in t]
+    assert len(spent) == 1  # the background loops commit too: only the push's is looked at
+    assert "INSERT INTO node_received" in spent[0]
+    assert again.json() == response.json()  # a repeat gets the very same answer
 
 
 async def test_the_senders_key_is_judged_at_the_brokers_acceptance_not_at_created_at(

@@ -71,14 +71,13 @@ async def record_answer(
     )
     await _count_in_case(session, message, rejected, now)
     if rejected and claims.code == HEADER_PAYLOAD_MISMATCH:
-        parties = (message.sender_id, message.recipient_id)
         alerts.raise_alert(
             session,
             AlertKind.HEADER_PAYLOAD_MISMATCH,
             message.case_ref,
-            parties,
+            (message.sender_id, message.recipient_id),
             now,
-            countries=await registry.countries_of(session, set(parties)),
+            countries=message.countries(),
         )
     await close_alert_if_resolved(session, message.case_ref, now)
     return True
@@ -90,8 +89,8 @@ async def _count_in_case(
     """The case's state after the answer: an acknowledged message's facts now count, a
     rejected one's never will. The case row is versioned: on a concurrent change (a message
     accepted in the case meanwhile), read it again and apply the answer to the new state."""
-    row = await cases.get(session, message.case_ref)
     for _ in range(CASE_RETRIES):
+        row = await cases.read(session, message.case_ref)
         if row is None:  # pragma: no cover - every accepted message has its case
             return
         state = cases.state_of(row)
@@ -99,7 +98,6 @@ async def _count_in_case(
         new = answered(state, message.id)
         if new is state or await cases.replace(session, row, new, now):
             return
-        await session.refresh(row)
     # Rolled back: not recorded. A push is tried again; a pulling node sends its answer again.
     raise Conflict(f"Case {message.case_ref} changed at the same time; send the answer again.")
 
@@ -118,14 +116,13 @@ async def dead_letter(session: AsyncSession, delivery: Delivery, now: datetime) 
         last_error=delivery.last_error or "waiting_for_earlier_message",
     )
     if not await cases.has_open_alert(session, message.case_ref, DEAD_LETTER_ALERT):
-        parties = (message.sender_id, message.recipient_id)
         alerts.raise_alert(
             session,
             DEAD_LETTER_ALERT,
             message.case_ref,
-            parties,
+            (message.sender_id, message.recipient_id),
             now,
-            countries=await registry.countries_of(session, set(parties)),
+            countries=message.countries(),
         )
     return True
 
@@ -171,7 +168,7 @@ async def _record(
     **facts: Any,
 ) -> None:
     parties = (message.sender_id, message.recipient_id)
-    countries = await registry.countries_of(session, set(parties))
+    countries = message.countries()
     detail = {"message_id": message.id, "envelope_digest": message.envelope_digest, **facts}
     ledger.append(
         session,

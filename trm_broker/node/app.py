@@ -32,7 +32,7 @@ from trm_broker.node import (
     withdrawals,
 )
 from trm_broker.node.access import CaseWorker, Reader, check_at_start
-from trm_broker.node.auth import broker_signed_body
+from trm_broker.node.auth import broker_push
 from trm_broker.node.broker_client import BrokerClient
 from trm_broker.node.idempotency import IdempotencyKey
 from trm_broker.node.keyring import Keyring
@@ -228,8 +228,14 @@ def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None
         """Called by the broker: verify, open, check the payload and that the clear header is
         what it says, store once, answer a signed acknowledgement (or a signed rejection,
         with its code: `payload-invalid` or `header-payload-mismatch`)."""
-        body = await broker_signed_body(request, state.settings, state.broker, session)
-        result = await inbox.receive_once(session, body, state.keys, state.broker)
+        push = await broker_push(request, state.settings, state.broker, session)
+        try:
+            result = await inbox.receive_once(
+                session, push.body, state.keys, state.broker, before_commit=push.spend
+            )
+        except problems.Problem:
+            await push.spend_alone(session)  # a refused push is not replayable either
+            raise
         bind_ids(message_id=result.message_id)  # also on this request's `request` line
         if result.rejected:
             log.info("message_rejected", code=result.code)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -9,25 +11,52 @@ from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.crypto.errors import Code, VerificationError
-from trm_broker.crypto.http_signatures import SignedRequest
+from trm_broker.crypto.http_signatures import RequestSignatureError, SignedRequest
 from trm_broker.node.broker_client import BrokerClient, BrokerError
 from trm_broker.node.store import NodeNonce
 from trm_broker.settings import Settings
 from trm_broker.store import nonces
 from trm_broker.web.problems import Unavailable
+from trm_broker.web.refusals import request_problem
 from trm_broker.web.signed_requests import verify_signed_request
 
+#: How often a node forgets nonces too old to replay (in a push's transaction).
+_PRUNE_EVERY = timedelta(minutes=1)
 
-async def broker_signed_body(
+
+@dataclass(frozen=True)
+class Push:
+    """A push whose signature is the broker's and fresh; its nonce is not spent yet: the
+    inbox spends it in the transaction that stores the message (one commit per push), or
+    on its own when the push is refused (:meth:`spend_alone`)."""
+
+    body: bytes
+    _spend: Callable[[], Awaitable[None]]
+
+    async def spend(self) -> None:
+        """Spend the nonce in the session's transaction; spent before: 401, a replay."""
+        await self._spend()
+
+    async def spend_alone(self, session: AsyncSession) -> None:
+        """After a refusal rolled the push's transaction back: spend the nonce on its own,
+        so the refused push cannot be replayed either (a replay's 401 if it raced this)."""
+        await session.rollback()
+        await self._spend()
+        await session.commit()
+
+
+async def broker_push(
     request: Request, settings: Settings, broker: BrokerClient, session: AsyncSession
-) -> bytes:
-    """The body of a push, once its signature is the broker's, fresh and not replayed
-    (the same check the broker makes of every signed call: web/signed_requests.py).
+) -> Push:
+    """A push, once its signature is the broker's and fresh (the same check the broker
+    makes of every signed call: web/signed_requests.py). Its nonce is spent by the caller,
+    in its own transaction (:class:`Push`); nothing is written here.
 
     The key id must be the broker's (``GET /v1/broker``): its current key, or one it
     retired within the last hour (replicas restart one by one after a rotation).
     """
     window = timedelta(seconds=settings.clock_skew_seconds)
+    state = request.app.state
 
     async def resolve(keyid: str, now: datetime) -> Ed25519PublicKey:
         try:
@@ -40,21 +69,37 @@ async def broker_signed_body(
             )
         return broker_key.public
 
-    async def spend(keyid: str, signed: SignedRequest, now: datetime) -> bool:
-        fresh = await nonces.spend(
-            session, keyid, signed.nonce, signed.created, window, table=NodeNonce
-        )
-        await nonces.prune(session, now, table=NodeNonce)
-        return fresh
+    pending: list[tuple[str, SignedRequest, datetime]] = []
 
-    verified = await verify_signed_request(
+    async def verified(keyid: str, signed: SignedRequest, now: datetime) -> bool:
+        pending.append((keyid, signed, now))
+        return True
+
+    checked = await verify_signed_request(
         request,
         limit=settings.max_envelope_bytes,
         public_url=settings.node_public_url,
         window=window,
         resolve=resolve,
-        spend=spend,
+        spend=verified,
         unsigned="Only the broker pushes to this inbox, with a signed request.",
     )
-    await session.commit()
-    return verified.body
+    keyid, signed, now = pending[0]
+
+    async def spend() -> None:
+        last = getattr(state, "nonces_pruned_at", None)
+        if last is None or now - last > _PRUNE_EVERY:
+            state.nonces_pruned_at = now
+            await nonces.prune(session, now, table=NodeNonce)  # only nonces past replaying
+        if not await nonces.spend(
+            session, keyid, signed.nonce, signed.created, window, table=NodeNonce
+        ):
+            raise request_problem(
+                RequestSignatureError(
+                    "This signed request was already received; sign every request afresh.",
+                    code=Code.REPLAYED,
+                    kid=keyid,
+                )
+            )
+
+    return Push(checked.body, spend)

@@ -5,6 +5,7 @@ rejection naming where the payload does not conform or the header contradicts it
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -123,16 +124,27 @@ async def receive(
 
 
 async def receive_once(
-    session: AsyncSession, body: bytes, keys: Keyring, broker: BrokerClient
+    session: AsyncSession,
+    body: bytes,
+    keys: Keyring,
+    broker: BrokerClient,
+    *,
+    before_commit: Callable[[], Awaitable[None]] | None = None,
 ) -> Acknowledgement:
-    """Receive and commit. The same message delivered twice at once (two pushes, or a push
-    and a pull) commits once; the other delivery gets the answer that was stored."""
+    """Receive and commit, in one transaction with ``before_commit`` (a push spends its
+    nonce there). The same message delivered twice at once (two pushes, or a push and a
+    pull) commits once; the other delivery gets the answer that was stored."""
     result = await receive(session, body, keys, broker)
     try:
+        if before_commit is not None:
+            await before_commit()
         await session.commit()
     except IntegrityError:
         await session.rollback()
         result = await receive(session, body, keys, broker)
+        if before_commit is not None:
+            await before_commit()
+        await session.commit()
     return result
 
 

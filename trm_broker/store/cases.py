@@ -43,6 +43,20 @@ _READ = select(_CASES.case_ref, _CASES.sending, _CASES.state, _CASES.version).wh
     _CASES.case_ref == bindparam("case_ref")
 )
 _INSERT = sql_insert(table_of(CaseTransferRow))
+#: The new state, only over the version read (optimistic): a Core statement built once.
+_REPLACE = (
+    update(table_of(CaseTransferRow))
+    .where(
+        _CASES.case_ref == bindparam("case_ref_"),
+        _CASES.version == bindparam("version_"),
+    )
+    .values(
+        {
+            name: bindparam(name)
+            for name in ("receiving_org", "stage", "state", "version", "updated_at")
+        }
+    )
+)
 
 
 async def read(session: AsyncSession, case_ref: str) -> StoredCase | None:
@@ -84,16 +98,16 @@ async def replace(
 ) -> bool:
     """Store the new state if nobody changed the case since ``row`` was read."""
     result = await session.execute(
-        update(CaseTransferRow)
-        .where(CaseTransferRow.case_ref == row.case_ref, CaseTransferRow.version == row.version)
-        .values(
-            receiving_org=case.receiving_org,
-            stage=case.stage,
-            state=json.dumps(case.to_json(), sort_keys=True),
-            version=row.version + 1,
-            updated_at=at,
-        )
-        .execution_options(synchronize_session=False)
+        _REPLACE,
+        {
+            "case_ref_": row.case_ref,
+            "version_": row.version,
+            "receiving_org": case.receiving_org,
+            "stage": case.stage,
+            "state": json.dumps(case.to_json(), sort_keys=True),
+            "version": row.version + 1,
+            "updated_at": at,
+        },
     )
     return bool(getattr(result, "rowcount", 0) == 1)
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from trm_broker.domain.envelope import Envelope
 from trm_broker.domain.messages import DeliveryStatus
 from trm_broker.store.ledger import ENTRY_COLUMNS
-from trm_broker.store.models import Delivery, LedgerEntry, Message, table_of
+from trm_broker.store.models import Delivery, LedgerEntry, Message, Participant, table_of
 
 
 async def get(session: AsyncSession, message_id: str) -> Message | None:
@@ -51,13 +51,22 @@ _MESSAGES = table_of(Message).c
 _ACCEPTED = select(
     _MESSAGES.id, _MESSAGES.sender_id, _MESSAGES.envelope_digest, _MESSAGES.receipt
 ).where(_MESSAGES.id == bindparam("id"))
-_PARTIES = select(
-    _MESSAGES.id,
-    _MESSAGES.sender_id,
-    _MESSAGES.recipient_id,
-    _MESSAGES.case_ref,
-    _MESSAGES.envelope_digest,
-).where(_MESSAGES.id == bindparam("id"))
+_SENDER = table_of(Participant).alias("sender")
+_RECIPIENT = table_of(Participant).alias("recipient")
+_PARTIES = (
+    select(
+        _MESSAGES.id,
+        _MESSAGES.sender_id,
+        _MESSAGES.recipient_id,
+        _MESSAGES.case_ref,
+        _MESSAGES.envelope_digest,
+        _SENDER.c.country,
+        _RECIPIENT.c.country,
+    )
+    .join(_SENDER, _SENDER.c.id == _MESSAGES.sender_id)
+    .join(_RECIPIENT, _RECIPIENT.c.id == _MESSAGES.recipient_id)
+    .where(_MESSAGES.id == bindparam("id"))
+)
 _INSERT_ENTRY = insert(table_of(LedgerEntry)).returning(table_of(LedgerEntry).c.seq)
 _INSERT_MESSAGE = insert(table_of(Message))
 _INSERT_DELIVERY = insert(table_of(Delivery))
@@ -121,18 +130,25 @@ _INSERT_ALL = _one_statement()
 
 @dataclass(frozen=True)
 class Parties:
-    """What recording a delivery's outcome reads of its message: who, which case, which
-    envelope; not the envelope itself."""
+    """What recording a delivery's outcome reads of its message: who (with their
+    countries, for the ledger entry), which case, which envelope; not the envelope itself."""
 
     id: str
     sender_id: str
     recipient_id: str
     case_ref: str
     envelope_digest: str
+    sender_country: str
+    recipient_country: str
+
+    def countries(self) -> dict[str, str]:
+        """Participant → country, as :func:`trm_broker.store.participants.countries_of`."""
+        return {self.sender_id: self.sender_country, self.recipient_id: self.recipient_country}
 
 
 async def parties(session: AsyncSession, message_id: str) -> Parties | None:
-    """The message's parties, case and envelope digest (one small query, no ORM)."""
+    """The message's parties and their countries, case and envelope digest (one small
+    query, no ORM)."""
     row = (await session.execute(_PARTIES, {"id": message_id})).first()
     return None if row is None else Parties(*row)
 
