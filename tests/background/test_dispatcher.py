@@ -7,14 +7,14 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI, Request
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from tests.support import Broker, broker_settings, referral, running_broker, running_node
 from trm_broker.background.dispatcher import DeliveryDispatcher
@@ -391,3 +391,27 @@ async def test_a_push_still_waiting_for_its_answer_holds_up_no_other_message(
         dispatcher.stop()
         await loop
         await node.aclose()
+
+
+async def test_an_acknowledged_push_costs_two_transactions(world: World) -> None:
+    """Claim under a lease (one transaction), push, then verify the answer and record it in
+    one more: the answer's key is read where the answer is recorded (issue 21)."""
+    engine = world.broker.app.state.broker.engine.sync_engine
+    checkouts: list[object] = []
+
+    def checkout(*_: object) -> None:
+        checkouts.append(_)
+
+    async with fake_inbox(lambda env: (200, ack_for(env, NG.signing))) as node:
+        dispatcher = world.dispatcher_for(node)
+        assert await dispatcher.run_once() == 0  # its first leases released, its sweep done
+        dispatcher._next_sweep = datetime.now(UTC) + timedelta(hours=1)
+        message_id = (await world.broker.submit(referral(AT, NG))).json()["message_id"]
+        event.listen(engine, "checkout", checkout)
+        try:
+            assert await dispatcher.run_once() == 1
+        finally:
+            event.remove(engine, "checkout", checkout)
+    status = await status_of(world.broker, message_id)
+    assert status["status"] == "acknowledged"
+    assert len(checkouts) == 2

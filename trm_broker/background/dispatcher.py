@@ -2,7 +2,8 @@
 an acknowledgement (delivered) or a rejection of the payload (final, never retried).
 
 Each attempt runs in three steps so no network call happens inside a transaction
-(docs/design.md §8): claim under a lease and commit; POST; record the outcome and commit.
+(docs/design.md §8): claim under a lease and commit; POST; verify and record the outcome
+and commit.
 """
 
 from __future__ import annotations
@@ -183,12 +184,27 @@ class DeliveryDispatcher(BackgroundLoop):
         structlog.contextvars.bind_contextvars(message_id=delivery.message_id)
         try:
             try:
-                answer, error = await self._push(delivery)
+                ack, error = await self._push(delivery)
             except Exception as exc:  # one bad recipient must not stop everyone's delivery
-                answer, error = None, f"internal_{type(exc).__name__}"
+                ack, error = None, f"internal_{type(exc).__name__}"
+            answer: Answer | None = None
             async with self._sessions() as session:
                 now = datetime.now(UTC)
                 attempts = delivery.attempts  # counted when claimed
+                if ack is not None:
+                    # Verified in the transaction that records it: one transaction a push.
+                    try:
+                        claims = await verify_ack(
+                            session,
+                            ack,
+                            delivery.message_id,
+                            delivery.recipient_id,
+                            delivery.envelope_digest,
+                            now,
+                        )
+                        answer = Answer(ack, claims)
+                    except AckRefused as refused:
+                        error = refused.code
                 if answer is not None:
                     recorded = await outcomes.record_answer(
                         session,
@@ -219,8 +235,9 @@ class DeliveryDispatcher(BackgroundLoop):
         finally:
             structlog.contextvars.unbind_contextvars("message_id")
 
-    async def _push(self, delivery: ClaimedDelivery) -> tuple[Answer | None, str | None]:
-        """POST the envelope; return (the verified answer, None) or (None, an error code)."""
+    async def _push(self, delivery: ClaimedDelivery) -> tuple[dict[str, Any] | None, str | None]:
+        """POST the envelope; return (the signed answer, None), to be verified where it is
+        recorded, or (None, an error code)."""
         if delivery.inbox_url is None:
             return None, "no_inbox_url"
         # The registry was checked at registration; DNS may have changed since (rebinding).
@@ -251,19 +268,7 @@ class DeliveryDispatcher(BackgroundLoop):
             return None, "ack_malformed"
         if not isinstance(ack, dict):
             return None, "ack_malformed"
-        async with self._sessions() as session:
-            try:
-                claims = await verify_ack(
-                    session,
-                    ack,
-                    delivery.message_id,
-                    delivery.recipient_id,
-                    delivery.envelope_digest,
-                    datetime.now(UTC),
-                )
-            except AckRefused as refused:
-                return None, refused.code
-        return Answer(ack, claims), None
+        return ack, None
 
     async def _post(self, delivery: ClaimedDelivery) -> tuple[int, bytes | None]:
         """POST and read at most MAX_ACK_BYTES of the answer (None: it was larger)."""
