@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Request
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 
 from tests.support import Broker, broker_settings, referral, running_broker, running_node
 from trm_broker.background.dispatcher import DeliveryDispatcher
@@ -53,6 +53,7 @@ async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
             http: httpx.AsyncClient,
             timeout: float = 30,  # room for a loaded machine
             policy: InboxPolicy = InboxPolicy(allow_loopback=True),  # noqa: B008
+            sessions: Any = sessions,
         ) -> DeliveryDispatcher:
             return DeliveryDispatcher(
                 sessions,
@@ -396,22 +397,20 @@ async def test_a_push_still_waiting_for_its_answer_holds_up_no_other_message(
 async def test_an_acknowledged_push_costs_two_transactions(world: World) -> None:
     """Claim under a lease (one transaction), push, then verify the answer and record it in
     one more: the answer's key is read where the answer is recorded (issue 21)."""
-    engine = world.broker.app.state.broker.engine.sync_engine
-    checkouts: list[object] = []
+    sessions = world.broker.app.state.broker.sessions
+    opened: list[str] = []
 
-    def checkout(*_: object) -> None:
-        checkouts.append(_)
+    def counted() -> Any:  # the dispatcher's own sessions (the broker's loops have theirs)
+        opened.append("session")
+        return sessions()
 
     async with fake_inbox(lambda env: (200, ack_for(env, NG.signing))) as node:
-        dispatcher = world.dispatcher_for(node)
+        dispatcher = world.dispatcher_for(node, sessions=counted)
         assert await dispatcher.run_once() == 0  # its first leases released, its sweep done
         dispatcher._next_sweep = datetime.now(UTC) + timedelta(hours=1)
         message_id = (await world.broker.submit(referral(AT, NG))).json()["message_id"]
-        event.listen(engine, "checkout", checkout)
-        try:
-            assert await dispatcher.run_once() == 1
-        finally:
-            event.remove(engine, "checkout", checkout)
+        opened.clear()
+        assert await dispatcher.run_once() == 1
     status = await status_of(world.broker, message_id)
     assert status["status"] == "acknowledged"
-    assert len(checkouts) == 2
+    assert len(opened) == 2

@@ -50,19 +50,46 @@ def _waits_for_earlier() -> object:
     )
 
 
-#: The due push deliveries' ids, built once: the dispatcher runs it whenever woken, and a
-#: query built anew (its alias) would be compiled anew each time.
+#: The due push deliveries with what a push needs, built once: the dispatcher runs it
+#: whenever woken, and a query built anew (its alias) would be compiled anew each time.
 _DUE = (
-    select(Delivery.id)
+    select(
+        Delivery.id,
+        Delivery.message_id,
+        Delivery.recipient_id,
+        Participant.inbox_url,
+        Message.envelope,
+        Message.envelope_digest,
+        Message.receipt,
+        Delivery.attempts,
+    )
+    .join(Message, Message.id == Delivery.message_id)
+    .join(Participant, Participant.id == Delivery.recipient_id)
     .where(
         Delivery.status == PENDING,
         Delivery.next_attempt_at <= bindparam("now", type_=Delivery.next_attempt_at.type),
-        Delivery.recipient_id.in_(select(Participant.id).where(Participant.inbox_url.is_not(None))),
+        Participant.inbox_url.is_not(None),
         ~_waits_for_earlier(),  # type: ignore[operator]
     )
     .order_by(Delivery.id)
     .limit(bindparam("limit", type_=Integer))
     .with_for_update(skip_locked=True, of=Delivery)
+)
+#: The lease: only rows still due are taken (``RETURNING`` says which).
+_LEASE = (
+    update(table_of(Delivery))
+    .where(
+        table_of(Delivery).c.id.in_(bindparam("ids", expanding=True)),
+        table_of(Delivery).c.status == PENDING,
+        table_of(Delivery).c.next_attempt_at <= bindparam("now_"),
+    )
+    # A push is counted when it starts, so one cut short by a crash counts too.
+    .values(
+        next_attempt_at=bindparam("lease_until"),
+        last_attempt_at=bindparam("now_"),
+        attempts=table_of(Delivery).c.attempts + 1,
+    )
+    .returning(table_of(Delivery).c.id)
 )
 
 
@@ -77,42 +104,16 @@ async def claim_due(
     has one writer at a time and ignores the clause. A dispatcher that dies mid-attempt
     loses nothing: when the lease runs out the row is due again.
     """
-    ids = list((await session.scalars(_DUE, {"now": now, "limit": limit})).all())
-    if not ids:
+    due = (await session.execute(_DUE, {"now": now, "limit": limit})).all()
+    if not due:
         return []
     # The update re-checks that each row is still due, and only rows it changed are ours:
     # on SQLite, where FOR UPDATE does not exist, two processes may select the same ids.
     leased = await session.execute(
-        update(Delivery)
-        .where(
-            Delivery.id.in_(ids),
-            Delivery.status == PENDING,
-            Delivery.next_attempt_at <= now,
-        )
-        # A push is counted when it starts, so one cut short by a crash counts too.
-        .values(next_attempt_at=lease_until, last_attempt_at=now, attempts=Delivery.attempts + 1)
-        .returning(Delivery.id)
+        _LEASE, {"ids": [row.id for row in due], "now_": now, "lease_until": lease_until}
     )
-    ids = list(leased.scalars().all())
-    if not ids:
-        return []
-    rows = await session.execute(
-        select(
-            Delivery.id,
-            Delivery.message_id,
-            Delivery.recipient_id,
-            Participant.inbox_url,
-            Message.envelope,
-            Message.envelope_digest,
-            Message.receipt,
-            Delivery.attempts,
-        )
-        .join(Message, Message.id == Delivery.message_id)
-        .join(Participant, Participant.id == Delivery.recipient_id)
-        .where(Delivery.id.in_(ids))
-        .order_by(Delivery.id)
-    )
-    return [ClaimedDelivery(*row) for row in rows.all()]
+    ours = set(leased.scalars().all())
+    return [ClaimedDelivery(*row[:-1], attempts=row.attempts + 1) for row in due if row.id in ours]
 
 
 async def release(
