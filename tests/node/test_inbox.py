@@ -63,6 +63,12 @@ class Setup:
         self.stored = len(stored["messages"])
         return response
 
+    def signed_by_broker(self, body: bytes) -> dict[str, str]:
+        """The headers of a push of ``body`` to the inbox, signed with the broker's key."""
+        key = self.broker.app.state.broker.signing_key
+        headers = sign_request("POST", "http://node/inbox", body, key)
+        return {**headers, "content-type": "application/json"}
+
     @asynccontextmanager
     async def _node(self, keysets: list[KeySet]) -> AsyncIterator[httpx.AsyncClient]:
         files = []
@@ -180,9 +186,7 @@ async def test_only_pushes_signed_by_the_broker_are_taken(setup: Setup, signer: 
 async def test_a_replayed_or_altered_push_is_refused(setup: Setup) -> None:
     push = await setup.accepted(referral(AT, NG))
     body = json.dumps(push).encode()
-    broker_key = setup.broker.app.state.broker.signing_key
-    headers = sign_request("POST", "http://node/inbox", body, broker_key)
-    headers["content-type"] = "application/json"
+    headers = setup.signed_by_broker(body)
     async with setup._node([NG]) as client:
         first = await client.post("/inbox", content=body, headers=headers)
         replayed = await client.post("/inbox", content=body, headers=headers)
@@ -200,9 +204,7 @@ async def test_a_refused_push_cannot_be_replayed_either(setup: Setup) -> None:
     """A push's nonce is spent in the transaction that stores its message; a push refused
     (here: no envelope in it) still spends its nonce, on its own."""
     body = json.dumps({"envelope": {"protected": "e30"}, "receipt": {}}).encode()
-    broker_key = setup.broker.app.state.broker.signing_key
-    headers = sign_request("POST", "http://node/inbox", body, broker_key)
-    headers["content-type"] = "application/json"
+    headers = setup.signed_by_broker(body)
     async with setup._node([NG]) as client:
         first = await client.post("/inbox", content=body, headers=headers)
         replayed = await client.post("/inbox", content=body, headers=headers)
