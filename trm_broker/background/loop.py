@@ -42,6 +42,9 @@ class BackgroundLoop(ABC):
     async def run_forever(self) -> None:
         failures = 0
         while not self._stopping.is_set():
+            # Cleared before the step, not after: a wake while it runs (a message accepted
+            # after its query looked) starts the next step at once instead of being lost.
+            self._wake.clear()
             try:
                 busy = await self.step()
                 failures = 0
@@ -52,7 +55,6 @@ class BackgroundLoop(ABC):
             if not busy and not self._stopping.is_set():
                 # After failures (a database outage), wait longer each time, up to 30 s.
                 wait = min(max(self._interval, 30.0), self._interval * 2 ** min(failures, 10))
-                self._wake.clear()
                 # asyncio.timeout, not wait_for, which on 3.11 can swallow a cancellation.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
