@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import select, text, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -77,6 +77,12 @@ async def learned(
     return restricted
 
 
+#: Whether a consent was withdrawn (asked of every message that arrives): built once.
+_WITHDRAWN = select(WithdrawnConsent.consent_ref).where(
+    WithdrawnConsent.consent_ref == bindparam("ref")
+)
+
+
 async def on_arrival(session: AsyncSession, row: ReceivedMessage, now: datetime) -> None:
     """A message about to be stored (``row``, not yet in the session): a withdrawal restricts
     what came under its consent; a message under a consent already withdrawn is stored
@@ -85,7 +91,7 @@ async def on_arrival(session: AsyncSession, row: ReceivedMessage, now: datetime)
         return
     if row.type is MessageType.CONSENT_WITHDRAWAL:
         await learned(session, row.case_ref, row.consent_ref, now, FROM_MESSAGE)
-    elif await session.get(WithdrawnConsent, row.consent_ref) is not None:
+    elif (await session.execute(_WITHDRAWN, {"ref": row.consent_ref})).first() is not None:
         row.restricted_at, row.restriction = now, RESTRICTION
 
 
