@@ -11,8 +11,9 @@ import aiosqlite
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from trm_broker.store import sqlite_driver
 from trm_broker.store.database import create_engine, session_factory
 
 _META = MetaData()
@@ -130,3 +131,26 @@ async def test_a_connection_with_nothing_to_roll_back_goes_back_to_the_pool_at_n
     assert hand_offs == ["_run", "rollback"]  # left open: rolled back when given back
     async with engine.connect() as connection:
         assert (await connection.execute(select(_ITEMS.c.name))).scalars().all() == ["a"]
+
+
+async def test_a_connection_made_by_the_callers_own_function_works_the_same(
+    tmp_path: Path, hand_offs: list[str]
+) -> None:
+    """SQLAlchemy's ``async_creator``: the connection comes from the caller's function."""
+    path = tmp_path / "own.db"
+    engine = create_async_engine(
+        "sqlite+aiosqlite://",
+        module=sqlite_driver.dbapi(),
+        async_creator=lambda: aiosqlite.connect(path),
+    )
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_META.create_all)
+            hand_offs.clear()
+            await connection.execute(insert(_ITEMS).values(name="a"))
+            assert hand_offs == ["_run"]
+        async with engine.connect() as connection:
+            assert (await connection.execute(select(_ITEMS.c.name))).scalars().all() == ["a"]
+    finally:
+        await engine.dispose()
+    assert path.exists()

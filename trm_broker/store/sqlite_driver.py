@@ -118,6 +118,9 @@ class OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):
     """The DB-API module handed to SQLAlchemy's aiosqlite dialect (``module=``)."""
 
     def connect(self, *arg: Any, **kw: Any) -> OneHopConnection:
+        creator = kw.pop("async_creator_fn", None)  # create_async_engine(async_creator=...)
+        if creator is not None:
+            return OneHopConnection(self, await_(creator(*arg, **kw)))
         connection = self.aiosqlite.connect(*arg, **kw)
         connection._thread.daemon = True  # as SQLAlchemy's: the thread never holds up exit
         return OneHopConnection(self, await_(connection))
