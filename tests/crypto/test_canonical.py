@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import rfc8785
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from trm_broker.crypto.canonical import canonical_json, parse_canonical_json
+from trm_broker.crypto.canonical import _orjson_form, canonical_json, parse_canonical_json
 from trm_broker.crypto.errors import MalformedError
 
 SAFE_INT = 2**53 - 1
@@ -118,3 +119,69 @@ def test_values_outside_i_json_are_refused(value: Any) -> None:
 def test_huge_integers_are_refused_as_malformed(data: bytes) -> None:
     with pytest.raises(MalformedError):
         parse_canonical_json(data)
+
+
+def _library_form(value: Any) -> bytes | str:
+    try:
+        return bytes(rfc8785.dumps(value))
+    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+        return type(exc).__name__
+
+
+plain_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**54), max_value=2**54)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+plain_values = st.recursive(
+    plain_scalars,
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.tuples(children, children)
+        | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+@given(plain_values)
+@example({"\ufb33": 1, "\U0001f600": 2})
+@example({"a": 2**53 - 1, "b": -(2**53 - 1)})
+@example([2**53])
+@example({"a": "\ud800"})
+@example({"a": 1.0})
+@example("".join(map(chr, range(0x80))) + "\u2028\u2029\ufeff\uffff")
+def test_the_fast_path_writes_exactly_what_the_rfc_8785_library_writes(value: Any) -> None:
+    # canonical_json writes JSON's own types with orjson and leaves floats, large integers
+    # and characters beyond the BMP to the RFC 8785 library: the bytes must be the same.
+    try:
+        ours: bytes | str = canonical_json(value)
+    except MalformedError as exc:
+        ours = str(exc.__cause__.__class__.__name__)
+    expected = _library_form(value)
+    if isinstance(expected, str):
+        assert isinstance(ours, str)
+    else:
+        assert ours == expected
+
+
+class _Label(str):
+    pass
+
+
+def test_a_subclass_of_a_json_type_is_written_by_the_library() -> None:
+    # orjson would write an Enum's value or refuse a subclass; the library's rules apply.
+    assert canonical_json({"k": _Label("v"), "n": True}) == b'{"k":"v","n":true}'
+    with pytest.raises(MalformedError):
+        canonical_json({"when": object()})
+
+
+def test_an_envelope_of_json_types_takes_the_compiled_path() -> None:
+    # The speed-up (issue 21) holds for what the broker signs and digests: strings, integers,
+    # lists and objects. A float or a character beyond the BMP takes the library's path.
+    envelope = {"v": 1, "id": "01J", "categories": ["identity"], "sealed": {"kid": "k", "ct": "x"}}
+    assert _orjson_form(envelope) == canonical_json(envelope)
+    assert _orjson_form({"amount": 2.5}) is None
+    assert _orjson_form({"name": "\U0001f600"}) is None

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Final, Literal, TypeAlias
 
@@ -195,7 +196,7 @@ class SigningKey:
     def public_b64(self) -> str:
         return b64url_encode(_raw_public(self.private.public_key()))
 
-    @property
+    @cached_property  # a thumbprint of the public key: computed once per key
     def kid(self) -> str:
         return key_id("Ed25519", _raw_public(self.private.public_key()))
 
@@ -230,7 +231,7 @@ class EncryptionKey:
     def public_b64(self) -> str:
         return b64url_encode(_raw_public(self.private.public_key()))
 
-    @property
+    @cached_property  # a thumbprint of the public key: computed once per key
     def kid(self) -> str:
         return key_id("X25519", _raw_public(self.private.public_key()))
 
@@ -281,7 +282,7 @@ class HybridEncryptionKey:
     def public_b64(self) -> str:
         return b64url_encode(self._public_raw())
 
-    @property
+    @cached_property  # a thumbprint of the public key: computed once per key
     def kid(self) -> str:
         return key_id(self.alg, self._public_raw())
 
