@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -9,7 +10,12 @@ import rfc8785
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from trm_broker.crypto.canonical import _orjson_form, canonical_json, parse_canonical_json
+from trm_broker.crypto.canonical import (
+    _i_json_number,
+    _orjson_form,
+    canonical_json,
+    parse_canonical_json,
+)
 from trm_broker.crypto.errors import MalformedError
 
 SAFE_INT = 2**53 - 1
@@ -185,3 +191,45 @@ def test_an_envelope_of_json_types_takes_the_compiled_path() -> None:
     assert _orjson_form(envelope) == canonical_json(envelope)
     assert _orjson_form({"amount": 2.5}) is None
     assert _orjson_form({"name": "\U0001f600"}) is None
+
+
+def _library_parse(data: bytes) -> Any:
+    try:
+        value = json.loads(data.decode("utf-8"), parse_int=_i_json_number)
+    except (ValueError, RecursionError, OverflowError):
+        return "refused"
+    return value if _library_form(value) == data else "refused"
+
+
+@given(plain_values)
+@example({"n": 2**53})
+@example(1e16)
+def test_parsing_reads_what_the_library_reads_and_refuses_what_it_refuses(value: Any) -> None:
+    # parse_canonical_json reads with orjson first; the value (or the refusal) must be the
+    # one the standard library's reading and the RFC 8785 library's writing give.
+    for data in _variants(value):
+        try:
+            ours: Any = parse_canonical_json(data)
+        except MalformedError:
+            ours = "refused"
+        expected = _library_parse(data)
+        assert ours == expected
+        assert type(ours) is type(expected)
+
+
+def _variants(value: Any) -> list[bytes]:
+    written = json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    canonical = _library_form(value)
+    return [written] + ([canonical] if isinstance(canonical, bytes) else [])
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b'{"n":9007199254740993}', b'"\\ud800"', b"[1,2,3]", b'{"a":1,"a":1}', b"1e400", b"NaN"],
+)
+def test_what_the_fast_reading_leaves_is_read_as_before(data: bytes) -> None:
+    try:
+        ours: Any = parse_canonical_json(data)
+    except MalformedError:
+        ours = "refused"
+    assert ours == _library_parse(data)

@@ -76,6 +76,12 @@ def parse_canonical_json(data: bytes) -> Any:
     Requiring the canonical form means a signed payload has exactly one byte string, so
     the envelope digest the broker receipts is the digest every party computes.
     """
+    try:  # compiled first: what orjson reads and canonical_json writes back byte for byte
+        value = orjson.loads(data)
+        if canonical_json(value) == data:
+            return value
+    except (orjson.JSONDecodeError, MalformedError):
+        pass  # read exactly as below, which says what is wrong
     try:
         value = json.loads(data.decode("utf-8"), parse_int=_i_json_number)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
