@@ -19,7 +19,6 @@ from trm_broker.cli.registry import operator_app, participants_app
 from trm_broker.cli.serving import public_url_for
 from trm_broker.settings import Settings
 from trm_broker.settings_explained import settings_or_exit
-from trm_broker.web import server
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -48,6 +47,7 @@ def serve(
     from trm_broker.logs import configure_logging
     from trm_broker.store.database import create_engine, is_sqlite
     from trm_broker.store.migrate import SchemaNotCurrentError, check_schema_current
+    from trm_broker.web import server  # the servers' modules load only for the servers
 
     settings = settings_or_exit()
     configure_logging(settings.log_level)
@@ -95,6 +95,7 @@ def worker(
     from sqlalchemy.engine import make_url
 
     from trm_broker.logs import configure_logging
+    from trm_broker.web import server
 
     settings = settings_or_exit()
     configure_logging(settings.log_level)

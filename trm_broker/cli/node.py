@@ -12,7 +12,6 @@ from trm_broker.cli.node_database import node_db_app
 from trm_broker.cli.node_users import users_app
 from trm_broker.cli.serving import public_url_for
 from trm_broker.settings_explained import settings_or_exit
-from trm_broker.web import server
 
 node_app = typer.Typer(help="The reference NRM node.", no_args_is_help=True)
 node_app.add_typer(users_app, name="users")
@@ -33,6 +32,7 @@ def node_serve(
     from trm_broker.node.app import create_node_app, load_keyring
     from trm_broker.node.migrate import NodeSchemaNotCurrentError, UnknownNodeSchemaError
     from trm_broker.node.trust import load_trust
+    from trm_broker.web import server  # the server's modules load only for the server
 
     settings = settings_or_exit()
     configure_logging(settings.log_level)
