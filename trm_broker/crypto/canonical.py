@@ -28,9 +28,9 @@ def canonical_json(value: Any) -> bytes:
 # character beyond the BMP (RFC 8785 sorts keys by UTF-16 code units). Any other type, a
 # subclass included, goes to the library too, which refuses what it cannot write.
 # tests/crypto/test_canonical.py checks the two agree on arbitrary values.
-_ORJSON = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
+ORJSON_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 _PLAIN = frozenset({dict, list, str, int, bool, type(None)})
-_BELOW_4_BYTE_UTF8 = bytes(range(0xF0))
+BELOW_4_BYTE_UTF8 = bytes(range(0xF0))
 
 
 def _orjson_form(value: Any) -> bytes | None:
@@ -49,10 +49,10 @@ def _orjson_form(value: Any) -> bytes | None:
                     nested.extend(item)
         level = nested
     try:
-        data = orjson.dumps(value, option=_ORJSON)
+        data = orjson.dumps(value, option=ORJSON_CANONICAL)
     except orjson.JSONEncodeError:  # a large integer, a non-string key, a lone surrogate
         return None
-    if not data.isascii() and data.translate(None, _BELOW_4_BYTE_UTF8):
+    if not data.isascii() and data.translate(None, BELOW_4_BYTE_UTF8):
         return None
     return data
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from trm_broker.crypto.canonical import canonical_json
+from trm_broker.crypto.canonical import BELOW_4_BYTE_UTF8, ORJSON_CANONICAL, canonical_json
 from trm_broker.crypto.errors import MalformedError, VerificationError
 from trm_broker.ledger import merkle
 from trm_broker.ledger.note import Checkpoint
@@ -52,8 +52,7 @@ def entry_leaf(entry: dict[str, Any]) -> bytes:
 # sent to the RFC 8785 library: an integer beyond 2**53 - 1 (RFC 8785 refuses it; so does
 # orjson with OPT_STRICT_INTEGER), a float (RFC 8785 writes ES6 number forms), and a
 # character beyond the BMP (RFC 8785 sorts keys by UTF-16 code units).
-_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
-_BELOW_4_BYTE_UTF8 = bytes(range(0xF0))
+_CANONICAL = ORJSON_CANONICAL
 
 
 def _all_events(entries: list[Any]) -> bool:
@@ -121,7 +120,7 @@ def first_bad_entry(bodies: Sequence[bytes]) -> tuple[int, str] | None:
 
 def _page_is_canonical(bodies: Sequence[bytes]) -> bool:
     joined = b",".join(bodies)
-    if not joined.isascii() and joined.translate(None, _BELOW_4_BYTE_UTF8):
+    if not joined.isascii() and joined.translate(None, BELOW_4_BYTE_UTF8):
         return False
     collecting = gc.isenabled()
     gc.disable()  # a page's thousands of new dicts hold no cycle: spare the collector
