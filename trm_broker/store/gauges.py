@@ -42,6 +42,12 @@ async def read(session: AsyncSession) -> Gauges:
         .where(AlertRecord.closed_at.is_(None))
         .group_by(AlertRecord.kind)
     )
+    # The unsequenced count first, then the checkpoint: where each statement reads its own
+    # snapshot (SQLite outside a write), an entry counted as integrated is then always in
+    # the checkpoint read after it (integration and checkpoint commit together).
+    unsequenced = await session.scalar(
+        select(func.count()).select_from(LedgerEntry).where(LedgerEntry.idx.is_(None))
+    )
     checkpoint = (
         await session.execute(
             select(LedgerCheckpoint.size, LedgerCheckpoint.issued_at)
@@ -49,9 +55,6 @@ async def read(session: AsyncSession) -> Gauges:
             .limit(1)
         )
     ).first()
-    unsequenced = await session.scalar(
-        select(func.count()).select_from(LedgerEntry).where(LedgerEntry.idx.is_(None))
-    )
     return Gauges(
         pending=pending,
         oldest_queued_at=oldest,
