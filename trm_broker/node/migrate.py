@@ -13,17 +13,18 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, inspect
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from trm_broker.store.database import create_engine, ensure_sqlite_folder
+from trm_broker.store.revisions import recorded_in, recorded_revision, revisions
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 log = structlog.get_logger("trm_broker.node.migrate")
 
@@ -56,25 +57,20 @@ def node_metadata() -> MetaData:
 
 
 def alembic_config(database_url: str) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return config
 
 
-def _script() -> ScriptDirectory:
-    return ScriptDirectory.from_config(alembic_config("sqlite://"))
-
-
 def head_revision() -> str:
-    head = _script().get_current_head()
-    if head is None:
-        raise RuntimeError(f"no node migrations found in {MIGRATIONS_DIR}")
-    return head
+    return revisions(MIGRATIONS_DIR).head
 
 
-def known_revisions() -> set[str]:
-    return {revision.revision for revision in _script().walk_revisions()}
+def known_revisions() -> frozenset[str]:
+    return revisions(MIGRATIONS_DIR).known
 
 
 # --- adopting a database made with create_all by a release before the migrations -----------
@@ -178,9 +174,7 @@ def _unversioned_revision(connection: Connection) -> str | None:
 
 def _state(connection: Connection) -> tuple[str | None, str | None]:
     """(the recorded revision, the revision an unversioned database matches)."""
-    current = MigrationContext.configure(
-        connection, opts={"version_table": VERSION_TABLE}
-    ).get_current_revision()
+    current = recorded_in(connection, VERSION_TABLE)
     if current is not None:
         return current, None
     return None, _unversioned_revision(connection)
@@ -199,6 +193,8 @@ def upgrade(database_url: str, revision: str = "head") -> str:
     """Bring the node's database to ``revision`` (runs its own event loop: call from sync
     code); an unversioned database an earlier release made is adopted first. Answers the
     revision it is at now."""
+    from alembic import command
+
     ensure_sqlite_folder(database_url)
     config = alembic_config(database_url)
     current, unversioned = asyncio.run(_read_state(database_url))
@@ -222,15 +218,8 @@ async def current_state(database_url: str) -> tuple[str | None, str | None]:
     return await _read_state(database_url)
 
 
-def _current(connection: Connection) -> str | None:
-    return MigrationContext.configure(
-        connection, opts={"version_table": VERSION_TABLE}
-    ).get_current_revision()
-
-
 async def current_revision(engine: AsyncEngine) -> str | None:
-    async with engine.connect() as connection:
-        return await connection.run_sync(_current)
+    return await recorded_revision(engine, VERSION_TABLE)
 
 
 async def check_schema_current(engine: AsyncEngine) -> None:
@@ -249,8 +238,10 @@ async def check_schema_current(engine: AsyncEngine) -> None:
 
 async def ready_schema(database_url: str, engine: AsyncEngine) -> None:
     """At start: SQLite (embedded, one process owns the file) upgrades itself; any other
-    database must be upgraded already (`trm-broker node db upgrade`)."""
+    database must be upgraded already (`trm-broker node db upgrade`). A SQLite database
+    already at the head is left alone, without loading Alembic."""
     if make_url(database_url).get_backend_name() == "sqlite":
-        await upgrade_async(database_url)
+        if await current_revision(engine) != head_revision():
+            await upgrade_async(database_url)
     else:
         await check_schema_current(engine)

@@ -1,17 +1,19 @@
-"""Schema migrations (Alembic) and the start-up check that the schema is current."""
+"""Schema migrations (Alembic) and the start-up check that the schema is current (which
+reads the revisions without Alembic: store/revisions.py)."""
 
 from __future__ import annotations
 
 import asyncio
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from trm_broker.store.revisions import recorded_revision, revisions
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 
 def _migrations_dir() -> Path:
@@ -33,6 +35,8 @@ class SchemaNotCurrentError(RuntimeError):
 
 
 def alembic_config(database_url: str) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
@@ -40,14 +44,13 @@ def alembic_config(database_url: str) -> Config:
 
 
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
-    if head is None:
-        raise RuntimeError(f"no migrations found in {MIGRATIONS_DIR}")
-    return head
+    return revisions(MIGRATIONS_DIR).head
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
     """Apply migrations up to ``revision`` (runs its own event loop: call from sync code)."""
+    from alembic import command
+
     from trm_broker.store.database import ensure_sqlite_folder
 
     ensure_sqlite_folder(database_url)
@@ -58,19 +61,13 @@ async def upgrade_async(database_url: str, revision: str = "head") -> None:
     await asyncio.to_thread(upgrade, database_url, revision)
 
 
-def _current(connection: Connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
-
-
 async def current_revision(engine: AsyncEngine) -> str | None:
-    async with engine.connect() as connection:
-        return await connection.run_sync(_current)
+    return await recorded_revision(engine, "alembic_version")
 
 
-def known_revisions() -> set[str]:
+def known_revisions() -> frozenset[str]:
     """Every revision this code's migrations know of."""
-    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
-    return {revision.revision for revision in script.walk_revisions()}
+    return revisions(MIGRATIONS_DIR).known
 
 
 async def check_schema_current(engine: AsyncEngine) -> None:
