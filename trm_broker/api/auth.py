@@ -26,7 +26,7 @@ from trm_broker.store import nonces, registry_cache
 from trm_broker.store.registry_cache import Registry, RegistryKey
 from trm_broker.web.problems import Forbidden, Problem, Unauthenticated
 from trm_broker.web.refusals import request_problem
-from trm_broker.web.signed_requests import header_lines, verify_signed_request
+from trm_broker.web.signed_request_check import header_lines, verify_signed_request
 
 _PRUNE_EVERY = timedelta(minutes=1)
 
@@ -136,7 +136,7 @@ async def signed_caller(request: Request, state: State, session: Session) -> Cal
     """Authenticate a request by its ``trm`` signature, then spend its nonce.
 
     1-4. The check a node makes of the broker's pushes too
-       (``web/signed_requests.verify_signed_request``): read the body (bounded: 413 before
+       (``web/signed_request_check.verify_signed_request``): read the body (bounded: 413 before
        any parsing); the key must be a registered signing key, not revoked, inside its
        validity; verify signature, content digest and time window; spend the nonce (one
        seen before within the window is a replay).

@@ -43,7 +43,7 @@ def login(
     ] = None,
 ) -> None:
     """Print a one-time link that signs your browser in to the console with your key."""
-    from trm_broker.api.console.challenge import answer
+    from trm_broker.crypto.console_challenge import answer
     from trm_broker.crypto.keys import KeySet
     from trm_broker.ledger.note import NoteError, NoteVerifier
     from trm_broker.settings_explained import settings_or_exit

@@ -29,7 +29,8 @@ def node_serve(
     its database at start; on PostgreSQL it refuses a schema that is behind (exit 2): run
     `trm-broker node db upgrade` first."""
     from trm_broker.logs import configure_logging
-    from trm_broker.node.app import create_node_app, load_keyring
+    from trm_broker.node.app import create_node_app
+    from trm_broker.node.keyring import load_keyring
     from trm_broker.node.migrate import NodeSchemaNotCurrentError, UnknownNodeSchemaError
     from trm_broker.node.trust import load_trust
     from trm_broker.web import server  # the server's modules load only for the server

@@ -85,8 +85,7 @@ def _print_token(issued: IssuedToken) -> None:
 
 
 def _check_name(name: str) -> None:
-    from trm_broker.node.access import ADMINISTRATOR
-    from trm_broker.node.users import USER_NAME_PATTERN
+    from trm_broker.node.users import ADMINISTRATOR, USER_NAME_PATTERN
 
     if not re.match(USER_NAME_PATTERN, name) or name == ADMINISTRATOR:
         typer.echo(
@@ -98,7 +97,7 @@ def _check_name(name: str) -> None:
 
 
 def _served() -> list[str]:
-    from trm_broker.node.app import load_keyring
+    from trm_broker.node.keyring import load_keyring
 
     return load_keyring(settings_or_exit()).participants()
 

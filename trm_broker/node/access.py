@@ -33,7 +33,7 @@ from trm_broker.node import users
 from trm_broker.node.audit import Caller, note_caller
 from trm_broker.node.keyring import Keyring
 from trm_broker.node.oidc import OidcVerifier
-from trm_broker.node.users import TOKEN_PREFIX, Role
+from trm_broker.node.users import ADMINISTRATOR, TOKEN_PREFIX, Role
 from trm_broker.settings import Settings
 from trm_broker.web.problems import Forbidden, NotConfigured, Problem, Unauthenticated
 
@@ -42,8 +42,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("trm_broker.node.access")
 
-#: The user name the administrator's token acts under (no user account may take it).
-ADMINISTRATOR = "admin"
 #: The role the audit log shows for the administrator's token.
 ADMINISTRATOR_ROLE = "administrator"
 #: The user name of a person signed on with the identity provider: ``oidc:<subject>``.

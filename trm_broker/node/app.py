@@ -15,7 +15,6 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from trm_broker import __version__
-from trm_broker.crypto.errors import MalformedError
 from trm_broker.domain.envelope import CASE_REF_PATTERN
 from trm_broker.domain.ids import UUID7_PATTERN
 from trm_broker.domain.messages import MessageType
@@ -35,7 +34,7 @@ from trm_broker.node.access import CaseWorker, Reader, check_at_start
 from trm_broker.node.auth import broker_push
 from trm_broker.node.broker_client import BrokerClient
 from trm_broker.node.idempotency import IdempotencyKey
-from trm_broker.node.keyring import Keyring
+from trm_broker.node.keyring import Keyring, load_keyring
 from trm_broker.node.migrate import ready_schema
 from trm_broker.node.outbox_calls import Prefer, Sending
 from trm_broker.node.outbox_sender import OutboxSender
@@ -68,8 +67,8 @@ from trm_broker.node.sending import choose_sender, typed_message
 from trm_broker.node.store import OutboxState
 from trm_broker.node.tracker import StatusTracker
 from trm_broker.node.trust import NodeTrust, load_trust
-from trm_broker.node.web import UPLOADS as WEB_UPLOADS
-from trm_broker.node.web import install as web_install
+from trm_broker.node.web.app import UPLOADS as WEB_UPLOADS
+from trm_broker.node.web.app import install as web_install
 from trm_broker.node.withdrawals import WithdrawalWatch
 from trm_broker.settings import Settings
 from trm_broker.store.database import create_engine, session_factory
@@ -130,19 +129,6 @@ def _send_route(sent: type[SentOut], queued: type[QueuedOut]) -> dict[str, Any]:
             },
         },
     }
-
-
-def load_keyring(settings: Settings) -> Keyring:
-    documents = settings.node_keys.get_secret_value() if settings.node_keys else None
-    if not settings.node_key_files and documents is None:
-        raise SystemExit(
-            "Set TRM_NODE_KEY_FILES (or TRM_NODE_KEYS) to the key files of the participants "
-            "this node serves."
-        )
-    try:
-        return Keyring.read(settings.node_key_files, documents)
-    except MalformedError as exc:
-        raise SystemExit(str(exc)) from None
 
 
 def create_node_app(settings: Settings, *, broker_http: httpx.AsyncClient | None = None) -> FastAPI:

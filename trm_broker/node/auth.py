@@ -18,7 +18,7 @@ from trm_broker.settings import Settings
 from trm_broker.store import nonces
 from trm_broker.web.problems import Unavailable
 from trm_broker.web.refusals import request_problem
-from trm_broker.web.signed_requests import verify_signed_request
+from trm_broker.web.signed_request_check import verify_signed_request
 
 #: How often a node forgets nonces too old to replay (in a push's transaction).
 _PRUNE_EVERY = timedelta(minutes=1)
@@ -49,7 +49,7 @@ async def broker_push(
     request: Request, settings: Settings, broker: BrokerClient, session: AsyncSession
 ) -> Push:
     """A push, once its signature is the broker's and fresh (the same check the broker
-    makes of every signed call: web/signed_requests.py). Its nonce is spent by the caller,
+    makes of every signed call: web/signed_request_check.py). Its nonce is spent by the caller,
     in its own transaction (:class:`Push`); nothing is written here.
 
     The key id must be the broker's (``GET /v1/broker``): its current key, or one it

@@ -8,9 +8,13 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trm_broker.crypto.errors import MalformedError
 from trm_broker.crypto.keys import AnyEncryptionKey, KeySet
+
+if TYPE_CHECKING:
+    from trm_broker.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -62,3 +66,16 @@ class Keyring:
 
     def opener(self, participant: str, kid: str) -> AnyEncryptionKey | None:
         return self.decryption.get((participant, kid))
+
+
+def load_keyring(settings: Settings) -> Keyring:
+    documents = settings.node_keys.get_secret_value() if settings.node_keys else None
+    if not settings.node_key_files and documents is None:
+        raise SystemExit(
+            "Set TRM_NODE_KEY_FILES (or TRM_NODE_KEYS) to the key files of the participants "
+            "this node serves."
+        )
+    try:
+        return Keyring.read(settings.node_key_files, documents)
+    except MalformedError as exc:
+        raise SystemExit(str(exc)) from None

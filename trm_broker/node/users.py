@@ -29,6 +29,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from trm_broker.node.store import NodeBase
 from trm_broker.store.models import UTCDateTime, stored_enum
 
+#: The user name the administrator's token acts under (no user account may take it).
+ADMINISTRATOR = "admin"
 #: User names: what the audit log shows as who acted (a login name, not a person's name).
 USER_NAME_PATTERN = r"^[a-z0-9][a-z0-9._@-]{0,63}$"
 #: Every user token starts with it, so a leaked one is recognised (secret scanners).

@@ -3,7 +3,7 @@
 1. The auditor's tool (`trm-broker console login`) asks for a challenge in a request signed
    with the auditor's key (RFC 9421, as every API call): only an auditor's or operator's
    key gets one. The challenge is bound to that key and lives two minutes.
-2. The tool signs the challenge (:mod:`~trm_broker.api.console.challenge`) and prints a
+2. The tool signs the challenge (:mod:`~trm_broker.crypto.console_challenge`) and prints a
    link carrying challenge, key id and signature.
 3. Opening the link shows a page with one button; posting it checks the signature with the
    registered key, uses the challenge up, and opens a session (a ``__Host-`` cookie,
@@ -22,7 +22,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from trm_broker.api.auth import SignedCaller
-from trm_broker.api.console import challenge as challenges
 from trm_broker.api.console.visitor import (
     CHALLENGE_TTL,
     COOKIE,
@@ -33,6 +32,7 @@ from trm_broker.api.console.visitor import (
     clock,
 )
 from trm_broker.api.deps import Session, State
+from trm_broker.crypto import console_challenge as challenges
 from trm_broker.domain.times import rfc3339
 from trm_broker.store import console_sessions
 from trm_broker.store import participants as registry
