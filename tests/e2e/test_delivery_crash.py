@@ -1,6 +1,6 @@
 """Crashes under load (issue 6): senders keep sending signed messages while the broker (and,
 on PostgreSQL, the separate `trm-broker worker` doing its deliveries) is killed with SIGKILL
-at random moments and started again, TRM_CHAOS_KILLS times (10; `make chaos`: 200).
+at random moments and started again, TRM_CHAOS_KILLS times (6; `make chaos`: 200).
 
 Afterwards every message a sender holds a receipt for is stored at its recipient's node
 exactly once, nothing else is, each case arrived in the order it was accepted, and the

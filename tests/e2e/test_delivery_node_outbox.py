@@ -4,7 +4,7 @@ A case worker's system posts case after case to a node process (a referral, its
 acceptance, two risk assessments: each only valid after the one before), each message with
 an ``Idempotency-Key``, and retries with the same key until it is answered, as a real client
 does after a lost answer. Meanwhile the node and the broker are killed with SIGKILL at
-random moments and started again, TRM_CHAOS_KILLS rounds (10; `make chaos`: 200), and then
+random moments and started again, TRM_CHAOS_KILLS rounds (6; `make chaos`: 200), and then
 the broker is kept down for OUTAGE seconds (times TRM_CHAOS_SCALE), longer than its clock window
 (so what waits is signed again), while the client goes on and the node is killed once more.
 
