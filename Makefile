@@ -26,7 +26,7 @@ test: $(STAMP)
 	./tools/ensure-postgres.sh
 	./tools/ensure-chromium.sh
 	./tools/ensure-wrk.sh
-	$(PY) -m pytest -q -n auto --dist loadscope --durations=25
+	$(PY) -m pytest -q -n auto --durations=25
 
 # The inner loop: SQLite only, no real processes (e2e), no fuzzing, the long state machines
 # at a quarter of their examples. `make test` runs everything.

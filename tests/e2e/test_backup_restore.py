@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.support import referral
-from trm_broker.cli.ledger import verify
+from trm_broker.cli.ledger_reader import verify
 from trm_broker.crypto.keys import KeySet
 from trm_broker.dev import demo
 from trm_broker.dev.cluster import LocalCluster

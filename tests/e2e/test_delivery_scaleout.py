@@ -29,7 +29,7 @@ from tests.e2e.load import (
     logs_hint,
     two_countries,
 )
-from trm_broker.cli.ledger import verify
+from trm_broker.cli.ledger_reader import verify
 from trm_broker.dev import demo
 from trm_broker.dev.cluster import LocalCluster, Process
 

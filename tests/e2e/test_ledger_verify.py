@@ -17,7 +17,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tests.support import referral
-from trm_broker.cli.ledger import verify
+from trm_broker.cli.ledger_reader import verify
 from trm_broker.crypto import broker_keys
 from trm_broker.crypto.keys import KeySet
 from trm_broker.dev.cluster import LocalCluster

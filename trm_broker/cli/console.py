@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote, urlencode
 
-import httpx
 import typer
 
 from trm_broker.cli.ledger import read_vkeys
@@ -43,6 +42,8 @@ def login(
     ] = None,
 ) -> None:
     """Print a one-time link that signs your browser in to the console with your key."""
+    import httpx  # loaded only by the commands that call out
+
     from trm_broker.crypto.console_challenge import answer
     from trm_broker.crypto.keys import KeySet
     from trm_broker.ledger.note import NoteError, NoteVerifier

@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from trm_broker.cli.signed_call import fail
 
 
@@ -88,6 +86,8 @@ def pins_from_broker(url: str, *, retired: bool) -> tuple[list[Pin], list[Pin]]:
 
 
 def _get(url: str) -> dict[str, Any]:
+    import httpx  # loaded only by the commands that call out
+
     try:
         response = httpx.get(url, timeout=15)
         response.raise_for_status()

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 
 from trm_broker.cli.signed_call import (
@@ -137,6 +136,8 @@ def participants_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print the registry as JSON.")] = False,
 ) -> None:
     """Print the public registry: participants and their keys."""
+    import httpx  # loaded only by the commands that call out
+
     base = (broker_url or settings_or_exit().broker_url).rstrip("/")
     try:
         response = httpx.get(base + "/v1/participants", timeout=15)

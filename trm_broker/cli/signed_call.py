@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
 
 from trm_broker.settings_explained import settings_or_exit
@@ -45,6 +44,8 @@ def operator_keys(operator_key: Path | None) -> KeySet:
 async def signed_call(
     method: str, path: str, operator_key: Path | None, broker_url: str | None, **kwargs: Any
 ) -> Any:
+    import httpx  # loaded only by the commands that call out
+
     from trm_broker.web.signed_requests import SignedRequests
 
     settings = settings_or_exit()

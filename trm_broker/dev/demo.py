@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from trm_broker.cli.ledger import verify
+from trm_broker.cli.ledger_reader import verify
 from trm_broker.crypto import key_statements
 from trm_broker.crypto.keys import KeySet
 from trm_broker.dev.cluster import LocalCluster, Node, Process
