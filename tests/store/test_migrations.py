@@ -29,14 +29,6 @@ def _differences(connection: Connection) -> list[Any]:
     return list(compare_metadata(context, Base.metadata))
 
 
-@pytest.fixture
-def empty_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if backend == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
-    url: str = request.getfixturevalue("empty_postgres_database")
-    return url
-
-
 async def test_models_and_migrations_agree(empty_database: str) -> None:
     # From an empty database, not the suite's migrated template: the migrations run here.
     await upgrade_async(empty_database)

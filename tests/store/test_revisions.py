@@ -55,14 +55,6 @@ def _alembic_current(connection: Connection, table: str) -> str | None:
     return context.get_current_revision()
 
 
-@pytest.fixture
-def empty_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if backend == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
-    url: str = request.getfixturevalue("empty_postgres_database")
-    return url
-
-
 async def test_the_recorded_revision_is_the_one_alembic_reads(empty_database: str) -> None:
     engine = create_engine(empty_database)
     try:
