@@ -30,6 +30,26 @@ def test_the_ledger_benchmark_runs_in_its_short_form() -> None:
     assert "inclusion proof at size    1000" in result.stdout
 
 
+def test_the_startup_benchmark_times_every_process_it_starts() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.startup", "--rounds", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = {line[:34].strip(): line[34:].split() for line in result.stdout.splitlines()[1:]}
+    started = ["db upgrade", "operator init", "serve (until ready)"]
+    started += ["node users add (new database)", "node serve (until ready)", "node serve again"]
+    assert list(rows) == [*started, "all of them"]
+    for name in started:  # each took some CPU, and no more wall time than a start can
+        cpu, wall = (float(figure) for figure in rows[name])
+        assert 0 < cpu < 60
+        assert 0 < wall < 60
+
+
 def test_the_console_benchmark_runs_in_its_short_form_without_full_scans() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bench.console", "--quick"],
