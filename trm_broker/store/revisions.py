@@ -3,10 +3,11 @@ without Alembic.
 
 Every start of `trm-broker serve`, `worker` and `node serve` (and every `/readyz`) checks
 that the database's schema is current. Alembic answers that by importing itself and
-executing every migration script, which took most of a second of each process's start;
-the scripts' ``revision`` and ``down_revision`` are plain assignments, so reading them
-costs a millisecond. ``tests/store/test_revisions.py`` checks these answers against
-Alembic's own for both folders. Upgrades still run through Alembic (store/migrate.py).
+executing every migration script, a few tenths of a second of CPU at each process's start
+(more on a busy machine); the scripts' ``revision`` and ``down_revision`` are plain
+assignments, so reading them costs a millisecond. ``tests/store/test_revisions.py``
+checks these answers against Alembic's own for both folders. Upgrades still run through
+Alembic (store/migrate.py).
 """
 
 from __future__ import annotations
