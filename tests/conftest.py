@@ -140,6 +140,7 @@ class _Clones:
     def __init__(self) -> None:
         self._work = ThreadPoolExecutor(1, thread_name_prefix="test-databases")
         self._ahead: dict[str, Future[str]] = {}
+        self._drops: dict[str, Future[None]] = {}
 
     def _clone(self, template: str) -> str:
         name = f"trm_test_{secrets.token_hex(6)}"
@@ -154,18 +155,23 @@ class _Clones:
         return name
 
     def drop(self, name: str) -> None:
-        self._work.submit(
+        self._drops[name] = self._work.submit(
             lambda: asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         )
 
     def close(self) -> None:
-        """Drop the clones made ahead; wait for every queued drop."""
+        """Drop the clones made ahead; wait for every queued drop, and fail naming any
+        database a drop left behind."""
         for ready in self._ahead.values():
             with contextlib.suppress(Exception):
                 self.drop(ready.result())
         self._ahead.clear()
         self._work.shutdown(wait=True)
         self._work = ThreadPoolExecutor(1, thread_name_prefix="test-databases")
+        left = {name: drop.exception() for name, drop in self._drops.items() if drop.exception()}
+        self._drops.clear()
+        if left:
+            raise RuntimeError(f"test databases not dropped: {left}")
 
 
 _clones = _Clones()
