@@ -16,29 +16,27 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_ledger_benchmark_runs_in_its_short_form() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.ledger", "--quick"],
+def _bench(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m <module> <args>`` from the repository, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=False,
         timeout=300,
     )
-    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_ledger_benchmark_runs_in_its_short_form() -> None:
+    result = _bench("bench.ledger", "--quick")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "ledger integration after accept" in result.stdout
     assert "inclusion proof at size    1000" in result.stdout
 
 
 def test_the_startup_benchmark_times_every_process_it_starts() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.startup", "--rounds", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+    result = _bench("bench.startup", "--rounds", "1")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     rows = {line[:34].strip(): line[34:].split() for line in result.stdout.splitlines()[1:]}
     started = ["db upgrade", "operator init", "serve (until ready)"]
@@ -51,14 +49,7 @@ def test_the_startup_benchmark_times_every_process_it_starts() -> None:
 
 
 def test_the_console_benchmark_runs_in_its_short_form_without_full_scans() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.console", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+    result = _bench("bench.console", "--quick")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "PostgreSQL: 10,000 ledger entries" in result.stdout
     assert "SQLite: 10,000 ledger entries" in result.stdout
