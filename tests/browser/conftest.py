@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,7 +38,7 @@ from playwright.sync_api import (
 )
 
 from trm_broker.dev import demo
-from trm_broker.dev.cluster import LocalCluster, Node
+from trm_broker.dev.cluster import LocalCluster, Node, default_launcher
 from trm_broker.dev.demo_case import RECIPIENT, SENDER, SHELTER, consent_body
 
 CHROMIUM = Path(os.environ.get("TRM_TEST_CHROMIUM", "/usr/bin/chromium"))
@@ -176,14 +174,8 @@ class WebCluster:
 
 def node_command(node: Node, *command: str, stdin: str | None = None) -> None:
     """An administrator's `trm-broker` command, run at the node as they run it."""
-    done = subprocess.run(
-        [sys.executable, "-m", "trm_broker.cli", *command],
-        input=stdin,
-        env=node.process.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    done = default_launcher().run(
+        command, node.process.env, node.process.log_path.parent, input=stdin
     )
     assert done.returncode == 0, done.stderr[-2000:]
 

@@ -13,8 +13,7 @@ page.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,7 +28,8 @@ from tests.browser.conftest import People, axe
 from tests.support import referral
 from trm_broker.crypto.keys import KeySet, SigningKey
 from trm_broker.dev import demo
-from trm_broker.dev.cluster import LocalCluster
+from trm_broker.dev.cluster import LocalCluster, default_launcher
+from trm_broker.dev.launch import Completed
 from trm_broker.domain.messages import DataCategory
 from trm_broker.ledger.note import NoteSigner
 from trm_broker.web.signed_requests import SignedRequests
@@ -108,20 +108,12 @@ def _refer(url: str, sender: KeySet, recipient: KeySet, case_ref: str) -> None:
     assert sent.status_code in (201, 202), sent.text
 
 
-def login(
-    broker: ConsoleBroker, key: Path, pinned: tuple[str, ...] = ()
-) -> subprocess.CompletedProcess[str]:
+def login(broker: ConsoleBroker, key: Path, pinned: tuple[str, ...] = ()) -> Completed:
     """`trm-broker console login`, as the auditor runs it on their own computer; ``pinned``:
     the ledger verifier keys given with --broker-key."""
     command = ["console", "login", "--key", str(key), "--broker", broker.url]
     command += [option for vkey in pinned for option in ("--broker-key", vkey)]
-    return subprocess.run(
-        [sys.executable, "-m", "trm_broker.cli", *command],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return default_launcher().run(command, dict(os.environ), key.parent)
 
 
 def sign_in(page: Page, broker: ConsoleBroker, pinned: tuple[str, ...] = ()) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
+import os
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +21,7 @@ from trm_broker.cli.ledger_reader import verify
 from trm_broker.crypto import broker_keys
 from trm_broker.crypto.keys import KeySet
 from trm_broker.dev.cluster import LocalCluster
+from trm_broker.dev.launch import Completed
 from trm_broker.domain.ledger_events import EventType
 from trm_broker.ledger import merkle
 from trm_broker.ledger.audit import AuditFailure
@@ -50,35 +51,28 @@ class Ledger:
     def verify(self, state: Path | None = None) -> Checkpoint:
         return verify(self.url, self.vkey, self.auditor_key, state)
 
-    def cli(self, state: Path, *more: str) -> subprocess.CompletedProcess[str]:
+    def cli(self, state: Path, *more: str) -> Completed:
         """`trm-broker ledger verify`, as an auditor runs it."""
-        return subprocess.run(
-            self.cluster._cli(
-                "ledger",
-                "verify",
-                "--url",
-                self.url,
-                "--broker-key",
-                self.vkey,
-                "--key",
-                str(self.auditor_key),
-                "--state",
-                str(state),
-                *more,
-            ),
-            capture_output=True,
-            text=True,
-            check=False,
+        return self._run(
+            "ledger",
+            "verify",
+            "--url",
+            self.url,
+            "--broker-key",
+            self.vkey,
+            "--key",
+            str(self.auditor_key),
+            "--state",
+            str(state),
+            *more,
         )
 
-    def check_evidence(self, evidence: Path) -> subprocess.CompletedProcess[str]:
+    def check_evidence(self, evidence: Path) -> Completed:
         """`trm-broker ledger check-evidence`, as a third party runs it."""
-        return subprocess.run(
-            self.cluster._cli("ledger", "check-evidence", str(evidence), "--broker-key", self.vkey),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        return self._run("ledger", "check-evidence", str(evidence), "--broker-key", self.vkey)
+
+    def _run(self, *args: str) -> Completed:
+        return self.cluster.launcher.run(args, dict(os.environ), self.cluster.workdir)
 
     def failure(self, state: Path | None = None) -> LedgerFailure:
         with pytest.raises(LedgerFailure) as excinfo:

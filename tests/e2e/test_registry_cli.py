@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -26,8 +25,8 @@ def test_operator_bootstraps_then_drives_the_registry_with_signed_calls(tmp_path
         signed = ["--broker-url", broker.url, "--operator-key", str(tmp_path / "operator-key.json")]
 
         # A second bootstrap is refused: later operators are added by a signed call.
-        again = subprocess.run(
-            cluster._cli(
+        again = cluster.launcher.run(
+            [
                 "operator",
                 "init",
                 "--id",
@@ -36,12 +35,9 @@ def test_operator_bootstraps_then_drives_the_registry_with_signed_calls(tmp_path
                 "AT",
                 "--operator-key",
                 str(tmp_path / "other.json"),
-            ),
-            env=cluster.broker_env(),
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            check=False,
+            ],
+            cluster.broker_env(),
+            tmp_path,
         )
         assert again.returncode == 1
         assert "already registered" in again.stderr

@@ -7,7 +7,6 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import httpx
 
 from trm_broker.crypto import broker_keys
 from trm_broker.crypto.keys import KeySet
+from trm_broker.dev.launch import Child, Completed, Launcher, Subprocesses
 from trm_broker.node.trust import pin_entry
 
 #: Ports this process handed out: the kernel may offer a port again as soon as the probe
@@ -25,6 +25,19 @@ from trm_broker.node.trust import pin_entry
 #: be given it, or one answers health checks for the other that failed to bind.
 _handed_out: set[int] = set()
 _handing = threading.Lock()
+#: How clusters made without a launcher of their own start their processes (the test
+#: suite sets :class:`~trm_broker.dev.launch.Preloaded`: see :func:`use_launcher`).
+_default_launcher: list[Launcher] = [Subprocesses()]
+
+
+def use_launcher(launcher: Launcher) -> None:
+    """Start the processes of every cluster made from now on with ``launcher``."""
+    _default_launcher[0] = launcher
+
+
+def default_launcher() -> Launcher:
+    """What starts the processes of a cluster made now (:func:`use_launcher`)."""
+    return _default_launcher[0]
 
 
 def free_port() -> int:
@@ -45,7 +58,7 @@ class Process:
 
     name: str
     url: str
-    popen: subprocess.Popen[bytes]
+    popen: Child
     log_path: Path
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
@@ -109,6 +122,7 @@ class LocalCluster:
     operator: KeySet | None = None
     processes: list[Process] = field(default_factory=list)
     broker: Process | None = None
+    launcher: Launcher = field(default_factory=default_launcher)
 
     def __enter__(self) -> LocalCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -150,8 +164,14 @@ class LocalCluster:
             **timings,
         )
 
-    def _cli(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "trm_broker.cli", *args]
+    def _run(
+        self, *args: str, env: dict[str, str], input: str | None = None, what: str
+    ) -> Completed:
+        """Run a `trm-broker` command to its end; a failure raises, naming ``what``."""
+        done = self.launcher.run(args, env, self.workdir, input=input)
+        if done.returncode != 0:
+            raise RuntimeError(f"{what} failed: {done.stderr[-2000:]}")
+        return done
 
     def _spawn(self, name: str, port_var: str, args: list[str], env: dict[str, str]) -> Process:
         """Start a process on a free port (set in ``env[port_var]``) and wait until it is
@@ -183,10 +203,7 @@ class LocalCluster:
         with log_path.open("ab" if replaces is not None else "wb") as log:
             if replaces is not None:
                 log.write(f"--- restarted at {time.time():.3f} ---\n".encode())
-                log.flush()
-            popen = subprocess.Popen(
-                self._cli(*args), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
-            )
+        popen = self.launcher.start(args, env, self.workdir, log_path)
         process = Process(name, f"http://127.0.0.1:{port}", popen, log_path, args, env, port)
         if replaces is not None and replaces in self.processes:
             self.processes[self.processes.index(replaces)] = process
@@ -224,32 +241,22 @@ class LocalCluster:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def migrate(self) -> None:
-        subprocess.run(
-            self._cli("db", "upgrade"),
-            env=self.broker_env(),
-            check=True,
-            cwd=self.workdir,
-            stdout=subprocess.DEVNULL,
-        )
+        self._run("db", "upgrade", env=self.broker_env(), what="db upgrade")
 
     def init_operator(self, participant: str = "operator.demo", country: str = "AT") -> KeySet:
         """`trm-broker operator init`: the first operator, whose key signs registry changes."""
         key_file = self.workdir / "operator-key.json"
-        subprocess.run(
-            self._cli(
-                "operator",
-                "init",
-                "--id",
-                participant,
-                "--country",
-                country,
-                "--operator-key",
-                str(key_file),
-            ),
+        self._run(
+            "operator",
+            "init",
+            "--id",
+            participant,
+            "--country",
+            country,
+            "--operator-key",
+            str(key_file),
             env=self.broker_env(),
-            check=True,
-            cwd=self.workdir,
-            stdout=subprocess.DEVNULL,
+            what="operator init",
         )
         self.operator = KeySet.read(key_file)
         return self.operator
@@ -299,41 +306,34 @@ class LocalCluster:
     def _case_worker(self, organisation: str, env: dict[str, str]) -> str:
         """A case worker of ``organisation`` at its node, made with the command an
         administrator uses; their token (printed once, alone on stdout)."""
-        made = subprocess.run(
-            self._cli(
-                "node",
-                "users",
-                "add",
-                f"case-worker@{organisation}",
-                "--organisation",
-                organisation,
-                "--role",
-                "case_worker",
-            ),
+        made = self._run(
+            "node",
+            "users",
+            "add",
+            f"case-worker@{organisation}",
+            "--organisation",
+            organisation,
+            "--role",
+            "case_worker",
             env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+            what=f"users add for {organisation}",
         )
-        if made.returncode != 0:
-            raise RuntimeError(f"users add failed for {organisation}: {made.stderr[-2000:]}")
         return made.stdout.strip()
 
     def set_password(self, node: Node, user: str, password: str) -> None:
         """Give ``user`` a password at ``node`` for the web app, with the command an
         administrator runs (`trm-broker node users password set --stdin`)."""
-        done = subprocess.run(
-            self._cli("node", "users", "password", "set", user, "--stdin"),
-            input=password + "\n",
+        self._run(
+            "node",
+            "users",
+            "password",
+            "set",
+            user,
+            "--stdin",
             env=node.process.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+            input=password + "\n",
+            what=f"password set for {user}",
         )
-        if done.returncode != 0:
-            raise RuntimeError(f"password set failed for {user}: {done.stderr[-2000:]}")
 
     def console_login(self, key_file: Path, vkey: str | None = None) -> str:
         """A one-time sign-in link to the broker's console for the auditor (or operator)
@@ -342,18 +342,17 @@ class LocalCluster:
         if self.broker is None:
             raise RuntimeError("start the broker first")
         pin = ("--broker-key", vkey) if vkey else ()
-        done = subprocess.run(
-            self._cli(
-                "console", "login", "--key", str(key_file), "--broker", self.broker.url, *pin
-            ),
+        done = self._run(
+            "console",
+            "login",
+            "--key",
+            str(key_file),
+            "--broker",
+            self.broker.url,
+            *pin,
             env=self._env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+            what="console login",
         )
-        if done.returncode != 0:
-            raise RuntimeError(f"console login failed: {done.stderr[-2000:]}")
         return done.stdout.strip()
 
     def node_pins(self) -> dict[str, str]:
