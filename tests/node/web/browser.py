@@ -103,12 +103,23 @@ def https_client(world: NodeWorld) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="https://node.example")
 
 
+#: PASSWORD's argon2id hash, made once per test process by ``users.set_password``: a hash
+#: costs about 0.2 s by design, and the world has eight users in every web test.
+_hashed: list[str] = []
+
+
 async def set_passwords(database_url: str) -> None:
     engine = create_engine(database_url)
     try:
         async with session_factory(engine)() as session:
             for name in USERS:
-                await users.set_password(session, name, PASSWORD)
+                account = await users.user(session, name)
+                assert account is not None, name
+                if not _hashed:
+                    await users.set_password(session, name, PASSWORD)
+                    assert account.password_hash is not None
+                    _hashed.append(account.password_hash)
+                account.password_hash = _hashed[0]  # salted inside: valid for any user
             await session.commit()
     finally:
         await engine.dispose()
