@@ -56,8 +56,8 @@ RETRYABLE_PROBLEM = "urn:trm-broker:problem:conflict"  # "could not be stored; s
 
 
 def chaos_kills() -> int:
-    """How many SIGKILLs a crash test deals: 6, or TRM_CHAOS_KILLS (`make chaos`: 200)."""
-    return int(os.environ.get("TRM_CHAOS_KILLS", "6"))
+    """How many SIGKILLs a crash test deals: 10, or TRM_CHAOS_KILLS (`make chaos`: 200)."""
+    return int(os.environ.get("TRM_CHAOS_KILLS", "10"))
 
 
 def chaos_scale() -> int:

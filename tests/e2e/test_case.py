@@ -1,4 +1,4 @@
-"""The demo's whole case with real processes, on PostgreSQL: every step accepted
+"""The demo's whole case with real processes, on SQLite and PostgreSQL: every step accepted
 and delivered in order, the two refusals explained, the case closed, the ledger verified."""
 
 from __future__ import annotations
@@ -17,9 +17,6 @@ from trm_broker.dev.demo_case import RECIPIENT, SENDER, SHELTER, play_case
 pytestmark = pytest.mark.e2e
 
 
-# On PostgreSQL only: `trm-broker demo` plays this same case on SQLite, the embedded default,
-# with real processes too (tests/e2e/test_transfer.py::test_demo_command_runs_and_exits_zero).
-@pytest.mark.parametrize("backend", ["postgresql"])
 def test_a_whole_case_goes_through_real_nodes(tmp_path: Path, broker_database: str | None) -> None:
     # The nodes read their sent messages' statuses at the broker often (as the tests wait).
     fast = {"TRM_NODE_STATUS_POLL_SECONDS": "0.5"}

@@ -83,9 +83,6 @@ def acknowledged_at(node: Node, organisation: str, message_id: str) -> dict[str,
     return eventually(fate, f"{message_id} acknowledged at its sender's node")
 
 
-# One backend per scenario: the broker's queries are tested on both databases in tests/api;
-# here the node's processes, whose own database is SQLite either way. The broker on SQLite.
-@pytest.mark.parametrize("backend", ["sqlite"])
 def test_a_node_serves_two_organisations_each_seeing_its_messages_fate_and_replying_without_ids(
     tmp_path: Path, broker_database: str | None
 ) -> None:

@@ -57,9 +57,6 @@ def send(
     return answer
 
 
-# One backend per scenario: the broker's queries are tested on both databases in tests/api;
-# here the processes. This scenario on PostgreSQL, test_withdrawal.py's on SQLite.
-@pytest.mark.parametrize("backend", ["postgresql"])
 def test_the_shelters_own_node_receives_opens_and_answers_the_plan(
     tmp_path: Path, broker_database: str | None
 ) -> None:

@@ -86,9 +86,6 @@ def signed_get(cluster: LocalCluster, path: str, key: KeySet) -> dict[str, Any]:
     return body
 
 
-# One backend per scenario: the broker's queries are tested on both databases in tests/api;
-# here the processes. This scenario on SQLite, test_receiving_org.py's on PostgreSQL.
-@pytest.mark.parametrize("backend", ["sqlite"])
 def test_withdrawal_reaches_every_party_and_their_nodes_restrict_the_data(
     tmp_path: Path, broker_database: str | None
 ) -> None:
