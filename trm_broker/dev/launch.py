@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.context import ForkServerContext
@@ -250,6 +251,7 @@ def _main(args: list[str], env: dict[str, str], cwd: str, streams: _Streams) -> 
         sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115 - the process's own
     os.environ.clear()
     os.environ.update(env)
+    time.tzset()  # TZ as given, as a new interpreter reads it at its start
     os.chdir(cwd)
     sys.argv = ["trm-broker", *args]
     from trm_broker.cli.app import app
