@@ -14,7 +14,9 @@ broker and the nodes make, also looks the key up and spends the nonce through ca
 caller passes (its registry or the broker's keys; its nonce table).
 
 The signature base and parsing come from the ``http-message-signatures`` library; this
-module fixes the profile and turns every failure into a :class:`RequestSignatureError`.
+module fixes the profile and turns every failure into a :class:`RequestSignatureError`. A
+request in the one form our signers write is signed and checked by
+``crypto/signature_profile.py`` instead, with the same outcome and a tenth of the work.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import http_sf
+from cryptography.exceptions import InvalidSignature as BadEd25519Signature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from http_message_signatures import (
     HTTPMessageSigner,
@@ -38,12 +41,12 @@ from http_message_signatures import (
 )
 from http_message_signatures.exceptions import HTTPMessageSignaturesException
 
+from trm_broker.crypto import signature_profile
 from trm_broker.crypto.errors import Code, VerificationError
 from trm_broker.crypto.keys import SigningKey
+from trm_broker.crypto.signature_profile import COVERED, LABEL, TAG
 
-LABEL = "trm"
-TAG = "trm-broker/v1"
-COVERED = ("@method", "@target-uri", "content-digest")
+__all__ = ["COVERED", "LABEL", "TAG"]
 _PARAMS_COMPONENT = '"@signature-params"'
 _PARAMETERS = frozenset({"created", "keyid", "alg", "nonce", "tag"})
 _SHA256_DIGEST = re.compile(r"sha-256=:[A-Za-z0-9+/]{43}=:")
@@ -161,6 +164,14 @@ def sign_request(
 
     ``url`` is the full target URI as the server will see it (scheme, host, path, query).
     """
+    created = created or datetime.now(UTC)
+    nonce = nonce or new_nonce()
+    params = signature_profile.params_for(int(created.timestamp()), key.kid, nonce)
+    if params is not None:
+        digest = signature_profile.content_digest(body)
+        base = signature_profile.base(method.upper(), url, digest, params)
+        if base is not None:
+            return signature_profile.fields(params, key.sign(base), digest)
     message = _Request(method.upper(), url, _Headers([]))
     signer = HTTPMessageSigner(
         signature_algorithm=algorithms.ED25519, key_resolver=_OneKey(key.kid, key)
@@ -169,8 +180,8 @@ def sign_request(
         signer.sign(
             message,
             key_id=key.kid,
-            created=created or datetime.now(UTC),
-            nonce=nonce or new_nonce(),
+            created=created,
+            nonce=nonce,
             label=LABEL,
             tag=TAG,
             covered_component_ids=COVERED,
@@ -188,8 +199,11 @@ def signature_keyid(headers: Iterable[tuple[str, str]]) -> str | None:
 
     ``None`` when the request carries no signature at all.
     """
-    lines = _Headers(headers)
-    values = [v for n, v in lines.items() if n.lower() == "signature-input"]
+    lines = list(headers)
+    written = signature_profile.read(lines)
+    if written is not None:
+        return written.keyid
+    values = [v for n, v in lines if n.lower() == "signature-input"]
     if not values:
         return None
     try:
@@ -235,7 +249,71 @@ def verify_request(
     The caller then refuses a nonce it has seen within the window (replay).
     """
     lines = list(headers)
-    message = _Request(method.upper(), url, _Headers(lines))
+    verified = _verified_as_written(method.upper(), url, lines, body, public_key, keyid, now + skew)
+    if verified is None:
+        verified = _verified_by_library(method.upper(), url, lines, body, public_key, keyid)
+    return _within_profile(verified, keyid, now=now, max_age=max_age, skew=skew)
+
+
+@dataclass(frozen=True)
+class _Verified:
+    """A signature that verified, before the profile's own checks."""
+
+    parameters: dict[str, Any]
+    params_value: str  # "@signature-params"
+    content_digest: str
+    nonce: str | None
+    signature: bytes
+
+
+def _verified_as_written(
+    method: str,
+    url: str,
+    lines: list[tuple[str, str]],
+    body: bytes | None,
+    public_key: Ed25519PublicKey,
+    keyid: str,
+    latest: datetime,
+) -> _Verified | None:
+    """The check of a request in the one written form (``crypto/signature_profile.py``),
+    step for step as the library makes it: the signature, then the body's digest. ``None``:
+    not in that form, or created after ``latest``; the library decides."""
+    written = signature_profile.read(lines)
+    if written is None or written.keyid != keyid or written.created > latest.timestamp():
+        return None
+    base = signature_profile.base(method, url, written.content_digest, written.params)
+    if base is None:
+        return None
+    try:
+        public_key.verify(written.signature, base)
+    except BadEd25519Signature as exc:
+        raise _refusal(exc) from exc
+    if body is not None and signature_profile.content_digest(body) != written.content_digest:
+        raise _refusal(ValueError("Content-Digest does not match the body"))
+    return _Verified(
+        parameters={
+            "created": written.created,
+            "keyid": written.keyid,
+            "alg": "ed25519",
+            "nonce": written.nonce,
+            "tag": TAG,
+        },
+        params_value=written.params,
+        content_digest=written.content_digest,
+        nonce=written.nonce,
+        signature=written.signature,
+    )
+
+
+def _verified_by_library(
+    method: str,
+    url: str,
+    lines: list[tuple[str, str]],
+    body: bytes | None,
+    public_key: Ed25519PublicKey,
+    keyid: str,
+) -> _Verified:
+    message = _Request(method, url, _Headers(lines))
     verifier = _Verifier(
         signature_algorithm=algorithms.ED25519, key_resolver=_OneKey(keyid, public_key)
     )
@@ -254,7 +332,21 @@ def verify_request(
         raise RequestSignatureError(
             "exactly one signature labelled trm is expected", code=Code.MALFORMED
         )
-    params = results[0].parameters
+    covered = results[0].covered_components
+    return _Verified(
+        parameters=dict(results[0].parameters),
+        params_value=covered[_PARAMS_COMPONENT],
+        content_digest=covered.get('"content-digest"', ""),
+        nonce=results[0].nonce,
+        signature=_signature_bytes(lines),
+    )
+
+
+def _within_profile(
+    verified: _Verified, keyid: str, *, now: datetime, max_age: timedelta, skew: timedelta
+) -> SignedRequest:
+    """Steps 2, 4 and 5 of :func:`verify_request` on a signature that verified."""
+    params = verified.parameters
     if set(params) != _PARAMETERS:
         raise RequestSignatureError(
             "the signature's parameters must be exactly created, keyid, alg, nonce and tag",
@@ -264,8 +356,7 @@ def verify_request(
         raise RequestSignatureError(
             "the signature names another key or algorithm", code=Code.MALFORMED
         )
-    covered = results[0].covered_components
-    digest = covered.get('"content-digest"', "")
+    digest = verified.content_digest
     if not _SHA256_DIGEST.fullmatch(digest):
         raise RequestSignatureError(
             "the Content-Digest must be one sha-256 member", code=Code.MALFORMED
@@ -283,7 +374,7 @@ def verify_request(
         raise RequestSignatureError(
             "the signature is too old; sign each request when sending", code=Code.STALE
         )
-    nonce = results[0].nonce
+    nonce = verified.nonce
     if not nonce or not 16 <= len(nonce) <= 64 or not set(nonce) <= _NONCE_CHARS:
         raise RequestSignatureError(
             "the signature needs a nonce of 16-64 base64url characters", code=Code.MALFORMED
@@ -292,8 +383,8 @@ def verify_request(
         keyid=keyid,
         created=created_at,
         nonce=nonce,
-        signature_input=f"{LABEL}={covered[_PARAMS_COMPONENT]}",
-        signature=f"{LABEL}=:{_signature_bytes(lines)}:",
+        signature_input=f"{LABEL}={verified.params_value}",
+        signature=f"{LABEL}=:{base64.b64encode(verified.signature).decode('ascii')}:",
         content_digest=digest,
     )
 
@@ -341,8 +432,8 @@ async def check_signed_request(
     return signed
 
 
-def _signature_bytes(lines: list[tuple[str, str]]) -> str:
-    """The ``trm`` member of the Signature field, as base64 (already verified)."""
+def _signature_bytes(lines: list[tuple[str, str]]) -> bytes:
+    """The ``trm`` member of the Signature field (already verified)."""
     values = [v for n, v in lines if n.lower() == "signature"]
     parsed: Any = http_sf.parse(", ".join(values).encode("ascii"), tltype="dictionary")
-    return base64.b64encode(parsed[LABEL][0]).decode("ascii")
+    return bytes(parsed[LABEL][0])
