@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.domain.alerts import AlertKind
 from trm_broker.domain.workflow import CaseTransfer
+from trm_broker.store.direct import Query
 from trm_broker.store.models import (
     AlertRecord,
     CaseTransferRow,
@@ -42,9 +43,10 @@ _CASES = table_of(CaseTransferRow).c
 _READ = select(_CASES.case_ref, _CASES.sending, _CASES.state, _CASES.version).where(
     _CASES.case_ref == bindparam("case_ref")
 )
-_INSERT = sql_insert(table_of(CaseTransferRow))
+_READ_CASE = Query(_READ)
+_INSERT = Query(sql_insert(table_of(CaseTransferRow)))
 #: The new state, only over the version read (optimistic): a Core statement built once.
-_REPLACE = (
+_REPLACE = Query(
     update(table_of(CaseTransferRow))
     .where(
         _CASES.case_ref == bindparam("case_ref_"),
@@ -61,7 +63,7 @@ _REPLACE = (
 
 async def read(session: AsyncSession, case_ref: str) -> StoredCase | None:
     """The case's stored state (one small query, no ORM identity map)."""
-    row = (await session.execute(_READ, {"case_ref": case_ref})).first()
+    row = await _READ_CASE.first(session, {"case_ref": case_ref})
     if row is None:
         return None
     return StoredCase(row.case_ref, row.sending, row.state, row.version)
@@ -69,7 +71,7 @@ async def read(session: AsyncSession, case_ref: str) -> StoredCase | None:
 
 async def insert_now(session: AsyncSession, case: CaseTransfer, at: datetime) -> None:
     """:func:`insert`, executed at once (one INSERT, no unit of work)."""
-    await session.execute(_INSERT, _row(case, at))
+    await _INSERT.run(session, _row(case, at))
 
 
 def state_of(row: CaseTransferRow | StoredCase) -> CaseTransfer:
@@ -97,8 +99,8 @@ async def replace(
     session: AsyncSession, row: CaseTransferRow | StoredCase, case: CaseTransfer, at: datetime
 ) -> bool:
     """Store the new state if nobody changed the case since ``row`` was read."""
-    result = await session.execute(
-        _REPLACE,
+    changed = await _REPLACE.run(
+        session,
         {
             "case_ref_": row.case_ref,
             "version_": row.version,
@@ -109,7 +111,7 @@ async def replace(
             "updated_at": at,
         },
     )
-    return bool(getattr(result, "rowcount", 0) == 1)
+    return changed == 1
 
 
 def parties(row: CaseTransferRow) -> set[str]:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.domain.consent import Consent
 from trm_broker.domain.messages import DataCategory, DeliveryStatus, MessageType
+from trm_broker.store.direct import Query
 from trm_broker.store.models import ConsentRecord, Delivery, Message, table_of
 
 
@@ -35,22 +36,25 @@ async def get(session: AsyncSession, consent_id: str) -> ConsentRecord | None:
     return await session.get(ConsentRecord, consent_id)
 
 
-_READ = select(*table_of(ConsentRecord).c).where(table_of(ConsentRecord).c.id == bindparam("id"))
+_READ = Query(
+    select(*table_of(ConsentRecord).c).where(table_of(ConsentRecord).c.id == bindparam("id"))
+)
 
 
-_INSERT = insert(table_of(ConsentRecord))
+_INSERT = Query(insert(table_of(ConsentRecord)))
 
 
 async def insert_now(session: AsyncSession, row: ConsentRecord) -> None:
     """Insert a new consent at once (one INSERT, no unit of work); ``row`` stays unsaved."""
-    await session.execute(
-        _INSERT, {column.key: getattr(row, column.key) for column in table_of(ConsentRecord).c}
+    await _INSERT.run(
+        session, {column.key: getattr(row, column.key) for column in table_of(ConsentRecord).c}
     )
 
 
 async def read(session: AsyncSession, consent_id: str) -> Row[Any] | None:
     """The consent's row as read (one small query, no ORM identity map): for checks only."""
-    return (await session.execute(_READ, {"id": consent_id})).first()
+    row: Row[Any] | None = await _READ.first(session, {"id": consent_id})
+    return row
 
 
 async def of_case(session: AsyncSession, case_ref: str) -> Sequence[ConsentRecord]:

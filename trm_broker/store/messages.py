@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.domain.envelope import Envelope
 from trm_broker.domain.messages import DeliveryStatus
+from trm_broker.store.direct import Query
 from trm_broker.store.ledger import ENTRY_COLUMNS
 from trm_broker.store.models import Delivery, LedgerEntry, Message, Participant, table_of
 
@@ -125,7 +126,8 @@ def _one_statement() -> Insert:
     )
 
 
-_INSERT_ALL = _one_statement()
+_INSERT_ALL = Query(_one_statement())
+_READ_ACCEPTED = Query(_ACCEPTED)
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,7 @@ async def parties(session: AsyncSession, message_id: str) -> Parties | None:
 
 async def accepted(session: AsyncSession, message_id: str) -> Accepted | None:
     """The message stored with this id, if any (one small query, no ORM identity map)."""
-    row = (await session.execute(_ACCEPTED, {"id": message_id})).first()
+    row = await _READ_ACCEPTED.first(session, {"id": message_id})
     if row is None:
         return None
     return Accepted(row.id, row.sender_id, row.envelope_digest, row.receipt)
@@ -206,7 +208,7 @@ async def add_accepted(
         values = {f"e_{k}": v for k, v in entry.items()}
         values.update({f"m_{k}": v for k, v in message.items()})
         values.update({f"d_{k}": v for k, v in delivery.items()})
-        await session.execute(_INSERT_ALL, values)
+        await _INSERT_ALL.run(session, values)
     else:
         seq = (await session.execute(_INSERT_ENTRY, entry)).scalar_one()
         await session.execute(_INSERT_MESSAGE, {**message, "ledger_seq": seq})

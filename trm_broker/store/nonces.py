@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Executable, delete
+from sqlalchemy import delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from trm_broker.store.direct import Query
 from trm_broker.store.models import RequestNonce
 
 
@@ -29,21 +30,20 @@ async def remember(
     """
     values = {"keyid": keyid, "nonce": nonce, "expires_at": expires_at}
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    result = await session.execute(_insert(dialect, table), values)
-    return bool(getattr(result, "rowcount", 0) == 1)
+    return await _insert(dialect, table).run(session, values) == 1
 
 
-_INSERTS: dict[tuple[str, str], Executable] = {}
+_INSERTS: dict[tuple[str, str], Query] = {}
 
 
-def _insert(dialect: str, table: type[Any]) -> Executable:
+def _insert(dialect: str, table: type[Any]) -> Query:
     """The statement, built once per table and backend (its compiled form is then cached)."""
     found = _INSERTS.get((dialect, table.__tablename__))
     if found is None:
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        found = _INSERTS[dialect, table.__tablename__] = insert(
-            table.__table__
-        ).on_conflict_do_nothing()
+        found = _INSERTS[dialect, table.__tablename__] = Query(
+            insert(table.__table__).on_conflict_do_nothing()
+        )
     return found
 
 

@@ -24,9 +24,11 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from trm_broker.domain.participants import KeyUse, ParticipantKind
+from trm_broker.store.direct import Query
 from trm_broker.store.models import Participant, ParticipantKey, RegistryVersion, table_of
 
 _VERSION = select(table_of(RegistryVersion).c.version).where(table_of(RegistryVersion).c.id == 1)
+_READ_VERSION = Query(_VERSION)
 _KEYS = table_of(ParticipantKey).c
 _KEY = select(
     _KEYS.kid,
@@ -150,7 +152,7 @@ class Registry:
 
 async def view(session: AsyncSession, cache: RegistryCache) -> Registry:
     """Read the registry's version (one small query) and return the request's view of it."""
-    version = int((await session.execute(_VERSION)).scalar_one())
+    version = int((await _READ_VERSION.one(session, {}))[0])
     cache.observe(version)
     return Registry(session, cache, version)
 
