@@ -150,13 +150,13 @@ def _open_of_kind() -> Select[tuple[str]]:
     )
 
 
-_OPEN_OF_KIND = _open_of_kind()
+_OPEN_OF_KIND = Query(_open_of_kind())
 
 
 async def has_open_alert(session: AsyncSession, case_ref: str, kind: AlertKind) -> bool:
     """Whether the case has an open alert of this kind (one indexed query, built once)."""
-    found = await session.execute(_OPEN_OF_KIND, {"case_ref": case_ref, "kind": kind})
-    return found.first() is not None
+    found = await _OPEN_OF_KIND.first(session, {"case_ref": case_ref, "kind": kind})
+    return found is not None
 
 
 async def open_alerts(session: AsyncSession, case_ref: str | None = None) -> Sequence[AlertRecord]:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from trm_broker.domain.messages import DeliveryStatus
+from trm_broker.store.direct import Query
 from trm_broker.store.models import Delivery, Message, Participant, table_of
 
 # The statuses, by their short names here (``outbox.PENDING``): see ``DeliveryStatus``.
@@ -75,6 +76,7 @@ _DUE = (
     .limit(bindparam("limit", type_=Integer))
     .with_for_update(skip_locked=True, of=Delivery)
 )
+_CLAIM_DUE = Query(_DUE)
 #: The lease: only rows still due are taken (``RETURNING`` says which).
 _LEASE = (
     update(table_of(Delivery))
@@ -104,7 +106,7 @@ async def claim_due(
     has one writer at a time and ignores the clause. A dispatcher that dies mid-attempt
     loses nothing: when the lease runs out the row is due again.
     """
-    due = (await session.execute(_DUE, {"now": now, "limit": limit})).all()
+    due = await _CLAIM_DUE.rows(session, {"now": now, "limit": limit})
     if not due:
         return []
     # The update re-checks that each row is still due, and only rows it changed are ours:
@@ -113,7 +115,20 @@ async def claim_due(
         _LEASE, {"ids": [row.id for row in due], "now_": now, "lease_until": lease_until}
     )
     ours = set(leased.scalars().all())
-    return [ClaimedDelivery(*row[:-1], attempts=row.attempts + 1) for row in due if row.id in ours]
+    return [
+        ClaimedDelivery(
+            row.id,
+            row.message_id,
+            row.recipient_id,
+            row.inbox_url,
+            row.envelope,
+            row.envelope_digest,
+            row.receipt,
+            attempts=row.attempts + 1,
+        )
+        for row in due
+        if row.id in ours
+    ]
 
 
 async def release(
@@ -183,15 +198,15 @@ def _answer_statement() -> Update:
     )
 
 
-_ANSWER = _answer_statement()
+_ANSWER = Query(_answer_statement())
 
 
 async def _record_answer(
     session: AsyncSession, delivery_id: int, at: datetime, ack: str, status: str, pulled: bool
 ) -> bool:
     # A dead letter may still be answered: a pull-mode recipient that fetched it late.
-    result = await session.execute(
-        _ANSWER,
+    changed = await _ANSWER.run(
+        session,
         {
             "delivery_id": delivery_id,
             "answer_status": status,
@@ -200,7 +215,7 @@ async def _record_answer(
             "answer": ack,
         },
     )
-    return bool(getattr(result, "rowcount", 0) == 1)
+    return changed == 1
 
 
 async def record_failed(

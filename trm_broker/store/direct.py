@@ -98,6 +98,8 @@ def _compiled(
     compiled: Any = statement.compile(dialect=dialect, column_keys=list(keys))
     if compiled.insert_prefetch or compiled.update_prefetch or not compiled.positional:
         return None  # Python-side defaults: the engine's execution computes them
+    if "__[POSTCOMPILE_" in compiled.string:
+        return None  # an expanding IN list or a literal rendered at execution: the engine's
     names = tuple(compiled.positiontup or ())
     binds = compiled.binds
     processors = tuple(_type(binds[name], dialect).bind_processor(dialect) for name in names)

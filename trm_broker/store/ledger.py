@@ -19,6 +19,7 @@ from sqlalchemy.orm import aliased
 
 from trm_broker.crypto.canonical import canonical_json
 from trm_broker.domain.ledger_events import EventType, LedgerEvent
+from trm_broker.store.direct import Query
 from trm_broker.store.models import (
     LedgerCheckpoint,
     LedgerDay,
@@ -84,13 +85,14 @@ def append(session: AsyncSession, event: LedgerEvent) -> LedgerEntry:
 
 
 _INSERT = insert(table_of(LedgerEntry)).returning(table_of(LedgerEntry).c.seq)
+_APPEND = Query(_INSERT)
 
 
 async def append_now(session: AsyncSession, event: LedgerEvent) -> tuple[int, bytes]:
     """:func:`append`, inserted at once (one statement, no unit of work): the entry's ``seq``
     and body, for a row that records it (the accept path, issue 21)."""
     values = entry_row(event)
-    seq = (await session.execute(_INSERT, values)).scalar_one()
+    seq = (await _APPEND.one(session, values))[0]
     return int(seq), cast(bytes, values["body"])
 
 

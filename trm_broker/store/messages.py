@@ -128,6 +128,7 @@ def _one_statement() -> Insert:
 
 _INSERT_ALL = Query(_one_statement())
 _READ_ACCEPTED = Query(_ACCEPTED)
+_READ_PARTIES = Query(_PARTIES)
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ class Parties:
 async def parties(session: AsyncSession, message_id: str) -> Parties | None:
     """The message's parties and their countries, case and envelope digest (one small
     query, no ORM)."""
-    row = (await session.execute(_PARTIES, {"id": message_id})).first()
+    row = await _READ_PARTIES.first(session, {"id": message_id})
     return None if row is None else Parties(*row)
 
 
