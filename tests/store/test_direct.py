@@ -148,3 +148,16 @@ async def test_a_lost_connection_is_an_error_and_the_next_session_works(
             assert (await COUNT.one(session, {}))[0] == 1
     finally:
         await engine.dispose()
+
+
+async def test_a_list_expanded_at_execution_goes_through_the_session(engine: AsyncEngine) -> None:
+    some = Query(
+        select(NONCES.c.nonce)
+        .where(NONCES.c.nonce.in_(bindparam("names", expanding=True)))
+        .order_by(NONCES.c.nonce)
+    )
+    async with session_factory(engine)() as session:
+        for name in ("a", "b", "c"):
+            await ADD_NONCE.run(session, nonce(name))
+        found = await some.rows(session, {"names": ["a", "c", "x"]})
+        assert [row.nonce for row in found] == ["a", "c"]
