@@ -49,9 +49,6 @@ class Accepted:
 
 
 _MESSAGES = table_of(Message).c
-_ACCEPTED = select(
-    _MESSAGES.id, _MESSAGES.sender_id, _MESSAGES.envelope_digest, _MESSAGES.receipt
-).where(_MESSAGES.id == bindparam("id"))
 _SENDER = table_of(Participant).alias("sender")
 _RECIPIENT = table_of(Participant).alias("recipient")
 _PARTIES = (
@@ -127,7 +124,6 @@ def _one_statement() -> Insert:
 
 
 _INSERT_ALL = Query(_one_statement())
-_READ_ACCEPTED = Query(_ACCEPTED)
 _READ_PARTIES = Query(_PARTIES)
 
 
@@ -154,14 +150,6 @@ async def parties(session: AsyncSession, message_id: str) -> Parties | None:
     query, no ORM)."""
     row = await _READ_PARTIES.first(session, {"id": message_id})
     return None if row is None else Parties(*row)
-
-
-async def accepted(session: AsyncSession, message_id: str) -> Accepted | None:
-    """The message stored with this id, if any (one small query, no ORM identity map)."""
-    row = await _READ_ACCEPTED.first(session, {"id": message_id})
-    if row is None:
-        return None
-    return Accepted(row.id, row.sender_id, row.envelope_digest, row.receipt)
 
 
 async def add_accepted(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -129,12 +130,13 @@ async def readable(session: AsyncSession, consent_id: str, caller: Caller) -> Co
     raise NotFound("You are not party to a consent with this id.")
 
 
-async def covering(
-    session: AsyncSession, consent_ref: str | None, message: scope.MessageFacts, registrant: str
+def covering(
+    consent_ref: str | None, row: Any | None, message: scope.MessageFacts, registrant: str
 ) -> scope.Consent | None:
     """The consent a message references, checked against the message (403 if it does not
     cover it); ``None`` for a message that needs none (a withdrawal, or a closure that
-    carries no personal data: ``consent.consent_needed``).
+    carries no personal data: ``consent.consent_needed``). ``row`` is that consent as read
+    (``store.accept_reads``), ``None`` if there is none with that id.
 
     Only a consent registered by ``registrant``, the case's sending focal point (§7), can
     cover its messages. Any other is answered exactly as an unknown id: its scope is not
@@ -146,7 +148,6 @@ async def covering(
             f"A {message.type.value} needs the consent_ref of a consent covering it.",
             rule="consent_missing",
         )
-    row = await store.read(session, consent_ref)
     if row is None or row.registered_by != registrant:
         raise ConsentMissing(
             f"No consent with id {consent_ref} was registered by the case's sending focal point.",

@@ -15,6 +15,7 @@ from trm_broker.domain.envelope import Envelope
 from trm_broker.domain.messages import HEADER_MODELS, MessageType
 from trm_broker.store import cases
 from trm_broker.store import consents as consent_store
+from trm_broker.store.accept_reads import AcceptReads
 from trm_broker.store.models import ConsentRecord, Refusal
 from trm_broker.store.registry_cache import Registry, RegistryParticipant
 from trm_broker.web.problems import Conflict, ConsentMissing, WorkflowRule
@@ -39,14 +40,16 @@ async def admit(
     now: datetime,
     rules: workflow.Rules,
     registry: Registry,
+    reads: AcceptReads,
 ) -> Admitted:
     """Check consent, then the workflow; store the case's new state in this transaction.
+    ``reads``: the case and the consent as the accept path read them.
 
     Raises ``ConsentMissing`` (403) or ``WorkflowRule`` (409), with a ``refusal`` attribute
     the caller records for the auditors' report after the rollback.
     """
     try:
-        return await _admit(session, envelope, sender, recipient, now, rules, registry)
+        return await _admit(session, envelope, sender, recipient, now, rules, registry, reads)
     except (ConsentMissing, WorkflowRule) as problem:
         problem.refusal = Refusal(
             at=now,
@@ -66,6 +69,7 @@ async def _admit(
     now: datetime,
     rules: workflow.Rules,
     registry: Registry,
+    reads: AcceptReads,
 ) -> Admitted:
     # 1. Consent (§7): every message but a withdrawal needs a consent that covers it.
     facts = MessageFacts(
@@ -78,9 +82,9 @@ async def _admit(
         at=now,
     )
     # The case's sending focal point registered its consent; a referral opens the case.
-    row = await cases.read(session, envelope.case_ref)
+    row = reads.case
     registrant = row.sending if row is not None else envelope.sender
-    consent = await consents.covering(session, envelope.consent_ref, facts, registrant)
+    consent = consents.covering(envelope.consent_ref, reads.consent, facts, registrant)
     withdraws = None
     if envelope.type is MessageType.CONSENT_WITHDRAWAL:
         withdraws = await _withdrawn_consent(session, envelope)

@@ -34,8 +34,8 @@ from trm_broker.domain.signed_objects import AckClaims, ReceiptClaims
 from trm_broker.domain.times import rfc3339
 from trm_broker.domain.workflow import Rules
 from trm_broker.logs import bind_ids
+from trm_broker.store import accept_reads, ledger, registry_cache
 from trm_broker.store import deliveries as outbox
-from trm_broker.store import ledger, registry_cache
 from trm_broker.store import messages as store
 from trm_broker.store.models import Delivery
 from trm_broker.store.registry_cache import Registry, RegistryCache
@@ -130,7 +130,8 @@ async def accept(
     #    the sender's own messages are looked at before freshness, so nobody else can use
     #    an old envelope to learn whether an id exists.
     digest = verified.digest
-    existing = await store.accepted(session, envelope.id)
+    reads = await accept_reads.read(session, envelope.id, envelope.case_ref, envelope.consent_ref)
+    existing = reads.message
     if existing is not None and existing.sender_id != envelope.sender:
         existing = None  # treated as new: freshness first, then the id conflicts (409)
     if existing is not None:
@@ -152,7 +153,9 @@ async def accept(
     #    Nothing is written before this point; the request's nonce is the first write.
     if before_writes is not None:
         await before_writes()
-    admitted = await rules_check.admit(session, envelope, sender, recipient, now, rules, registry)
+    admitted = await rules_check.admit(
+        session, envelope, sender, recipient, now, rules, registry, reads
+    )
 
     # 12. Store the ledger entry, the message and its outbox row in one transaction (one
     #     statement on PostgreSQL); the caller commits, then we answer (docs/design.md §8).
