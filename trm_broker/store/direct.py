@@ -52,7 +52,7 @@ class Query:
         compiled = self._compile(connection, params)
         if compiled is None:
             return (await session.execute(self.statement, params)).all()
-        records = await _fetch(connection, adapted, compiled, params)
+        records = await _send(connection, adapted, compiled, params, rows=True)
         if compiled.row is None:
             return []
         return [_row(compiled.row, compiled.results, record) for record in records]
@@ -77,7 +77,7 @@ class Query:
             result = await session.execute(self.statement, params)
             return int(getattr(result, "rowcount", 0) or 0)
         connection, adapted = direct
-        status = await _execute(connection, adapted, compiled, params)
+        status = await _send(connection, adapted, compiled, params, rows=False)
         count = status.rsplit(" ", 1)[-1]
         return int(count) if count.isdigit() else 0
 
@@ -175,24 +175,22 @@ def _arguments_seen(
     return arguments
 
 
-async def _fetch(
-    connection: AsyncConnection, adapted: Any, compiled: _Compiled, params: Mapping[str, Any]
-) -> list[Any]:
+async def _send(
+    connection: AsyncConnection,
+    adapted: Any,
+    compiled: _Compiled,
+    params: Mapping[str, Any],
+    *,
+    rows: bool,
+) -> Any:
+    """Send the statement: its rows (``rows``), or asyncpg's status line ("UPDATE 1")."""
     arguments = _arguments_seen(connection, compiled, params)
+    driver = adapted.driver_connection
     try:
         async with adapted._execute_mutex:
-            return list(await adapted.driver_connection.fetch(compiled.sql, *arguments))
-    except Exception as error:
-        raise await _translated(connection, adapted, compiled, arguments, error) from error
-
-
-async def _execute(
-    connection: AsyncConnection, adapted: Any, compiled: _Compiled, params: Mapping[str, Any]
-) -> str:
-    arguments = _arguments_seen(connection, compiled, params)
-    try:
-        async with adapted._execute_mutex:
-            return str(await adapted.driver_connection.execute(compiled.sql, *arguments))
+            if rows:
+                return list(await driver.fetch(compiled.sql, *arguments))
+            return str(await driver.execute(compiled.sql, *arguments))
     except Exception as error:
         raise await _translated(connection, adapted, compiled, arguments, error) from error
 
