@@ -6,16 +6,15 @@ id. The accept path reads the message id, the case and the consent in one statem
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.security.world import consent_body
 from tests.support import PROBLEM, Broker, broker_settings, referral, running_broker
 from trm_broker.crypto.keys import KeySet
-from trm_broker.domain.messages import DataCategory, MessageType
 
 AT = KeySet.generate("at.focal-point")
 DE = KeySet.generate("de.focal-point")
@@ -35,16 +34,7 @@ async def broker(database_url: str, tmp_path: Path) -> AsyncIterator[Broker]:
 async def register_consent(
     broker: Broker, by: KeySet, consent_id: str, case: str, recipients: list[str]
 ) -> None:
-    body = {
-        "id": consent_id,
-        "case_ref": case,
-        "given_by": "person",
-        "purposes": [t.value for t in MessageType],
-        "recipients": recipients,
-        "data_categories": [c.value for c in DataCategory],
-        "valid_from": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
-        "form_digest": "sha-256:" + "C" * 43,
-    }
+    body = consent_body(consent_id, case, recipients)
     response = await broker.call("POST", "/v1/consents", by, json=body)
     assert response.status_code == 201, response.text
 
